@@ -1,0 +1,34 @@
+"""tipline: a streaming Beam pipeline for child-protection tip lines."""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "apache-beam==2.77.0",
+    "google-cloud-pubsub==2.44.0",
+    "fastavro==1.13.1",
+    "pyarrow==25.0.1",
+    "geoip2==5.3.0",
+    "maxminddb==3.2.0",
+    "imagehash==4.3.2",
+    "Pillow==12.3.0",
+    "numpy==2.4.6",
+    "numba==0.68.1",
+    "pdqhash==0.2.8",
+]
+
+setup(
+    name="tipline",
+    version="0.1.0",
+    description="Streaming pipeline for child-protection tip lines on Apache Beam",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas"]),
+    package_data={
+        "schemas": ["*.avsc", "*.csv"],
+        "pipelines": ["demo_data/*"],
+    },
+    install_requires=RUNTIME,
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7"],
+        "analyst": ["duckdb==2.0.0", "matplotlib==3.11.2"],
+    },
+    entry_points={"console_scripts": ["tipline=pipelines.cli:main"]},
+)
