@@ -1,0 +1,64 @@
+"""TiplineOptions: every option of `tipline run`, as a Beam `PipelineOptions` subclass."""
+from importlib import resources
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.dedup import DEFAULT_HORIZON_HOURS
+from transforms.parse_reports import DEFAULT_MAX_MESSAGE_BYTES
+from transforms.read_reports import SOURCES
+
+
+def demo_data_path(name):
+    """A file shipped in pipelines/demo_data (the embedded demo's bank and GeoIP database)."""
+    return str(resources.files("pipelines").joinpath("demo_data", name))
+
+
+class TiplineOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--source", choices=SOURCES, default="synthetic",
+                            help="where reports come from (default: the embedded synthetic stream)")
+        parser.add_argument("--input", dest="input_pattern", default=None,
+                            help="--source files: glob of JSON Lines files, or of .avro files")
+        parser.add_argument("--subscription", default=None,
+                            help="--source pubsub: projects/P/subscriptions/S")
+        parser.add_argument("--output", dest="output_dir", default="./tipline-out",
+                            help="output folder: routed/, trends/, dead_letter/, summary.json")
+        parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,
+                            help="GeoIP2/GeoLite2 City .mmdb (default: the synthetic demo database)")
+        parser.add_argument("--geoip-asn-db", dest="geoip_asn_db", default=None, help="GeoLite2 ASN .mmdb")
+        parser.add_argument("--geoip-anonymous-db", dest="geoip_anonymous_db", default=None,
+                            help="GeoIP2 Anonymous-IP .mmdb (anonymous, VPN, hosting, Tor -> UNKNOWN)")
+        parser.add_argument("--hash-bank", dest="hash_banks", action="append", default=None,
+                            help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
+        parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
+                            help="bank of known benign content never reported as a match (repeatable)")
+        parser.add_argument("--bank-refresh-seconds", type=int, default=60,
+                            help="how often workers look for changed bank files")
+        parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
+                            help="event-time horizon within which a redelivered reportId is dropped")
+        parser.add_argument("--window-minutes", type=int, default=60,
+                            help="event-time window of each routed file set")
+        parser.add_argument("--allowed-lateness-hours", type=float, default=24,
+                            help="how late (event time) a report may arrive and still update its window")
+        parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                            help="larger messages are dead-lettered")
+        parser.add_argument("--synthetic-count", type=int, default=3000,
+                            help="--source synthetic: number of reports")
+        parser.add_argument("--synthetic-seed", type=int, default=2026, help="--source synthetic: random seed")
+        parser.add_argument("--synthetic-hours", type=float, default=4,
+                            help="--source synthetic: hours of event time the stream spans")
+
+    def uses_demo_data(self):
+        return self.geoip_city_db is None or self.hash_banks is None
+
+    def resolved_city_db(self):
+        return self.geoip_city_db or demo_data_path("demo-city.mmdb")
+
+    def resolved_hash_banks(self):
+        return self.hash_banks or [demo_data_path("demo-bank.csv")]
+
+    def resolved_negative_hash_banks(self):
+        if self.negative_hash_banks is not None:
+            return self.negative_hash_banks
+        return [demo_data_path("demo-negative-bank.csv")] if self.hash_banks is None else []

@@ -1,0 +1,67 @@
+"""The run summary: counts from Beam metrics, reconciled (read = routed + duplicates + dead_lettered)."""
+import json
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.dead_letters import METRICS_NAMESPACE
+
+
+def _value(result):
+    return result.committed if result.committed is not None else result.attempted
+
+
+def counters(pipeline_result):
+    """{(namespace, name): value} for every tipline counter of a finished run."""
+    query = pipeline_result.metrics().query(MetricsFilter())
+    totals = {}
+    for result in query["counters"]:
+        namespace = result.key.metric.namespace
+        if namespace.startswith(METRICS_NAMESPACE):
+            key = (namespace, result.key.metric.name)
+            totals[key] = totals.get(key, 0) + _value(result)
+    return totals
+
+
+def summarize(totals):
+    """The summary dict of a run from its counters."""
+    count = lambda name: totals.get((METRICS_NAMESPACE, name), 0)
+    by = lambda namespace: {name: value for (ns, name), value in sorted(totals.items())
+                            if ns == f"{METRICS_NAMESPACE}.{namespace}"}
+    summary = {
+        "read": count("read"),
+        "routed": count("routed"),
+        "duplicates": count("valid") - count("unique"),
+        "dead_lettered": count("dead_lettered"),
+        "routed_by_jurisdiction": by("routed_by_jurisdiction"),
+        "dead_lettered_by_stage": by("dead_lettered_by_stage"),
+        "other_counts": {name: value for (ns, name), value in sorted(totals.items())
+                         if ns == METRICS_NAMESPACE and name not in
+                         ("read", "routed", "valid", "unique", "dead_lettered")},
+    }
+    summary["reconciled"] = summary["read"] == summary["routed"] + summary["duplicates"] + summary["dead_lettered"]
+    return summary
+
+
+def write_summary(summary, output_dir):
+    path = FileSystems.join(output_dir, "summary.json")
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+    return path
+
+
+def format_summary(summary):
+    """A few lines a person can read at the end of a run."""
+    lines = [
+        f"read {summary['read']}  routed {summary['routed']}  duplicates {summary['duplicates']}  "
+        f"dead-lettered {summary['dead_lettered']}  "
+        + ("(reconciled)" if summary["reconciled"] else "(DOES NOT RECONCILE)"),
+        "routed by jurisdiction: " + ", ".join(
+            f"{code} {count}" for code, count in sorted(
+                summary["routed_by_jurisdiction"].items(), key=lambda item: -item[1])[:15])
+        + (" ..." if len(summary["routed_by_jurisdiction"]) > 15 else ""),
+    ]
+    if summary["dead_lettered_by_stage"]:
+        lines.append("dead-lettered by stage: " + ", ".join(
+            f"{stage} {count}" for stage, count in summary["dead_lettered_by_stage"].items()))
+    return "\n".join(lines)

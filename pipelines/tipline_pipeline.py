@@ -1,0 +1,99 @@
+"""The tipline pipeline: read, parse, dedup, enrich, assign, route, count, dead-letter.
+
+    tipline run                                   # embedded demo: synthetic stream, demo bank and GeoIP db
+    tipline run --source files --input 'reports/*.jsonl' --geoip-city-db GeoIP2-City.mmdb --hash-bank bank.parquet
+    python -m pipelines.tipline_pipeline --help   # the same entry point
+"""
+import argparse
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions)
+
+from pipelines.options import TiplineOptions
+from pipelines.summary import counters, format_summary, summarize, write_summary
+from transforms.assign_jurisdiction import AssignJurisdiction
+from transforms.dead_letters import WriteDeadLetters
+from transforms.dedup import DedupRedeliveries
+from transforms.enrich_geo import EnrichGeo
+from transforms.enrich_hashes import EnrichHashes
+from transforms.geo import check_databases
+from transforms.parse_reports import ParseReports
+from transforms.read_reports import ReadReports
+from transforms.route import RouteToSinks
+from transforms.takedown_notices import WriteTakedownNotices
+from transforms.trends import TrendCounts
+
+
+def synthetic_config(opts):
+    from transforms.synthetic import SyntheticConfig
+
+    return SyntheticConfig(count=opts.synthetic_count, seed=opts.synthetic_seed, hours=opts.synthetic_hours)
+
+
+def build_pipeline(p, opts):
+    """Adds every stage to `p`; returns the named outputs (for tests and callers that add more)."""
+    lateness = int(opts.allowed_lateness_hours * 3600)
+    messages = p | "ReadReports" >> ReadReports(
+        opts.source, opts.input_pattern, opts.subscription,
+        synthetic_config(opts) if opts.source == "synthetic" else None)
+    reports, parse_failures = messages | "ParseReports" >> ParseReports(
+        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub")
+    unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
+    hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
+        opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds)
+    located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
+        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+    assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
+    routed, route_failures = assigned | "RouteToSinks" >> RouteToSinks(
+        opts.output_dir, opts.window_minutes * 60, lateness)
+    trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
+    notices = assigned | "TakedownNotices" >> WriteTakedownNotices(opts.output_dir, opts.geoip_asn_db)
+    dead_letters = (
+        (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
+        | "CollectDeadLetters" >> beam.Flatten())
+    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
+    return {"reports": unique, "routed": routed, "trends": trends, "notices": notices,
+            "dead_letters": dead_letters}
+
+
+def print_help():
+    """`tipline run --help`: tipline's own options, then the Beam options most runs need."""
+    parser = argparse.ArgumentParser(prog="tipline run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for options_class in (TiplineOptions, StandardOptions, DirectOptions):
+        group = parser.add_argument_group(options_class.__name__)
+        options_class._add_argparse_args(group)
+    parser.print_help()
+
+
+def run(argv=None):
+    """Runs the pipeline to the end; returns the summary (also written to <output>/summary.json)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print_help()
+        return None
+    options = PipelineOptions(argv)
+    options.view_as(SetupOptions).save_main_session = False
+    opts = options.view_as(TiplineOptions)
+    if opts.source == "pubsub":
+        options.view_as(StandardOptions).streaming = True
+    check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+    if opts.uses_demo_data():
+        logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, opts)
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = summarize(counters(result))
+    path = write_summary(summary, opts.output_dir)
+    print(format_summary(summary))
+    print(f"summary: {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    run()

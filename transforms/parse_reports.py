@@ -1,0 +1,127 @@
+"""ParseReports: raw messages -> validated report dicts stamped with their event time.
+
+Everything that is not a contract report (../shared/contract/REPORT_FORMAT.md) leaves here as a dead
+letter with the original payload and the reason; the job keeps going.
+"""
+import json
+from datetime import datetime, timezone
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from schemas import avro_schema, reference_table
+from transforms.avro_validation import InvalidRecord, compile_validator
+from transforms.dead_letters import METRICS_NAMESPACE, dead_letter
+
+STAGE = "parse"
+DEAD_LETTERS = "dead_letters"
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Pub/Sub's own message limit
+
+
+def parse_rfc3339(text):
+    """A timezone-aware datetime for an RFC 3339 string; `ValueError` for anything else."""
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
+    parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return parsed.astimezone(timezone.utc)
+
+
+class ReportValidator:
+    """Checks a decoded message against schemas/report.avsc and the rules Avro cannot express."""
+
+    def __init__(self):
+        self.check_schema = compile_validator(avro_schema("report"))
+        self.incident_types = frozenset(row["incident_type"] for row in reference_table("incident_types"))
+
+    def validate(self, report):
+        """The report's event time (UTC datetime); raises `InvalidRecord` with the reason otherwise."""
+        self.check_schema(report)
+        if not report["reportId"].strip():
+            raise InvalidRecord("$.reportId: must not be empty")
+        incident_type = report["incidentSummary"]["incidentType"]
+        if incident_type not in self.incident_types:
+            raise InvalidRecord(f"$.incidentSummary.incidentType: unknown incident type {incident_type[:80]!r}")
+        incident_time = report["incidentSummary"].get("incidentDateTime")
+        if incident_time is not None:
+            self._rfc3339("$.incidentSummary.incidentDateTime", incident_time)
+        return self._rfc3339("$.submittedAt", report["submittedAt"])
+
+    @staticmethod
+    def _rfc3339(path, text):
+        try:
+            return parse_rfc3339(text)
+        except ValueError as error:
+            raise InvalidRecord(f"{path}: {error}") from None
+
+
+def decode_message(payload, max_bytes):
+    """The JSON object in a message; raises `InvalidRecord` naming what is wrong with it."""
+    if len(payload) > max_bytes:
+        raise InvalidRecord(f"message of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as error:
+        raise InvalidRecord(f"message is not UTF-8: {error.reason} at byte {error.start}") from None
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidRecord(f"message is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(report, dict):
+        raise InvalidRecord(f"message is a JSON {type(report).__name__}, not an object")
+    return report
+
+
+class _ParseReportFn(beam.DoFn):
+    def __init__(self, max_message_bytes, stamp_event_time):
+        self.max_message_bytes = max_message_bytes
+        self.stamp_event_time = stamp_event_time
+        self.read = Metrics.counter(METRICS_NAMESPACE, "read")
+        self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
+
+    def setup(self):
+        self.validator = ReportValidator()
+
+    def process(self, payload):
+        self.read.inc()
+        try:
+            report = decode_message(payload, self.max_message_bytes)
+            event_time = self.validator.validate(report)
+        except InvalidRecord as error:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(STAGE, str(error), payload, _report_id_of(payload)))
+            return
+        self.valid.inc()
+        if self.stamp_event_time:
+            yield TimestampedValue(report, Timestamp.from_utc_datetime(event_time))
+        else:
+            yield report
+
+
+def _report_id_of(payload):
+    """The reportId of a refused message when it can be read, to help whoever replays it."""
+    try:
+        report_id = json.loads(payload).get("reportId")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return report_id if isinstance(report_id, str) else None
+
+
+class ParseReports(beam.PTransform):
+    """Decodes and validates messages; returns `(reports, dead_letters)`.
+
+    `stamp_event_time` sets each report's timestamp from `submittedAt`; turn it off for sources that
+    already did (Pub/Sub with the `submittedAt` attribute), since a step may not move time backwards.
+    """
+
+    def __init__(self, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, stamp_event_time=True):
+        super().__init__()
+        self.max_message_bytes = max_message_bytes
+        self.stamp_event_time = stamp_event_time
+
+    def expand(self, messages):
+        parsed = messages | "Parse" >> beam.ParDo(
+            _ParseReportFn(self.max_message_bytes, self.stamp_event_time)).with_outputs(DEAD_LETTERS, main="reports")
+        return parsed.reports, parsed[DEAD_LETTERS]
