@@ -4,6 +4,7 @@ Everything that is not a contract report (../shared/contract/REPORT_FORMAT.md) l
 letter with the original payload and the reason; the job keeps going.
 """
 import json
+import re
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -20,13 +21,20 @@ DEAD_LETTERS = "dead_letters"
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Pub/Sub's own message limit
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
 def parse_rfc3339(text):
-    """A timezone-aware datetime for an RFC 3339 string; `ValueError` for anything else."""
-    if not isinstance(text, str) or "T" not in text.upper():
-        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
-    parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
+    """A timezone-aware UTC datetime for an RFC 3339 string; `ValueError` for anything else."""
+    match = RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text[:40]!r} is not an RFC 3339 date-time")
+    if not match.group(2):
         raise ValueError(f"{text!r} has no UTC offset")
+    try:
+        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid date-time") from None
     return parsed.astimezone(timezone.utc)
 
 

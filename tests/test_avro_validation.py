@@ -1,0 +1,87 @@
+"""The compiled validator agrees with fastavro on the contract schema, and names the bad field."""
+import copy
+
+import fastavro
+import pytest
+from fastavro.validation import validate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import avro_schema
+from tests.conftest import example_report
+from transforms.avro_validation import InvalidRecord, compile_validator
+
+SCHEMA = avro_schema("report")
+check = compile_validator(SCHEMA)
+
+ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
+                       st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                       st.sampled_from(["A1", "Z9", "Upload", "viral", "sextortion", "VIRAL_POTENTIAL_MEME"]))
+
+
+def paths(value, prefix=()):
+    """Every path into a JSON-like value."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from paths(item, prefix + (index,))
+
+
+def replaced(value, path, new):
+    value = copy.deepcopy(value)
+    target = value
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new
+    return value
+
+
+def accepted_by_fastavro(record):
+    try:
+        return validate(record, SCHEMA, raise_errors=True, strict=False)
+    except (fastavro.validation.ValidationError, ValueError, TypeError):
+        return False
+
+
+def accepted_by_compiled(record):
+    try:
+        check(record)
+        return True
+    except InvalidRecord:
+        return False
+
+
+ALL_PATHS = [path for path in paths(example_report()) if path]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(ALL_PATHS), ODD_VALUES)
+def test_agrees_with_fastavro_on_mutated_reports(path, new):
+    record = replaced(example_report(), path, new)
+    assert accepted_by_compiled(record) == accepted_by_fastavro(record)
+
+
+def test_accepts_the_contract_example():
+    check(example_report())
+
+
+@pytest.mark.parametrize("path,new,expected", [
+    (("files", 0, "industryClassification"), "Z9", "$.files[0].industryClassification: 'Z9' is not one of"),
+    (("reporter", "espId"), 17, "$.reporter.espId: expected a string, got int"),
+    (("personOrUserReported", "ipCaptureEvents", 1, "port"), 2**40, "out of range for an Avro int"),
+    (("victims",), {"ageEstimate": 3}, "$.victims: expected a list, got dict"),
+])
+def test_reasons_name_the_offending_field(path, new, expected):
+    with pytest.raises(InvalidRecord, match=expected.replace("[", r"\[").replace("]", r"\]").replace("$", r"\$")):
+        check(replaced(example_report(), path, new))
+
+
+def test_missing_required_field_is_named():
+    record = example_report()
+    del record["incidentSummary"]["incidentType"]
+    with pytest.raises(InvalidRecord, match=r"\$\.incidentSummary\.incidentType: required field is missing"):
+        check(record)

@@ -1,0 +1,64 @@
+"""DedupRedeliveries: the event-time semantics of redelivery dedup, pinned with TestStream."""
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from transforms.dedup import DedupRedeliveries
+
+HOUR = 3600
+
+
+def report(report_id, event_time, copy=0):
+    return TimestampedValue({"reportId": report_id, "copy": copy}, event_time)
+
+
+def streaming_pipeline():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return TestPipeline(options=options)
+
+
+def test_redeliveries_within_the_horizon_are_dropped_first_copy_kept():
+    stream = (TestStream()
+              .advance_watermark_to(0)
+              .add_elements([report("a", 10), report("b", 20)])
+              .add_elements([report("a", 10, copy=1)])       # redelivered at once
+              .advance_watermark_to(HOUR - 1)
+              .add_elements([report("b", 20, copy=1)])       # late (behind the watermark) but within horizon
+              .advance_watermark_to_infinity())
+    with streaming_pipeline() as p:
+        kept = p | stream | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: (r["reportId"], r["copy"]))
+        assert_that(kept, equal_to([("a", 0), ("b", 0)]))
+
+
+def test_duplicates_across_window_boundaries_are_still_duplicates():
+    stream = (TestStream()
+              .add_elements([report("a", HOUR - 1)])
+              .advance_watermark_to(HOUR + 10)
+              .add_elements([report("a", HOUR - 1, copy=1), report("c", HOUR + 5)])
+              .advance_watermark_to_infinity())
+    with streaming_pipeline() as p:
+        kept = p | stream | DedupRedeliveries(horizon_hours=2) | beam.Map(lambda r: (r["reportId"], r["copy"]))
+        assert_that(kept, equal_to([("a", 0), ("c", 0)]))
+
+
+def test_a_redelivery_after_the_horizon_has_passed_is_not_recognised():
+    """The documented limit: state is kept only until the watermark passes event time + horizon."""
+    stream = (TestStream()
+              .add_elements([report("a", 0)])
+              .advance_watermark_to(2 * HOUR)
+              .add_elements([report("a", 0, copy=1)])
+              .advance_watermark_to_infinity())
+    with streaming_pipeline() as p:
+        kept = p | stream | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: (r["reportId"], r["copy"]))
+        assert_that(kept, equal_to([("a", 0), ("a", 1)]))
+
+
+def test_batch_dedups_over_the_whole_input():
+    with TestPipeline() as p:
+        kept = (p | beam.Create([report("a", 0), report("a", 0, 1), report("b", 5 * HOUR), report("a", 0, 2)])
+                | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: r["reportId"]))
+        assert_that(kept, equal_to(["a", "b"]))
