@@ -23,3 +23,16 @@ def report():
 @pytest.fixture(scope="session")
 def city_test_db():
     return str(MAXMIND / "GeoIP2-City-Test.mmdb")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the long fuzz and soak tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long profile: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
