@@ -1,0 +1,360 @@
+"""Which IP locates a report's user, and where MaxMind places it: the pure core of `EnrichGeo`.
+
+IP choice policy: the files' Upload events first (the strongest link between a person and the media),
+then the files' other events, then the reported user's capture events, newest first. Missing, malformed
+and non-routable addresses (private, CGNAT, loopback, link-local, multicast, documentation, reserved...)
+are skipped with their reason; so is a public IP the City database does not place in a country. The first
+IP placed in a country is chosen. With no such IP, the producer's `estimatedLocation` is the fallback.
+
+Lookups read the raw `maxminddb` C reader's dicts (about 5x faster than geoip2's model objects) with the
+field semantics of geoip2's `city()`, `asn()`, `isp()` and `anonymous_ip()`, behind per-instance LRU caches.
+"""
+import bisect
+import functools
+import ipaddress
+import os
+from datetime import datetime
+
+import maxminddb
+
+DEFAULT_CACHE_SIZE = 65536
+
+DATABASE_FLAGS = {"city": "--geoip-city-db", "asn": "--geoip-asn-db", "anonymous": "--geoip-anonymous-db",
+                  "isp": "--geoip-isp-db"}
+
+LOCATION_FIELDS = ("ip", "ipSource", "ipChoiceReason", "countryCode", "subdivisionCode", "city",
+                   "accuracyRadiusKm", "asn", "asOrganization", "anonymous", "locationSource", "unlocatedReason")
+
+# MaxMind's legacy codes that name no country: anonymous proxy, satellite provider, other, Asia/Pacific, Europe.
+PSEUDO_COUNTRY_CODES = frozenset({"A1", "A2", "O1", "AP", "EU"})
+HIDING_PSEUDO_COUNTRIES = {"A1": "anonymous proxy pseudo-country A1", "A2": "satellite provider pseudo-country A2"}
+
+ANONYMOUS_IP_FLAGS = (("is_anonymous_vpn", "anonymous VPN"), ("is_public_proxy", "public proxy"),
+                      ("is_tor_exit_node", "Tor exit node"), ("is_hosting_provider", "hosting provider"),
+                      ("is_residential_proxy", "residential proxy"), ("is_anonymous", "anonymous"))
+CITY_TRAIT_FLAGS = (("is_anonymous_proxy", "anonymous proxy (City traits)"),
+                    ("is_satellite_provider", "satellite provider (City traits)"))
+
+
+def _v4(cidr):
+    network = ipaddress.IPv4Network(cidr)
+    return int(network.network_address), int(network.broadcast_address)
+
+
+# IANA special-purpose IPv4 ranges (RFC 6890 and successors), sorted by start; none is a user's location.
+_IPV4_BOGONS = sorted([
+    (*_v4("0.0.0.0/8"), "unspecified ('this network', 0.0.0.0/8)"),
+    (*_v4("10.0.0.0/8"), "private (RFC 1918)"),
+    (*_v4("100.64.0.0/10"), "CGNAT shared address space (RFC 6598)"),
+    (*_v4("127.0.0.0/8"), "loopback"),
+    (*_v4("169.254.0.0/16"), "link-local"),
+    (*_v4("172.16.0.0/12"), "private (RFC 1918)"),
+    (*_v4("192.0.0.0/24"), "reserved (IETF protocol assignments)"),
+    (*_v4("192.0.2.0/24"), "documentation (TEST-NET-1)"),
+    (*_v4("192.88.99.0/24"), "reserved (6to4 relay anycast)"),
+    (*_v4("192.168.0.0/16"), "private (RFC 1918)"),
+    (*_v4("198.18.0.0/15"), "reserved (benchmarking)"),
+    (*_v4("198.51.100.0/24"), "documentation (TEST-NET-2)"),
+    (*_v4("203.0.113.0/24"), "documentation (TEST-NET-3)"),
+    (*_v4("224.0.0.0/4"), "multicast"),
+    (*_v4("240.0.0.0/4"), "reserved (240.0.0.0/4, broadcast)"),
+])
+_IPV4_BOGON_STARTS = [start for start, _, _ in _IPV4_BOGONS]
+
+_IPV6_BOGONS = [(ipaddress.IPv6Network(cidr), reason) for cidr, reason in (
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("fc00::/7", "private (unique local, RFC 4193)"),
+    ("2001:db8::/32", "documentation (RFC 3849)"),
+    ("3fff::/20", "documentation (RFC 9637)"),
+    ("2001::/32", "reserved (Teredo tunnel)"),
+    ("2002::/16", "reserved (6to4 tunnel)"),
+    ("64:ff9b::/96", "reserved (NAT64 translation)"),
+    ("100::/64", "reserved (discard-only)"),
+)]
+_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def _ipv4_int(text):
+    """The IPv4 address as an int for dotted-quad text (no leading zeros), else None: 5x faster than ipaddress."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        if not part.isdigit() or not part.isascii() or (len(part) > 1 and part[0] == "0"):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = value << 8 | octet
+    return value
+
+
+def _ipv4_bogon_reason(value):
+    index = bisect.bisect_right(_IPV4_BOGON_STARTS, value) - 1
+    if index >= 0 and value <= _IPV4_BOGONS[index][1]:
+        return _IPV4_BOGONS[index][2]
+    return None
+
+
+def _ipv6_bogon_reason(address):
+    for network, reason in _IPV6_BOGONS:
+        if address in network:
+            return reason
+    if address not in _IPV6_GLOBAL_UNICAST:
+        return "reserved (outside 2000::/3 global unicast)"
+    if not address.is_global:
+        return "reserved (IANA special-purpose, not globally routable)"
+    return None
+
+
+@functools.lru_cache(maxsize=DEFAULT_CACHE_SIZE)
+def classify_ip(text):
+    """`(normalised ip, None)` for a public address, or `(normalised ip or None, why it is unusable)`.
+
+    IPv4-mapped IPv6 (`::ffff:81.2.69.142`) is normalised to IPv4 before the checks.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return None, "missing"
+    text = text.strip()
+    value = _ipv4_int(text)
+    if value is not None:
+        return text, _ipv4_bogon_reason(value)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None, "malformed (not an IPv4 or IPv6 address)"
+    if address.version == 6 and address.ipv4_mapped is not None:
+        mapped = str(address.ipv4_mapped)
+        return mapped, _ipv4_bogon_reason(int(address.ipv4_mapped))
+    if address.version == 4:  # e.g. text ipaddress accepts that the fast path does not
+        return str(address), _ipv4_bogon_reason(int(address))
+    if address.scope_id:
+        return str(address), "link-local (zone index)"
+    return str(address), _ipv6_bogon_reason(address)
+
+
+def _recency_key(event):
+    """Newest first; events with a missing or unreadable dateTime last, in their given order."""
+    try:
+        moment = datetime.fromisoformat(event.get("dateTime").replace("Z", "+00:00"))
+        return 0, -moment.timestamp()
+    except (AttributeError, TypeError, ValueError):
+        return 1, 0.0
+
+
+def candidate_events(report):
+    """`(source label, ipCaptureEvent)` pairs in policy order: file Uploads, other file events, user events by recency."""
+    uploads, other_file_events = [], []
+    for index, file in enumerate(report.get("files") or []):
+        event = file.get("ipCaptureEvent")
+        if not event:
+            continue
+        name = event.get("eventName") or "Unknown"
+        label = f"file {file.get('fileId') or f'#{index + 1}'} {name}"
+        (uploads if name == "Upload" else other_file_events).append((label, event))
+    user = report.get("personOrUserReported") or {}
+    user_events = sorted(user.get("ipCaptureEvents") or [], key=_recency_key)
+    user_candidates = [(f"user {event.get('eventName') or 'Unknown'} {event.get('dateTime') or '(no dateTime)'}", event)
+                       for event in user_events]
+    return uploads + other_file_events + user_candidates
+
+
+def _english_name(record):
+    return ((record or {}).get("names") or {}).get("en")
+
+
+def city_fields(record):
+    """The Location fields a City record gives (geoip2 `city()` semantics), plus why it hides the user."""
+    country = (record.get("country") or {}).get("iso_code")
+    subdivisions = record.get("subdivisions") or []
+    traits = record.get("traits") or {}
+    hiding = [reason for flag, reason in CITY_TRAIT_FLAGS if traits.get(flag)]
+    if country in HIDING_PSEUDO_COUNTRIES:
+        hiding.append(HIDING_PSEUDO_COUNTRIES[country])
+    return {
+        "countryCode": country,
+        "subdivisionCode": subdivisions[0].get("iso_code") if subdivisions else None,
+        "city": _english_name(record.get("city")),
+        "accuracyRadiusKm": (record.get("location") or {}).get("accuracy_radius"),
+    }, tuple(hiding)
+
+
+def anonymity_reasons(record):
+    """What an Anonymous-IP record says about the address (empty for a clean or missing record)."""
+    return tuple(reason for flag, reason in ANONYMOUS_IP_FLAGS if (record or {}).get(flag))
+
+
+def open_reader(path, flag):
+    """A memory-mapped C-extension reader; a clear error naming the command-line flag when it cannot open."""
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"{flag}: GeoIP database file not found: {path!r}")
+    try:
+        return maxminddb.open_database(path, maxminddb.MODE_MMAP_EXT)
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
+        raise ValueError(f"{flag}: cannot read GeoIP database {path!r}: {error}") from error
+
+
+def check_databases(city_db, asn_db=None, anonymous_db=None, isp_db=None):
+    """Opens each given database once so a bad path fails at start-up, naming its flag (raises ValueError)."""
+    for kind, path in (("city", city_db), ("asn", asn_db), ("anonymous", anonymous_db), ("isp", isp_db)):
+        if path is None and kind != "city":
+            continue
+        open_reader(path, DATABASE_FLAGS[kind]).close()
+
+
+class NetworkLookup:
+    """Who runs an address: ASN and organisation (ASN db), ISP (ISP db). Used for users' and hosts' IPs."""
+
+    def __init__(self, asn_db=None, isp_db=None, cache_size=DEFAULT_CACHE_SIZE):
+        self.asn_reader = open_reader(asn_db, DATABASE_FLAGS["asn"]) if asn_db else None
+        self.isp_reader = open_reader(isp_db, DATABASE_FLAGS["isp"]) if isp_db else None
+        self.network_of = functools.lru_cache(maxsize=cache_size)(self._network_of)
+
+    def _network_of(self, ip):
+        """`{"asn", "asOrganization", "isp"}` for a normalised IP (None where a database is absent or silent)."""
+        asn_record = (self.asn_reader.get(ip) if self.asn_reader else None) or {}
+        isp_record = (self.isp_reader.get(ip) if self.isp_reader else None) or {}
+        return {
+            "asn": asn_record.get("autonomous_system_number", isp_record.get("autonomous_system_number")),
+            "asOrganization": asn_record.get("autonomous_system_organization",
+                                             isp_record.get("autonomous_system_organization")),
+            "isp": isp_record.get("isp"),
+        }
+
+
+class GeoLocator:
+    """Chooses a report's IP and locates it with the City (and optional ASN, Anonymous-IP, ISP) databases."""
+
+    def __init__(self, city_db, asn_db=None, anonymous_db=None, isp_db=None, cache_size=DEFAULT_CACHE_SIZE):
+        self.city_reader = open_reader(city_db, DATABASE_FLAGS["city"])
+        self.anonymous_reader = open_reader(anonymous_db, DATABASE_FLAGS["anonymous"]) if anonymous_db else None
+        self.network = NetworkLookup(asn_db, isp_db, cache_size)
+        self.city_of = functools.lru_cache(maxsize=cache_size)(self._city_of)
+        self.anonymity_of = functools.lru_cache(maxsize=cache_size)(self._anonymity_of)
+
+    def network_of(self, ip):
+        return self.network.network_of(ip)
+
+    def _city_of(self, ip):
+        """`(fields, hiding reasons)` for a public IP, or None when the City db does not place it in a country."""
+        try:
+            record = self.city_reader.get(ip)
+        except ValueError:  # an IPv6 address in an IPv4-only database
+            return None
+        if not record:
+            return None
+        fields, hiding = city_fields(record)
+        return (fields, hiding) if fields["countryCode"] else None
+
+    def _anonymity_of(self, ip):
+        """Anonymous-IP reasons, or None when no Anonymous-IP database was given (unknown, not 'clean')."""
+        if self.anonymous_reader is None:
+            return None
+        return anonymity_reasons(self.anonymous_reader.get(ip))
+
+    def lookup(self, text):
+        """City fields for one IP string (None when unusable or not placed): the benchmark's unit of work."""
+        ip, problem = classify_ip(text)
+        return None if problem else self.city_of(ip)
+
+    def consider(self, report):
+        """Every candidate IP in policy order with its decision: chosen, skipped (and why) or not needed."""
+        considered, chosen = [], None
+        for source, event in candidate_events(report):
+            entry = {"source": source, "ipAddress": event.get("ipAddress"), "possibleProxy": event.get("possibleProxy")}
+            if chosen is not None:
+                considered.append({**entry, "decision": "not needed", "reason": "an earlier IP was chosen"})
+                continue
+            ip, problem = classify_ip(event.get("ipAddress"))
+            entry["ip"] = ip
+            if problem is None and self.city_of(ip) is None:
+                problem = "public, but the GeoIP City database places it in no country"
+                entry["public"] = True
+            if problem:
+                considered.append({**entry, "decision": "skipped", "reason": problem})
+                continue
+            chosen = {**entry, "decision": "chosen", "reason": "first IP in policy order placed in a country",
+                      "public": True}
+            considered.append(chosen)
+        return considered
+
+    def locate(self, report):
+        """The report's `_geo`: exactly the fields of the `Location` record of schemas/routed_report.avsc."""
+        considered = self.consider(report)
+        chosen = next((entry for entry in considered if entry["decision"] == "chosen"), None)
+        if chosen is not None:
+            return self._located_by_ip(chosen, considered)
+        first_public = next((entry for entry in considered if entry.get("public")), None)
+        location = self._unlocated_ip(first_public, considered)
+        return _with_estimated_location(location, report)
+
+    def _located_by_ip(self, chosen, considered):
+        fields, hiding = self.city_of(chosen["ip"])
+        location = {"ip": chosen["ip"], "ipSource": chosen["source"], **fields,
+                    **self._network_fields(chosen["ip"]), "locationSource": "geoip", "unlocatedReason": None}
+        hiding = list(hiding)
+        if chosen.get("possibleProxy"):
+            hiding.append("possibleProxy flagged by the provider")
+        anonymity = self.anonymity_of(chosen["ip"])
+        hiding.extend(anonymity or ())
+        location["anonymous"] = True if hiding else (False if anonymity is not None else None)
+        location["ipChoiceReason"] = choice_reason(chosen, considered, hiding)
+        return location
+
+    def _unlocated_ip(self, first_public, considered):
+        location = dict.fromkeys(LOCATION_FIELDS)
+        location["locationSource"] = "none"
+        if first_public is None:
+            location["ipChoiceReason"] = choice_reason(None, considered, ())
+            location["unlocatedReason"] = "no usable IP" if considered else "no IP in the report"
+            return location
+        hiding = ["possibleProxy flagged by the provider"] if first_public.get("possibleProxy") else []
+        anonymity = self.anonymity_of(first_public["ip"])
+        hiding.extend(anonymity or ())
+        location.update({"ip": first_public["ip"], "ipSource": first_public["source"],
+                         **self._network_fields(first_public["ip"]),
+                         "anonymous": True if hiding else (False if anonymity is not None else None)})
+        location["ipChoiceReason"] = ("first public IP, kept as an identifier though not located; "
+                                      + choice_reason(None, considered, hiding))
+        location["unlocatedReason"] = "no candidate IP is placed in a country by the GeoIP City database"
+        return location
+
+    def _network_fields(self, ip):
+        network = self.network_of(ip)
+        return {"asn": network["asn"], "asOrganization": network["asOrganization"]}
+
+
+def choice_reason(chosen, considered, hiding):
+    """One line: which IP was chosen and why, what was skipped and why, and what hides the user."""
+    parts = []
+    if chosen is not None:
+        parts.append(f"chose {chosen['ip']} ({chosen['source']}): {chosen['reason']}")
+    skipped = [f"{entry.get('ipAddress')!s} ({entry['source']}): {entry['reason']}"
+               for entry in considered if entry["decision"] == "skipped"]
+    if skipped:
+        parts.append("skipped " + "; ".join(skipped))
+    elif not considered:
+        parts.append("no IP capture events")
+    if hiding:
+        parts.append("hides the user: " + ", ".join(hiding))
+    return "; ".join(parts)[:1000]
+
+
+def _with_estimated_location(location, report):
+    """The producer's estimatedLocation as the fallback when no IP was placed, marked as such."""
+    estimate = (report.get("personOrUserReported") or {}).get("estimatedLocation") or {}
+    country, region, city = (_clean(estimate.get(key)) for key in ("countryCode", "region", "city"))
+    if not (country or region or city):
+        return location
+    location.update({"countryCode": country.upper() if country else None, "subdivisionCode": region, "city": city,
+                     "accuracyRadiusKm": None, "locationSource": "estimatedLocation"})
+    location["unlocatedReason"] = (location["unlocatedReason"] or "") + "; used the provider's estimatedLocation"
+    return location
+
+
+def _clean(value):
+    return value.strip() or None if isinstance(value, str) else None
