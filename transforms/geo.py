@@ -31,7 +31,7 @@ HIDING_PSEUDO_COUNTRIES = {"A1": "anonymous proxy pseudo-country A1", "A2": "sat
 
 ANONYMOUS_IP_FLAGS = (("is_anonymous_vpn", "anonymous VPN"), ("is_public_proxy", "public proxy"),
                       ("is_tor_exit_node", "Tor exit node"), ("is_hosting_provider", "hosting provider"),
-                      ("is_residential_proxy", "residential proxy"), ("is_anonymous", "anonymous"))
+                      ("is_residential_proxy", "residential proxy"))
 CITY_TRAIT_FLAGS = (("is_anonymous_proxy", "anonymous proxy (City traits)"),
                     ("is_satellite_provider", "satellite provider (City traits)"))
 
@@ -185,7 +185,9 @@ def city_fields(record):
 
 def anonymity_reasons(record):
     """What an Anonymous-IP record says about the address (empty for a clean or missing record)."""
-    return tuple(reason for flag, reason in ANONYMOUS_IP_FLAGS if (record or {}).get(flag))
+    record = record or {}
+    reasons = tuple(reason for flag, reason in ANONYMOUS_IP_FLAGS if record.get(flag))
+    return reasons or (("anonymous (Anonymous-IP db)",) if record.get("is_anonymous") else ())
 
 
 def open_reader(path, flag):
@@ -287,10 +289,11 @@ class GeoLocator:
         considered = self.consider(report)
         chosen = next((entry for entry in considered if entry["decision"] == "chosen"), None)
         if chosen is not None:
-            return self._located_by_ip(chosen, considered)
-        first_public = next((entry for entry in considered if entry.get("public")), None)
-        location = self._unlocated_ip(first_public, considered)
-        return _with_estimated_location(location, report)
+            location = self._located_by_ip(chosen, considered)
+        else:
+            first_public = next((entry for entry in considered if entry.get("public")), None)
+            location = _with_estimated_location(self._unlocated_ip(first_public, considered), report)
+        return {field: location[field] for field in LOCATION_FIELDS}
 
     def _located_by_ip(self, chosen, considered):
         fields, hiding = self.city_of(chosen["ip"])
