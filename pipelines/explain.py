@@ -1,0 +1,80 @@
+"""`tipline explain REPORT.json`: why one report would be located, routed and prioritised as it is.
+
+Runs the same pure cores as the pipeline (GeoLocator, JurisdictionRules, takedown_notices, and the hash
+matcher when banks are given) on one report and prints every decision with its reason as JSON.
+"""
+import copy
+import json
+import sys
+from importlib import resources
+
+from transforms.geo import GeoLocator
+from transforms.jurisdiction import JurisdictionRules, match_summary
+from transforms.takedown_notices import takedown_notices
+
+
+def explain_report(report, locator, rules, hash_matcher=None):
+    """A JSON-able account of the report's geo enrichment, IP choice, jurisdiction, priority and notices."""
+    report = copy.deepcopy(report)
+    if hash_matcher is not None:
+        enriched = hash_matcher.enrich_report(report)
+        report = enriched if isinstance(enriched, dict) and "_hashes" in enriched else report
+    report["_geo"] = locator.locate(report)
+    routing = rules.explain(report)
+    report["_routing"] = {key: routing[key] for key in ("jurisdiction", "jurisdictionReason", "agency",
+                                                         "priority", "referralClass")}
+    return {
+        "reportId": report.get("reportId"),
+        **routing,
+        "matchSummary": match_summary(report),
+        "geo": report["_geo"],
+        "ipCandidates": [_public_candidate(entry) for entry in locator.consider(report)],
+        "notices": takedown_notices(report, locator),
+    }
+
+
+def _public_candidate(entry):
+    return {key: entry.get(key) for key in ("source", "ipAddress", "ip", "possibleProxy", "decision", "reason")}
+
+
+def default_city_db():
+    """The demo City database the pipeline ships (pipelines/demo_data/demo-city.mmdb)."""
+    return str(resources.files("pipelines").joinpath("demo_data", "demo-city.mmdb"))
+
+
+def load_hash_matcher(bank_paths):
+    """The hash stage's matcher over the given banks (imported here: explain without banks needs none of it)."""
+    from transforms.hash_matching import HashMatcher
+
+    return HashMatcher.from_banks(bank_paths)
+
+
+def run_explain(args):
+    """Prints the explanation of args.report as JSON; exit code 0, or 2 for an unreadable report or database."""
+    try:
+        with open(args.report, encoding="utf-8") as handle:
+            report = json.load(handle)
+        locator = GeoLocator(args.geoip_city_db or default_city_db(), args.geoip_asn_db, args.geoip_anonymous_db,
+                             args.geoip_isp_db)
+    except (OSError, ValueError) as error:
+        print(f"tipline explain: {error}", file=sys.stderr)
+        return 2
+    hash_matcher = load_hash_matcher(args.hash_banks) if args.hash_banks else None
+    explanation = explain_report(report, locator, JurisdictionRules.load(), hash_matcher)
+    print(json.dumps(explanation, indent=2, ensure_ascii=False))
+    return 0
+
+
+def register(subparsers):
+    """Adds `tipline explain` to the `tipline` command's subparsers."""
+    parser = subparsers.add_parser("explain", help="explain how one report would be located, routed and prioritised",
+                                   description=__doc__)
+    parser.add_argument("report", help="a report as JSON (the contract's wire format)")
+    parser.add_argument("--geoip-city-db", default=None, help="GeoIP2/GeoLite2 City .mmdb (default: the demo database)")
+    parser.add_argument("--geoip-asn-db", default=None, help="GeoLite2 ASN .mmdb")
+    parser.add_argument("--geoip-anonymous-db", default=None, help="GeoIP2 Anonymous-IP .mmdb")
+    parser.add_argument("--geoip-isp-db", default=None, help="GeoIP2 ISP .mmdb (ISP of IP-address hosts in notices)")
+    parser.add_argument("--hash-bank", dest="hash_banks", action="append", default=None,
+                        help="hash bank, CSV or Parquet (repeatable)")
+    parser.set_defaults(func=run_explain)
+    return parser
