@@ -1,0 +1,133 @@
+"""Signal types: what a hash is, how to compute it, how to compare two of them.
+
+Modelled on python-threatexchange's `SignalType`: one small class per kind of hash holding its name,
+validator, hasher, distance and default match threshold, and a registry from the free-text `hashType`
+producers send (MD5, SHA-1, sha256, PDQ, ...) to the class. Every value travels as lowercase hex.
+"""
+import hashlib
+import re
+
+import imagehash
+import numpy as np
+import pdqhash
+
+
+class SignalType:
+    """A kind of hash. Exact types match on equality, perceptual types within a Hamming radius."""
+
+    name = ""
+    hex_length = 0
+    default_threshold = 0
+    perceptual = False
+
+    @classmethod
+    def validate(cls, value):
+        """The value as canonical lowercase hex; ValueError when it is not a hash of this type."""
+        text = str(value).strip().lower()
+        if not re.fullmatch(f"[0-9a-f]{{{cls.hex_length}}}", text):
+            raise ValueError(f"invalid {cls.name} hash: expected {cls.hex_length} hex characters")
+        return text
+
+    @classmethod
+    def distance(cls, left, right):
+        """Number of differing bits for perceptual types; 0 (equal) or 1 (different) for exact types."""
+        if cls.perceptual:
+            return (int(left, 16) ^ int(right, 16)).bit_count()
+        return int(left != right)
+
+    @classmethod
+    def compare(cls, left, right, threshold=None):
+        """(match, distance) of two validated hashes."""
+        distance = cls.distance(left, right)
+        return distance <= (cls.default_threshold if threshold is None else threshold), distance
+
+
+class ExactSignal(SignalType):
+    """A cryptographic digest of the raw bytes: any change to the file changes it."""
+
+    algorithm = ""
+
+    @classmethod
+    def hash_bytes(cls, data):
+        return hashlib.new(cls.algorithm, data).hexdigest()
+
+
+class PerceptualSignal(SignalType):
+    """A hash of how an image looks, robust to re-encoding and resizing."""
+
+    perceptual = True
+    bits = 64
+    draft_ok = True  # whether a JPEG decoded at reduced scale (Image.draft) hashes within tolerance
+
+    @classmethod
+    def hash_image(cls, image):
+        """The hex hash of a decoded PIL image, or None when the image is too flat to hash reliably."""
+        raise NotImplementedError
+
+
+class Md5Signal(ExactSignal):
+    name, hex_length, algorithm = "MD5", 32, "md5"
+
+
+class Sha1Signal(ExactSignal):
+    name, hex_length, algorithm = "SHA1", 40, "sha1"
+
+
+class Sha256Signal(ExactSignal):
+    name, hex_length, algorithm = "SHA256", 64, "sha256"
+
+
+class PHashSignal(PerceptualSignal):
+    """imagehash's 64-bit DCT hash; 8 of 64 bits is its usual near-duplicate radius."""
+
+    name, hex_length, default_threshold = "PHASH", 16, 8
+
+    @classmethod
+    def hash_image(cls, image):
+        return str(imagehash.phash(image))
+
+
+class DHashSignal(PerceptualSignal):
+    """imagehash's 64-bit gradient hash. Threshold 10: tests/test_signals.py measures re-encoded,
+    resized and cropped variants of generated pictures within 10, unrelated pictures beyond 16."""
+
+    name, hex_length, default_threshold = "DHASH", 16, 10
+
+    @classmethod
+    def hash_image(cls, image):
+        return str(imagehash.dhash(image))
+
+
+class PdqSignal(PerceptualSignal):
+    """Meta's 256-bit PDQ. Hashes with quality below 50 are too unreliable to match (PDQ's own advice);
+    31 is PDQ's published confident-match distance. Hex follows ThreatExchange (first bit most significant)."""
+
+    name, hex_length, default_threshold, bits = "PDQ", 64, 31, 256
+    draft_ok = False
+    min_quality = 50
+
+    @classmethod
+    def hash_image(cls, image):
+        pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        bits, quality = pdqhash.compute(pixels)
+        if quality < cls.min_quality:
+            return None
+        return np.packbits(bits.astype(np.uint8)).tobytes().hex()
+
+
+SIGNAL_TYPES = (Md5Signal, Sha1Signal, Sha256Signal, PHashSignal, DHashSignal, PdqSignal)
+_BY_NAME = {signal.name: signal for signal in SIGNAL_TYPES}
+
+
+def canonical_hash_type(hash_type):
+    """'sha-1', 'SHA_1', ' Sha1 ' -> 'SHA1': producers spell hash types freely."""
+    return re.sub(r"[\s_\-]", "", str(hash_type)).upper()
+
+
+def signal_for(hash_type):
+    """The signal type for a producer's `hashType`; KeyError naming it when unknown."""
+    name = canonical_hash_type(hash_type)
+    name = {"PDQHASH": "PDQ", "PERCEPTUALHASH": "PHASH", "DIFFERENCEHASH": "DHASH"}.get(name, name)
+    if name not in _BY_NAME:
+        raise KeyError(f"unknown hash type {hash_type!r}")
+    return _BY_NAME[name]
