@@ -1,52 +1,114 @@
-"""TrendCounts: hourly counts per dimension, late reports re-fire the window with accumulated totals."""
+"""TrendCounts: hourly and sliding 24-hour tables per dimension, distinct users and bundles, panes."""
 import pathlib
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.trends import TrendCounts
+from transforms.trends import TABLES, TrendCounts
 
 HOUR = 3600
 
 
-def record(jurisdiction, country, event_time, match="new"):
-    return TimestampedValue({"jurisdiction": jurisdiction, "location": {"countryCode": country},
-                             "incidentType": "Child Sex Tourism", "matchSummary": match}, event_time)
+def routed_record(report_id, jurisdiction="GB", country="GB", esp="esp-1", user="user-1", match="new",
+                  files=1, bundle=None, hashes=(), matches=(), batched=None, incident_type="Online Enticement"):
+    """A hand-made routed record (schemas/routed_report.avsc) with the fields the stages read."""
+    return {
+        "reportId": report_id, "espId": esp, "incidentType": incident_type, "matchSummary": match,
+        "jurisdiction": jurisdiction, "location": {"countryCode": country, "ip": "203.0.113.9"},
+        "reportedUser": {"espIdentifier": user, "screenName": "screen"} if user else None,
+        "batchedReason": batched, "bundleId": bundle,
+        "files": [{"fileId": f"{report_id}-f{index}", "mediaStatus": "hashed",
+                   "hashes": [{"signalType": signal, "value": value, "source": "provided"} for signal, value in hashes],
+                   "matches": [{"bank": bank, "externalId": entry, "label": None, "signalType": "PDQ", "distance": 3}
+                               for bank, entry in matches]}
+                  for index in range(files)],
+    }
 
 
-def row_summary(row):
-    return (row["window_start"].hour, row["jurisdiction"], row["reports"], row["pane_timing"])
+def at(event_time, record):
+    return TimestampedValue(record, event_time)
 
 
-def test_batch_counts_per_hour_and_dimension_and_writes_partitioned_parquet(tmp_path):
+def streaming_pipeline():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return TestPipeline(options=options)
+
+
+def counter(result, name):
+    found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    return sum(item.committed if item.committed is not None else item.attempted for item in found)
+
+
+def pick(table, *columns):
+    """Rows of one table as tuples of (window start hour, *columns)."""
+    return lambda rows: (rows | f"Pick {table} {columns}" >> beam.Filter(lambda row: row["table"] == table)
+                         | f"Tuple {table} {columns}" >> beam.Map(
+                             lambda row: (row["window_start"].hour,) + tuple(row[c] for c in columns)))
+
+
+def test_hourly_counts_reports_files_distinct_users_and_bundles_per_dimension(tmp_path):
+    records = [
+        at(10, routed_record("a", esp="esp-1", user="u1", files=2, bundle="b1")),
+        at(20, routed_record("b", esp="esp-1", user="u1", files=1, bundle="b1")),
+        at(30, routed_record("c", esp="esp-2", user="u1", files=0, bundle="b2")),   # same id, other ESP: another user
+        at(40, routed_record("d", jurisdiction="US-WA", country="US", user=None, match="known")),
+        at(HOUR + 5, routed_record("e")),
+    ]
+    p = TestPipeline()
+    rows = p | beam.Create(records) | TrendCounts(str(tmp_path))
+    assert_that(pick("hourly_total", "reports", "files", "users", "bundles")(rows),
+                equal_to([(0, 4, 4, 2, 2), (1, 1, 1, 1, 0)]), label="total")
+    assert_that(pick("hourly_by_jurisdiction", "jurisdiction", "reports", "users")(rows),
+                equal_to([(0, "GB", 3, 2), (0, "US-WA", 1, 0), (1, "GB", 1, 1)]), label="jurisdiction")
+    assert_that(pick("hourly_by_esp", "esp", "reports", "files")(rows),
+                equal_to([(0, "esp-1", 3, 4), (0, "esp-2", 1, 0), (1, "esp-1", 1, 1)]), label="esp")
+    assert_that(pick("hourly_by_match_class", "match_class", "reports")(rows),
+                equal_to([(0, "new", 3), (0, "known", 1), (1, "new", 1)]), label="match")
+    result = p.run()
+    result.wait_until_finish()
+    assert counter(result, "trend_input_reports") == counter(result, "trend_counted_reports") == 5
+
+
+def test_every_table_is_written_hive_partitioned_with_its_own_columns_and_no_identifiers(tmp_path):
     with TestPipeline() as p:
-        rows = (p | beam.Create([record("GB", "GB", 10), record("GB", "GB", 20), record("US-WA", "US", 30),
-                                 record("GB", "GB", HOUR + 1)])
-                | TrendCounts(str(tmp_path)))
-        assert_that(rows | beam.Map(row_summary), equal_to([
-            (0, "GB", 2, "ON_TIME"), (0, "US-WA", 1, "ON_TIME"), (1, "GB", 1, "ON_TIME")]))
-    files = sorted(pathlib.Path(tmp_path, "trends", "reports_hourly").rglob("*.parquet"))
-    assert {path.parent.name for path in files} == {"dt=1970-01-01"}
-    table = pq.read_table(files[0].parent).to_pylist()
-    assert sum(row["reports"] for row in table) == 4
-    assert set(table[0]) == {"window_start", "window_end", "jurisdiction", "country", "incident_type",
-                             "match_class", "reports", "pane_index", "pane_timing"}
+        _ = p | beam.Create([at(10, routed_record("a", user="user-secret-77"))]) | TrendCounts(str(tmp_path))
+    trends = tmp_path / "trends"
+    assert {path.name for path in trends.iterdir() if not path.name.startswith(".")} == set(TABLES)
+    by_country = pq.read_table(next((trends / "hourly_by_country").rglob("*.parquet")))
+    assert by_country.schema.names == ["window_start", "window_end", "country", "reports", "files", "users",
+                                       "bundles", "pane_index", "pane_timing"]
+    assert str(by_country.schema.field("window_start").type) == "timestamp[us, tz=UTC]"
+    assert {path.parent.name for path in (trends / "hourly_total").rglob("*.parquet")} == {"dt=1970-01-01"}
+    for path in trends.rglob("*.parquet"):
+        data = path.read_bytes()
+        assert b"user-secret-77" not in data and b"203.0.113.9" not in data
+
+
+def test_sliding_24h_windows_sum_the_hours_they_cover():
+    records = [at(hour * HOUR + 1, routed_record(f"r{hour}")) for hour in (0, 5, 23, 24, 30)]
+    with TestPipeline() as p:
+        rows = p | beam.Create(records) | TrendCounts("/tmp/unused-" + __name__)
+        totals = (rows | beam.Filter(lambda row: row["table"] == "sliding24h_total")
+                  | beam.Map(lambda row: (int(row["window_start"].timestamp()) // HOUR, row["reports"])))
+        # [0h, 24h) holds hours 0, 5, 23; [1h, 25h) 5, 23, 24; [6h, 30h) 23, 24; [7h, 31h) 23, 24, 30
+        assert_that(totals | beam.Filter(lambda t: t[0] in (0, 1, 6, 7, 30)),
+                    equal_to([(0, 3), (1, 3), (6, 2), (7, 3), (30, 1)]))
 
 
 def test_late_reports_fire_again_with_the_accumulated_total(tmp_path):
     stream = (TestStream()
-              .add_elements([record("GB", "GB", 10), record("GB", "GB", 20)])
+              .add_elements([at(10, routed_record("a")), at(20, routed_record("b"))])
               .advance_watermark_to(HOUR + 60)
-              .add_elements([record("GB", "GB", 30)])  # late but within the allowed lateness
+              .add_elements([at(30, routed_record("c"))])  # late but within the allowed lateness
               .advance_watermark_to_infinity())
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=options) as p:
-        rows = p | stream | TrendCounts(str(tmp_path))
-        assert_that(rows | beam.Map(lambda row: (row["reports"], row["pane_index"], row["pane_timing"])),
-                    equal_to([(2, 0, "ON_TIME"), (3, 1, "LATE")]))
+    with streaming_pipeline() as p:
+        rows = p | stream | TrendCounts(str(tmp_path), allowed_lateness_seconds=2 * HOUR)
+        assert_that(pick("hourly_total", "reports", "pane_index", "pane_timing")(rows),
+                    equal_to([(0, 2, 0, "ON_TIME"), (0, 3, 1, "LATE")]))

@@ -1,0 +1,198 @@
+"""SpikeAlerts: the flood warning: a count that jumps far above its recent baseline emits an alert.
+
+Watched keys, each counted per fixed event-time window (hourly by default) of routed records:
+  - `signature`: the content signature a report is bundled under (a bank entry or an exact hash; see
+    transforms/bundle_repeats.py), i.e. a hash or bundle going viral;
+  - `esp`: one provider's report volume;
+  - `jurisdiction`: the volume routed to one jurisdiction.
+Rule, per key, evaluated once per window when the watermark passes its end (the on-time pane):
+    alert  if  history >= warmup_windows  and  count >= min_count  and  count >= ratio * max(baseline, floor)
+where `baseline` is an exponentially weighted mean of the key's past window counts (weight `alpha` on the
+newest; windows without reports count as zero) and `history` the number of windows since the key was first
+seen. Signatures have no warm-up (a new hash flooding in is the case to catch); volume keys need six hours
+of history first, so a fresh run does not alert on every provider's first hour. A key silent for
+`forget_after_windows` is forgotten. Late panes do not re-evaluate a past window (an alert is a warning,
+not a tally); their reports are counted in `spike_late_reports_ignored`.
+Alerts carry the key, counts and the rule: no user ids, IP addresses or media.
+"""
+import dataclasses
+import hashlib
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import PaneInfoTiming
+
+from transforms.bundle_repeats import record_signature
+from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.trends import late_firing_windows, utc
+from transforms.windowed_files import JsonLinesSink, WriteWindowedFiles
+
+DEFAULT_WINDOW_SECONDS = 3600
+DEFAULT_FORGET_AFTER_WINDOWS = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeRule:
+    min_count: int
+    ratio: float
+    warmup_windows: int = 0
+    alpha: float = 0.3
+    baseline_floor: float = 1.0
+
+
+DEFAULT_RULES = {
+    "signature": SpikeRule(min_count=10, ratio=5.0),
+    "esp": SpikeRule(min_count=50, ratio=3.0, warmup_windows=6, baseline_floor=5.0),
+    "jurisdiction": SpikeRule(min_count=50, ratio=3.0, warmup_windows=6, baseline_floor=5.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """What is remembered per key between windows."""
+    first_start: int
+    last_start: int
+    mean: float
+
+
+def spike_step(baseline, window_start, count, rule, window_seconds):
+    """(new baseline, alert fields or None) after a key's count in the window starting at `window_start`."""
+    if baseline is None:
+        first_start, mean = window_start, 0.0
+    else:
+        first_start = baseline.first_start
+        empty_windows = (window_start - baseline.last_start) // window_seconds - 1
+        mean = baseline.mean * (1 - rule.alpha) ** empty_windows
+    history = (window_start - first_start) // window_seconds
+    reference = max(mean, rule.baseline_floor)
+    alert = None
+    if history >= rule.warmup_windows and count >= rule.min_count and count >= rule.ratio * reference:
+        alert = {"count": count, "baseline": round(mean, 3), "ratio": round(count / reference, 2),
+                 "history_windows": history}
+    return Baseline(first_start, window_start, rule.alpha * count + (1 - rule.alpha) * mean), alert
+
+
+def watched_keys(record):
+    """The (kind, key) pairs a routed record counts toward."""
+    keys = [("esp", record["espId"]), ("jurisdiction", record["jurisdiction"])]
+    signature = record_signature(record)
+    if signature is not None:
+        keys.append(("signature", signature))
+    return [(key, 1) for key in keys]
+
+
+class _OnTimeCountFn(beam.DoFn):
+    """Passes each key's on-time window count on; counts what late panes add and leaves it out."""
+
+    def __init__(self):
+        self.late_ignored = Metrics.counter(METRICS_NAMESPACE, "spike_late_reports_ignored")
+
+    def process(self, keyed_count, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        key, count = keyed_count
+        if pane.timing == PaneInfoTiming.LATE:
+            self.late_ignored.inc(count)
+            return
+        yield key, (int(win.start.micros // 1_000_000), count)
+
+
+def window_end_micros(start, window_seconds):
+    return (start + window_seconds) * 1_000_000
+
+
+class _SpikeDetectorFn(beam.DoFn):
+    """Per key: buffers window counts until the watermark passes them, then applies the rule in order."""
+    PENDING = BagStateSpec("pending", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
+    BASELINE = ReadModifyWriteStateSpec("baseline", coders.PickleCoder())
+    DUE = TimerSpec("due", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, rules, window_seconds, forget_after_windows):
+        self.rules = rules
+        self.window_seconds = window_seconds
+        self.forget_after_windows = forget_after_windows
+        self.alerts = Metrics.counter(METRICS_NAMESPACE, "spike_alerts")
+
+    def process(self, keyed, pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.TimerParam(DUE)):
+        _, (start, count) = keyed
+        pending.add((start, count))
+        earliest = min(buffered_start for buffered_start, _ in pending.read())
+        due.set(Timestamp(micros=window_end_micros(earliest, self.window_seconds) - 1))
+
+    @on_timer(DUE)
+    def on_due(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
+               pending=beam.DoFn.StateParam(PENDING), baseline_state=beam.DoFn.StateParam(BASELINE),
+               due=beam.DoFn.TimerParam(DUE), forget=beam.DoFn.TimerParam(FORGET)):
+        buffered = sorted(pending.read())
+        ready = [item for item in buffered if window_end_micros(item[0], self.window_seconds) - 1 <= fired.micros]
+        waiting = buffered[len(ready):]
+        pending.clear()
+        for item in waiting:
+            pending.add(item)
+        if waiting:
+            due.set(Timestamp(micros=window_end_micros(waiting[0][0], self.window_seconds) - 1))
+        kind, value = key
+        baseline = baseline_state.read()
+        for start, count in ready:
+            if baseline is not None and start <= baseline.last_start:
+                continue  # a window already judged
+            baseline, alert = spike_step(baseline, start, count, self.rules[kind], self.window_seconds)
+            if alert:
+                self.alerts.inc()
+                yield alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert)
+        baseline_state.write(baseline)
+        forget.set(Timestamp(micros=window_end_micros(
+            baseline.last_start, self.window_seconds * (1 + self.forget_after_windows))))
+
+    @on_timer(FORGET)
+    def on_forget(self, baseline_state=beam.DoFn.StateParam(BASELINE)):
+        baseline_state.clear()
+
+
+def alert_record(kind, key, window_start, window_seconds, rule, alert):
+    start, end = utc(window_start), utc(window_start + window_seconds)
+    alert_id = hashlib.sha256(f"{kind}|{key}|{window_start}".encode("utf-8")).hexdigest()[:24]
+    return {"alert_id": f"alr-{alert_id}", "kind": kind, "key": key,
+            "window_start": start.isoformat(), "window_end": end.isoformat(), **alert,
+            "rule": dataclasses.asdict(rule)}
+
+
+def alert_partition(alert):
+    return f"dt={alert['window_start'][:10]}"
+
+
+class SpikeAlerts(beam.PTransform):
+    """Watches routed records for spikes; writes `alerts/dt=.../*.jsonl`; returns the alert records."""
+
+    def __init__(self, output_dir, window_seconds=DEFAULT_WINDOW_SECONDS, allowed_lateness_seconds=24 * 3600,
+                 rules=None, forget_after_windows=DEFAULT_FORGET_AFTER_WINDOWS):
+        super().__init__()
+        self.output_dir = output_dir
+        self.window_seconds = window_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.rules = {**DEFAULT_RULES, **(rules or {})}
+        self.forget_after_windows = forget_after_windows
+
+    def expand(self, routed_records):
+        alerts = (
+            routed_records
+            | "WatchedKeys" >> beam.FlatMap(watched_keys)
+            | "CountWindows" >> late_firing_windows(
+                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False)
+            | "Count" >> beam.CombinePerKey(sum)
+            | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
+            | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+            | "DetectSpikes" >> beam.ParDo(
+                _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows)))
+        _ = alerts | "WriteAlertFiles" >> WriteWindowedFiles(
+            f"{self.output_dir}/alerts",
+            destination=alert_partition,
+            sink=JsonLinesSink,
+            suffix=".jsonl",
+            window_seconds=self.window_seconds,
+            allowed_lateness_seconds=self.allowed_lateness_seconds)
+        return alerts
