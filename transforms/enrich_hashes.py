@@ -1,0 +1,121 @@
+"""EnrichHashes: every report gets its files' hashes and bank matches under `_hashes`.
+
+Reports are batched so each signal's index is queried once per batch. The banks are loaded once per
+worker through `Shared`, and re-checked (size + mtime) at most every `refresh_seconds`: a rewritten bank
+file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
+A report that fails is dead-lettered alone, never with the rest of its batch.
+"""
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
+
+from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
+from transforms.hash_banks import bank_fingerprint
+from transforms.hash_matching import HashMatcher
+
+STAGE = "enrich_hashes"
+FAILURE_KEY = "_hashes_error"
+
+
+class HashingFailed(Exception):
+    """A report whose hashing raised an unexpected error inside its batch."""
+
+
+class EnrichHashes(beam.PTransform):
+    """Reports -> (reports with `_hashes`, dead letters)."""
+
+    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64):
+        super().__init__()
+        self.bank_paths = list(bank_paths)
+        self.negative_bank_paths = list(negative_bank_paths)
+        self.refresh_seconds = refresh_seconds
+        self.max_batch_size = max_batch_size
+
+    def expand(self, reports):
+        batches = reports | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size)
+        matched, failed_batches = (
+            batches
+            | "MatchBatches" >> beam.ParDo(
+                MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds))
+            .with_exception_handling())
+        enriched, failed_reports = matched | "SeparateFailures" >> beam.Map(raise_recorded_failure).with_exception_handling()
+        batch_failures = failed_batches | "SplitFailedBatches" >> beam.FlatMap(
+            lambda failure: [(report, failure[1]) for report in failure[0]])
+        dead_letters = (
+            (failed_reports, batch_failures)
+            | "FlattenFailures" >> beam.Flatten()
+            | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE)))
+        return enriched, dead_letters
+
+
+class MatchHashBatches(beam.DoFn):
+    """A batch of reports -> each report with `_hashes` (or with the error that stopped it)."""
+
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds):
+        self.bank_paths = bank_paths
+        self.negative_bank_paths = negative_bank_paths
+        self.refresh_seconds = refresh_seconds
+        self._shared = Shared()
+        self.files_hashed = Metrics.counter(METRICS_NAMESPACE, "files_hashed")
+        self.files_unhashable = Metrics.counter(METRICS_NAMESPACE, "files_unhashable")
+        self.bank_matches = Metrics.counter(METRICS_NAMESPACE, "bank_matches")
+        self.bank_reloads = Metrics.counter(METRICS_NAMESPACE, "bank_reloads")
+
+    def setup(self):
+        self._checked_at = time.monotonic()
+        self._fingerprint = self._current_fingerprint()
+        self._matcher = self._acquire(self._fingerprint)
+
+    def _current_fingerprint(self):
+        return bank_fingerprint(self.bank_paths), bank_fingerprint(self.negative_bank_paths)
+
+    def _acquire(self, fingerprint):
+        """The worker's matcher for these exact bank files, built by the first thread that asks."""
+        return self._shared.acquire(
+            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths), tag=repr(fingerprint))
+
+    def refresh_if_banks_changed(self):
+        if time.monotonic() - self._checked_at < self.refresh_seconds:
+            return
+        self._checked_at = time.monotonic()
+        fingerprint = self._current_fingerprint()
+        if fingerprint != self._fingerprint:
+            self._matcher = self._acquire(fingerprint)
+            self._fingerprint = fingerprint
+            self.bank_reloads.inc()
+
+    def process(self, batch):
+        self.refresh_if_banks_changed()
+        try:
+            results = self._matcher.enrich_reports(batch)
+        except Exception:  # an unexpected error in one report: retry one by one so only it fails
+            results = [self._enrich_alone(report) for report in batch]
+        for report, hashes in zip(batch, results):
+            if FAILURE_KEY in hashes:
+                yield {**report, **hashes}
+                continue
+            self._count(hashes)
+            yield {**report, "_hashes": hashes}
+
+    def _enrich_alone(self, report):
+        try:
+            return self._matcher.enrich_report(report)
+        except Exception as error:
+            return {FAILURE_KEY: f"{type(error).__name__}: {error}"}
+
+    def _count(self, hashes):
+        for file in hashes["files"]:
+            if file["mediaStatus"] == "hashed":
+                self.files_hashed.inc()
+            elif file["mediaStatus"] == "unhashable":
+                self.files_unhashable.inc()
+            self.bank_matches.inc(len(file["matches"]))
+
+
+def raise_recorded_failure(report):
+    """Passes enriched reports through; raises for a report whose hashing failed, to dead-letter it."""
+    if FAILURE_KEY in report:
+        raise HashingFailed(report[FAILURE_KEY])
+    return report
