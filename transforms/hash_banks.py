@@ -45,7 +45,7 @@ class BankEntry:
 def read_bank(path):
     """The entries of one bank file (CSV or Parquet, any Beam filesystem path)."""
     rows = _parquet_rows(path) if path.endswith(".parquet") else _csv_rows(path)
-    return [_entry(row, path, where) for where, row in rows]
+    return [entry_from_row(row, path, where) for where, row in rows]
 
 
 def read_banks(paths):
@@ -76,7 +76,7 @@ def _check_columns(names, path):
                             f"missing {missing or 'none'}, unexpected {unknown or 'none'}")
 
 
-def _entry(row, path, where):
+def entry_from_row(row, path, where):
     try:
         signal = signal_for(row.get("hash_type") or "")
         value = signal.validate(row.get("hash_value") or "")
