@@ -1,0 +1,59 @@
+"""Media hashing on real encoded images: draft decoding, refusals with safe reasons, exact digests."""
+import base64
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from transforms import media_hashing
+from transforms.media_hashing import UnhashableMedia, decode_image, hash_media, media_bytes
+from transforms.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
+from transforms.synthetic_images import encode_jpeg, encode_png, make_image
+
+ALL = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
+
+
+def test_one_decode_gives_every_hash_and_draft_keeps_phash():
+    data = encode_jpeg(make_image(3, size=512), 85)
+    hashes = dict(hash_media(data, ALL))
+    assert hashes[Md5Signal] == hashlib.md5(data).hexdigest() and hashes[Sha1Signal] == hashlib.sha1(data).hexdigest()
+    drafted = dict(hash_media(data, [PHashSignal]))[PHashSignal]
+    assert decode_image(data, draft=True).size < decode_image(data).size
+    assert PHashSignal.compare(drafted, hashes[PHashSignal])[1] <= 2
+
+
+def test_non_image_bytes_keep_their_digests():
+    with pytest.raises(UnhashableMedia, match="not a recognised image format") as caught:
+        hash_media(b"%PDF-1.4 plain text", ALL)
+    assert dict(caught.value.hashes)[Md5Signal] == hashlib.md5(b"%PDF-1.4 plain text").hexdigest()
+
+
+def test_truncated_image_is_undecodable():
+    data = encode_png(make_image(1))[:400]
+    with pytest.raises(UnhashableMedia, match="could not be decoded"):
+        hash_media(data, [PHashSignal])
+
+
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(media_hashing, "MAX_PIXELS", 100 * 100)
+    big = io.BytesIO()
+    Image.new("L", (400, 400)).save(big, format="PNG")
+    with pytest.raises(UnhashableMedia, match=r"image too large \(400x400 pixels\)"):
+        hash_media(big.getvalue(), [PHashSignal])
+
+
+def test_media_sources_and_limits(tmp_path):
+    data = encode_jpeg(make_image(2), 80)
+    assert media_bytes({"content": base64.b64encode(data).decode()}) == data
+    path = tmp_path / "secret-f1.jpg"
+    path.write_bytes(data)
+    assert media_bytes({"contentUri": str(path)}) == data
+    assert media_bytes({"content": None, "contentUri": None}) is None
+    with pytest.raises(UnhashableMedia, match="larger than 100 bytes"):
+        media_bytes({"contentUri": str(path)}, max_bytes=100)
+    with pytest.raises(UnhashableMedia, match="not valid base64"):
+        media_bytes({"content": "!!not base64!!"})
+    with pytest.raises(UnhashableMedia) as missing:
+        media_bytes({"contentUri": str(tmp_path / "secret-gone.jpg")})
+    assert "secret" not in str(missing.value)
