@@ -8,6 +8,7 @@
 - demo-negative-bank.csv: PHASH of the benign pictures the stream also sends.
 Needs the `test` extra (mmdb-writer).
 """
+import bisect
 import csv
 import ipaddress
 import json
@@ -79,14 +80,19 @@ def write_bank(path, rows):
 
 def check_no_overlap_with_maxmind_tests(shared_maxmind):
     """The tests use MaxMind's test databases; the demo networks must not shadow theirs."""
-
-    ours = [network for place in network_plan() for network in (place.ipv4, place.ipv6)]
+    ours = sorted((network.version, int(network.network_address), int(network.broadcast_address))
+                  for place in network_plan() for network in (place.ipv4, place.ipv6))
     for source in sorted(shared_maxmind.glob("*.json")):
         for entry in json.loads(source.read_text()):
             for key in entry:
                 theirs = as_ipv4_when_mapped(ipaddress.ip_network(key, strict=False))
-                if any(theirs.version == mine.version and theirs.overlaps(mine) for mine in ours):
-                    raise ValueError(f"{theirs} of {source.name} overlaps the demo networks")
+                first, last = int(theirs.network_address), int(theirs.broadcast_address)
+                # the only candidate is the last of ours starting at or before `last`
+                candidate = bisect.bisect_right(ours, (theirs.version, last, float("inf"))) - 1
+                if candidate >= 0:
+                    version, start, end = ours[candidate]
+                    if version == theirs.version and end >= first:
+                        raise ValueError(f"{theirs} of {source.name} overlaps the demo networks")
 
 
 def as_ipv4_when_mapped(network):
