@@ -162,9 +162,14 @@ def test_the_mix_has_every_incident_type_proxies_ipv6_and_public_files():
                                                            for r in reports)
 
 
-def test_located_reports_follow_the_country_mix():
+@pytest.fixture(scope="module")
+def places():
+    """Where every other report of a 20,000-slot stream is located (None: no usable location)."""
     config = SyntheticConfig(count=20000, files_per_report=(0, 0), **NO_MEDIA)
-    places = [synthetic_report(config, index).place for index in range(0, config.count, 2)]
+    return [synthetic_report(config, index).place for index in range(0, config.count, 2)]
+
+
+def test_located_reports_follow_the_country_mix(places):
     rows = reference_table("country_mix")
     total = sum(int(row["reports"]) for row in rows)
     null_share = next(int(row["reports"]) for row in rows if row["iso_alpha2"] == "null") / total
@@ -177,10 +182,8 @@ def test_located_reports_follow_the_country_mix():
             assert abs(located[row["iso_alpha2"]] - expected) < 5 * expected ** 0.5, row
 
 
-def test_us_reports_spread_over_states_and_the_listed_cities():
-    config = SyntheticConfig(count=20000, files_per_report=(0, 0), **NO_MEDIA)
-    us = [place for index in range(0, config.count, 2)
-          if (place := synthetic_report(config, index).place) and place.country == "US"]
+def test_us_reports_spread_over_states_and_the_listed_cities(places):
+    us = [place for place in places if place and place.country == "US"]
     assert len({place.state for place in us}) > 20
     city_weights = {place.city: place.weight for place in network_plan() if place.city}
     assert {"Los Angeles", "San Jose", "Fresno", "San Diego", "Sacramento", "Houston", "Dallas", "Austin", "Miami",
@@ -203,7 +206,7 @@ def test_known_media_is_within_8_of_its_bank_entry_and_new_media_beyond_every_en
     every_entry = list(known.values()) + list(benign.values())
     config = SyntheticConfig(media_fraction=1.0, benign_media_fraction=0.1)
     kinds = collections.Counter()
-    for media, data in inline_pictures(config, 150):
+    for media, data in inline_pictures(config, 100):
         assert len(data) < 40_000
         phash = str(imagehash.phash(Image.open(io.BytesIO(data))))
         kinds[media.kind] += 1
@@ -212,7 +215,7 @@ def test_known_media_is_within_8_of_its_bank_entry_and_new_media_beyond_every_en
         else:
             entry = (known if media.kind == "known" else benign)[f"demo-image-{media.seed}"]
             assert hamming(phash, entry) <= 8
-    assert min(kinds["known"], kinds["new"]) > 40 and kinds["benign"] > 3
+    assert min(kinds["known"], kinds["new"]) > 25 and kinds["benign"] > 2
 
 
 def test_provided_hashes_reuse_bank_md5s_and_come_in_several_types():
