@@ -117,7 +117,7 @@ def test_banks_refresh_without_restart(tmp_path):
     fn = MatchHashBatches([bank], [], refresh_seconds=0)
     fn.setup()
     report = report_with("r", content(image_bytes(7)))
-    assert [r["_hashes"]["matchSummary"] for r in fn.process([report])] == ["new"]
+    assert [r.value["_hashes"]["matchSummary"] for r in fn.process([(report, 0)])] == ["new"]
     write_bank([BankEntry(PHashSignal, PHashSignal.hash_image(make_image(7)), "fresh", None, None)], bank)
     os.utime(bank, (1, 1))  # a different mtime even within the same second
-    assert [r["_hashes"]["matchSummary"] for r in fn.process([report])] == ["known"]
+    assert [r.value["_hashes"]["matchSummary"] for r in fn.process([(report, 0)])] == ["known"]

@@ -49,12 +49,15 @@ def dead_letter_from_failure(stage):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Counts and writes dead letters as JSON Lines under `<output>/dead_letter/`."""
+    """Counts and writes dead letters as JSON Lines under `<output>/dead_letter/stage=<stage>/`.
 
-    def __init__(self, output_dir, window_seconds=3600):
+    Not windowed by event time: a message that could not be parsed has none.
+    """
+
+    def __init__(self, output_dir, flush_seconds=60):
         super().__init__()
         self.output_dir = output_dir
-        self.window_seconds = window_seconds
+        self.flush_seconds = flush_seconds
 
     def expand(self, dead_letters):
         counted = dead_letters | "CountDeadLetters" >> beam.Map(_count_dead_letter)
@@ -63,7 +66,8 @@ class WriteDeadLetters(beam.PTransform):
             destination=lambda letter: f"stage={letter['stage']}",
             sink=JsonLinesSink,
             suffix=".jsonl",
-            window_seconds=self.window_seconds,
+            window_seconds=None,
+            flush_seconds=self.flush_seconds,
         )
 
 

@@ -1,6 +1,7 @@
 """EnrichHashes: every report gets its files' hashes and bank matches under `_hashes`.
 
-Reports are batched so each signal's index is queried once per batch. The banks are loaded once per
+Reports are batched so each signal's index is queried once per batch; each report keeps its own event
+time through the batch (BatchElements stamps a batch with one timestamp). The banks are loaded once per
 worker through `Shared`, and re-checked (size + mtime) at most every `refresh_seconds`: a rewritten bank
 file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
 A report that fails is dead-lettered alone, never with the rest of its batch.
@@ -9,6 +10,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
@@ -34,7 +36,10 @@ class EnrichHashes(beam.PTransform):
         self.max_batch_size = max_batch_size
 
     def expand(self, reports):
-        batches = reports | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size)
+        batches = (
+            reports
+            | "KeepEventTime" >> beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
+            | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size))
         matched, failed_batches = (
             batches
             | "MatchBatches" >> beam.ParDo(
@@ -42,7 +47,7 @@ class EnrichHashes(beam.PTransform):
             .with_exception_handling())
         enriched, failed_reports = matched | "SeparateFailures" >> beam.Map(raise_recorded_failure).with_exception_handling()
         batch_failures = failed_batches | "SplitFailedBatches" >> beam.FlatMap(
-            lambda failure: [(report, failure[1]) for report in failure[0]])
+            lambda failure: [(report, failure[1]) for report, _ in failure[0]])
         dead_letters = (
             (failed_reports, batch_failures)
             | "FlattenFailures" >> beam.Flatten()
@@ -51,7 +56,8 @@ class EnrichHashes(beam.PTransform):
 
 
 class MatchHashBatches(beam.DoFn):
-    """A batch of reports -> each report with `_hashes` (or with the error that stopped it)."""
+    """A batch of (report, event time) -> each report with `_hashes` (or with the error that stopped it),
+    back at its own event time."""
 
     def __init__(self, bank_paths, negative_bank_paths, refresh_seconds):
         self.bank_paths = bank_paths
@@ -86,18 +92,19 @@ class MatchHashBatches(beam.DoFn):
             self._fingerprint = fingerprint
             self.bank_reloads.inc()
 
-    def process(self, batch):
+    def process(self, stamped_batch):
         self.refresh_if_banks_changed()
+        batch = [report for report, _ in stamped_batch]
         try:
             results = self._matcher.enrich_reports(batch)
         except Exception:  # an unexpected error in one report: retry one by one so only it fails
             results = [self._enrich_alone(report) for report in batch]
-        for report, hashes in zip(batch, results):
+        for (report, event_time), hashes in zip(stamped_batch, results):
             if FAILURE_KEY in hashes:
-                yield {**report, **hashes}
+                yield TimestampedValue({**report, **hashes}, event_time)
                 continue
             self._count(hashes)
-            yield {**report, "_hashes": hashes}
+            yield TimestampedValue({**report, "_hashes": hashes}, event_time)
 
     def _enrich_alone(self, report):
         try:

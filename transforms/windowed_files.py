@@ -23,11 +23,13 @@ DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 
 
 def window_label(win):
-    """`2026-11-23T10:00:00--2026-11-23T11:00:00` for an event-time window; `undated` when it has no date."""
+    """`2026-11-23T10:00:00--2026-11-23T11:00:00` for an event-time window; `unwindowed` for the global one."""
+    if isinstance(win, window.GlobalWindow):
+        return "unwindowed"
     try:
         start = win.start.to_utc_datetime().strftime("%Y-%m-%dT%H:%M:%S")
         end = win.end.to_utc_datetime().strftime("%Y-%m-%dT%H:%M:%S")
-    except (AttributeError, OverflowError, ValueError):
+    except (OverflowError, ValueError):
         return "undated"
     return f"{start}--{end}"
 
@@ -67,10 +69,15 @@ class _EnsureDestinationFolder(beam.DoFn):
 
 
 class WriteWindowedFiles(beam.PTransform):
-    """Windows elements by event time and writes one file set per window and destination."""
+    """Windows elements by event time and writes one file set per window and destination.
+
+    With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
+    messages) elements stay in the global window: a bounded run writes one file set at its end, an
+    unbounded one a file set every `flush_seconds` of processing time.
+    """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
-                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, shards=1):
+                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, shards=1, flush_seconds=60):
         super().__init__()
         self.path = path
         self.destination = destination
@@ -79,15 +86,26 @@ class WriteWindowedFiles(beam.PTransform):
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.shards = shards
+        self.flush_seconds = flush_seconds
+
+    def windowing(self, bounded):
+        if self.window_seconds is None and bounded:
+            return beam.WindowInto(window.GlobalWindows())
+        if self.window_seconds is None:
+            return beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self.flush_seconds)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING)
+        return beam.WindowInto(
+            window.FixedWindows(self.window_seconds),
+            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            allowed_lateness=Duration(seconds=self.allowed_lateness_seconds))
 
     def expand(self, elements):
         return (
             elements
-            | "Window" >> beam.WindowInto(
-                window.FixedWindows(self.window_seconds),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=Duration(seconds=self.allowed_lateness_seconds))
+            | "Window" >> self.windowing(elements.is_bounded)
             | "EnsureFolders" >> beam.ParDo(_EnsureDestinationFolder(self.path, self.destination))
             | "Write" >> fileio.WriteToFiles(
                 path=self.path,
