@@ -17,8 +17,7 @@ def explain_report(report, locator, rules, hash_matcher=None):
     """A JSON-able account of the report's geo enrichment, IP choice, jurisdiction, priority and notices."""
     report = copy.deepcopy(report)
     if hash_matcher is not None:
-        enriched = hash_matcher.enrich_report(report)
-        report = enriched if isinstance(enriched, dict) and "_hashes" in enriched else report
+        report["_hashes"] = hash_matcher.enrich_report(report)
     report["_geo"] = locator.locate(report)
     routing = rules.explain(report)
     report["_routing"] = {key: routing[key] for key in ("jurisdiction", "jurisdictionReason", "agency",

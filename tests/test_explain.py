@@ -16,11 +16,10 @@ EXAMPLE = str(SHARED / "contract" / "report-example.json")
 
 
 class FixedMatcher:
-    """A real (tiny) matcher with the hash stage's interface: every report has new media."""
+    """A tiny matcher with HashMatcher's interface (returns the `_hashes` value): every report has new media."""
 
     def enrich_report(self, report):
-        report["_hashes"] = {"matchSummary": "new", "files": [{"hashes": []} for _ in report.get("files") or []]}
-        return report
+        return {"matchSummary": "new", "files": [{"hashes": []} for _ in report.get("files") or []]}
 
 
 def test_explain_the_contract_example():

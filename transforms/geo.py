@@ -13,6 +13,7 @@ import bisect
 import functools
 import ipaddress
 import os
+import socket
 from datetime import datetime
 
 import maxminddb
@@ -61,21 +62,28 @@ _IPV4_BOGONS = sorted([
 ])
 _IPV4_BOGON_STARTS = [start for start, _, _ in _IPV4_BOGONS]
 
-_IPV6_BOGONS = [(ipaddress.IPv6Network(cidr), reason) for cidr, reason in (
-    ("::/128", "unspecified"),
-    ("::1/128", "loopback"),
-    ("fe80::/10", "link-local"),
-    ("ff00::/8", "multicast"),
-    ("fc00::/7", "private (unique local, RFC 4193)"),
-    ("2001:db8::/32", "documentation (RFC 3849)"),
-    ("3fff::/20", "documentation (RFC 9637)"),
-    ("2001::/32", "reserved (Teredo tunnel)"),
-    ("2002::/16", "reserved (6to4 tunnel)"),
-    ("64:ff9b::/96", "reserved (NAT64 translation)"),
-    ("100::/64", "reserved (discard-only)"),
-)]
-_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+def _v6(cidr):
+    network = ipaddress.IPv6Network(cidr)
+    return int(network.network_address), int(network.broadcast_address)
 
+
+# IANA special-purpose IPv6 ranges, checked in order (a more specific range before the one holding it).
+_IPV6_BOGONS = [
+    (*_v6("::/128"), "unspecified"),
+    (*_v6("::1/128"), "loopback"),
+    (*_v6("fe80::/10"), "link-local"),
+    (*_v6("ff00::/8"), "multicast"),
+    (*_v6("fc00::/7"), "private (unique local, RFC 4193)"),
+    (*_v6("2001:db8::/32"), "documentation (RFC 3849)"),
+    (*_v6("3fff::/20"), "documentation (RFC 9637)"),
+    (*_v6("2001::/32"), "reserved (Teredo tunnel)"),
+    (*_v6("2001::/23"), "reserved (IETF protocol assignments)"),
+    (*_v6("2002::/16"), "reserved (6to4 tunnel)"),
+    (*_v6("64:ff9b::/96"), "reserved (NAT64 translation)"),
+    (*_v6("100::/64"), "reserved (discard-only)"),
+]
+_IPV6_GLOBAL_UNICAST = _v6("2000::/3")
+_IPV4_MAPPED_PREFIX = 0xFFFF
 
 def _ipv4_int(text):
     """The IPv4 address as an int for dotted-quad text (no leading zeros), else None: 5x faster than ipaddress."""
@@ -100,15 +108,21 @@ def _ipv4_bogon_reason(value):
     return None
 
 
-def _ipv6_bogon_reason(address):
-    for network, reason in _IPV6_BOGONS:
-        if address in network:
+def _ipv6_bogon_reason(value):
+    for start, end, reason in _IPV6_BOGONS:
+        if start <= value <= end:
             return reason
-    if address not in _IPV6_GLOBAL_UNICAST:
+    if not _IPV6_GLOBAL_UNICAST[0] <= value <= _IPV6_GLOBAL_UNICAST[1]:
         return "reserved (outside 2000::/3 global unicast)"
-    if not address.is_global:
-        return "reserved (IANA special-purpose, not globally routable)"
     return None
+
+
+def _ipv6_packed(text):
+    """The 16 bytes of an IPv6 address (inet_pton: 30x faster than ipaddress), else None."""
+    try:
+        return socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return None
 
 
 @functools.lru_cache(maxsize=DEFAULT_CACHE_SIZE)
@@ -123,18 +137,25 @@ def classify_ip(text):
     value = _ipv4_int(text)
     if value is not None:
         return text, _ipv4_bogon_reason(value)
+    packed = _ipv6_packed(text)
+    if packed is None:
+        return _classify_unusual(text)
+    value = int.from_bytes(packed, "big")
+    if value >> 32 == _IPV4_MAPPED_PREFIX:
+        mapped = value & 0xFFFFFFFF
+        return socket.inet_ntop(socket.AF_INET, packed[12:]), _ipv4_bogon_reason(mapped)
+    return socket.inet_ntop(socket.AF_INET6, packed), _ipv6_bogon_reason(value)
+
+
+def _classify_unusual(text):
+    """What the fast paths refuse: zone-indexed IPv6 (link-local by nature), else malformed."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        return None, "malformed (not an IPv4 or IPv6 address)"
-    if address.version == 6 and address.ipv4_mapped is not None:
-        mapped = str(address.ipv4_mapped)
-        return mapped, _ipv4_bogon_reason(int(address.ipv4_mapped))
-    if address.version == 4:  # e.g. text ipaddress accepts that the fast path does not
-        return str(address), _ipv4_bogon_reason(int(address))
-    if address.scope_id:
+        address = None
+    if getattr(address, "scope_id", None):
         return str(address), "link-local (zone index)"
-    return str(address), _ipv6_bogon_reason(address)
+    return None, "malformed (not an IPv4 or IPv6 address)"
 
 
 def _recency_key(event):
