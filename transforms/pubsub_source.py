@@ -19,7 +19,6 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
 The ledger of unacknowledged messages lives in this process: the source is for the in-process
 DirectRunner only.
 """
-import json
 import threading
 import time
 import uuid
@@ -248,14 +247,3 @@ class PullFromPubSub(beam.PTransform):
     def expand(self, pbegin):
         return pbegin | "Pull" >> _LocalPull(self.subscription, self.timestamp_attribute, self.max_messages,
                                              self.run_id, self.stop_at)
-
-
-def message_attributes(payload):
-    """`reportId` and `submittedAt` attributes for a contract report; none when it cannot be read."""
-    try:
-        report = json.loads(payload)
-    except (ValueError, TypeError):
-        return {}
-    if not isinstance(report, dict):
-        return {}
-    return {name: report[name] for name in ("reportId", "submittedAt") if isinstance(report.get(name), str)}
