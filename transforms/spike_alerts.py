@@ -128,7 +128,8 @@ class _SpikeDetectorFn(beam.DoFn):
                pending=beam.DoFn.StateParam(PENDING), baseline_state=beam.DoFn.StateParam(BASELINE),
                due=beam.DoFn.TimerParam(DUE), forget=beam.DoFn.TimerParam(FORGET)):
         buffered = sorted(pending.read())
-        ready = [item for item in buffered if window_end_micros(item[0], self.window_seconds) - 1 <= fired.micros]
+        ready = [item for item in buffered  # timers may keep only milliseconds (the FnApiRunner does)
+                 if window_end_micros(item[0], self.window_seconds) - 1000 <= fired.micros]
         waiting = buffered[len(ready):]
         pending.clear()
         for item in waiting:
@@ -144,13 +145,16 @@ class _SpikeDetectorFn(beam.DoFn):
             if alert:
                 self.alerts.inc()
                 yield alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert)
+        if baseline is None:
+            return
         baseline_state.write(baseline)
         forget.set(Timestamp(micros=window_end_micros(
             baseline.last_start, self.window_seconds * (1 + self.forget_after_windows))))
 
     @on_timer(FORGET)
-    def on_forget(self, baseline_state=beam.DoFn.StateParam(BASELINE)):
-        baseline_state.clear()
+    def on_forget(self, pending=beam.DoFn.StateParam(PENDING), baseline_state=beam.DoFn.StateParam(BASELINE)):
+        if not list(pending.read()):  # a batch runner may fire this before counts already buffered are due
+            baseline_state.clear()
 
 
 def alert_record(kind, key, window_start, window_seconds, rule, alert):
