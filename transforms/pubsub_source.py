@@ -79,8 +79,9 @@ class _Ledger:
         leased for LEASE_SECONDS and recorded for acknowledgement after the run."""
         messages = []
         while len(messages) < max_messages:
-            response = self.client.pull(subscription=self.subscription,
-                                        max_messages=max_messages - len(messages), timeout=30)
+            response = self.client.pull(  # return_immediately: never hold the run's deadline on a long poll
+                subscription=self.subscription, max_messages=max_messages - len(messages),
+                return_immediately=True, timeout=30)
             received = response.received_messages
             if not received:
                 break
