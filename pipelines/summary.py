@@ -31,13 +31,13 @@ def summarize(totals):
     summary = {
         "read": count("read"),
         "routed": count("routed"),
-        "duplicates": count("valid") - count("unique"),
+        "duplicates": count("duplicates"),
         "dead_lettered": count("dead_lettered"),
         "routed_by_jurisdiction": by("routed_by_jurisdiction"),
         "dead_lettered_by_stage": by("dead_lettered_by_stage"),
         "other_counts": {name: value for (ns, name), value in sorted(totals.items())
                          if ns == METRICS_NAMESPACE and name not in
-                         ("read", "routed", "valid", "unique", "dead_lettered")},
+                         ("read", "routed", "duplicates", "dead_lettered")},
     }
     summary["reconciled"] = summary["read"] == summary["routed"] + summary["duplicates"] + summary["dead_lettered"]
     return summary

@@ -62,3 +62,11 @@ def test_batch_dedups_over_the_whole_input():
         kept = (p | beam.Create([report("a", 0), report("a", 0, 1), report("b", 5 * HOUR), report("a", 0, 2)])
                 | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: r["reportId"]))
         assert_that(kept, equal_to(["a", "b"]))
+
+
+def test_batch_keeps_each_reports_event_time():
+    with TestPipeline() as p:
+        kept = (p | beam.Create([report("a", 7 * HOUR), report("a", 7 * HOUR, 1)])
+                | DedupRedeliveries(horizon_hours=1)
+                | beam.Map(lambda r, ts=beam.DoFn.TimestampParam: (r["reportId"], ts.micros // 10**6)))
+        assert_that(kept, equal_to([("a", 7 * HOUR)]))
