@@ -2,7 +2,9 @@
 import argparse
 import sys
 
-SUBCOMMAND_MODULES = ()
+from pipelines import bank_tools, demo, explain, publish
+
+SUBCOMMAND_MODULES = (bank_tools, explain, publish, demo)
 
 
 def build_parser():

@@ -22,6 +22,12 @@ class TiplineOptions(PipelineOptions):
                             help="--source files: glob of JSON Lines files, or of .avro files")
         parser.add_argument("--subscription", default=None,
                             help="--source pubsub: projects/P/subscriptions/S")
+        parser.add_argument("--duration", type=float, default=None,
+                            help="--source pubsub on the DirectRunner: read this many seconds, drain, "
+                                 "acknowledge, summarize")
+        parser.add_argument("--route-topic-template", default=None,
+                            help="also publish each routed record to its jurisdiction's topic, "
+                                 "e.g. projects/P/topics/tips-{jurisdiction}")
         parser.add_argument("--output", dest="output_dir", default="./tipline-out",
                             help="output folder: routed/, trends/, dead_letter/, summary.json")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,

@@ -7,12 +7,14 @@
 import argparse
 import logging
 import sys
+import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions)
 
 from pipelines.options import TiplineOptions
+from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import counters, format_summary, summarize, write_summary
 from transforms.assign_jurisdiction import AssignJurisdiction
 from transforms.dead_letters import WriteDeadLetters
@@ -23,6 +25,7 @@ from transforms.geo import check_databases
 from transforms.parse_reports import ParseReports
 from transforms.read_reports import ReadReports
 from transforms.route import RouteToSinks
+from transforms.route_topics import PublishRoutedToTopics
 from transforms.takedown_notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
 
@@ -49,6 +52,8 @@ def build_pipeline(p, opts):
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
     routed, route_failures = assigned | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
+    if opts.route_topic_template:
+        _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(opts.route_topic_template)
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
     notices = assigned | "TakedownNotices" >> WriteTakedownNotices(opts.output_dir, opts.geoip_asn_db)
     dead_letters = (
@@ -75,9 +80,10 @@ def run(argv=None):
     if "--help" in argv or "-h" in argv:
         print_help()
         return None
-    options = PipelineOptions(argv)
+    opts = PipelineOptions(argv).view_as(TiplineOptions)
+    bounded_local_stream = opts.source == "pubsub" and opts.duration
+    options = local_streaming_options(argv) if bounded_local_stream else PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = False
-    opts = options.view_as(TiplineOptions)
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
@@ -85,8 +91,11 @@ def run(argv=None):
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, opts)
-    result = pipeline.run()
-    result.wait_until_finish()
+    if bounded_local_stream:
+        result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
+    else:
+        result = pipeline.run()
+        result.wait_until_finish()
     summary = summarize(counters(result))
     path = write_summary(summary, opts.output_dir)
     print(format_summary(summary))

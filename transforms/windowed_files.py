@@ -73,7 +73,7 @@ class WriteWindowedFiles(beam.PTransform):
 
     With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
     messages) elements stay in the global window: a bounded run writes one file set at its end, an
-    unbounded one a file set every `flush_seconds` of processing time.
+    unbounded one a file set every `flush_seconds` of processing time, and the rest when the input ends.
     """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
@@ -97,7 +97,7 @@ class WriteWindowedFiles(beam.PTransform):
         if self.window_seconds is None:
             return beam.WindowInto(
                 window.GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self.flush_seconds)),
+                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self.flush_seconds)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return beam.WindowInto(
             window.FixedWindows(self.window_seconds),
