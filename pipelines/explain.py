@@ -6,8 +6,8 @@ matcher when banks are given) on one report and prints every decision with its r
 import copy
 import json
 import sys
-from importlib import resources
 
+from pipelines.options import demo_data_path
 from transforms.geo import GeoLocator
 from transforms.jurisdiction import JurisdictionRules, match_summary
 from transforms.takedown_notices import takedown_notices
@@ -36,16 +36,14 @@ def _public_candidate(entry):
     return {key: entry.get(key) for key in ("source", "ipAddress", "ip", "possibleProxy", "decision", "reason")}
 
 
-def default_city_db():
-    """The demo City database the pipeline ships (pipelines/demo_data/demo-city.mmdb)."""
-    return str(resources.files("pipelines").joinpath("demo_data", "demo-city.mmdb"))
-
-
-def load_hash_matcher(bank_paths):
-    """The hash stage's matcher over the given banks (imported here: explain without banks needs none of it)."""
+def load_hash_matcher(bank_paths, negative_bank_paths):
+    """The hash stage's matcher; like `tipline run`, the demo banks when no bank is named."""
     from transforms.hash_matching import HashMatcher
 
-    return HashMatcher.from_banks(bank_paths)
+    if not bank_paths:
+        bank_paths = [demo_data_path("demo-bank.csv")]
+        negative_bank_paths = negative_bank_paths or [demo_data_path("demo-negative-bank.csv")]
+    return HashMatcher.from_banks(bank_paths, negative_bank_paths or [])
 
 
 def run_explain(args):
@@ -53,12 +51,12 @@ def run_explain(args):
     try:
         with open(args.report, encoding="utf-8") as handle:
             report = json.load(handle)
-        locator = GeoLocator(args.geoip_city_db or default_city_db(), args.geoip_asn_db, args.geoip_anonymous_db,
-                             args.geoip_isp_db)
+        locator = GeoLocator(args.geoip_city_db or demo_data_path("demo-city.mmdb"), args.geoip_asn_db,
+                             args.geoip_anonymous_db, args.geoip_isp_db)
+        hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks)
     except (OSError, ValueError) as error:
         print(f"tipline explain: {error}", file=sys.stderr)
         return 2
-    hash_matcher = load_hash_matcher(args.hash_banks) if args.hash_banks else None
     explanation = explain_report(report, locator, JurisdictionRules.load(), hash_matcher)
     print(json.dumps(explanation, indent=2, ensure_ascii=False))
     return 0
@@ -74,6 +72,8 @@ def register(subparsers):
     parser.add_argument("--geoip-anonymous-db", default=None, help="GeoIP2 Anonymous-IP .mmdb")
     parser.add_argument("--geoip-isp-db", default=None, help="GeoIP2 ISP .mmdb (ISP of IP-address hosts in notices)")
     parser.add_argument("--hash-bank", dest="hash_banks", action="append", default=None,
-                        help="hash bank, CSV or Parquet (repeatable)")
+                        help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
+    parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
+                        help="bank of known benign content never reported as a match (repeatable)")
     parser.set_defaults(func=run_explain)
     return parser

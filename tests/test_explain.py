@@ -64,7 +64,8 @@ def test_register_adds_the_explain_subcommand(capsys):
     args = parse(["explain", EXAMPLE, "--geoip-city-db", CITY, "--geoip-asn-db", ASN])
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["jurisdiction"] == "GB" and printed["priority"] == "P3"
+    assert printed["jurisdiction"] == "GB" and printed["priority"] == "P2"  # its MD5 is in no demo bank: new
+    assert printed["matchSummary"] == "new"
 
 
 @pytest.mark.parametrize("argv, message", [

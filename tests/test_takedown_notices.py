@@ -61,6 +61,12 @@ def test_located_users_get_no_notices():
     assert takedown_notices(report) == []
 
 
+def test_a_user_hidden_behind_an_anonymiser_counts_as_unlocated():
+    report = unlocated_report(URLS[:1])
+    report["_geo"] = {"locationSource": "geoip", "anonymous": True}
+    assert [n["host"] for n in takedown_notices(report)] == ["files.example.net"]
+
+
 def test_example_report_with_an_unlocatable_ip_calls_for_one_notice():
     locator = GeoLocator(str(MAXMIND / "GeoIP2-City-Test.mmdb"), ASN)
     report = example_report()

@@ -45,9 +45,14 @@ def file_hashes(report, index, file):
             for value in file.get("originalFileHashes") or []]
 
 
+def user_unlocated(geo):
+    """No location an agency could act on: none at all, or only an anonymiser's or proxy's."""
+    return geo["locationSource"] == "none" or geo.get("anonymous") is True
+
+
 def takedown_notices(report, locator=None):
     """The notices a report calls for (see the module docstring); `locator` needs only `network_of(ip)`."""
-    if report["_geo"]["locationSource"] != "none":
+    if not user_unlocated(report["_geo"]):
         return []
     jurisdiction = (report.get("_routing") or {}).get("jurisdiction") or UNKNOWN
     notices = []
