@@ -9,9 +9,9 @@ values: they do not add up across rows, so a wide table could not be rolled up t
 Counts: `reports`, `files`, `users` (distinct reported users, an ESP's user id being unique only within
 that ESP) and `bundles` (distinct bundle ids). Rows carry no IP addresses, user ids or media.
 
-How it is computed: routed records are first combined per hour and full dimension tuple into partial
-tallies (discarding panes: each report lands in exactly one partial), then the partials are merged per
-dimension into hourly and sliding windows (accumulating panes). Late reports within the allowed lateness
+How it is computed: routed records are first combined per hour and dimension value into partial tallies
+(discarding panes: each report lands in exactly one partial per dimension), then the few partials are
+merged into hourly and sliding windows (accumulating panes), so a report is not copied into 24 windows. Late reports within the allowed lateness
 fire each window again with its full total; every row names its pane, so the latest pane per window and
 dimension value is the right total. Reports later than that are dropped by the runner; they are counted
 as `trend_input_reports - trend_counted_reports` (Beam metrics), which is exact once the run is drained.
@@ -136,18 +136,25 @@ class MergeTallies(beam.CombineFn):
         return acc
 
 
-class _PerDimensionFn(beam.DoFn):
-    """Counts each partial once (what reached a window), then offers it to the total and every dimension."""
+def per_dimension(record):
+    """The record's tally under the total and under each dimension's value."""
+    tally = Tally.of(record)
+    yield (TOTAL, None), tally
+    for dimension, value in zip(DIMENSIONS, dimension_values(record)):
+        yield (dimension, value), tally
+
+
+class _CountCountedFn(beam.DoFn):
+    """Counts the reports that reached an hourly window (each is in exactly one total partial)."""
 
     def __init__(self):
         self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
 
     def process(self, keyed):
-        values, tally = keyed
-        self.counted.inc(tally.reports)
-        yield (TOTAL, None), tally
-        for dimension, value in zip(DIMENSIONS, values):
-            yield (dimension, value), tally
+        (dimension, _), tally = keyed
+        if dimension == TOTAL:
+            self.counted.inc(tally.reports)
+        yield keyed
 
 
 class _TrendRowFn(beam.DoFn):
@@ -199,11 +206,11 @@ class TrendCounts(beam.PTransform):
         partials = (
             routed_records
             | "CountInput" >> beam.Map(_count_input)
-            | "KeyByDimensions" >> beam.Map(lambda record: (dimension_values(record), Tally.of(record)))
+            | "KeyByDimensions" >> beam.FlatMap(per_dimension)
             | "HourlyPartials" >> late_firing_windows(
                 window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
             | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
-            | "PerDimension" >> beam.ParDo(_PerDimensionFn()))
+            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows = [
             partials
             | f"{kind.capitalize()}Windows" >> late_firing_windows(
