@@ -1,16 +1,15 @@
 """TiplineOptions: every option of `tipline run`, as a Beam `PipelineOptions` subclass."""
-from importlib import resources
-
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
+from transforms.packaged_data import packaged
 from transforms.parse_reports import DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read_reports import SOURCES
 
 
 def demo_data_path(name):
-    """A file shipped in pipelines/demo_data (the embedded demo's bank and GeoIP database)."""
-    return str(resources.files("pipelines").joinpath("demo_data", name))
+    """A file shipped in pipelines/demo_data, as `packaged:NAME`: each worker resolves it to its own copy."""
+    return packaged(name)
 
 
 class TiplineOptions(PipelineOptions):

@@ -18,6 +18,8 @@ from datetime import datetime
 
 import maxminddb
 
+from transforms.packaged_data import resolve
+
 DEFAULT_CACHE_SIZE = 65536
 
 DATABASE_FLAGS = {"city": "--geoip-city-db", "asn": "--geoip-asn-db", "anonymous": "--geoip-anonymous-db",
@@ -213,6 +215,10 @@ def anonymity_reasons(record):
 
 def open_reader(path, flag):
     """A memory-mapped C-extension reader; a clear error naming the command-line flag when it cannot open."""
+    try:
+        path = resolve(path)
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
     if not path or not os.path.isfile(path):
         raise ValueError(f"{flag}: GeoIP database file not found: {path!r}")
     try:

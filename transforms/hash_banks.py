@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.hamming_index import HammingIndex, codes_from_hex
+from transforms.packaged_data import resolve
 from transforms.signals import signal_for
 
 COLUMNS = ("hash_type", "hash_value", "bank", "label", "external_id")
@@ -43,8 +44,9 @@ class BankEntry:
 
 
 def read_bank(path):
-    """The entries of one bank file (CSV or Parquet, any Beam filesystem path)."""
-    rows = _parquet_rows(path) if path.endswith(".parquet") else _csv_rows(path)
+    """The entries of one bank file (CSV or Parquet, any Beam filesystem path, or `packaged:NAME`)."""
+    source = resolve(path)
+    rows = _parquet_rows(source) if path.endswith(".parquet") else _csv_rows(source)
     return [entry_from_row(row, path, where) for where, row in rows]
 
 
@@ -110,7 +112,7 @@ def bank_fingerprint(paths):
     """(path, size, mtime) of each bank file: cheap to re-check, changes when a bank is rewritten."""
     fingerprint = []
     for path in paths:
-        metadata = FileSystems.match([path])[0].metadata_list
+        metadata = FileSystems.match([resolve(path)])[0].metadata_list
         fingerprint.extend((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in metadata)
     return tuple(fingerprint)
 
