@@ -358,24 +358,34 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
 
 # --- hypothesis strategies ---------------------------------------------------------------------
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                      st.floats(allow_nan=False), st.text(max_size=30))
-json_values = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+def json_values_of(text):
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                     st.floats(allow_nan=False), text(max_size=30))
+    return st.recursive(leaf, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(text(max_size=10), inner, max_size=4), max_leaves=20)
+
+
+def unicode_text(**kwargs):
+    """Text without lone surrogates: those crash the job today (finding 3) and have their own xfail test."""
+    return st.text(alphabet=st.characters(blacklist_categories=("Cs",)), **kwargs)
+
+
+json_values = json_values_of(unicode_text)
+json_values_with_surrogates = json_values_of(st.text)
 
 
 @st.composite
-def mutated_reports(draw):
+def mutated_reports(draw, values=json_values, text=unicode_text):
     """Bytes: a contract report with one to three mutations of any kind (the fast, memory-light ones)."""
     rng = random.Random(draw(st.integers(0, 2**32)))
-    report = contract_report(rng, draw(st.text(min_size=1, max_size=20)))
+    report = contract_report(rng, draw(text(min_size=1, max_size=20)))
     names = draw(st.lists(st.sampled_from(["drop", "extra", "wrong", "json", "far_time", "exotic_ip", "utf8",
                                            "nul", "media"]), min_size=1, max_size=3))
     payload = None
     for name in names:
         if name == "json":  # a hypothesis-drawn JSON value anywhere
             paths = [p for p in _paths(report) if p]
-            _set(report, draw(st.sampled_from(paths)), draw(json_values))
+            _set(report, draw(st.sampled_from(paths)), draw(values))
         elif name == "media":
             payload = media_content(rng, report)
             report = json.loads(payload)
@@ -386,9 +396,10 @@ def mutated_reports(draw):
                 payload = mutation(rng, report)
             except (KeyError, IndexError, TypeError):  # an earlier mutation removed what this one edits
                 continue
-            if name == "utf8":
+            try:  # strict UTF-8 first: json.loads(bytes) would let encoded surrogates through
+                report = json.loads(payload.decode("utf-8"))
+            except ValueError:  # the mutation broke the JSON itself (invalid UTF-8, a raw NUL): send as is
                 return payload
-            report = json.loads(payload)
     return _dump(report)
 
 
