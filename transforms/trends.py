@@ -218,7 +218,7 @@ class TrendCounts(beam.PTransform):
             | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
             | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
             | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
-                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
+                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)
             for kind, window_fn in WINDOW_KINDS.items()]
         all_rows = rows | "AllTables" >> beam.Flatten()
         _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
@@ -226,6 +226,7 @@ class TrendCounts(beam.PTransform):
             destination=partition_folder,
             sink=TrendParquetSink,
             suffix=".parquet",
+            window_seconds=DAY,  # one file per table, day and firing: hourly files would be tiny and many
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return all_rows
 
