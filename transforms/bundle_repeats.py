@@ -203,7 +203,8 @@ class BundleRepeats(beam.PTransform):
             routed_records
             | "KeyBySignature" >> beam.ParDo(_KeyBySignatureFn())
             | "BundleWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True)
+                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True,
+                bounded=routed_records.is_bounded)
             | "CombineBundle" >> beam.CombinePerKey(BundleFn())
             | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(

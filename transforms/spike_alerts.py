@@ -186,7 +186,8 @@ class SpikeAlerts(beam.PTransform):
             routed_records
             | "WatchedKeys" >> beam.FlatMap(watched_keys)
             | "CountWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False)
+                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False,
+                bounded=routed_records.is_bounded)
             | "Count" >> beam.CombinePerKey(sum)
             | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
             | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())

@@ -71,8 +71,13 @@ def pane_columns(pane):
     return {"pane_index": pane.index, "pane_timing": PaneInfoTiming.to_string(pane.timing)}
 
 
-def late_firing_windows(window_fn, allowed_lateness_seconds, accumulate):
-    """Event-time windows that fire when the watermark passes, then once per late element."""
+def late_firing_windows(window_fn, allowed_lateness_seconds, accumulate, bounded=False):
+    """Event-time windows that fire when the watermark passes, then once per late element.
+
+    Bounded input has no late data: it keeps Beam's default trigger, and so the runner's fast combining.
+    """
+    if bounded:
+        return beam.WindowInto(window_fn)
     return beam.WindowInto(
         window_fn,
         trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
@@ -203,22 +208,23 @@ class TrendCounts(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
+        bounded = routed_records.is_bounded
         partials = (
             routed_records
             | "CountInput" >> beam.Map(_count_input)
             | "KeyByDimensions" >> beam.FlatMap(per_dimension)
             | "HourlyPartials" >> late_firing_windows(
-                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
+                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False, bounded=bounded)
             | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows = [
             partials
             | f"{kind.capitalize()}Windows" >> late_firing_windows(
-                window_fn, self.allowed_lateness_seconds, accumulate=True)
+                window_fn, self.allowed_lateness_seconds, accumulate=True, bounded=bounded)
             | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
             | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
             | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
-                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)
+                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False, bounded=bounded)
             for kind, window_fn in WINDOW_KINDS.items()]
         all_rows = rows | "AllTables" >> beam.Flatten()
         _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
