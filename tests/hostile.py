@@ -286,6 +286,9 @@ def hostile_corpus(seed=7, valid=60, per_mutation=14):
         report = contract_report(rng, f"ok-{number:03d}")
         if number % 3 == 0:
             report["files"][0].update(contentUri=None, content=b64(benign_image(number, fmt="JPEG")))
+        if number % 5 == 1:  # no location at all: UNKNOWN, and a takedown notice for its public file
+            report["files"][0]["ipCaptureEvent"] = None
+            report["personOrUserReported"].update(ipCaptureEvents=[], estimatedLocation=None)
         corpus.append(("valid", report["reportId"], _dump(report)))
     corpus += [("redelivery", rid, payload) for kind, rid, payload in corpus[::7]]
     for mutation in MUTATIONS:
