@@ -20,6 +20,9 @@ from apache_beam.utils.timestamp import Duration
 from schemas import avro_schema
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
+# Beam's default (20) spills every record past the 20th destination of a bundle into a windowed shuffle,
+# which costs far more per record than an open file: a window of reports touches ~150 jurisdictions.
+MAX_OPEN_FILES_PER_BUNDLE = 1024
 
 
 def window_label(win):
@@ -115,7 +118,8 @@ class WriteWindowedFiles(beam.PTransform):
                 destination=self.destination,
                 sink=lambda _destination: self.sink(),
                 file_naming=windowed_file_naming(self.suffix),
-                shards=self.shards))
+                shards=self.shards,
+                max_writers_per_bundle=MAX_OPEN_FILES_PER_BUNDLE))
 
 
 class JsonLinesSink(fileio.FileSink):
