@@ -37,8 +37,9 @@ def summarize(totals):
         "dead_lettered_by_stage": by("dead_lettered_by_stage"),
         "other_counts": {name: value for (ns, name), value in sorted(totals.items())
                          if ns == METRICS_NAMESPACE and name not in
-                         ("read", "routed", "duplicates", "dead_lettered")},
+                         ("read", "routed", "duplicates", "dead_lettered", "trend_input_reports", "trend_counted_reports")},
     }
+    summary["too_late_for_trends"] = count("trend_input_reports") - count("trend_counted_reports")
     summary["reconciled"] = summary["read"] == summary["routed"] + summary["duplicates"] + summary["dead_lettered"]
     return summary
 

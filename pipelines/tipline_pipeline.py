@@ -17,6 +17,7 @@ from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import counters, format_summary, summarize, write_summary
 from transforms.assign_jurisdiction import AssignJurisdiction
+from transforms.bundle_repeats import BundleRepeats, StampBundleIds
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
 from transforms.enrich_geo import EnrichGeo
@@ -26,8 +27,12 @@ from transforms.parse_reports import ParseReports
 from transforms.read_reports import ReadReports
 from transforms.route import RouteToSinks
 from transforms.route_topics import PublishRoutedToTopics
+from transforms.spike_alerts import SpikeAlerts
 from transforms.takedown_notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
+
+
+BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid of the trend tables
 
 
 def synthetic_config(opts):
@@ -50,18 +55,21 @@ def build_pipeline(p, opts):
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
-    routed, route_failures = assigned | "RouteToSinks" >> RouteToSinks(
+    stamped = assigned | "StampBundleIds" >> StampBundleIds(BUNDLE_WINDOW_SECONDS)
+    routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:
         _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(opts.route_topic_template)
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
+    bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
+    alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
     notices = assigned | "TakedownNotices" >> WriteTakedownNotices(opts.output_dir, opts.geoip_asn_db)
     dead_letters = (
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
-    return {"reports": unique, "routed": routed, "trends": trends, "notices": notices,
-            "dead_letters": dead_letters}
+    return {"reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
+            "notices": notices, "dead_letters": dead_letters}
 
 
 def print_help():
