@@ -17,18 +17,17 @@ dimension value is the right total. Reports later than that are dropped by the r
 as `trend_input_reports - trend_counted_reports` (Beam metrics), which is exact once the run is drained.
 """
 import datetime
+import functools
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.windowed_files import WriteWindowedFiles
+from transforms.windowed_files import ParquetSink, WriteWindowedFiles
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -177,21 +176,9 @@ class _TrendRowFn(beam.DoFn):
         yield row
 
 
-class TrendParquetSink(fileio.FileSink):
-    """Parquet with the schema of the row's table (a file holds one table: the table is in its folder)."""
-
-    def open(self, fh):
-        self._fh = fh
-        self._rows = []
-
-    def write(self, row):
-        self._rows.append(row)
-
-    def flush(self):
-        if self._rows:
-            schema = TABLES[self._rows[0]["table"]]
-            pq.write_table(pa.Table.from_pylist(self._rows, schema=schema), self._fh)
-        self._rows = []
+def schema_of_row(row):
+    """The Parquet schema of the table a trend row belongs to."""
+    return TABLES[row["table"]]
 
 
 def partition_folder(row):
@@ -230,7 +217,7 @@ class TrendCounts(beam.PTransform):
         _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/trends",
             destination=partition_folder,
-            sink=TrendParquetSink,
+            sink=functools.partial(ParquetSink, schema_of_row),
             suffix=".parquet",
             window_seconds=DAY,  # one file per table, day and firing: hourly files would be tiny and many
             allowed_lateness_seconds=self.allowed_lateness_seconds)

@@ -153,7 +153,11 @@ class AvroSink(fileio.FileSink):
 
 
 class ParquetSink(fileio.FileSink):
-    """Parquet files: rows are buffered per file and written as one table when the file closes."""
+    """Parquet files: rows are buffered per file and written as one table when the file closes.
+
+    `arrow_schema` is a `pyarrow.Schema`, or a function of a row giving it (when a destination's rows
+    share a schema that depends on the destination); keys outside the schema are not written.
+    """
 
     def __init__(self, arrow_schema):
         self.arrow_schema = arrow_schema
@@ -166,7 +170,9 @@ class ParquetSink(fileio.FileSink):
         self._rows.append(record)
 
     def flush(self):
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(self._rows, schema=self.arrow_schema), buffer)
-        self._fh.write(buffer.getvalue())
+        if self._rows:
+            schema = self.arrow_schema(self._rows[0]) if callable(self.arrow_schema) else self.arrow_schema
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(self._rows, schema=schema), buffer)
+            self._fh.write(buffer.getvalue())
         self._rows = []
