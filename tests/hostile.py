@@ -179,7 +179,8 @@ def moderately_deep(rng, report):
 def invalid_utf8(rng, report):
     data = _dump(report)
     cut = rng.randrange(len(data))
-    return data[:cut] + rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]) + data[cut:]
+    # (not b"\xed\xa0\x80", an encoded surrogate: it crashes the job today, CRASHERS["encoded_surrogate"])
+    return data[:cut] + rng.choice([b"\xff", b"\xc3\x28", b"\xf8\x88\x80\x80\x80", b"\x80"]) + data[cut:]
 
 
 def nul_bytes(rng, report):
@@ -259,6 +260,9 @@ CRASHERS = {
     "year_9999_with_offset": None,
     "lone_surrogate_id": None,                                                   # finding 3: UnicodeEncodeError
     "lone_surrogate_extra": None,
+    # finding 3 again: not UTF-8, so dead-lettered, but _report_id_of re-reads it with json.loads(bytes),
+    # which lets the encoded surrogate through into the dead letter's reportId, and writing that crashes
+    "encoded_surrogate": b'{"reportId": "x\xed\xa0\x80", "submittedAt": "2026-11-23T10:00:00Z"}',
 }
 
 
@@ -359,6 +363,12 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
     return "routed", record
 
 
+@functools.cache
+def corpus_outcomes(max_message_bytes=1_000_000):
+    """[(kind, payload, outcome, value)] of `run_stages` over the hostile corpus (computed once per process)."""
+    return [(kind, payload, *run_stages(payload, max_message_bytes)) for kind, _, payload in hostile_corpus()]
+
+
 # --- hypothesis strategies ---------------------------------------------------------------------
 
 def json_values_of(text):
@@ -408,21 +418,50 @@ def mutated_reports(draw, values=json_values, text=unicode_text):
 
 # --- the one whole-pipeline run over the hostile corpus (shared by several test modules) ----------
 
-@functools.cache
-def hostile_run():
-    """Runs the whole pipeline once per process over `hostile_corpus()` on `--source files`.
-
-    Returns a dict: out (Path), summary, corpus, logs (every log record's message at DEBUG and up),
-    stdio (what the run wrote to file descriptors 1 and 2).
-    """
-    import logging
+def once_per_session(name, produce):
+    """`(root, produce(root))`, produce run once per test session even across xdist workers (its result must
+    be JSON-able; its files stay under root). Without xdist, once per process."""
+    import fcntl
     import os
     import pathlib
     import tempfile
 
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid is None:
+        root = pathlib.Path(tempfile.mkdtemp(prefix=f"tipline-{name}-"))
+        return root, produce(root)
+    root = pathlib.Path(tempfile.gettempdir()) / f"tipline-{name}-{uid}"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / "result.json"
+        if done.exists():
+            return root, json.loads(done.read_text())
+        if root.exists():  # a worker failed half way: start over
+            import shutil
+            shutil.rmtree(root)
+        root.mkdir()
+        result = produce(root)
+        done.write_text(json.dumps(result))
+        return root, result
+
+
+@functools.cache
+def hostile_run():
+    """Runs the whole pipeline once per test session over `hostile_corpus()` on `--source files`.
+
+    Returns a dict: out (Path), summary, corpus, logs (every log record's message at DEBUG and up),
+    stdio (what the run wrote to file descriptors 1 and 2, as text).
+    """
+    root, result = once_per_session("hostile", _hostile_run)
+    return {**result, "out": root / "out", "corpus": hostile_corpus(), "stdio": result["stdio"].encode()}
+
+
+def _hostile_run(root):
+    import logging
+    import os
+
     from pipelines.tipline_pipeline import run
 
-    root = pathlib.Path(tempfile.mkdtemp(prefix="tipline-hostile-"))
     corpus = hostile_corpus()
     (root / "reports.jsonl").write_bytes(b"".join(payload + b"\n" for _, _, payload in corpus))
     records = []
@@ -453,8 +492,7 @@ def hostile_run():
                 os.close(fd)
             logger.removeHandler(handler)
             logger.setLevel(old_level)
-    return {"out": root / "out", "summary": summary, "corpus": corpus, "logs": records,
-            "stdio": stdio_path.read_bytes()}
+    return {"summary": summary, "logs": records, "stdio": stdio_path.read_bytes().decode("utf-8", "replace")}
 
 
 def read_routed(out):

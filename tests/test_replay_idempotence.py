@@ -16,9 +16,14 @@ IPS = {"GB": "81.2.69.160", "US-WA": "216.160.83.56", "SE": "89.160.20.112"}
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, city_test_db):
+def two_runs(city_test_db):
     """The same input (reports, a redelivery, two bad messages) run twice into one output folder."""
-    root = tmp_path_factory.mktemp("replay")
+    root, (first, second, after_first, reports) = hostile.once_per_session(
+        "replay", lambda root: _two_runs(root, city_test_db))
+    return root / "out", first, second, {k: v for k, v in after_first.items()}, reports
+
+
+def _two_runs(root, city_test_db):
     reports = [variant(f"r-{code}-{i}", ip=ip) for code, ip in IPS.items() for i in range(3)]
     lines = [json.dumps(report) for report in reports] + [json.dumps(reports[0]), "{not json", "[]"]
     (root / "in.jsonl").write_text("\n".join(lines) + "\n")
@@ -27,7 +32,7 @@ def two_runs(tmp_path_factory, city_test_db):
     first = run(argv)
     after_first = hostile.read_routed(root / "out")
     second = run(argv)
-    return root / "out", first, second, after_first, reports
+    return first, second, after_first, reports
 
 
 def ids(routed):
