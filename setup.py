@@ -27,7 +27,10 @@ setup(
     },
     install_requires=RUNTIME,
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7"],
+        # the gcp extra lets the tests build a Dataflow job graph (tests/test_dataflow_graph.py)
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7",
+                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0"],
+        "gcp": ["apache-beam[gcp]==2.77.0"],
         "analyst": ["duckdb==2.0.0", "matplotlib==3.11.2"],
     },
     entry_points={"console_scripts": ["tipline=pipelines.cli:main"]},
