@@ -157,7 +157,8 @@ def main():
     trivial = trivial_pipeline(path)
     loop = plain_python_loop(path)
     rate = lambda seconds: args.count / seconds
-    print(f"\n{args.count} reports, {path.stat().st_size / 1e6:.0f} MB, os.cpu_count() = {os.cpu_count()}")
+    print(f"\n{args.count} reports, {path.stat().st_size / 1e6:.0f} MB, os.cpu_count() = {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)")
     print(f"whole pipeline          {whole:7.1f} s  {rate(whole):8.0f} reports/s  (target >= 10,000)  "
           f"routed {summary['routed']}, reconciled {summary['reconciled']}")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  (read -> parse -> count)")
