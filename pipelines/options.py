@@ -3,7 +3,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.packaged_data import packaged
-from transforms.parse_reports import DEFAULT_MAX_MESSAGE_BYTES
+from transforms.parse_reports import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read_reports import SOURCES
 
 
@@ -48,6 +48,8 @@ class TiplineOptions(PipelineOptions):
                             help="how late (event time) a report may arrive and still update its window")
         parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
                             help="larger messages are dead-lettered")
+        parser.add_argument("--max-files-per-report", type=int, default=DEFAULT_MAX_FILES_PER_REPORT,
+                            help="reports with more files are dead-lettered")
         parser.add_argument("--synthetic-count", type=int, default=3000,
                             help="--source synthetic: number of reports")
         parser.add_argument("--synthetic-seed", type=int, default=2026, help="--source synthetic: random seed")

@@ -6,6 +6,7 @@
 """
 import argparse
 import logging
+import os
 import sys
 import uuid
 
@@ -30,6 +31,7 @@ from transforms.route_topics import PublishRoutedToTopics
 from transforms.spike_alerts import SpikeAlerts
 from transforms.takedown_notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
+from transforms.windowed_files import OWNER_ONLY
 
 
 BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid of the trend tables
@@ -48,7 +50,7 @@ def build_pipeline(p, opts):
         opts.source, opts.input_pattern, opts.subscription,
         synthetic_config(opts) if opts.source == "synthetic" else None)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
-        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub")
+        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds)
@@ -88,6 +90,7 @@ def run(argv=None):
     if "--help" in argv or "-h" in argv:
         print_help()
         return None
+    os.umask(OWNER_ONLY)
     opts = PipelineOptions(argv).view_as(TiplineOptions)
     bounded_local_stream = opts.source == "pubsub" and opts.duration
     options = local_streaming_options(argv) if bounded_local_stream else PipelineOptions(argv)

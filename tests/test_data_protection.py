@@ -133,7 +133,6 @@ def test_dead_letters_keep_the_payload_only_under_dead_letter(whole_run):
             assert b'"payload"' not in path.read_bytes(), path
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5: outputs are created 0644/0755 (umask), not owner-only 0600/0700")
 def test_outputs_are_readable_by_their_owner_only(whole_run):
     out = whole_run["out"]
     loose = [(str(path.relative_to(out)), oct(stat.S_IMODE(path.stat().st_mode)))

@@ -98,8 +98,6 @@ def test_a_bank_replaced_mid_run_is_used_by_the_next_batch(bank_fn):
     assert matches(fn, md5_report("after", media)) == ["added"]
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9: a bank replaced by a broken file makes every batch fail (each "
-                                       "report dead-lettered) instead of keeping the last good bank")
 def test_a_broken_bank_replacement_keeps_the_last_good_bank(bank_fn):
     fn, bank = bank_fn
     media = hostile.benign_image(6)

@@ -3,7 +3,6 @@ another jurisdiction's sink. (Re-runs: tests/test_replay_idempotence.py.)"""
 import json
 import re
 
-import apache_beam as beam
 import fastavro
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -152,7 +151,5 @@ def test_late_reports_land_in_their_own_jurisdiction_folder(tmp_path):
         "jurisdiction=GB": {"gb-on-time", "gb-late"}, "jurisdiction=US-WA": {"wa-on-time", "wa-late"}}
 
 
-@pytest.mark.xfail(strict=True, reason="finding 6: a report later than the allowed lateness is counted as routed "
-                                       "but dropped by the sink's window: lost, and the summary still reconciles")
 def test_a_report_later_than_the_allowed_lateness_still_reaches_its_sink(tmp_path):
     assert "gb-too-late" in route_stream(tmp_path, too_late=True).get("jurisdiction=GB", set())

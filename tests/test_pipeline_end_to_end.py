@@ -1,9 +1,7 @@
 """The whole pipeline from files, on MaxMind's City test database: routing, isolation, counts."""
 import base64
-import copy
 import io
 import json
-import pathlib
 
 import fastavro
 import pyarrow.parquet as pq

@@ -1,5 +1,4 @@
 """TrendCounts: hourly and sliding 24-hour tables per dimension, distinct users and bundles, panes."""
-import pathlib
 
 import apache_beam as beam
 import pyarrow.parquet as pq

@@ -6,6 +6,7 @@ worker through `Shared`, and re-checked (size + mtime) at most every `refresh_se
 file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
 A report that fails is dead-lettered alone, never with the rest of its batch.
 """
+import logging
 import time
 
 import apache_beam as beam
@@ -68,6 +69,7 @@ class MatchHashBatches(beam.DoFn):
         self.files_unhashable = Metrics.counter(METRICS_NAMESPACE, "files_unhashable")
         self.bank_matches = Metrics.counter(METRICS_NAMESPACE, "bank_matches")
         self.bank_reloads = Metrics.counter(METRICS_NAMESPACE, "bank_reloads")
+        self.bank_reload_failures = Metrics.counter(METRICS_NAMESPACE, "bank_reload_failures")
 
     def setup(self):
         self._checked_at = time.monotonic()
@@ -88,8 +90,13 @@ class MatchHashBatches(beam.DoFn):
         self._checked_at = time.monotonic()
         fingerprint = self._current_fingerprint()
         if fingerprint != self._fingerprint:
-            self._matcher = self._acquire(fingerprint)
-            self._fingerprint = fingerprint
+            self._fingerprint = fingerprint  # a broken file is tried again when it changes again
+            try:
+                self._matcher = self._acquire(fingerprint)
+            except Exception as error:  # keep matching with the last good banks rather than refuse every report
+                self.bank_reload_failures.inc()
+                logging.error("hash bank reload failed, keeping the previous banks: %s", error)
+                return
             self.bank_reloads.inc()
 
     def process(self, stamped_batch):

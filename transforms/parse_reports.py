@@ -19,6 +19,8 @@ from transforms.dead_letters import METRICS_NAMESPACE, dead_letter
 STAGE = "parse"
 DEAD_LETTERS = "dead_letters"
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Pub/Sub's own message limit
+DEFAULT_MAX_FILES_PER_REPORT = 1000  # each file may be media to fetch and hash
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
@@ -32,22 +34,25 @@ def parse_rfc3339(text):
     if not match.group(2):
         raise ValueError(f"{text!r} has no UTC offset")
     try:
-        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError:
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # e.g. year 1 with a positive offset falls before year 1 in UTC
         raise ValueError(f"{text!r} is not a valid date-time") from None
-    return parsed.astimezone(timezone.utc)
 
 
 class ReportValidator:
     """Checks a decoded message against schemas/report.avsc and the rules Avro cannot express."""
 
-    def __init__(self):
+    def __init__(self, max_files=DEFAULT_MAX_FILES_PER_REPORT):
         self.check_schema = compile_validator(avro_schema("report"))
         self.incident_types = frozenset(row["incident_type"] for row in reference_table("incident_types"))
+        self.max_files = max_files
 
     def validate(self, report):
         """The report's event time (UTC datetime); raises `InvalidRecord` with the reason otherwise."""
         self.check_schema(report)
+        files = report.get("files") or []
+        if len(files) > self.max_files:
+            raise InvalidRecord(f"$.files: {len(files)} files exceed the limit of {self.max_files} per report")
         if not report["reportId"].strip():
             raise InvalidRecord("$.reportId: must not be empty")
         incident_type = report["incidentSummary"]["incidentType"]
@@ -78,20 +83,35 @@ def decode_message(payload, max_bytes):
         report = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidRecord(f"message is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise InvalidRecord("message is nested too deeply") from None
+    except ValueError as error:  # an integer literal over Python's 4,300-digit limit
+        raise InvalidRecord(f"message is not acceptable JSON: {str(error)[:80]}") from None
     if not isinstance(report, dict):
         raise InvalidRecord(f"message is a JSON {type(report).__name__}, not an object")
+    if SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(report)
     return report
 
 
+def _refuse_lone_surrogates(report):
+    """json.loads joins valid surrogate pairs; a lone half is not Unicode and no coder can write it."""
+    try:
+        json.dumps(report, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRecord("message holds a lone UTF-16 surrogate escape (not valid Unicode)") from None
+
+
 class _ParseReportFn(beam.DoFn):
-    def __init__(self, max_message_bytes, stamp_event_time):
+    def __init__(self, max_message_bytes, max_files, stamp_event_time):
         self.max_message_bytes = max_message_bytes
+        self.max_files = max_files
         self.stamp_event_time = stamp_event_time
         self.read = Metrics.counter(METRICS_NAMESPACE, "read")
         self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
 
     def setup(self):
-        self.validator = ReportValidator()
+        self.validator = ReportValidator(self.max_files)
 
     def process(self, payload):
         self.read.inc()
@@ -110,11 +130,14 @@ class _ParseReportFn(beam.DoFn):
 
 def _report_id_of(payload):
     """The reportId of a refused message when it can be read, to help whoever replays it."""
-    try:
-        report_id = json.loads(payload).get("reportId")
-    except (ValueError, TypeError, AttributeError):
+    try:  # strict UTF-8 first: json.loads(bytes) would let encoded surrogates through
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        report_id = json.loads(text).get("reportId")
+    except (ValueError, TypeError, AttributeError, RecursionError):
         return None
-    return report_id if isinstance(report_id, str) else None
+    if not isinstance(report_id, str):
+        return None
+    return report_id.encode("utf-8", "replace").decode("utf-8")[:200]
 
 
 class ParseReports(beam.PTransform):
@@ -124,12 +147,14 @@ class ParseReports(beam.PTransform):
     already did (Pub/Sub with the `submittedAt` attribute), since a step may not move time backwards.
     """
 
-    def __init__(self, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, stamp_event_time=True):
+    def __init__(self, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, stamp_event_time=True,
+                 max_files=DEFAULT_MAX_FILES_PER_REPORT):
         super().__init__()
         self.max_message_bytes = max_message_bytes
+        self.max_files = max_files
         self.stamp_event_time = stamp_event_time
 
     def expand(self, messages):
         parsed = messages | "Parse" >> beam.ParDo(
-            _ParseReportFn(self.max_message_bytes, self.stamp_event_time)).with_outputs(DEAD_LETTERS, main="reports")
+            _ParseReportFn(self.max_message_bytes, self.max_files, self.stamp_event_time)).with_outputs(DEAD_LETTERS, main="reports")
         return parsed.reports, parsed[DEAD_LETTERS]

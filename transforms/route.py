@@ -2,7 +2,9 @@
 
 A routed record (schemas/routed_report.avsc) carries the report's facts, enrichment and routing, but never
 media bytes or media URIs: `content`, `contentUri`, `locationOfFile` and internet-detail URLs stay behind.
-Files land under `<output>/routed/jurisdiction=<code>/`, one file set per event-time window.
+Files land under `<output>/routed/jurisdiction=<code>/`: in batch one file set per event-time window; in
+streaming a file set per flush of processing time, so that no report, however late, is dropped by a
+window that has closed (its event time stays in `submittedAt`).
 """
 import functools
 
@@ -110,6 +112,6 @@ class RouteToSinks(beam.PTransform):
             destination=jurisdiction_folder,
             sink=functools.partial(AvroSink, "routed_report"),
             suffix=".avro",
-            window_seconds=self.window_seconds,
+            window_seconds=self.window_seconds if records.records.is_bounded else None,
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return records.records, records[DEAD_LETTERS]

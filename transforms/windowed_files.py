@@ -6,6 +6,7 @@ a late pane never overwrites the on-time pane's file (Beam's sink does not pass 
 """
 import io
 import json
+import os
 import uuid
 
 import apache_beam as beam
@@ -20,6 +21,7 @@ from apache_beam.utils.timestamp import Duration
 from schemas import avro_schema
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
+OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
 # Beam's default (20) spills every record past the 20th destination of a bundle into a windowed shuffle,
 # which costs far more per record than an open file: a window of reports touches ~150 jurisdictions.
 MAX_OPEN_FILES_PER_BUNDLE = 1024
@@ -56,6 +58,7 @@ class _EnsureDestinationFolder(beam.DoFn):
         self.destination = destination
 
     def setup(self):
+        os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
         self.created = set()
 
     def process(self, element):
