@@ -46,8 +46,6 @@ def test_an_unwritable_sink_does_not_affect_other_jurisdictions(blocked_sink_run
             ["r-wa-0", "r-wa-1", "r-wa-2"]
 
 
-@pytest.mark.xfail(strict=True, reason="finding 8: the move step's failed rename is logged at debug level; the run "
-                                       "succeeds, counts the GB reports as routed, and their file is lost")
 def test_an_unwritable_sink_stops_the_run_or_keeps_every_report(blocked_sink_run):
     out, summary, error = blocked_sink_run
     if error is not None:

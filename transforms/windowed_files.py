@@ -49,6 +49,15 @@ def windowed_file_naming(suffix):
     return name
 
 
+def require_written(result, path):
+    """Fails the bundle (so the runner retries, then stops with this error) when a file is missing after the
+    move step: the stock step logs a failed rename at debug level only, which would lose the records."""
+    final = FileSystems.join(path, result.file_name)
+    if not FileSystems.exists(final):
+        raise IOError(f"{final} was not written: is the sink folder writable?")
+    return result
+
+
 class _EnsureDestinationFolder(beam.DoFn):
     """Creates `<path>/<destination>/` once per worker: the stock move step only creates `<path>`,
     and a rename into a missing folder would be logged at debug level and lost."""
@@ -112,7 +121,7 @@ class WriteWindowedFiles(beam.PTransform):
             allowed_lateness=Duration(seconds=self.allowed_lateness_seconds))
 
     def expand(self, elements):
-        return (
+        written = (
             elements
             | "Window" >> self.windowing(elements.is_bounded)
             | "EnsureFolders" >> beam.ParDo(_EnsureDestinationFolder(self.path, self.destination))
@@ -123,6 +132,7 @@ class WriteWindowedFiles(beam.PTransform):
                 file_naming=windowed_file_naming(self.suffix),
                 shards=self.shards,
                 max_writers_per_bundle=MAX_OPEN_FILES_PER_BUNDLE))
+        return written | "CheckWritten" >> beam.Map(require_written, self.path)
 
 
 class JsonLinesSink(fileio.FileSink):
