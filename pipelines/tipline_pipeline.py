@@ -19,7 +19,7 @@ from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import counters, format_summary, summarize, write_summary
 from transforms.assign_jurisdiction import AssignJurisdiction
 from transforms.bundle_repeats import BundleRepeats, StampBundleIds
-from transforms.dead_letters import WriteDeadLetters
+from transforms.dead_letters import METRICS_NAMESPACE, WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
 from transforms.enrich_geo import EnrichGeo
 from transforms.enrich_hashes import EnrichHashes
@@ -34,6 +34,7 @@ from transforms.trends import TrendCounts
 from transforms.windowed_files import OWNER_ONLY
 
 
+LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
 BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid of the trend tables
 
 
@@ -85,7 +86,8 @@ def print_help():
 
 
 def run(argv=None):
-    """Runs the pipeline to the end; returns the summary (also written to <output>/summary.json)."""
+    """Runs the pipeline to the end on a local runner and returns the summary (also written to
+    <output>/summary.json); on a remote runner, submits the job and returns None."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print_help()
@@ -97,11 +99,17 @@ def run(argv=None):
     options.view_as(SetupOptions).save_main_session = False
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
-    check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+    runner = options.view_as(StandardOptions).runner
+    if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
+        check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, opts)
+    if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
+        result = pipeline.run()
+        print(f"submitted to {runner}; counts are in the runner's metrics under the '{METRICS_NAMESPACE}' namespace")
+        return None
     if bounded_local_stream:
         result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
     else:
