@@ -68,3 +68,13 @@ def test_variants_stay_within_threshold_and_unrelated_images_beyond(signal, kind
             assert signal.compare(reference, copy)[0], (seed, kind)
         unrelated = signal.hash_image(Image.open(io.BytesIO(encode_jpeg(make_image(seed + 500), 90))))
         assert not signal.compare(reference, unrelated)[0], seed
+
+
+def test_phash_is_bit_identical_to_imagehash():
+    """The numpy DCT must give imagehash's exact hash: banks hold hashes computed with imagehash."""
+    import imagehash
+    images = [make_image(seed, size=size) for seed, size in zip(range(12), (64, 200, 512) * 4)]
+    images += [Image.open(io.BytesIO(encode_jpeg(image, 80))) for image in images[:4]]
+    images += [image.convert("L") for image in images[:4]] + [Image.new("L", (50, 50), v) for v in (0, 128)]
+    for image in images:
+        assert PHashSignal.hash_image(image) == str(imagehash.phash(image))

@@ -1,8 +1,9 @@
 """Media hashing: a reported file's bytes to every signal's hash, decoding the image once.
 
 Exact digests cover the raw bytes, image or not. Perceptual hashes need a decoded picture: when every
-requested perceptual signal tolerates it (pHash, dHash), a JPEG is decoded at reduced scale with
-`Image.draft`, which is what makes hashing cheap; PDQ needs the full decode. Anything wrong with the
+perceptual signal names the draft size it tolerates (pHash, dHash: 128 px; PDQ: 512 px), and a JPEG is
+decoded at reduced scale with `Image.draft` once per distinct size, which is what makes hashing cheap
+(decoding at 128 px for pHash costs less than resampling a full decode); other formats are decoded once. Anything wrong with the
 media (too big, a decompression bomb, not an image) raises `UnhashableMedia` with a short reason that
 never contains the bytes or where they came from.
 """
@@ -17,6 +18,7 @@ from PIL import Image
 MAX_MEDIA_BYTES = 25 * 2**20
 MAX_PIXELS = 40_000_000
 DRAFT_SIZE = (128, 128)  # enough for the 32x32 pHash / 9x8 dHash resample: hash unchanged (FIELD-NOTES)
+_DRAFT_MODES = {DRAFT_SIZE: "L"}  # grey is all pHash / dHash read; larger drafts (PDQ) keep colour
 
 
 class UnhashableMedia(Exception):
@@ -62,16 +64,22 @@ def hash_media(data, signals):
     if not perceptual:
         return exact
     try:
-        image = decode_image(data, draft=all(signal.draft_ok for signal in perceptual))
-        hashes = [(signal, signal.hash_image(image)) for signal in perceptual]
+        images = {}
+        for size in sorted({signal.draft_size for signal in perceptual}, reverse=True):
+            first = next(iter(images.values()), None)
+            images[size] = first if first is not None and first.format != "JPEG" else decode_image(data, draft=size)
+        hashes = [(signal, signal.hash_image(images[signal.draft_size])) for signal in perceptual]
     except UnhashableMedia as error:
         error.hashes = exact
         raise
     return exact + [(signal, value) for signal, value in hashes if value is not None]
 
 
-def decode_image(data, draft=False):
-    """The decoded first frame, refusing decompression bombs before they are decoded."""
+def decode_image(data, draft=None):
+    """The decoded first frame, refusing decompression bombs before they are decoded.
+
+    `draft` (a (width, height), or True for DRAFT_SIZE) lets a JPEG decode at the smallest DCT scale that
+    still covers that size; other formats ignore it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -80,7 +88,8 @@ def decode_image(data, draft=False):
             if width * height > MAX_PIXELS:
                 raise UnhashableMedia(f"image too large ({width}x{height} pixels)")
             if draft and image.format == "JPEG":
-                image.draft("L", DRAFT_SIZE)
+                size = DRAFT_SIZE if draft is True else tuple(draft)
+                image.draft(_DRAFT_MODES.get(size, "RGB"), size)
             image.load()
     except UnhashableMedia:
         raise
