@@ -19,10 +19,13 @@ so each (query, code) pair is reported once.
 """
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 BLOCK_BITS = 16
+WIDE_BLOCK_BITS = (22, 21, 21)  # 64-bit codes: three blocks, so buckets hold ~2-5 of 10M codes
 KEYS = 1 << BLOCK_BITS
 _BLOCKS_PER_WORD = 64 // BLOCK_BITS
 
@@ -50,6 +53,16 @@ def pigeonhole_thresholds(radius, blocks):
     """Per-block probe radii with sum(t_i + 1) = radius + 1; -1 means the block need not be probed."""
     total = radius + 1 - blocks
     return np.array([total // blocks + (1 if i < total % blocks else 0) for i in range(blocks)], dtype=np.int64)
+
+
+def _masks_within(width, threshold):
+    """Every `width`-bit mask of popcount <= threshold (the keys a block probes around its own)."""
+    masks = np.zeros(1, dtype=np.int64)
+    for _ in range(threshold):  # masks of weight w+1: add one bit above the top set bit of a weight-w mask
+        grown = [mask | (1 << bit) for mask in masks.tolist() for bit in range(width)
+                 if mask < (1 << bit)]
+        masks = np.union1d(masks, np.array(grown, dtype=np.int64))
+    return masks
 
 
 def _block_keys(codes, block):
@@ -90,15 +103,27 @@ class HammingIndex:
         return sum(array.nbytes for array in vars(self).values() if isinstance(array, np.ndarray))
 
     def _build_pigeonhole(self):
-        self.thresholds = pigeonhole_thresholds(self.radius, self.blocks)
-        probed = [block for block in range(self.blocks) if self.thresholds[block] >= 0]
-        self.offsets = np.zeros((self.blocks, KEYS + 1), dtype=np.int64)
-        self.table_codes = np.zeros((self.blocks, len(self.codes) if probed else 0), dtype=np.uint64)
-        self.table_ids = np.zeros(self.table_codes.shape, dtype=np.int32)
+        widths = np.array(WIDE_BLOCK_BITS, dtype=np.int64)
+        self.shifts = (64 - np.cumsum(widths)).astype(np.int64)
+        self.key_masks = ((1 << widths) - 1).astype(np.uint64)
+        self.thresholds = pigeonhole_thresholds(self.radius, len(widths))
+        probed = [block for block in range(len(widths)) if self.thresholds[block] >= 0]
+        size = len(self.codes) if probed else 0
+        self.table_codes = np.zeros((len(widths), size), dtype=np.uint64)
+        self.table_ids = np.zeros((len(widths), size), dtype=np.int32)
+        self.offsets = np.zeros((len(widths), (1 << int(widths.max())) + 1), dtype=np.int32)
+        probe_masks = [np.zeros(0, dtype=np.int64)] * len(widths)
         for block in probed:
-            order, self.offsets[block] = _sorted_table(_block_keys(self.codes, block))
+            keys = (self.codes[:, 0] >> np.uint64(self.shifts[block])) & self.key_masks[block]
+            order = np.argsort(keys, kind="stable")
+            np.cumsum(np.bincount(keys.astype(np.int64), minlength=1 << int(widths[block])),
+                      out=self.offsets[block, 1:(1 << int(widths[block])) + 1])
             self.table_codes[block] = self.codes[order, 0]
             self.table_ids[block] = order
+            probe_masks[block] = _masks_within(int(widths[block]), int(self.thresholds[block]))
+        self.mask_starts = np.zeros(len(widths) + 1, dtype=np.int64)
+        np.cumsum([len(masks) for masks in probe_masks], out=self.mask_starts[1:])
+        self.probe_masks = np.concatenate(probe_masks)
 
     def _build_pigeonring(self):
         self.block_radius = self.radius // self.blocks
@@ -124,8 +149,9 @@ class HammingIndex:
 
     def _search(self, queries, out):
         if self.words == 1:
-            return _search_pigeonhole(queries[:, 0], self.radius, self.thresholds, self.offsets,
-                                      self.table_codes, self.table_ids, _MASKS, _MASK_ENDS, out)
+            return _search_pigeonhole(queries[:, 0], self.radius, self.thresholds, self.shifts, self.key_masks,
+                                      self.offsets, self.table_codes, self.table_ids, self.probe_masks,
+                                      self.mask_starts, out)
         return _search_pigeonring(queries, self.codes, self.radius, self.block_radius, self.pair_radius,
                                   self.offsets, self.table_next, self.table_ids, _MASKS, _MASK_WEIGHTS,
                                   _MASK_ENDS, out)
@@ -141,6 +167,24 @@ def _popcount64(typingctx, value):
     return types.int64(types.uint64), codegen
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to start loading array[index] into cache (llvm.prefetch: read, keep, data)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
+        pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type] + [ir.IntType(32)] * 3), "llvm.prefetch")
+        builder.call(function, [pointer, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
+                                ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
 @numba.njit(inline="always")
 def _key(code_words, block):
     shift = np.uint64(64 - 16 * (block % 4 + 1))
@@ -148,24 +192,31 @@ def _key(code_words, block):
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_pigeonhole(queries, radius, thresholds, offsets, table_codes, table_ids, masks, mask_ends, out):
+def _search_pigeonhole(queries, radius, thresholds, shifts, key_masks, offsets, table_codes, table_ids,
+                       probe_masks, mask_starts, out):
     count = 0
     capacity = out.shape[1]
     blocks = thresholds.shape[0]
+    starts = np.empty(probe_masks.shape[0], dtype=np.int64)
+    ends = np.empty(probe_masks.shape[0], dtype=np.int64)
     for q in range(queries.shape[0]):
         query = queries[q]
+        # phase 1: every probe's bucket bounds (independent loads the CPU overlaps), phase 2: the buckets
         for block in range(blocks):
-            if thresholds[block] < 0:
-                continue
-            shift = np.uint64(64 - 16 * (block + 1))
-            key = np.int64((query >> shift) & np.uint64(0xFFFF))
-            block_offsets, block_codes = offsets[block], table_codes[block]
-            for m in range(mask_ends[thresholds[block]]):
-                probe = key ^ np.int64(masks[m])
-                for entry in range(block_offsets[probe], block_offsets[probe + 1]):
+            key = np.int64((query >> np.uint64(shifts[block])) & key_masks[block])
+            block_offsets = offsets[block]
+            for m in range(mask_starts[block], mask_starts[block + 1]):
+                probe = key ^ probe_masks[m]
+                starts[m] = block_offsets[probe]
+                ends[m] = block_offsets[probe + 1]
+                _prefetch(table_codes[block], starts[m])
+        for block in range(blocks):
+            block_codes = table_codes[block]
+            for m in range(mask_starts[block], mask_starts[block + 1]):
+                for entry in range(starts[m], ends[m]):
                     difference = block_codes[entry] ^ query
                     distance = _popcount64(difference)
-                    if distance > radius or _found_earlier_64(difference, block, thresholds):
+                    if distance > radius or _found_earlier_64(difference, block, thresholds, shifts, key_masks):
                         continue
                     if count < capacity:
                         out[0, count], out[1, count], out[2, count] = q, table_ids[block, entry], distance
@@ -174,10 +225,9 @@ def _search_pigeonhole(queries, radius, thresholds, offsets, table_codes, table_
 
 
 @numba.njit(inline="always")
-def _found_earlier_64(difference, block, thresholds):
+def _found_earlier_64(difference, block, thresholds, shifts, key_masks):
     for earlier in range(block):
-        shift = np.uint64(64 - 16 * (earlier + 1))
-        if _popcount64((difference >> shift) & np.uint64(0xFFFF)) <= thresholds[earlier]:
+        if _popcount64((difference >> np.uint64(shifts[earlier])) & key_masks[earlier]) <= thresholds[earlier]:
             return True
     return False
 
