@@ -206,7 +206,12 @@ def _search_pigeonhole(queries, radius, thresholds, shifts, key_masks, offsets, 
             key = np.int64((query >> np.uint64(shifts[block])) & key_masks[block])
             block_offsets = offsets[block]
             for m in range(mask_starts[block], mask_starts[block + 1]):
-                probe = key ^ probe_masks[m]
+                starts[m] = key ^ probe_masks[m]
+                _prefetch(block_offsets, starts[m])
+        for block in range(blocks):
+            block_offsets = offsets[block]
+            for m in range(mask_starts[block], mask_starts[block + 1]):
+                probe = starts[m]
                 starts[m] = block_offsets[probe]
                 ends[m] = block_offsets[probe + 1]
                 _prefetch(table_codes[block], starts[m])
