@@ -244,15 +244,22 @@ def _search_pigeonring(queries, codes, radius, block_radius, pair_radius, offset
     capacity = out.shape[1]
     blocks = offsets.shape[0]
     words = codes.shape[1]
+    probes = mask_ends[block_radius]
+    starts = np.empty((blocks, probes), dtype=np.int64)
     for q in range(queries.shape[0]):
         query = queries[q]
+        for block in range(blocks):  # every probe's bucket start first, prefetched, then the buckets
+            key = _key(query, block)
+            for m in range(probes):
+                starts[block, m] = offsets[block, key ^ np.int64(masks[m])]
+                _prefetch(table_next[block], starts[block, m])
         for block in range(blocks):
             key = _key(query, block)
             next_key = np.uint64(_key(query, (block + 1) % blocks))
-            for m in range(mask_ends[block_radius]):
+            for m in range(probes):
                 probe = key ^ np.int64(masks[m])
                 next_budget = pair_radius - mask_weights[m]
-                for entry in range(offsets[block, probe], offsets[block, probe + 1]):
+                for entry in range(starts[block, m], offsets[block, probe + 1]):
                     if _popcount64(np.uint64(table_next[block, entry]) ^ next_key) > next_budget:
                         continue
                     index = table_ids[block, entry]
