@@ -1,18 +1,23 @@
-"""Hamming range search with 100% recall: multi-index hashing over 16-bit blocks.
+"""Hamming range search with 100% recall: multi-index hashing.
 
-Codes (64 or 256 bits) are cut into 16-bit blocks; each block gets a table whose entries are sorted by
-that block's value, with a direct-address offset array of 65,537 slots (256 KB: it stays in cache).
-A query probes, per table, every key within a small radius of its own block, then checks the bucket's
-entries. Which radius per block is enough comes from a counting argument:
+Codes are cut into blocks; each block gets a table whose entries are sorted by that block's value, with
+a direct-address offset array (no search). A query probes, per table, every key within a small radius of
+its own block, then checks the bucket's entries. Which radius per block is enough comes from a counting
+argument:
 
-* 64-bit codes (pHash, dHash): generalised pigeonhole. If the distance is at most r, the block distances
-  d_i sum to at most r, so for thresholds t_i with sum(t_i + 1) > r some block has d_i <= t_i. For r = 8
-  on 4 blocks that is (2, 1, 1, 1): 188 probes instead of the 548 of "every block within 2". Each table
-  stores the full codes in its own order, so checking a candidate reads memory sequentially.
-* 256-bit codes (PDQ): pigeonring (Qin et al., VLDB 2019). On the ring of m blocks there is a start i with
-  d_i <= r/m and d_i + d_(i+1) <= 2r/m. Tables store, beside each id, only the next block (16 bits), so a
-  bucket entry is rejected with one 16-bit popcount; random reads of full codes are left for the ~0.2% that
-  pass. For r = 31 this keeps 10M codes in ~1.3 GB.
+* 64-bit codes (pHash, dHash): three blocks of 22, 21 and 21 bits and the generalised pigeonhole. If the
+  distance is at most r, the block distances d_i sum to at most r, so for thresholds t_i with
+  sum(t_i + 1) > r some block has d_i <= t_i. For r = 8 that is (2, 2, 2): 718 probes, but buckets of
+  ~2-5 of 10M codes, so ~3k candidates per query instead of the ~29k of four 16-bit blocks with radii
+  (2, 1, 1, 1). Probes are random memory reads, so the kernel first computes every probe key and
+  prefetches its offset slot, then reads the bucket bounds and prefetches each bucket, then scans: the
+  CPU overlaps the misses instead of waiting on each in turn. Each table stores the full codes in its own
+  order, so checking a candidate needs no second random read; offsets are int32 (~24 MB for all three).
+* 256-bit codes (PDQ): 16-bit blocks and pigeonring (Qin et al., VLDB 2019). On the ring of m blocks there
+  is a start i with d_i <= r/m and d_i + d_(i+1) <= 2r/m. Tables store, beside each id, only the next block
+  (16 bits), so a bucket entry is rejected with one 16-bit popcount; random reads of full codes are left
+  for the ~0.2% that pass. For r = 31 this keeps 10M codes in ~1.3 GB. Bucket starts are gathered and
+  prefetched before the buckets are scanned, as above.
 
 A candidate found again in a later table is skipped when an earlier table's condition already held,
 so each (query, code) pair is reported once.
