@@ -78,3 +78,19 @@ def test_phash_is_bit_identical_to_imagehash():
     images += [image.convert("L") for image in images[:4]] + [Image.new("L", (50, 50), v) for v in (0, 128)]
     for image in images:
         assert PHashSignal.hash_image(image) == str(imagehash.phash(image))
+
+
+def test_pdq_through_the_luma_entry_point_equals_pdqhash_compute():
+    """PdqSignal computes the grey itself and calls pdqhash's C++ directly: same bits, same quality."""
+    import numpy as np
+    import pdqhash
+
+    from transforms.signals import _pdq_from_luma, _pdq_hash
+    if _pdq_from_luma is None:
+        pytest.skip("pdqhash build without the exported luma entry point: PdqSignal uses pdqhash.compute")
+    rng = np.random.default_rng(5)
+    arrays = [np.asarray(make_image(seed, size=size).convert("RGB")) for seed, size in enumerate((64, 300, 512))]
+    arrays += [rng.integers(0, 256, (shape[0], shape[1], 3), dtype=np.uint8) for shape in ((7, 300), (257, 129))]
+    for pixels in arrays:
+        bits, quality = pdqhash.compute(pixels)
+        assert _pdq_hash(pixels) == (np.packbits(bits.astype(np.uint8)).tobytes().hex(), quality)
