@@ -57,3 +57,12 @@ def test_media_sources_and_limits(tmp_path):
     with pytest.raises(UnhashableMedia) as missing:
         media_bytes({"contentUri": str(tmp_path / "secret-gone.jpg")})
     assert "secret" not in str(missing.value)
+
+
+def test_large_jpeg_pdq_is_drafted_and_stays_near_the_full_decode():
+    """PDQ decodes JPEGs at >= 512 px: a 1100 px image decodes at 550 px and moves a few bits at most."""
+    data = encode_jpeg(make_image(6, size=1100), 90)
+    assert decode_image(data, draft=PdqSignal.draft_size).size == (550, 550)
+    drafted = dict(hash_media(data, [PdqSignal, PHashSignal]))
+    assert PdqSignal.distance(drafted[PdqSignal], PdqSignal.hash_image(decode_image(data))) <= 8
+    assert drafted[PHashSignal] == dict(hash_media(data, [PHashSignal]))[PHashSignal]  # same with or without PDQ
