@@ -1,4 +1,5 @@
-"""Faults (issue #7.3): a sink folder that cannot be written, a bank file replaced mid-run.
+"""Faults (issue #7.3): a sink folder that cannot be written, a bank file or a GeoIP database replaced mid-run,
+Pub/Sub leases expiring mid-run (on the emulator).
 
 What each fault does is recorded in docs/RELIABILITY.md. Real parts: the whole pipeline on the DirectRunner,
 the real `MatchHashBatches` DoFn with real bank files.
@@ -8,14 +9,22 @@ import json
 import os
 import time
 
+import shutil
+
 import pytest
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.tipline_pipeline import run
 from tests import hostile
-from tests.conftest import example_report
+from pipelines.options import demo_data_path
+from pipelines.publish import publish
+from tests.conftest import MAXMIND, example_report
 from tests.test_pipeline_end_to_end import variant
+from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F401 - pubsub is a fixture
+from transforms import pubsub_source
+from transforms.enrich_geo import _LocateFn
 from transforms.enrich_hashes import MatchHashBatches
+from transforms.geo import resolve
 
 BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"
 
@@ -104,3 +113,67 @@ def test_a_broken_bank_replacement_keeps_the_last_good_bank(bank_fn):
     bank.write_text("hash_type,hash_value\nMD5,not-a-hash-and-missing-columns\n")  # a truncated/bad write
     os.utime(bank, (time.time() + 10, time.time() + 10))
     assert matches(fn, md5_report("still-good", media)) == ["good"]
+
+
+# --- a GeoIP database replaced mid-run --------------------------------------------------------------------
+
+def placed(fn, ip):
+    """(where the location came from, city) of a report whose upload came from `ip`."""
+    [located] = list(fn.process(variant("r-geo", ip=ip)))
+    return located["_geo"]["locationSource"], located["_geo"]["city"]
+
+
+def started_locator(city_db):
+    """A worker's locator: `setup` acquires the reader shared by the DoFns of one worker process."""
+    fn = _LocateFn(str(city_db), None, None)
+    fn.setup()
+    return fn
+
+
+def test_a_geoip_database_renamed_over_keeps_the_old_data_until_a_restart(tmp_path):
+    city = tmp_path / "city.mmdb"
+    shutil.copy(MAXMIND / "GeoIP2-City-Test.mmdb", city)
+    running = started_locator(city)
+    assert placed(running, "81.2.69.160") == ("geoip", "London")
+    replacement = tmp_path / "new.mmdb"
+    shutil.copy(resolve(demo_data_path("demo-city.mmdb")), replacement)  # a database that does not place this IP
+    os.replace(replacement, city)  # the safe way: the old file's mapping stays valid
+    assert placed(running, "81.2.69.160") == ("geoip", "London")  # the memory-mapped old file, not a crash
+    # a restarted worker reads the new file, which places the IP nowhere: the report's own estimate is used
+    assert placed(started_locator(city), "81.2.69.160") == ("estimatedLocation", None)
+
+
+# --- Pub/Sub leases that expire mid-run -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def expiring_leases_run(pubsub, tmp_path_factory, city_test_db):
+    """A bounded streaming run whose leases last 1 s and are never renewed in time: the emulator redelivers
+    every message several times during the run (a stalled lease renewer, or a worker paused past its leases)."""
+    root = tmp_path_factory.mktemp("leases")
+    topic, subscription = make_topic()
+    reports = [variant(f"r-lease-{i}", ip="81.2.69.160") for i in range(20)]
+    malformed = [b"{not json", json.dumps({"reportId": "r-bad"}).encode()]
+    publish(iter([json.dumps(report).encode() for report in reports] + malformed), topic)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pubsub_source, "LEASE_SECONDS", 1)
+        summary = run(["--source", "pubsub", "--subscription", subscription, "--duration", "6",
+                       "--output", str(root / "out"), "--geoip-city-db", city_test_db])
+    return root / "out", summary, reports, malformed, subscription
+
+
+@pytest.mark.emulator
+def test_leases_expiring_mid_run_route_each_report_once(expiring_leases_run):
+    out, summary, reports, malformed, subscription = expiring_leases_run
+    routed = [r["reportId"] for records in hostile.read_routed(out).values() for r in records]
+    assert summary["read"] > len(reports) + len(malformed) and summary["reconciled"]  # redeliveries did happen
+    assert sorted(routed) == sorted(report["reportId"] for report in reports)
+    assert pull_all(subscription) == []  # every delivery acknowledged after the run
+
+
+@pytest.mark.emulator
+@pytest.mark.xfail(strict=True, reason="finding 10: a malformed message redelivered within a run is dead-lettered "
+                                       "once per delivery (dedup runs on parsed reportIds, after parse)")
+def test_leases_expiring_mid_run_dead_letter_each_malformed_message_once(expiring_leases_run):
+    out, _, _, malformed, _ = expiring_leases_run
+    letters = [letter["payload"] for records in hostile.read_jsonl(out / "dead_letter").values() for letter in records]
+    assert sorted(letters) == sorted(m.decode() for m in malformed)

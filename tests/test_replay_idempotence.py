@@ -1,8 +1,8 @@
 """Replays (issue #7.2): the same input run twice into the same output must not duplicate a report in any sink.
 
-Today every firing's files get a random token (transforms/windowed_files.py), so a second run writes a
-second copy of every file: finding 7, with the proposed mechanism in docs/RELIABILITY.md. A crash mid-run
-followed by a full replay is the same case (the replay re-writes what the crashed run had committed).
+Files are content-addressed (transforms/windowed_files.py): a second run yields the same names and skips
+them (finding 7, fixed). A crash mid-run followed by a full replay is the same case (the replay re-writes
+what the crashed run had committed).
 """
 import json
 
@@ -45,18 +45,23 @@ def test_each_run_alone_routes_every_report_once(two_runs):
     assert first["routed"] == second["routed"] == len(reports) and first["reconciled"] and second["reconciled"]
 
 
-@pytest.mark.xfail(strict=True, reason="finding 7: file names carry a random token per firing, so a re-run "
-                                       "writes every routed file again (each report twice in its sink)")
 def test_a_replay_into_the_same_output_does_not_duplicate_routed_reports(two_runs):
     out, _, _, _, reports = two_runs
     assert ids(hostile.read_routed(out)) == sorted(report["reportId"] for report in reports)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 7: dead letters are duplicated by a re-run too")
 def test_a_replay_into_the_same_output_does_not_duplicate_dead_letters(two_runs):
     out = two_runs[0]
     letters = [letter["payload"] for records in hostile.read_jsonl(out / "dead_letter").values() for letter in records]
     assert sorted(letters) == ["[]", "{not json"]
+
+
+def test_the_replay_skips_every_file_the_first_run_wrote(two_runs):
+    out, first, second, _, _ = two_runs
+    files = [path for path in out.rglob("*") if path.is_file() and path.name != "summary.json"]
+    assert first["other_counts"].get("files_already_written", 0) == 0
+    assert second["other_counts"]["files_already_written"] == len(files)
+    assert not [path for path in files if path.name.startswith(".")]  # no temporary file left behind
 
 
 def test_a_replay_keeps_every_report_in_its_own_jurisdiction(two_runs):

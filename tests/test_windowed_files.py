@@ -1,13 +1,16 @@
-"""WriteWindowedFiles: a folder per destination, a file set per window, late panes never overwrite."""
+"""WriteWindowedFiles: a folder per destination, a file per window pane, late panes never overwrite,
+re-runs never duplicate (content-addressed names)."""
 import json
 import pathlib
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from pipelines.streaming import count_every_bundle
 from transforms.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 HOUR = 3600
@@ -39,15 +42,62 @@ def test_each_destination_gets_its_own_folder_and_one_file_per_window(tmp_path):
         "1970-01-01T01:00:00--1970-01-01T02:00:00-"]
 
 
-def test_a_late_pane_is_written_beside_the_on_time_pane(tmp_path):
+def run_batch(records, root):
+    """Runs `records` (all at t=10) into root; returns the run's `files_already_written` count."""
+    p = beam.Pipeline()
+    write(p, beam.Create([TimestampedValue(r, 10) for r in records]), root)
+    return already_written(p.run())
+
+
+def run_stream(root):
+    """An on-time pane then a late one (within the allowed lateness) for one destination and window."""
     stream = (TestStream()
               .add_elements([TimestampedValue({"id": 1, "dest": "GB"}, 10)])
               .advance_watermark_to(HOUR + 60)
               .add_elements([TimestampedValue({"id": 2, "dest": "GB"}, 20)])  # late, within lateness
               .advance_watermark_to_infinity())
+    count_every_bundle()  # the streaming DirectRunner would otherwise keep one bundle's counts per step
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=options) as p:
-        write(p, stream, tmp_path)
+    p = TestPipeline(options=options)
+    write(p, stream, root)
+    return already_written(p.run())
+
+
+def already_written(result):
+    result.wait_until_finish()
+    found = result.metrics().query(MetricsFilter().with_name("files_already_written"))["counters"]
+    return sum(counter.committed for counter in found)
+
+
+def names(root):
+    return sorted(str(path.relative_to(root)) for path in pathlib.Path(root).rglob("*") if path.is_file())
+
+
+def test_a_late_pane_is_written_beside_the_on_time_pane(tmp_path):
+    assert run_stream(tmp_path) == 0
     assert read_tree(tmp_path) == {"dest=GB": [{"id": 1, "dest": "GB"}, {"id": 2, "dest": "GB"}]}
     assert len(list((tmp_path / "dest=GB").glob("*.jsonl"))) == 2
+
+
+def test_a_replayed_stream_skips_both_panes(tmp_path):
+    run_stream(tmp_path)
+    written = names(tmp_path)
+    assert run_stream(tmp_path) == 2
+    assert names(tmp_path) == written
+    assert read_tree(tmp_path) == {"dest=GB": [{"id": 1, "dest": "GB"}, {"id": 2, "dest": "GB"}]}
+
+
+def test_a_rerun_skips_the_files_it_already_wrote(tmp_path):
+    records = [{"id": 1, "dest": "GB"}, {"id": 2, "dest": "GB"}, {"id": 3, "dest": "SE"}]
+    assert run_batch(records, tmp_path) == 0
+    written = names(tmp_path)
+    assert run_batch(list(reversed(records)), tmp_path) == 2  # same records, other order: same names
+    assert names(tmp_path) == written  # and no temporary file left behind
+    assert read_tree(tmp_path) == {"dest=GB": records[:2], "dest=SE": records[2:]}
+
+
+def test_other_records_for_the_same_window_get_a_file_of_their_own(tmp_path):
+    run_batch([{"id": 1, "dest": "GB"}], tmp_path)
+    assert run_batch([{"id": 1, "dest": "GB"}, {"id": 2, "dest": "GB"}], tmp_path) == 0
+    assert len(names(tmp_path)) == 2  # a replay of a different pane is not mistaken for the first one

@@ -1,9 +1,12 @@
 """Windowed, per-destination file output shared by every sink (routed, trends, dead letters, ...).
 
-Built on `fileio.WriteToFiles`; adds what its stock naming lacks for this pipeline: a folder per
-destination (`jurisdiction=US-WA/`), event-time window bounds in file names, and a token per firing so
-a late pane never overwrites the on-time pane's file (Beam's sink does not pass pane indexes yet).
+Files are content-addressed, so a replay of the same input into the same output writes nothing twice:
+each pane of a destination's window becomes one file `<destination>/<window>-<digest><suffix>`, the digest
+taken over its sorted records. It is written under a hidden temporary name and renamed; a final name that
+exists already (an earlier run wrote these very records) is skipped and counted as `files_already_written`.
+A late pane holds other records, so it gets its own name beside the on-time pane's file.
 """
+import hashlib
 import io
 import json
 import os
@@ -15,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
@@ -22,9 +26,7 @@ from schemas import avro_schema
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
-# Beam's default (20) spills every record past the 20th destination of a bundle into a windowed shuffle,
-# which costs far more per record than an open file: a window of reports touches ~150 jurisdictions.
-MAX_OPEN_FILES_PER_BUNDLE = 1024
+DIGEST_CHARS = 20  # 80 bits of SHA-256: no two panes of one destination and window collide in practice
 
 
 def window_label(win):
@@ -39,60 +41,101 @@ def window_label(win):
     return f"{start}--{end}"
 
 
-def windowed_file_naming(suffix):
-    """File names `<destination>/<window>-<firing token>-<shard>-of-<shards><suffix>`."""
-
-    def name(win, pane, shard_index, total_shards, compression, destination):
-        token = uuid.uuid4().hex[:12]
-        return f"{destination}/{window_label(win)}-{token}-{shard_index:05d}-of-{total_shards:05d}{suffix}"
-
-    return name
+def record_line(record):
+    """A canonical byte form of a record: equal records give equal lines, whatever their key order."""
+    return json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def require_written(result, path):
-    """Fails the bundle (so the runner retries, then stops with this error) when a file is missing after the
-    move step: the stock step logs a failed rename at debug level only, which would lose the records."""
-    final = FileSystems.join(path, result.file_name)
-    if not FileSystems.exists(final):
-        raise IOError(f"{final} was not written: is the sink folder writable?")
-    return result
+def content_order(records):
+    """(digest, records in canonical order): the same records in any arrival order give the same digest."""
+    lines = sorted((record_line(record), index) for index, record in enumerate(records))
+    digest = hashlib.sha256(b"\n".join(line for line, _ in lines)).hexdigest()[:DIGEST_CHARS]
+    return digest, [records[index] for _, index in lines]
 
 
-class _EnsureDestinationFolder(beam.DoFn):
-    """Creates `<path>/<destination>/` once per worker: the stock move step only creates `<path>`,
-    and a rename into a missing folder would be logged at debug level and lost."""
+class _KeyByDestinationAndWindow(beam.DoFn):
+    """Batch: keys each element by (destination, window label) so one grouping in the global window
+    does the work of a windowed one (which the DirectRunner runs through its slow general trigger driver)."""
 
-    def __init__(self, path, destination):
-        self.path = path
+    def __init__(self, destination):
         self.destination = destination
+
+    def process(self, element, win=beam.DoFn.WindowParam):
+        yield (self.destination(element), window_label(win)), element
+
+
+class _KeyByDestination(beam.DoFn):
+    """Streaming: keys each element by (destination, None); the window label is read from the pane's window."""
+
+    def __init__(self, destination):
+        self.destination = destination
+
+    def process(self, element):
+        yield (self.destination(element), None), element
+
+
+class _WriteContentAddressedFn(beam.DoFn):
+    """((destination, label), records) of one pane -> one file named by its window and its records' digest."""
+
+    def __init__(self, path, sink, suffix):
+        self.path = path
+        self.sink = sink
+        self.suffix = suffix
+        self.already_written = Metrics.counter("tipline", "files_already_written")
 
     def setup(self):
         os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
-        self.created = set()
+        self.folders = set()
 
-    def process(self, element):
-        folder = self.destination(element)
-        if folder not in self.created:
-            target = FileSystems.join(self.path, folder)
-            if not FileSystems.exists(target):
+    def process(self, keyed, win=beam.DoFn.WindowParam):
+        (destination, label), records = keyed
+        records = list(records)
+        if not records:
+            return
+        digest, ordered = content_order(records)
+        folder = FileSystems.join(self.path, destination)
+        final = FileSystems.join(folder, f"{label or window_label(win)}-{digest}{self.suffix}")
+        self.ensure_folder(folder)
+        if FileSystems.exists(final):  # an earlier run (or attempt) wrote these very records
+            self.already_written.inc()
+            return
+        self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final)
+        yield final
+
+    def ensure_folder(self, folder):
+        if folder not in self.folders:
+            if not FileSystems.exists(folder):
                 try:
-                    FileSystems.mkdirs(target)
+                    FileSystems.mkdirs(folder)
                 except IOError:  # another worker made it first
                     pass
-            self.created.add(folder)
-        yield element
+            self.folders.add(folder)
+
+    def write_then_rename(self, records, temporary, final):
+        """Raises (the bundle is retried, then the run stops) rather than lose a file: a reader never sees
+        a partial file under a final name."""
+        try:
+            with FileSystems.create(temporary) as handle:
+                sink = self.sink()
+                sink.open(handle)
+                for record in records:
+                    sink.write(record)
+                sink.flush()
+            FileSystems.rename([temporary], [final])
+        except Exception as error:
+            raise IOError(f"{final} was not written: is the sink folder writable? ({error})") from error
 
 
 class WriteWindowedFiles(beam.PTransform):
-    """Windows elements by event time and writes one file set per window and destination.
+    """Windows elements by event time and writes one file per window pane and destination.
 
     With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
-    messages) elements stay in the global window: a bounded run writes one file set at its end, an
-    unbounded one a file set every `flush_seconds` of processing time, and the rest when the input ends.
+    messages) elements stay in the global window: a bounded run writes one file at its end, an
+    unbounded one a file every `flush_seconds` of processing time, and the rest when the input ends.
     """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
-                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, shards=1, flush_seconds=60):
+                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60):
         super().__init__()
         self.path = path
         self.destination = destination
@@ -100,11 +143,10 @@ class WriteWindowedFiles(beam.PTransform):
         self.suffix = suffix
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
-        self.shards = shards
         self.flush_seconds = flush_seconds
 
     def windowing(self, bounded):
-        """Batch input has no late data, so it keeps Beam's default trigger (and its fast grouping)."""
+        """Batch input has no late data, so it keeps Beam's default trigger."""
         if self.window_seconds is None and bounded:
             return beam.WindowInto(window.GlobalWindows())
         if bounded:
@@ -121,18 +163,16 @@ class WriteWindowedFiles(beam.PTransform):
             allowed_lateness=Duration(seconds=self.allowed_lateness_seconds))
 
     def expand(self, elements):
-        written = (
-            elements
-            | "Window" >> self.windowing(elements.is_bounded)
-            | "EnsureFolders" >> beam.ParDo(_EnsureDestinationFolder(self.path, self.destination))
-            | "Write" >> fileio.WriteToFiles(
-                path=self.path,
-                destination=self.destination,
-                sink=lambda _destination: self.sink(),
-                file_naming=windowed_file_naming(self.suffix),
-                shards=self.shards,
-                max_writers_per_bundle=MAX_OPEN_FILES_PER_BUNDLE))
-        return written | "CheckWritten" >> beam.Map(require_written, self.path)
+        windowed = elements | "Window" >> self.windowing(elements.is_bounded)
+        if elements.is_bounded:
+            keyed = (windowed
+                     | "KeyByDestinationAndWindow" >> beam.ParDo(_KeyByDestinationAndWindow(self.destination))
+                     | "Unwindow" >> beam.WindowInto(window.GlobalWindows()))
+        else:
+            keyed = windowed | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination))
+        return (keyed
+                | "GroupPane" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(_WriteContentAddressedFn(self.path, self.sink, self.suffix)))
 
 
 class JsonLinesSink(fileio.FileSink):
