@@ -33,35 +33,36 @@ BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"
 
 @pytest.fixture(scope="module")
 def blocked_sink_run(tmp_path_factory, city_test_db):
-    """A run whose routed/jurisdiction=GB 'folder' is a regular file (unwritable even for root)."""
+    """A run whose routed/jurisdiction=GB 'folder' is a regular file (unwritable even for root), then the
+    operator's fix: the file removed and the same input replayed into the same output."""
     root = tmp_path_factory.mktemp("blocked")
     reports = [variant(f"r-gb-{i}", ip="81.2.69.160") for i in range(3)] + \
               [variant(f"r-wa-{i}", ip="216.160.83.56") for i in range(3)]
     (root / "in.jsonl").write_text("\n".join(json.dumps(r) for r in reports) + "\n")
-    (root / "out" / "routed").mkdir(parents=True)
-    (root / "out" / "routed" / "jurisdiction=GB").write_text("not a folder")
-    try:
-        summary, error = run(["--source", "files", "--input", str(root / "in.jsonl"), "--output", str(root / "out"),
-                              "--geoip-city-db", city_test_db]), None
-    except Exception as raised:  # noqa: BLE001 - stopping with a clear error is an acceptable outcome
-        summary, error = None, raised
-    return root / "out", summary, error
+    blocker = root / "out" / "routed" / "jurisdiction=GB"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    argv = ["--source", "files", "--input", str(root / "in.jsonl"), "--output", str(root / "out"),
+            "--geoip-city-db", city_test_db]
+    with pytest.raises(Exception) as stopped:  # noqa: PT011 - the runner wraps the sink's IOError
+        run(argv)
+    leftovers = sorted(str(path) for path in (root / "out").rglob(".*.tmp"))
+    blocker.unlink()
+    return root / "out", str(stopped.value), leftovers, run(argv)
 
 
-def test_an_unwritable_sink_does_not_affect_other_jurisdictions(blocked_sink_run):
-    out, summary, error = blocked_sink_run
-    if error is None:
-        assert sorted(r["reportId"] for r in hostile.read_routed(out).get("jurisdiction=US-WA", [])) == \
-            ["r-wa-0", "r-wa-1", "r-wa-2"]
+def test_an_unwritable_sink_stops_the_run_naming_the_file(blocked_sink_run):
+    _, error, leftovers, _ = blocked_sink_run
+    assert "routed/jurisdiction=GB/" in error and "was not written: is the sink folder writable?" in error
+    assert leftovers == []  # nothing half-written left under a hidden name either
 
 
-def test_an_unwritable_sink_stops_the_run_or_keeps_every_report(blocked_sink_run):
-    out, summary, error = blocked_sink_run
-    if error is not None:
-        assert "jurisdiction=GB" in str(error)  # stopped, naming the sink
-        return
-    routed = {r["reportId"] for records in hostile.read_routed(out).values() for r in records}
-    assert summary["routed"] == len(routed), (summary["routed_by_jurisdiction"], sorted(routed))
+def test_a_replay_after_the_fix_routes_every_report_once(blocked_sink_run):
+    out, _, _, replay = blocked_sink_run
+    routed = {folder: sorted(r["reportId"] for r in records) for folder, records in hostile.read_routed(out).items()}
+    assert routed == {"jurisdiction=GB": ["r-gb-0", "r-gb-1", "r-gb-2"],
+                      "jurisdiction=US-WA": ["r-wa-0", "r-wa-1", "r-wa-2"]}
+    assert replay["routed"] == 6 and replay["reconciled"]
 
 
 # --- a bank file replaced mid-run -----------------------------------------------------------------------
