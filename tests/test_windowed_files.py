@@ -4,6 +4,7 @@ import json
 import pathlib
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -101,3 +102,19 @@ def test_other_records_for_the_same_window_get_a_file_of_their_own(tmp_path):
     run_batch([{"id": 1, "dest": "GB"}], tmp_path)
     assert run_batch([{"id": 1, "dest": "GB"}, {"id": 2, "dest": "GB"}], tmp_path) == 0
     assert len(names(tmp_path)) == 2  # a replay of a different pane is not mistaken for the first one
+
+
+class _FailingSink(JsonLinesSink):
+    """A sink whose storage fails mid-file (a full disk, a lost connection)."""
+
+    def write(self, record):
+        raise OSError("No space left on device")
+
+
+def test_a_failed_write_stops_the_run_and_leaves_no_partial_file(tmp_path):
+    with pytest.raises(Exception, match="was not written: is the sink folder writable"):  # noqa: PT011
+        with beam.Pipeline() as p:
+            _ = (p | beam.Create([TimestampedValue({"id": 1, "dest": "GB"}, 10)])
+                 | WriteWindowedFiles(str(tmp_path), destination=lambda r: f"dest={r['dest']}",
+                                      sink=_FailingSink, suffix=".jsonl"))
+    assert names(tmp_path) == []  # neither a final file nor the temporary one

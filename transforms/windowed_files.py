@@ -6,6 +6,7 @@ taken over its sorted records. It is written under a hidden temporary name and r
 exists already (an earlier run wrote these very records) is skipped and counted as `files_already_written`.
 A late pane holds other records, so it gets its own name beside the on-time pane's file.
 """
+import contextlib
 import hashlib
 import io
 import json
@@ -81,7 +82,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         self.path = path
         self.sink = sink
         self.suffix = suffix
-        self.already_written = Metrics.counter("tipline", "files_already_written")
+        self.already_written = Metrics.counter("tipline", "files_already_written")  # dead_letters' namespace
 
     def setup(self):
         os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
@@ -103,6 +104,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         yield final
 
     def ensure_folder(self, folder):
+        """Once per worker and folder: a remote filesystem's existence check costs a request."""
         if folder not in self.folders:
             if not FileSystems.exists(folder):
                 try:
@@ -123,6 +125,8 @@ class _WriteContentAddressedFn(beam.DoFn):
                 sink.flush()
             FileSystems.rename([temporary], [final])
         except Exception as error:
+            with contextlib.suppress(Exception):  # the temporary may not exist; the error below is what matters
+                FileSystems.delete([temporary])
             raise IOError(f"{final} was not written: is the sink folder writable? ({error})") from error
 
 
