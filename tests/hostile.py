@@ -400,7 +400,10 @@ def mutated_reports(draw, values=json_values, text=unicode_text):
             paths = [p for p in _paths(report) if p]
             _set(report, draw(st.sampled_from(paths)), draw(values))
         elif name == "media":
-            payload = media_content(rng, report)
+            try:
+                payload = media_content(rng, report)
+            except (KeyError, IndexError, TypeError):  # an earlier mutation removed the files it fills
+                continue
             report = json.loads(payload)
         else:
             mutation = {"drop": drop_field, "extra": extra_field, "wrong": wrong_type, "far_time": far_time,
