@@ -6,41 +6,30 @@ stops the emulator.
 """
 import sys
 import threading
-import uuid
 
 PROJECT = "tipline-demo"
 
 
 def run_demo(seconds, rate, output_dir, route_topics):
-    import apache_beam as beam
+    """Publishes while `tipline run` reads the emulator for `seconds`; the run prints and writes the summary."""
     from google.cloud import pubsub_v1
 
-    from pipelines.options import TiplineOptions
     from pipelines.publish import ensure_subscription, ensure_topic, publish, synthetic_messages
-    from pipelines.streaming import local_streaming_options, run_for
-    from pipelines.summary import counters, format_summary, summarize, write_summary
-    from pipelines.tipline_pipeline import build_pipeline
-    from transforms.route_topics import PublishRoutedToTopics
+    from pipelines.tipline_pipeline import run
 
     topic, subscription = f"projects/{PROJECT}/topics/tips", f"projects/{PROJECT}/subscriptions/tips-pipeline"
     ensure_topic(pubsub_v1.PublisherClient(), topic)
     ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
-    options = local_streaming_options(["--source", "pubsub", "--subscription", subscription, "--output", output_dir])
-    pipeline = beam.Pipeline(options=options)
-    outputs = build_pipeline(pipeline, options.view_as(TiplineOptions))
-    if route_topics:
-        _ = outputs["routed"] | "RouteTopics" >> PublishRoutedToTopics(
-            f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", create_topics=True)
     published = []
     producer = threading.Thread(daemon=True, target=lambda: published.append(
         publish(synthetic_messages(2026), topic, rate=rate, duration=max(seconds - 2, 1), live=True)))
     producer.start()
-    result = run_for(pipeline, subscription, seconds, uuid.uuid4().hex)
+    argv = ["--source", "pubsub", "--subscription", subscription, "--output", output_dir, "--duration", str(seconds)]
+    if route_topics:
+        argv += ["--route-topic-template", f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", "--create-route-topics"]
+    run(argv)
     producer.join()
-    summary = summarize(counters(result))
     print(f"published {published[0]} reports to {topic}")
-    print(format_summary(summary))
-    print(f"summary: {write_summary(summary, output_dir)}")
     return 0
 
 

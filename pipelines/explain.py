@@ -7,7 +7,8 @@ import copy
 import json
 import sys
 
-from pipelines.options import demo_data_path
+from pipelines.options import hash_bank_paths
+from transforms.packaged_data import packaged
 from transforms.geo import GeoLocator
 from transforms.jurisdiction import JurisdictionRules, match_summary
 from transforms.takedown_notices import takedown_notices
@@ -37,13 +38,10 @@ def _public_candidate(entry):
 
 
 def load_hash_matcher(bank_paths, negative_bank_paths):
-    """The hash stage's matcher; like `tipline run`, the demo banks when no bank is named."""
+    """The hash stage's matcher over the same banks `tipline run` would use."""
     from transforms.hash_matching import HashMatcher
 
-    if not bank_paths:
-        bank_paths = [demo_data_path("demo-bank.csv")]
-        negative_bank_paths = negative_bank_paths or [demo_data_path("demo-negative-bank.csv")]
-    return HashMatcher.from_banks(bank_paths, negative_bank_paths or [])
+    return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths))
 
 
 def run_explain(args):
@@ -51,7 +49,7 @@ def run_explain(args):
     try:
         with open(args.report, encoding="utf-8") as handle:
             report = json.load(handle)
-        locator = GeoLocator(args.geoip_city_db or demo_data_path("demo-city.mmdb"), args.geoip_asn_db,
+        locator = GeoLocator(args.geoip_city_db or packaged("demo-city.mmdb"), args.geoip_asn_db,
                              args.geoip_anonymous_db, args.geoip_isp_db)
         hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks)
     except (OSError, ValueError) as error:

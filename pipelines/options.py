@@ -7,9 +7,12 @@ from transforms.parse_reports import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_M
 from transforms.read_reports import SOURCES
 
 
-def demo_data_path(name):
-    """A file shipped in pipelines/demo_data, as `packaged:NAME`: each worker resolves it to its own copy."""
-    return packaged(name)
+def hash_bank_paths(hash_banks, negative_hash_banks):
+    """(banks, negative banks): the demo bank and its negative bank when no bank is named; the demo data is
+    `packaged:NAME`, so each worker resolves it to its own installed copy."""
+    if hash_banks:
+        return list(hash_banks), list(negative_hash_banks or [])
+    return [packaged("demo-bank.csv")], list(negative_hash_banks or [packaged("demo-negative-bank.csv")])
 
 
 class TiplineOptions(PipelineOptions):
@@ -27,6 +30,8 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--route-topic-template", default=None,
                             help="also publish each routed record to its jurisdiction's topic, "
                                  "e.g. projects/P/topics/tips-{jurisdiction}")
+        parser.add_argument("--create-route-topics", action="store_true",
+                            help="create missing route topics (local runs and the emulator)")
         parser.add_argument("--output", dest="output_dir", default="./tipline-out",
                             help="output folder: routed/, trends/, dead_letter/, summary.json")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,
@@ -60,12 +65,10 @@ class TiplineOptions(PipelineOptions):
         return self.geoip_city_db is None or self.hash_banks is None
 
     def resolved_city_db(self):
-        return self.geoip_city_db or demo_data_path("demo-city.mmdb")
+        return self.geoip_city_db or packaged("demo-city.mmdb")
 
     def resolved_hash_banks(self):
-        return self.hash_banks or [demo_data_path("demo-bank.csv")]
+        return hash_bank_paths(self.hash_banks, self.negative_hash_banks)[0]
 
     def resolved_negative_hash_banks(self):
-        if self.negative_hash_banks is not None:
-            return self.negative_hash_banks
-        return [demo_data_path("demo-negative-bank.csv")] if self.hash_banks is None else []
+        return hash_bank_paths(self.hash_banks, self.negative_hash_banks)[1]

@@ -62,7 +62,8 @@ def build_pipeline(p, opts):
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:
-        _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(opts.route_topic_template)
+        _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(
+            opts.route_topic_template, opts.create_route_topics)
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
     bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
     alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)

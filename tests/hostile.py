@@ -96,15 +96,15 @@ def _dump(report):
     return json.dumps(report).encode("utf-8")
 
 
-def _paths(value, path=()):
+def json_paths(value, path=()):
     """Every (path) into a JSON value, containers included."""
     yield path
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _paths(item, path + (key,))
+            yield from json_paths(item, path + (key,))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _paths(item, path + (index,))
+            yield from json_paths(item, path + (index,))
 
 
 def _set(report, path, value):
@@ -126,13 +126,13 @@ WRONG_VALUES = [None, True, 0, -1, 2**31, 2**63, 1.5, float("inf"), "", "x", [],
 
 
 def drop_field(rng, report):
-    paths = [p for p in _paths(report) if p]
+    paths = [p for p in json_paths(report) if p]
     _delete(report, rng.choice(paths))
     return _dump(report)
 
 
 def extra_field(rng, report):
-    paths = [p for p in _paths(report) if isinstance(_get(report, p), dict)]
+    paths = [p for p in json_paths(report) if isinstance(_get(report, p), dict)]
     _get(report, rng.choice(paths))[rng.choice(["extra", "__proto__", "_routing", "_geo", "", "\x00"])] = \
         rng.choice(WRONG_VALUES)
     return _dump(report)
@@ -145,7 +145,7 @@ def _get(report, path):
 
 
 def wrong_type(rng, report):
-    paths = [p for p in _paths(report) if p]
+    paths = [p for p in json_paths(report) if p]
     _set(report, rng.choice(paths), rng.choice(WRONG_VALUES))
     return json.dumps(report).encode("utf-8")  # allow_nan: NaN/Infinity literals on the wire too
 
@@ -309,9 +309,9 @@ def hostile_corpus(seed=7, valid=60, per_mutation=14):
 
 @functools.cache
 def _stages():
-    from pipelines.options import demo_data_path
+    from transforms.packaged_data import packaged
 
-    return (ReportValidator(), HashMatcher.from_banks([demo_data_path("demo-bank.csv")]), GeoLocator(CITY_DB),
+    return (ReportValidator(), HashMatcher.from_banks([packaged("demo-bank.csv")]), GeoLocator(CITY_DB),
             JurisdictionRules.load(), compile_validator(avro_schema("routed_report")))
 
 
@@ -397,7 +397,7 @@ def mutated_reports(draw, values=json_values, text=unicode_text):
     payload = None
     for name in names:
         if name == "json":  # a hypothesis-drawn JSON value anywhere
-            paths = [p for p in _paths(report) if p]
+            paths = [p for p in json_paths(report) if p]
             _set(report, draw(st.sampled_from(paths)), draw(values))
         elif name == "media":
             try:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from schemas import avro_schema
 from tests.conftest import example_report
+from tests.hostile import json_paths
 from transforms.avro_validation import InvalidRecord, compile_validator
 
 SCHEMA = avro_schema("report")
@@ -18,17 +19,6 @@ ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), s
                        st.text(max_size=5), st.lists(st.integers(), max_size=2),
                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
                        st.sampled_from(["A1", "Z9", "Upload", "viral", "sextortion", "VIRAL_POTENTIAL_MEME"]))
-
-
-def paths(value, prefix=()):
-    """Every path into a JSON-like value."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from paths(item, prefix + (index,))
 
 
 def replaced(value, path, new):
@@ -55,7 +45,7 @@ def accepted_by_compiled(record):
         return False
 
 
-ALL_PATHS = [path for path in paths(example_report()) if path]
+ALL_PATHS = [path for path in json_paths(example_report()) if path]
 
 
 @settings(max_examples=400, deadline=None)

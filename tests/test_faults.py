@@ -16,7 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.tipline_pipeline import run
 from tests import hostile
-from pipelines.options import demo_data_path
+from transforms.packaged_data import packaged
 from pipelines.publish import publish
 from tests.conftest import MAXMIND, example_report
 from tests.test_pipeline_end_to_end import variant
@@ -137,7 +137,7 @@ def test_a_geoip_database_renamed_over_keeps_the_old_data_until_a_restart(tmp_pa
     running = started_locator(city)
     assert placed(running, "81.2.69.160") == ("geoip", "London")
     replacement = tmp_path / "new.mmdb"
-    shutil.copy(resolve(demo_data_path("demo-city.mmdb")), replacement)  # a database that does not place this IP
+    shutil.copy(resolve(packaged("demo-city.mmdb")), replacement)  # a database that does not place this IP
     os.replace(replacement, city)  # the safe way: the old file's mapping stays valid
     assert placed(running, "81.2.69.160") == ("geoip", "London")  # the memory-mapped old file, not a crash
     # a restarted worker reads the new file, which places the IP nowhere: the report's own estimate is used
