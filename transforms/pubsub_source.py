@@ -150,24 +150,22 @@ def ledger(run_id, subscription):
 
 def acknowledge_run(run_id):
     """Acknowledges what run `run_id` pulled: call once the run finished and its sinks committed."""
-    with _LEDGERS_LOCK:
-        run_ledger = _LEDGERS.pop(run_id, None)
-    if run_ledger is None:
-        return 0
-    try:
-        return run_ledger.acknowledge_all()
-    finally:
-        run_ledger.close()
+    return _settle_run(run_id, lambda run_ledger: run_ledger.acknowledge_all())
 
 
 def release_run(run_id):
     """Returns a failed run's messages to Pub/Sub at once instead of waiting for their leases to end."""
+    return _settle_run(run_id, lambda run_ledger: run_ledger.release_all())
+
+
+def _settle_run(run_id, settle):
+    """Takes the run's ledger out of the registry, settles its messages with `settle`, and closes it."""
     with _LEDGERS_LOCK:
         run_ledger = _LEDGERS.pop(run_id, None)
     if run_ledger is None:
         return 0
     try:
-        return run_ledger.release_all()
+        return settle(run_ledger)
     finally:
         run_ledger.close()
 
