@@ -5,6 +5,11 @@ So the run swaps Beam's `ReadFromPubSub` for the local pull source (transforms/p
 the DirectRunner itself swaps in its own read), which stops reading at the deadline: the watermark then
 goes to the end of time, every window fires, the sinks finalize, the pipeline finishes by itself, and
 only then are the run's messages acknowledged. A line of progress is printed every few seconds.
+
+Within the run, a redelivery of a message already read (a lease lost) is dropped by the source and counted
+(`redeliveries_dropped_at_source`), so the summary's `read` counts messages, not deliveries. Pub/Sub
+unreachable for longer than the source's grace (`OUTAGE_GRACE_SECONDS`, 30 s) fails the run with
+`PubSubUnavailable`, acknowledging nothing.
 """
 import logging
 import threading
@@ -17,7 +22,7 @@ from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct import executor
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.pubsub_source import PullFromPubSub, acknowledge_run, ledger, release_run
+from transforms.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
 
 PROGRESS_EVERY_SECONDS = 5
 
@@ -80,17 +85,20 @@ def tipline_counts(result):
     return totals
 
 
-def format_progress(elapsed, pulled, counts, watermark):
+def format_progress(elapsed, pulled, counts, watermark, redelivered=0):
+    """`pulled` counts deliveries; `redelivered` those of messages already read in this run (not read again)."""
     mark = watermark.to_utc_datetime().strftime("%H:%M:%S") if watermark is not None else "-"
-    return (f"[{elapsed:6.1f}s] pulled {pulled}  read {counts.get('read', 0)}  routed {counts.get('routed', 0)}  "
+    return (f"[{elapsed:6.1f}s] pulled {pulled}" + (f" ({redelivered} redelivered)" if redelivered else "")
+            + f"  read {counts.get('read', 0)}  routed {counts.get('routed', 0)}  "
             f"dead-lettered {counts.get('dead_lettered', 0)}  watermark {mark}")
 
 
 def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECONDS, out=print):
     while not stop.wait(every):
         with run_ledger.lock:
-            pulled, watermark = run_ledger.pulled, run_ledger.watermark
-        out(format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark), flush=True)
+            pulled, redelivered, watermark = run_ledger.pulled, run_ledger.redeliveries, run_ledger.watermark
+        out(format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark, redelivered),
+            flush=True)
 
 
 def run_for(pipeline, subscription, duration, run_id, progress=True):
@@ -105,8 +113,10 @@ def run_for(pipeline, subscription, duration, run_id, progress=True):
         reporter.start()
     try:
         result.wait_until_finish()
-    except BaseException:
-        release_run(run_id)
+    except BaseException as error:
+        if isinstance(error, PubSubUnavailable):
+            logging.error("%s", error)
+        release_run(run_id)  # tried once, bounded: the run's own error is what is raised
         raise
     finally:
         stop.set()

@@ -1,4 +1,11 @@
-"""The run summary: counts from Beam metrics, reconciled (read = routed + duplicates + dead_lettered)."""
+"""The run summary: counts from Beam metrics, reconciled (read = routed + duplicates + dead_lettered).
+
+`read` counts messages: on the local Pub/Sub run a redelivery of a message already read in the run (a
+lease lost) is dropped by the source before it is read, and counted apart as
+`redeliveries_dropped_at_source`; deliveries pulled = read + redeliveries_dropped_at_source. `duplicates`
+are other messages carrying a reportId already seen (a producer publishing a report twice, a redelivery
+from an earlier run).
+"""
 import json
 
 from apache_beam.io.filesystems import FileSystems
@@ -33,11 +40,13 @@ def summarize(totals):
         "routed": count("routed"),
         "duplicates": count("duplicates"),
         "dead_lettered": count("dead_lettered"),
+        "redeliveries_dropped_at_source": count("redeliveries_dropped_at_source"),
         "routed_by_jurisdiction": by("routed_by_jurisdiction"),
         "dead_lettered_by_stage": by("dead_lettered_by_stage"),
         "other_counts": {name: value for (ns, name), value in sorted(totals.items())
                          if ns == METRICS_NAMESPACE and name not in
-                         ("read", "routed", "duplicates", "dead_lettered", "trend_input_reports", "trend_counted_reports")},
+                         ("read", "routed", "duplicates", "dead_lettered", "redeliveries_dropped_at_source",
+                          "trend_input_reports", "trend_counted_reports")},
     }
     summary["too_late_for_trends"] = count("trend_input_reports") - count("trend_counted_reports")
     summary["reconciled"] = summary["read"] == summary["routed"] + summary["duplicates"] + summary["dead_lettered"]
@@ -62,6 +71,9 @@ def format_summary(summary):
                 summary["routed_by_jurisdiction"].items(), key=lambda item: -item[1])[:15])
         + (" ..." if len(summary["routed_by_jurisdiction"]) > 15 else ""),
     ]
+    if summary.get("redeliveries_dropped_at_source"):
+        lines.append(f"redeliveries dropped at the source: {summary['redeliveries_dropped_at_source']} "
+                     "(Pub/Sub deliveries of messages already read in this run; not counted in read)")
     if summary["dead_lettered_by_stage"]:
         lines.append("dead-lettered by stage: " + ", ".join(
             f"{stage} {count}" for stage, count in summary["dead_lettered_by_stage"].items()))

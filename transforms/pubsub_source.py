@@ -13,28 +13,69 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
   fires, every sink's files are finalized and route-topic publishes confirmed), and only after the run
   has finished successfully acknowledges the run's messages (`acknowledge_run`);
 - a crash before that acknowledges nothing: Pub/Sub redelivers the run's messages to the next run;
-- a redelivery within a run (lease lost, or a producer publishing twice) is dropped by the pipeline's
-  reportId dedup, so within a run each report is routed or dead-lettered exactly once.
+- a redelivery within a run (a lease lost: the same message, same `message_id` and publish time) is
+  dropped here, at the source: its new ack id is kept in the ledger (acknowledged with the rest after the
+  run) but the message is not emitted again, and it is counted (`redeliveries_dropped_at_source`). So a
+  malformed message is dead-lettered once per run, not once per delivery (finding 10). The set of
+  message ids seen lives as long as the run (about 100 bytes a message). A report published twice (two
+  messages, two ids) is still dropped by the pipeline's reportId dedup (`duplicates`);
+- Pub/Sub unreachable (an outage, the emulator stopped): each call (pull, lease extension, acknowledge)
+  is retried with a bounded backoff for up to `OUTAGE_GRACE_SECONDS` from the first failure of the
+  outage, the run pausing meanwhile; a subscription found missing during an outage (an emulator
+  restarted empty, then re-created) is waited for the same way. An outage longer than the grace fails
+  the run with `PubSubUnavailable` naming the subscription, the outage and how many messages go back
+  unacknowledged; nothing is acknowledged and Pub/Sub redelivers them to the next run.
 
 The ledger of unacknowledged messages lives in this process: the source is for the in-process
 DirectRunner only.
 """
+import logging
 import threading
 import time
 import uuid
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.metrics import Metrics
 from apache_beam.runners.direct.transform_evaluator import (TransformEvaluatorRegistry, TransformResult,
                                                             _TransformEvaluator)
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from transforms.dead_letters import METRICS_NAMESPACE
 
 DEFAULT_MAX_MESSAGES = 1000
 LEASE_SECONDS = 600
 RENEW_EVERY_SECONDS = 120
 ACK_BATCH = 2000  # ack ids per request, well under the 512 KB request limit
 IDLE_PAUSE = 0.05
+OUTAGE_GRACE_SECONDS = 30  # how long an unreachable Pub/Sub is waited out before the run fails
+CALL_TIMEOUT_SECONDS = 10  # one request; the ledger retries it (not the client's own 60 s retry)
+FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 0.1, 2.0  # pauses between retries during an outage
+RELEASE_TIMEOUT_SECONDS = 5  # handing a failed run's messages back is tried once: their leases end anyway
+REDELIVERIES_COUNTER = "redeliveries_dropped_at_source"
+
+
+class PubSubUnavailable(RuntimeError):
+    """Pub/Sub stayed unreachable longer than OUTAGE_GRACE_SECONDS."""
+
+
+def _transient(error, during_outage):
+    """Worth retrying: Pub/Sub unreachable, overloaded or slow; or, during an outage, a subscription that is
+    missing until it is re-created (an emulator restarted empty). Anything else fails at once."""
+    from google.api_core import exceptions
+
+    if isinstance(error, (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.Aborted,
+                          exceptions.InternalServerError, exceptions.Unknown, exceptions.ResourceExhausted)):
+        return True
+    return during_outage and isinstance(error, exceptions.NotFound)
+
+
+def _identity(message):
+    """What stays the same across deliveries of one message: its id and publish time (the time too, since an
+    emulator restarted empty numbers its messages from 1 again)."""
+    pb = type(message).pb(message)
+    return pb.message_id, pb.publish_time.seconds, pb.publish_time.nanos
 
 
 def event_time(message, timestamp_attribute):
@@ -53,14 +94,19 @@ def event_time(message, timestamp_attribute):
 
 
 class _Ledger:
-    """Ack ids pulled by one run and not yet acknowledged; keeps their leases alive."""
+    """Ack ids pulled by one run and not yet acknowledged; keeps their leases alive, drops redeliveries and
+    waits out short Pub/Sub outages."""
 
     def __init__(self, subscription):
         self.subscription = subscription
         self.lock = threading.Lock()
         self.pending = {}  # ack id -> when its lease was last extended (monotonic)
-        self.pulled = 0
+        self.seen = set()  # _identity of every message emitted by this run (read by the pulling thread only)
+        self.pulled = 0  # deliveries, redeliveries included
+        self.redeliveries = 0  # deliveries of a message already emitted by this run, not emitted again
         self.watermark = None  # the read's watermark hold: the time of its latest pull
+        self.outage_since = None  # monotonic start of the first failed request of an ongoing outage
+        self.failure = None  # the PubSubUnavailable that ended the outage; raised again by every request
         self.stopped = threading.Event()
         self._client = None
         self._renewer = threading.Thread(target=self._renew_leases, daemon=True, name="pubsub-lease")
@@ -74,56 +120,140 @@ class _Ledger:
             self._client = pubsub_v1.SubscriberClient()
         return self._client
 
+    def _call(self, what, request, consequence="the run stops and acknowledges nothing", unacknowledged=None):
+        """`request(timeout)` (one RPC, without the client's own retry), retried with a bounded backoff while
+        Pub/Sub is unreachable, for up to OUTAGE_GRACE_SECONDS from the first failure of the outage; past
+        that, raises PubSubUnavailable (and every later request of the run raises it too). The error says
+        what then happens (`consequence`) to how many messages (`unacknowledged`, default: those pending)."""
+        pause = FIRST_BACKOFF_SECONDS
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            started = time.monotonic()
+            with self.lock:
+                outage = None if self.outage_since is None else started - self.outage_since
+            timeout = max(1.0, min(CALL_TIMEOUT_SECONDS, OUTAGE_GRACE_SECONDS - (outage or 0)))
+            try:
+                response = request(timeout)
+            except Exception as error:
+                if not _transient(error, outage is not None):
+                    raise
+                with self.lock:
+                    if self.outage_since is None:
+                        self.outage_since = started
+                        logging.warning("Pub/Sub subscription %s unreachable (%s failed: %s); retrying for up "
+                                        "to %s s", self.subscription, what, error, OUTAGE_GRACE_SECONDS)
+                    outage = time.monotonic() - self.outage_since
+                    pending = len(self.pending) if unacknowledged is None else unacknowledged
+                if outage >= OUTAGE_GRACE_SECONDS:
+                    self.failure = PubSubUnavailable(
+                        f"Pub/Sub subscription {self.subscription} unreachable for {outage:.0f} s, longer than "
+                        f"the {OUTAGE_GRACE_SECONDS} s grace ({what} failed: {error}); {consequence}: its "
+                        f"{pending} unacknowledged messages are redelivered by Pub/Sub to the next run")
+                    raise self.failure from error
+                time.sleep(min(pause, OUTAGE_GRACE_SECONDS - outage))
+                pause = min(2 * pause, MAX_BACKOFF_SECONDS)
+                continue
+            if outage is not None:
+                with self.lock:
+                    since, self.outage_since = self.outage_since, None
+                if since is not None:
+                    logging.warning("Pub/Sub subscription %s reachable again after %.1f s", self.subscription,
+                                    time.monotonic() - since)
+            return response
+
     def pull(self, max_messages):
-        """Up to `max_messages` messages (several requests: the emulator returns at most 100 each),
-        leased for LEASE_SECONDS and recorded for acknowledgement after the run."""
-        messages = []
-        while len(messages) < max_messages:
-            response = self.client.pull(  # return_immediately: never hold the run's deadline on a long poll
-                subscription=self.subscription, max_messages=max_messages - len(messages),
-                return_immediately=True, timeout=30)
+        """Up to `max_messages` deliveries (several requests: the emulator returns at most 100 each), leased
+        for LEASE_SECONDS and recorded for acknowledgement after the run. Returns the messages this run had
+        not pulled before, and how many redeliveries (of messages it had) were dropped."""
+        messages, delivered, redelivered = [], 0, 0
+        while delivered < max_messages:
+            response = self._call("pull", lambda timeout: self.client.pull(  # return_immediately: never hold
+                subscription=self.subscription, max_messages=max_messages - delivered,  # the run's deadline
+                return_immediately=True, retry=None, timeout=timeout))
             received = response.received_messages
             if not received:
                 break
             ack_ids = [item.ack_id for item in received]
-            self.client.modify_ack_deadline(subscription=self.subscription, ack_ids=ack_ids,
-                                            ack_deadline_seconds=LEASE_SECONDS)
-            self.add(ack_ids)
-            messages.extend(item.message for item in received)
+            self.add(ack_ids)  # every delivery's ack id, redeliveries' too: all acknowledged after the run
+            self._call("extending leases", lambda timeout: self.client.modify_ack_deadline(
+                subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=LEASE_SECONDS,
+                retry=None, timeout=timeout))
+            delivered += len(received)
+            for item in received:
+                identity = _identity(item.message)
+                if identity in self.seen:
+                    redelivered += 1
+                else:
+                    self.seen.add(identity)
+                    messages.append(item.message)
         with self.lock:
-            self.pulled += len(messages)
+            self.pulled += delivered
+            self.redeliveries += redelivered
             self.watermark = Timestamp.of(time.time())
-        return messages
+        return messages, redelivered
 
     def add(self, ack_ids):
         now = time.monotonic()
         with self.lock:
             self.pending.update(dict.fromkeys(ack_ids, now))
 
+    def _renewed(self, ack_ids):
+        now = time.monotonic()
+        with self.lock:  # only those still pending: the run may have been settled meanwhile
+            self.pending.update((ack_id, now) for ack_id in ack_ids if ack_id in self.pending)
+
     def _renew_leases(self):
         while not self.stopped.wait(RENEW_EVERY_SECONDS / 4):
             cutoff = time.monotonic() - RENEW_EVERY_SECONDS
             with self.lock:
                 due = [ack_id for ack_id, renewed in self.pending.items() if renewed < cutoff]
-            for batch in _batches(due, ACK_BATCH):
-                self.client.modify_ack_deadline(subscription=self.subscription, ack_ids=batch,
-                                                ack_deadline_seconds=LEASE_SECONDS)
-                self.add(batch)
+            try:
+                for batch in _batches(due, ACK_BATCH):
+                    self._call("extending leases", lambda timeout, batch=batch: self.client.modify_ack_deadline(
+                        subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=LEASE_SECONDS,
+                        retry=None, timeout=timeout))
+                    self._renewed(batch)
+            except Exception as error:  # noqa: BLE001 - the next pull raises the same outage, or retries
+                if not self.stopped.is_set():
+                    logging.warning("could not extend the leases of %s: %s", self.subscription, error)
 
     def acknowledge_all(self):
         """Acknowledges every pending message; returns how many."""
         with self.lock:
             ack_ids, self.pending = list(self.pending), {}
-        for batch in _batches(ack_ids, ACK_BATCH):
-            self.client.acknowledge(subscription=self.subscription, ack_ids=batch)
+        for done, batch in zip(range(0, len(ack_ids), ACK_BATCH), _batches(ack_ids, ACK_BATCH)):
+            self._call("acknowledge", lambda timeout, batch=batch: self._acknowledge(batch, timeout),
+                       consequence="the run committed its outputs but could not acknowledge them",
+                       unacknowledged=len(ack_ids) - done)
         return len(ack_ids)
 
+    def _acknowledge(self, ack_ids, timeout):
+        """One request; if Pub/Sub refuses an ack id in it (one from before a subscription was re-created),
+        the others are acknowledged one by one and the refused ones logged."""
+        from google.api_core.exceptions import InvalidArgument
+
+        try:
+            self.client.acknowledge(subscription=self.subscription, ack_ids=ack_ids, retry=None, timeout=timeout)
+        except InvalidArgument:
+            if len(ack_ids) == 1:
+                logging.warning("Pub/Sub refused to acknowledge %s on %s", ack_ids[0], self.subscription)
+                return
+            for ack_id in ack_ids:
+                self._acknowledge([ack_id], timeout)
+
     def release_all(self):
-        """Hands every pending message back to Pub/Sub for immediate redelivery (a failed run)."""
+        """Hands every pending message back to Pub/Sub for immediate redelivery (a failed run). Tried once:
+        if Pub/Sub cannot be reached, the messages are redelivered anyway when their leases end."""
         with self.lock:
             ack_ids, self.pending = list(self.pending), {}
-        for batch in _batches(ack_ids, ACK_BATCH):
-            self.client.modify_ack_deadline(subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=0)
+        try:
+            for batch in _batches(ack_ids, ACK_BATCH):
+                self.client.modify_ack_deadline(subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=0,
+                                                retry=None, timeout=RELEASE_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - the run is failing already; keep its own error
+            logging.warning("could not hand %d messages back to %s (%s): Pub/Sub redelivers them when their "
+                            "leases end", len(ack_ids), self.subscription, error)
         return len(ack_ids)
 
     def close(self):
@@ -210,7 +340,9 @@ class _PullEvaluator(_TransformEvaluator):
         if transform.stop_at is not None and time.time() >= transform.stop_at:
             return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
         run_ledger = ledger(transform.run_id, transform.subscription)
-        messages = run_ledger.pull(transform.max_messages)
+        messages, redelivered = run_ledger.pull(transform.max_messages)
+        if redelivered:  # counted in every bundle thanks to pipelines.streaming.count_every_bundle
+            Metrics.counter(METRICS_NAMESPACE, REDELIVERIES_COUNTER).inc(redelivered)
         bundles = []
         if messages:
             bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])
