@@ -24,7 +24,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.trends import late_firing_windows, pane_columns, utc
+from transforms.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
+                                      window_start_seconds)
 from transforms.windowed_files import ParquetSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
@@ -85,12 +86,6 @@ def signature_kind(signature):
     return {"bank": "bank_entry", ESP_BATCH: "esp_batch"}.get(prefix, "exact_hash")
 
 
-def window_start_seconds(timestamp, window_seconds):
-    """Start (epoch seconds) of the fixed event-time window holding `timestamp`, as FixedWindows assigns it."""
-    micros = timestamp.micros
-    return (micros - micros % (window_seconds * 1_000_000)) // 1_000_000
-
-
 def bundle_id(signature, window_start):
     """Deterministic from (signature, window start): the stamp and the bundle record agree without a join."""
     digest = hashlib.sha256(f"{signature}@{window_start}".encode("utf-8")).hexdigest()
@@ -122,16 +117,31 @@ class StampBundleIds(beam.PTransform):
         return reports | "Stamp" >> beam.ParDo(_StampBundleIdFn(self.window_seconds))
 
 
+def sighting(record, timestamp):
+    """(event seconds, user, esp, jurisdiction) of a routed record; the user key never leaves the accumulator."""
+    user = (record.get("reportedUser") or {}).get("espIdentifier")
+    return timestamp.micros / 1e6, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
+
+
 class _KeyBySignatureFn(beam.DoFn):
-    """(signature, (event seconds, user, esp, jurisdiction)); the user key never leaves the accumulator."""
+    """Streaming: (signature, sighting); the window comes from the windowing that follows."""
 
     def process(self, record, timestamp=beam.DoFn.TimestampParam):
         signature = record_signature(record)
-        if signature is None:
-            return
-        user = (record.get("reportedUser") or {}).get("espIdentifier")
-        yield signature, (timestamp.micros / 1e6, (record["espId"], user) if user else None,
-                          record["espId"], record["jurisdiction"])
+        if signature is not None:
+            yield signature, sighting(record, timestamp)
+
+
+class _KeyBySignatureAndWindowFn(beam.DoFn):
+    """Batch: ((signature, window start), sighting), grouped in the global window."""
+
+    def __init__(self, window_seconds):
+        self.window_seconds = window_seconds
+
+    def process(self, record, timestamp=beam.DoFn.TimestampParam):
+        signature = record_signature(record)
+        if signature is not None:
+            yield (signature, window_start_seconds(timestamp, self.window_seconds)), sighting(record, timestamp)
 
 
 class BundleFn(beam.CombineFn):
@@ -161,24 +171,41 @@ class BundleFn(beam.CombineFn):
         return acc
 
 
+def bundle_record(signature, start, end, accumulator, pane):
+    """The bundle row: window bounds in epoch seconds, the combined accumulator, pane columns."""
+    first, last, reports, users, esps, jurisdictions = accumulator
+    return {
+        "bundle_id": bundle_id(signature, start),
+        "signature": signature,
+        "signature_kind": signature_kind(signature),
+        "window_start": utc(start),
+        "window_end": utc(end),
+        "first_seen": utc(first),
+        "last_seen": utc(last),
+        "reports": reports,
+        "users": len(users),
+        "esps": len(esps),
+        "jurisdictions": sorted(jurisdictions),
+        **pane,
+    }
+
+
 class _BundleRecordFn(beam.DoFn):
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        signature, (first, last, reports, users, esps, jurisdictions) = keyed
-        start = int(win.start.micros // 1_000_000)
-        yield {
-            "bundle_id": bundle_id(signature, start),
-            "signature": signature,
-            "signature_kind": signature_kind(signature),
-            "window_start": utc(win.start),
-            "window_end": utc(win.end),
-            "first_seen": utc(first),
-            "last_seen": utc(last),
-            "reports": reports,
-            "users": len(users),
-            "esps": len(esps),
-            "jurisdictions": sorted(jurisdictions),
-            **pane_columns(pane),
-        }
+        signature, accumulator = keyed
+        yield bundle_record(signature, int(win.start.micros // 1_000_000), int(win.end.micros // 1_000_000),
+                            accumulator, pane_columns(pane))
+
+
+def batch_bundle_record(window_seconds):
+    """Batch: ((signature, window start), accumulator) -> the bundle row, timestamped inside its window."""
+
+    def to_record(keyed):
+        (signature, start), accumulator = keyed
+        return in_window(bundle_record(signature, start, start + window_seconds, accumulator, ON_TIME_PANE),
+                         start, window_seconds)
+
+    return to_record
 
 
 def date_partition(row):
@@ -199,12 +226,11 @@ class BundleRepeats(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        bundles = (
+        bundles = self.batch_bundles(routed_records) if routed_records.is_bounded else (
             routed_records
             | "KeyBySignature" >> beam.ParDo(_KeyBySignatureFn())
             | "BundleWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True,
-                bounded=routed_records.is_bounded)
+                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True)
             | "CombineBundle" >> beam.CombinePerKey(BundleFn())
             | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
@@ -215,3 +241,10 @@ class BundleRepeats(beam.PTransform):
             window_seconds=self.window_seconds,
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return bundles
+
+    def batch_bundles(self, routed_records):
+        """Keyed by (signature, window start) in the global window: one on-time pane per bundle."""
+        return (routed_records
+                | "KeyBySignatureAndWindow" >> beam.ParDo(_KeyBySignatureAndWindowFn(self.window_seconds))
+                | "CombineBundle" >> beam.CombinePerKey(BundleFn())
+                | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.window_seconds)))

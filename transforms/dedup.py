@@ -16,10 +16,11 @@ from apache_beam.coders import BooleanCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.event_windows import in_global_window
 
 DEFAULT_HORIZON_HOURS = 24
 
@@ -67,14 +68,13 @@ class DedupRedeliveries(beam.PTransform):
         self.horizon = Duration(seconds=int(horizon_hours * 3600))
 
     def expand(self, reports):
-        keyed = (
-            reports
-            | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "KeyByReportId" >> beam.Map(lambda report: (report["reportId"], report)))
+        reports = in_global_window(reports)
         if reports.is_bounded:
-            return (keyed
-                    | "KeepEventTime" >> beam.Map(
-                        lambda keyed_report, ts=beam.DoFn.TimestampParam: (keyed_report[0], (keyed_report[1], ts)))
+            return (reports
+                    | "KeyByReportIdWithEventTime" >> beam.Map(
+                        lambda report, ts=beam.DoFn.TimestampParam: (report["reportId"], (report, ts)))
                     | "GroupByReportId" >> beam.GroupByKey()
                     | "FirstOfGroup" >> beam.ParDo(_FirstOfGroupFn()))
-        return keyed | "FirstPerReportId" >> beam.ParDo(_FirstReportPerIdFn(self.horizon))
+        return (reports
+                | "KeyByReportId" >> beam.Map(lambda report: (report["reportId"], report))
+                | "FirstPerReportId" >> beam.ParDo(_FirstReportPerIdFn(self.horizon)))

@@ -30,7 +30,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bundle_repeats import record_signature
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.trends import late_firing_windows, utc
+from transforms.event_windows import late_firing_windows, utc, window_start_seconds
 from transforms.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
@@ -85,6 +85,22 @@ def watched_keys(record):
     if signature is not None:
         keys.append(("signature", signature))
     return [(key, 1) for key in keys]
+
+
+def watched_keys_and_window(window_seconds):
+    """Batch: ((kind, key), window start) pairs of a routed record, counted in the global window."""
+
+    def keyed(record, timestamp=beam.DoFn.TimestampParam):
+        start = window_start_seconds(timestamp, window_seconds)
+        return [((key, start), 1) for key, _ in watched_keys(record)]
+
+    return keyed
+
+
+def window_count_of_key(keyed_count):
+    """Batch: ((key, window start), count) -> (key, (window start, count)) for the key's timeline."""
+    (key, start), count = keyed_count
+    return key, (start, count)
 
 
 class _OnTimeCountFn(beam.DoFn):
@@ -209,28 +225,37 @@ class SpikeAlerts(beam.PTransform):
         self.rules = {**DEFAULT_RULES, **(rules or {})}
         self.forget_after_windows = forget_after_windows
 
-    def detector(self, bounded):
-        if bounded:
-            return "Timelines" >> beam.GroupByKey() | "JudgeTimelines" >> beam.ParDo(
-                _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows))
-        return beam.ParDo(_SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows))
-
     def expand(self, routed_records):
-        alerts = (
-            routed_records
-            | "WatchedKeys" >> beam.FlatMap(watched_keys)
-            | "CountWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False,
-                bounded=routed_records.is_bounded)
-            | "Count" >> beam.CombinePerKey(sum)
-            | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
-            | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
-            | "DetectSpikes" >> self.detector(routed_records.is_bounded))
+        alerts = (self.batch_alerts(routed_records) if routed_records.is_bounded
+                  else self.streaming_alerts(routed_records))
         _ = alerts | "WriteAlertFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/alerts",
             destination=alert_partition,
             sink=JsonLinesSink,
             suffix=".jsonl",
-            window_seconds=self.window_seconds,
-            allowed_lateness_seconds=self.allowed_lateness_seconds)
+            window_seconds=None)  # a warning is written as soon as it is judged, not when its hour closes
         return alerts
+
+    def batch_alerts(self, routed_records):
+        """Counts keyed by window start in the global window, then each key's whole timeline judged at once."""
+        return (
+            routed_records
+            | "WatchedKeysAndWindow" >> beam.FlatMap(watched_keys_and_window(self.window_seconds))
+            | "Count" >> beam.CombinePerKey(sum)
+            | "WindowCountOfKey" >> beam.Map(window_count_of_key)
+            | "Timelines" >> beam.GroupByKey()
+            | "JudgeTimelines" >> beam.ParDo(
+                _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows)))
+
+    def streaming_alerts(self, routed_records):
+        """Hourly counts in event-time windows; a stateful detector judges each window once it is complete."""
+        return (
+            routed_records
+            | "WatchedKeys" >> beam.FlatMap(watched_keys)
+            | "CountWindows" >> late_firing_windows(
+                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False)
+            | "Count" >> beam.CombinePerKey(sum)
+            | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
+            | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+            | "DetectSpikes" >> beam.ParDo(
+                _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows)))

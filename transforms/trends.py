@@ -10,23 +10,24 @@ Counts: `reports`, `files`, `users` (distinct reported users, an ESP's user id b
 that ESP) and `bundles` (distinct bundle ids). Rows carry no IP addresses, user ids or media.
 
 How it is computed: routed records are first combined per hour and dimension value into partial tallies
-(discarding panes: each report lands in exactly one partial per dimension), then the few partials are
-merged into hourly and sliding windows (accumulating panes), so a report is not copied into 24 windows. Late reports within the allowed lateness
-fire each window again with its full total; every row names its pane, so the latest pane per window and
-dimension value is the right total. Reports later than that are dropped by the runner; they are counted
-as `trend_input_reports - trend_counted_reports` (Beam metrics), which is exact once the run is drained.
+(each report lands in exactly one partial per dimension), then the few partials are merged into hourly and
+sliding windows, so a report is not copied into 24 windows. Streaming: discarding hourly panes, then
+accumulating panes per table window; late reports within the allowed lateness fire each window again with
+its full total, and every row names its pane, so the latest pane per window and dimension value is the
+right total. Reports later than that are dropped by the runner; they are counted as
+`trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
+same tallies keyed by window start in the global window (transforms/event_windows.py), one on-time pane.
 """
-import datetime
 import functools
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import trigger, window
-from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.transforms import window
 
 from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
+                                      window_start_seconds)
 from transforms.windowed_files import ParquetSink, WriteWindowedFiles
 
 HOUR = 3600
@@ -57,32 +58,6 @@ def table_schema(dimension):
 
 TABLES = {table_name(kind, dimension): table_schema(dimension)
           for kind in WINDOW_KINDS for dimension in (TOTAL,) + DIMENSIONS}
-
-
-def utc(moment):
-    """A Beam Timestamp or epoch seconds as an aware UTC datetime."""
-    seconds = moment.micros / 1e6 if isinstance(moment, Timestamp) else moment
-    return datetime.datetime.fromtimestamp(0, datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
-
-
-def pane_columns(pane):
-    """Which firing a row comes from: the latest pane_index per window is the total to use."""
-    return {"pane_index": pane.index, "pane_timing": PaneInfoTiming.to_string(pane.timing)}
-
-
-def late_firing_windows(window_fn, allowed_lateness_seconds, accumulate, bounded=False):
-    """Event-time windows that fire when the watermark passes, then once per late element.
-
-    Bounded input has no late data: it keeps Beam's default trigger, and so the runner's fast combining.
-    """
-    if bounded:
-        return beam.WindowInto(window_fn)
-    return beam.WindowInto(
-        window_fn,
-        trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-        accumulation_mode=(trigger.AccumulationMode.ACCUMULATING if accumulate
-                           else trigger.AccumulationMode.DISCARDING),
-        allowed_lateness=Duration(seconds=allowed_lateness_seconds))
 
 
 def dimension_values(record):
@@ -148,6 +123,41 @@ def per_dimension(record):
         yield (dimension, value), tally
 
 
+def per_hour_and_dimension(record, timestamp=beam.DoFn.TimestampParam):
+    """Batch: `per_dimension` with the record's hour in the key, ((dimension, value, hour start), tally)."""
+    hour = window_start_seconds(timestamp, HOUR)
+    for (dimension, value), tally in per_dimension(record):
+        yield (dimension, value, hour), tally
+
+
+def sliding_windows_of_hour(keyed_partial):
+    """Batch: an hour's partial under each of the 24 sliding day windows that contain that hour."""
+    (dimension, value, hour), tally = keyed_partial
+    for start in range(hour - DAY + HOUR, hour + HOUR, HOUR):
+        yield (dimension, value, start), tally
+
+
+def trend_row(kind, dimension, value, tally, start, end, pane):
+    """A row of table (kind, dimension): window bounds (Timestamps or epoch seconds), counts, pane columns."""
+    row = {"table": table_name(kind, dimension), "window_start": utc(start), "window_end": utc(end)}
+    if dimension != TOTAL:
+        row[dimension] = value
+    row.update(tally.counts())
+    row.update(pane)
+    return row
+
+
+def batch_rows(kind, window_seconds):
+    """Batch: ((dimension, value, window start), tally) -> its row, timestamped inside its window."""
+
+    def to_row(keyed):
+        (dimension, value, start), tally = keyed
+        return in_window(trend_row(kind, dimension, value, tally, start, start + window_seconds, ON_TIME_PANE),
+                         start, window_seconds)
+
+    return to_row
+
+
 class _CountCountedFn(beam.DoFn):
     """Counts the reports that reached an hourly window (each is in exactly one total partial)."""
 
@@ -155,7 +165,7 @@ class _CountCountedFn(beam.DoFn):
         self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
 
     def process(self, keyed):
-        (dimension, _), tally = keyed
+        (dimension, *_), tally = keyed
         if dimension == TOTAL:
             self.counted.inc(tally.reports)
         yield keyed
@@ -167,13 +177,7 @@ class _TrendRowFn(beam.DoFn):
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         (dimension, value), tally = keyed
-        row = {"table": table_name(self.kind, dimension),
-               "window_start": utc(win.start), "window_end": utc(win.end)}
-        if dimension != TOTAL:
-            row[dimension] = value
-        row.update(tally.counts())
-        row.update(pane_columns(pane))
-        yield row
+        yield trend_row(self.kind, dimension, value, tally, win.start, win.end, pane_columns(pane))
 
 
 def schema_of_row(row):
@@ -195,24 +199,8 @@ class TrendCounts(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        bounded = routed_records.is_bounded
-        partials = (
-            routed_records
-            | "CountInput" >> beam.Map(_count_input)
-            | "KeyByDimensions" >> beam.FlatMap(per_dimension)
-            | "HourlyPartials" >> late_firing_windows(
-                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False, bounded=bounded)
-            | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
-            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
-        rows = [
-            partials
-            | f"{kind.capitalize()}Windows" >> late_firing_windows(
-                window_fn, self.allowed_lateness_seconds, accumulate=True, bounded=bounded)
-            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
-            | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
-            | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
-                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False, bounded=bounded)
-            for kind, window_fn in WINDOW_KINDS.items()]
+        counted = routed_records | "CountInput" >> beam.Map(_count_input)
+        rows = self.batch_rows(counted) if routed_records.is_bounded else self.streaming_rows(counted)
         all_rows = rows | "AllTables" >> beam.Flatten()
         _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/trends",
@@ -222,6 +210,40 @@ class TrendCounts(beam.PTransform):
             window_seconds=DAY,  # one file per table, day and firing: hourly files would be tiny and many
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return all_rows
+
+    def batch_rows(self, records):
+        """Hourly partials keyed by hour in the global window; sliding windows merged from them."""
+        partials = (
+            records
+            | "KeyByHourAndDimensions" >> beam.FlatMap(per_hour_and_dimension)
+            | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
+            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
+        hourly = partials | "HourlyRows" >> beam.Map(batch_rows("hourly", HOUR))
+        sliding = (
+            partials
+            | "SlidingWindowsOfHour" >> beam.FlatMap(sliding_windows_of_hour)
+            | "SlidingCombine" >> beam.CombinePerKey(MergeTallies())
+            | "Sliding24hRows" >> beam.Map(batch_rows("sliding24h", DAY)))
+        return hourly, sliding
+
+    def streaming_rows(self, records):
+        """Discarding hourly partials, then accumulating panes per table window, re-fired by late data."""
+        partials = (
+            records
+            | "KeyByDimensions" >> beam.FlatMap(per_dimension)
+            | "HourlyPartials" >> late_firing_windows(
+                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
+            | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
+            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
+        return [
+            partials
+            | f"{kind.capitalize()}Windows" >> late_firing_windows(
+                window_fn, self.allowed_lateness_seconds, accumulate=True)
+            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
+            | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
+            | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
+                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)
+            for kind, window_fn in WINDOW_KINDS.items()]
 
 
 _INPUT = Metrics.counter(METRICS_NAMESPACE, "trend_input_reports")

@@ -24,9 +24,13 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
 from schemas import avro_schema
+from transforms.event_windows import fixed_window, in_global_window
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
+# The global window ends a day before the end of time; with this lateness it outlives even a watermark at
+# the end of time, so what a timer emits while a stream drains (a spike alert) is still written.
+GLOBAL_WINDOW_NEVER_CLOSES = Duration(seconds=2 * 24 * 3600)
 DIGEST_CHARS = 20  # 80 bits of SHA-256: no two panes of one destination and window collide in practice
 
 
@@ -55,14 +59,16 @@ def content_order(records):
 
 
 class _KeyByDestinationAndWindow(beam.DoFn):
-    """Batch: keys each element by (destination, window label) so one grouping in the global window
-    does the work of a windowed one (which the DirectRunner runs through its slow general trigger driver)."""
+    """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
+    grouping in the global window does the work of a windowed one (transforms/event_windows.py)."""
 
-    def __init__(self, destination):
+    def __init__(self, destination, window_seconds):
         self.destination = destination
+        self.window_seconds = window_seconds
 
-    def process(self, element, win=beam.DoFn.WindowParam):
-        yield (self.destination(element), window_label(win)), element
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        label = window_label(fixed_window(timestamp, self.window_seconds)) if self.window_seconds else "unwindowed"
+        yield (self.destination(element), label), element
 
 
 class _KeyByDestination(beam.DoFn):
@@ -149,17 +155,15 @@ class WriteWindowedFiles(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.flush_seconds = flush_seconds
 
-    def windowing(self, bounded):
-        """Batch input has no late data, so it keeps Beam's default trigger."""
-        if self.window_seconds is None and bounded:
-            return beam.WindowInto(window.GlobalWindows())
-        if bounded:
-            return beam.WindowInto(window.FixedWindows(self.window_seconds))
+    def streaming_windowing(self):
+        """Fixed windows firing on time and per late element; or, unwindowed, a flush every few seconds."""
         if self.window_seconds is None:
             return beam.WindowInto(
                 window.GlobalWindows(),
-                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self.flush_seconds)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING)
+                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self.flush_seconds),
+                                               late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=GLOBAL_WINDOW_NEVER_CLOSES)
         return beam.WindowInto(
             window.FixedWindows(self.window_seconds),
             trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
@@ -167,13 +171,14 @@ class WriteWindowedFiles(beam.PTransform):
             allowed_lateness=Duration(seconds=self.allowed_lateness_seconds))
 
     def expand(self, elements):
-        windowed = elements | "Window" >> self.windowing(elements.is_bounded)
         if elements.is_bounded:
-            keyed = (windowed
-                     | "KeyByDestinationAndWindow" >> beam.ParDo(_KeyByDestinationAndWindow(self.destination))
-                     | "Unwindow" >> beam.WindowInto(window.GlobalWindows()))
+            keyed = (in_global_window(elements)
+                     | "KeyByDestinationAndWindow" >> beam.ParDo(
+                         _KeyByDestinationAndWindow(self.destination, self.window_seconds)))
         else:
-            keyed = windowed | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination))
+            keyed = (elements
+                     | "Window" >> self.streaming_windowing()
+                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination)))
         return (keyed
                 | "GroupPane" >> beam.GroupByKey()
                 | "WriteFiles" >> beam.ParDo(_WriteContentAddressedFn(self.path, self.sink, self.suffix)))
