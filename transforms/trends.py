@@ -18,6 +18,7 @@ right total. Reports later than that are dropped by the runner; they are counted
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same tallies keyed by window start in the global window (transforms/event_windows.py), one on-time pane.
 """
+import collections
 import functools
 
 import apache_beam as beam
@@ -118,44 +119,121 @@ class MergeTallies(beam.CombineFn):
 def per_dimension(record):
     """The record's tally under the total and under each dimension's value."""
     tally = Tally.of(record)
-    yield (TOTAL, None), tally
-    for dimension, value in zip(DIMENSIONS, dimension_values(record)):
-        yield (dimension, value), tally
+    for key in dimension_keys(record):
+        yield key, tally
 
 
-def per_hour_and_dimension(record, timestamp=beam.DoFn.TimestampParam):
-    """Batch: `per_dimension` with the record's hour in the key, ((dimension, value, hour start), tally)."""
-    hour = window_start_seconds(timestamp, HOUR)
-    for (dimension, value), tally in per_dimension(record):
-        yield (dimension, value, hour), tally
+def dimension_keys(record):
+    """The (dimension, value) keys a record counts under: the total, then each dimension's value."""
+    return ((TOTAL, None),) + tuple(zip(DIMENSIONS, dimension_values(record)))
 
 
-def sliding_windows_of_hour(keyed_partial):
-    """Batch: an hour's partial under each of the 24 sliding day windows that contain that hour."""
-    (dimension, value, hour), tally = keyed_partial
-    for start in range(hour - DAY + HOUR, hour + HOUR, HOUR):
-        yield (dimension, value, start), tally
+def hour_and_tally(record, timestamp=beam.DoFn.TimestampParam):
+    """Batch: (the record's hour start, (its dimension keys, its tally)), one element per record."""
+    return window_start_seconds(timestamp, HOUR), (dimension_keys(record), Tally.of(record))
 
 
-def trend_row(kind, dimension, value, tally, start, end, pane):
+class HourTallies(beam.CombineFn):
+    """Batch: one hour's tallies per (dimension, value), from one element per record."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, keyed_tally):
+        keys, tally = keyed_tally
+        for key in keys:
+            if key in acc:
+                acc[key].merge(tally)
+            else:
+                acc[key] = Tally().merge(tally)  # a copy: the record's tally is shared by its keys
+        return acc
+
+    def merge_accumulators(self, accs):
+        merged = {}
+        for acc in accs:
+            for key, tally in acc.items():
+                if key in merged:
+                    merged[key].merge(tally)
+                else:
+                    merged[key] = tally
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _HourlyPartialsFn(beam.DoFn):
+    """Batch: (hour, {(dimension, value): tally}) -> ((dimension, value), (hour, tally)); counts the reports."""
+
+    def __init__(self):
+        self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
+
+    def process(self, hour_tallies):
+        hour, tallies = hour_tallies
+        self.counted.inc(tallies[(TOTAL, None)].reports)
+        for key, tally in tallies.items():
+            yield key, (hour, tally)
+
+
+def sliding_day_counts(hourly):
+    """{window start: counts} of every 24-hour window sliding hourly that holds one of `hourly`'s hours.
+
+    Slides once over the hours: a report, file, user or bundle enters with its hour and leaves 24 hours
+    later, so distinct counts cost the size of the sets, not 24 unions per window."""
+    hours = sorted(hourly)
+    starts = sorted({hour - back * HOUR for hour in hours for back in range(DAY // HOUR)})
+    users, bundles = collections.Counter(), collections.Counter()
+    reports = files = entered = left = 0
+    for start in starts:
+        while entered < len(hours) and hours[entered] < start + DAY:
+            tally = hourly[hours[entered]]
+            reports, files = reports + tally.reports, files + tally.files
+            users.update(tally.users)
+            bundles.update(tally.bundles)
+            entered += 1
+        while hours[left] < start:
+            tally = hourly[hours[left]]
+            reports, files = reports - tally.reports, files - tally.files
+            forget(users, tally.users)
+            forget(bundles, tally.bundles)
+            left += 1
+        yield start, {"reports": reports, "files": files, "users": len(users), "bundles": len(bundles)}
+
+
+def forget(counter, items):
+    """Takes one hour's `items` out of a sliding window's `counter`, dropping those no other hour holds."""
+    for item in items:
+        remaining = counter[item] - 1
+        if remaining:
+            counter[item] = remaining
+        else:
+            del counter[item]
+
+
+class _TimelineRowsFn(beam.DoFn):
+    """Batch: a (dimension, value)'s hourly tallies -> its hourly rows and its sliding 24-hour rows."""
+
+    def process(self, timeline):
+        (dimension, value), hour_tallies = timeline
+        hourly = {}
+        for hour, tally in hour_tallies:
+            hourly[hour] = hourly[hour].merge(tally) if hour in hourly else tally
+        for hour, tally in hourly.items():
+            yield in_window(trend_row("hourly", dimension, value, tally.counts(), hour, hour + HOUR, ON_TIME_PANE),
+                            hour, HOUR)
+        for start, counts in sliding_day_counts(hourly):
+            yield in_window(trend_row("sliding24h", dimension, value, counts, start, start + DAY, ON_TIME_PANE),
+                            start, DAY)
+
+
+def trend_row(kind, dimension, value, counts, start, end, pane):
     """A row of table (kind, dimension): window bounds (Timestamps or epoch seconds), counts, pane columns."""
     row = {"table": table_name(kind, dimension), "window_start": utc(start), "window_end": utc(end)}
     if dimension != TOTAL:
         row[dimension] = value
-    row.update(tally.counts())
+    row.update(counts)
     row.update(pane)
     return row
-
-
-def batch_rows(kind, window_seconds):
-    """Batch: ((dimension, value, window start), tally) -> its row, timestamped inside its window."""
-
-    def to_row(keyed):
-        (dimension, value, start), tally = keyed
-        return in_window(trend_row(kind, dimension, value, tally, start, start + window_seconds, ON_TIME_PANE),
-                         start, window_seconds)
-
-    return to_row
 
 
 class _CountCountedFn(beam.DoFn):
@@ -165,7 +243,7 @@ class _CountCountedFn(beam.DoFn):
         self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
 
     def process(self, keyed):
-        (dimension, *_), tally = keyed
+        (dimension, _), tally = keyed
         if dimension == TOTAL:
             self.counted.inc(tally.reports)
         yield keyed
@@ -177,7 +255,7 @@ class _TrendRowFn(beam.DoFn):
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         (dimension, value), tally = keyed
-        yield trend_row(self.kind, dimension, value, tally, win.start, win.end, pane_columns(pane))
+        yield trend_row(self.kind, dimension, value, tally.counts(), win.start, win.end, pane_columns(pane))
 
 
 def schema_of_row(row):
@@ -212,19 +290,14 @@ class TrendCounts(beam.PTransform):
         return all_rows
 
     def batch_rows(self, records):
-        """Hourly partials keyed by hour in the global window; sliding windows merged from them."""
-        partials = (
-            records
-            | "KeyByHourAndDimensions" >> beam.FlatMap(per_hour_and_dimension)
-            | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
-            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
-        hourly = partials | "HourlyRows" >> beam.Map(batch_rows("hourly", HOUR))
-        sliding = (
-            partials
-            | "SlidingWindowsOfHour" >> beam.FlatMap(sliding_windows_of_hour)
-            | "SlidingCombine" >> beam.CombinePerKey(MergeTallies())
-            | "Sliding24hRows" >> beam.Map(batch_rows("sliding24h", DAY)))
-        return hourly, sliding
+        """Each hour's tallies combined from one element per record, then each dimension value's timeline
+        gives its hourly and sliding rows at once."""
+        return [records
+                | "HourAndTally" >> beam.Map(hour_and_tally)
+                | "TalliesPerHour" >> beam.CombinePerKey(HourTallies())
+                | "HourlyPartials" >> beam.ParDo(_HourlyPartialsFn())
+                | "Timelines" >> beam.GroupByKey()
+                | "TimelineRows" >> beam.ParDo(_TimelineRowsFn())]
 
     def streaming_rows(self, records):
         """Discarding hourly partials, then accumulating panes per table window, re-fired by late data."""
