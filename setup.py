@@ -11,6 +11,7 @@ RUNTIME = [
     "imagehash==4.3.2",
     "Pillow==12.3.0",
     "numpy==2.4.6",
+    "orjson==3.13.0",
     "numba==0.68.1",
     "pdqhash==0.2.8",
 ]

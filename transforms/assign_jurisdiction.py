@@ -3,22 +3,25 @@
 The rules are data (schemas/*.csv, see transforms/jurisdiction.py), loaded once per worker process.
 """
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
+from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
 from transforms.jurisdiction import JurisdictionRules
 
 STAGE = "assign_jurisdiction"
 
 
 class _AssignFn(beam.DoFn):
+    def __init__(self):
+        self.priorities = LabelledCounters("priority")
+        self.referral_classes = LabelledCounters("referral_class")
+
     def setup(self):
         self.rules = JurisdictionRules.load()
 
     def process(self, report):
         routing = self.rules.assign(report)
-        Metrics.counter(f"{METRICS_NAMESPACE}.priority", routing["priority"]).inc()
-        Metrics.counter(f"{METRICS_NAMESPACE}.referral_class", routing["referralClass"]).inc()
+        self.priorities.inc(routing["priority"])
+        self.referral_classes.inc(routing["referralClass"])
         yield {**report, "_routing": routing}
 
 

@@ -71,10 +71,26 @@ class WriteDeadLetters(beam.PTransform):
         )
 
 
+class LabelledCounters:
+    """Counters `tipline.<family>` named by a label (a jurisdiction, a stage), each made once:
+    making a counter per element costs more than the work it counts."""
+
+    def __init__(self, family):
+        self.namespace = f"{METRICS_NAMESPACE}.{family}"
+        self.counters = {}
+
+    def inc(self, label, n=1):
+        counter = self.counters.get(label)
+        if counter is None:
+            counter = self.counters[label] = Metrics.counter(self.namespace, label)
+        counter.inc(n)
+
+
 _DEAD_LETTERED = Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
+_DEAD_LETTERED_BY_STAGE = LabelledCounters("dead_lettered_by_stage")
 
 
 def _count_dead_letter(letter):
     _DEAD_LETTERED.inc()
-    Metrics.counter(f"{METRICS_NAMESPACE}.dead_lettered_by_stage", letter["stage"]).inc()
+    _DEAD_LETTERED_BY_STAGE.inc(letter["stage"])
     return letter

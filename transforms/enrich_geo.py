@@ -4,10 +4,9 @@ Readers and caches live once per worker process (`Shared`), memory-mapped with t
 A bad IP never holds a report back: it is skipped and explained; only unexpected failures are dead letters.
 """
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
+from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
 from transforms.geo import GeoLocator
 
 STAGE = "enrich_geo"
@@ -17,13 +16,14 @@ class _LocateFn(beam.DoFn):
     def __init__(self, city_db, asn_db, anonymous_db):
         self.databases = (city_db, asn_db, anonymous_db)
         self.shared_locator = shared.Shared()
+        self.location_sources = LabelledCounters("geo_location_source")
 
     def setup(self):
         self.locator = self.shared_locator.acquire(lambda: GeoLocator(*self.databases), tag=repr(self.databases))
 
     def process(self, report):
         geo = self.locator.locate(report)
-        Metrics.counter(f"{METRICS_NAMESPACE}.geo_location_source", geo["locationSource"]).inc()
+        self.location_sources.inc(geo["locationSource"])
         yield {**report, "_geo": geo}
 
 

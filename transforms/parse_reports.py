@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timezone
 
 import apache_beam as beam
+import orjson
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -75,6 +76,15 @@ def decode_message(payload, max_bytes):
     """The JSON object in a message; raises `InvalidRecord` naming what is wrong with it."""
     if len(payload) > max_bytes:
         raise InvalidRecord(f"message of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
+    # The fast path, ~4x json.loads: orjson refuses all that json.loads refuses below and more (NaN, lone
+    # surrogates), which the slow path then accepts or explains; integers past 64 bits come back as floats,
+    # which the schema refuses wherever it wants an integer.
+    try:
+        report = orjson.loads(payload)
+        if isinstance(report, dict):
+            return report
+    except orjson.JSONDecodeError:
+        pass  # the slow path below accepts what json accepts, or names what is wrong
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
     except UnicodeDecodeError as error:

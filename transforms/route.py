@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 
 from schemas import avro_schema
 from transforms.avro_validation import InvalidRecord, compile_validator
-from transforms.dead_letters import METRICS_NAMESPACE, dead_letter, original_report_json
+from transforms.dead_letters import LabelledCounters, METRICS_NAMESPACE, dead_letter, original_report_json
 from transforms.jurisdiction import legal_process_required
 from transforms.windowed_files import AvroSink, WriteWindowedFiles
 
@@ -74,6 +74,7 @@ class _ToRoutedRecordFn(beam.DoFn):
 
     def __init__(self):
         self.routed = Metrics.counter(METRICS_NAMESPACE, "routed")
+        self.routed_by_jurisdiction = LabelledCounters("routed_by_jurisdiction")
 
     def setup(self):
         self.check = compile_validator(avro_schema("routed_report"))
@@ -88,7 +89,7 @@ class _ToRoutedRecordFn(beam.DoFn):
                 DEAD_LETTERS, dead_letter(STAGE, reason, original_report_json(report), report.get("reportId")))
             return
         self.routed.inc()
-        Metrics.counter(f"{METRICS_NAMESPACE}.routed_by_jurisdiction", record["jurisdiction"]).inc()
+        self.routed_by_jurisdiction.inc(record["jurisdiction"])
         yield record
 
 

@@ -7,6 +7,7 @@ exists already (an earlier run wrote these very records) is skipped and counted 
 A late pane holds other records, so it gets its own name beside the on-time pane's file.
 """
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import uuid
 
 import apache_beam as beam
 import fastavro
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
@@ -34,6 +36,7 @@ GLOBAL_WINDOW_NEVER_CLOSES = Duration(seconds=2 * 24 * 3600)
 DIGEST_CHARS = 20  # 80 bits of SHA-256: no two panes of one destination and window collide in practice
 
 
+@functools.lru_cache(maxsize=4096)
 def window_label(win):
     """`2026-11-23T10:00:00--2026-11-23T11:00:00` for an event-time window; `unwindowed` for the global one."""
     if isinstance(win, window.GlobalWindow):
@@ -47,8 +50,14 @@ def window_label(win):
 
 
 def record_line(record):
-    """A canonical byte form of a record: equal records give equal lines, whatever their key order."""
-    return json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    """A canonical byte form of a record: equal records give equal lines, whatever their key order.
+
+    It only names and orders a file's records, so orjson (~6x faster) may write NaN as null; what it cannot
+    write at all (integers past 64 bits, lone surrogates, sets) falls back to the json module."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def content_order(records):
