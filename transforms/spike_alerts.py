@@ -15,6 +15,7 @@ of history first, so a fresh run does not alert on every provider's first hour. 
 not a tally); their reports are counted in `spike_late_reports_ignored`.
 Alerts carry the key, counts and the rule: no user ids, IP addresses or media.
 """
+import collections
 import dataclasses
 import hashlib
 
@@ -84,7 +85,27 @@ def watched_keys(record):
     signature = record_signature(record)
     if signature is not None:
         keys.append(("signature", signature))
-    return [(key, 1) for key in keys]
+    return keys
+
+
+class CountWatchedKeys(beam.CombineFn):
+    """Streaming: a window's count per watched key, from one element (its keys) per record."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, counts, keys):
+        counts.update(keys)
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = collections.Counter()
+        for counts in accumulators:
+            merged.update(counts)
+        return merged
+
+    def extract_output(self, counts):
+        return counts
 
 
 def watched_keys_and_window(window_seconds):
@@ -92,7 +113,7 @@ def watched_keys_and_window(window_seconds):
 
     def keyed(record, timestamp=beam.DoFn.TimestampParam):
         start = window_start_seconds(timestamp, window_seconds)
-        return [((key, start), 1) for key, _ in watched_keys(record)]
+        return [((key, start), 1) for key in watched_keys(record)]
 
     return keyed
 
@@ -251,10 +272,11 @@ class SpikeAlerts(beam.PTransform):
         """Hourly counts in event-time windows; a stateful detector judges each window once it is complete."""
         return (
             routed_records
-            | "WatchedKeys" >> beam.FlatMap(watched_keys)
+            | "WatchedKeys" >> beam.Map(watched_keys)
             | "CountWindows" >> late_firing_windows(
                 window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False)
-            | "Count" >> beam.CombinePerKey(sum)
+            | "Count" >> beam.CombineGlobally(CountWatchedKeys()).without_defaults()
+            | "PerKey" >> beam.FlatMap(collections.Counter.items)
             | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
             | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
             | "DetectSpikes" >> beam.ParDo(

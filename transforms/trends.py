@@ -116,25 +116,23 @@ class MergeTallies(beam.CombineFn):
         return acc
 
 
-def per_dimension(record):
-    """The record's tally under the total and under each dimension's value."""
-    tally = Tally.of(record)
-    for key in dimension_keys(record):
-        yield key, tally
-
-
 def dimension_keys(record):
     """The (dimension, value) keys a record counts under: the total, then each dimension's value."""
     return ((TOTAL, None),) + tuple(zip(DIMENSIONS, dimension_values(record)))
 
 
+def keys_and_tally(record):
+    """(the record's dimension keys, its tally): one element per record, not one per dimension."""
+    return dimension_keys(record), Tally.of(record)
+
+
 def hour_and_tally(record, timestamp=beam.DoFn.TimestampParam):
-    """Batch: (the record's hour start, (its dimension keys, its tally)), one element per record."""
-    return window_start_seconds(timestamp, HOUR), (dimension_keys(record), Tally.of(record))
+    """Batch: (the record's hour start, (its dimension keys, its tally))."""
+    return window_start_seconds(timestamp, HOUR), keys_and_tally(record)
 
 
 class HourTallies(beam.CombineFn):
-    """Batch: one hour's tallies per (dimension, value), from one element per record."""
+    """One hour's tallies per (dimension, value), from `keys_and_tally` elements."""
 
     def create_accumulator(self):
         return {}
@@ -303,10 +301,11 @@ class TrendCounts(beam.PTransform):
         """Discarding hourly partials, then accumulating panes per table window, re-fired by late data."""
         partials = (
             records
-            | "KeyByDimensions" >> beam.FlatMap(per_dimension)
+            | "KeysAndTally" >> beam.Map(keys_and_tally)
             | "HourlyPartials" >> late_firing_windows(
                 window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
-            | "CombinePartials" >> beam.CombinePerKey(MergeTallies())
+            | "TalliesPerHour" >> beam.CombineGlobally(HourTallies()).without_defaults()
+            | "PerDimension" >> beam.FlatMap(dict.items)
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         return [
             partials
