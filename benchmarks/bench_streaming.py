@@ -2,7 +2,8 @@
 
 1. stock read: N messages pre-published, then ReadFromPubSub -> json.loads -> Map on the streaming
    DirectRunner for --seconds; messages/s.
-2. whole pipeline: contract reports published live at --rate (submittedAt = publish time) while
+2. whole pipeline: contract reports published live at --rate by a producer process (submittedAt =
+   publish time) while
    `run_for` (the `tipline run --source pubsub --duration` path, local pull source) runs for --seconds;
    sustained reports/s (routed by the deadline / seconds), latency publish -> routed record emitted
    (p50/p99; the windowed Avro file is finalized later, when its window closes), RSS after warm-up
@@ -13,6 +14,7 @@
 """
 import argparse
 import itertools
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -96,6 +98,11 @@ def latencies(path):
     return [float(line) for line in path.read_text().split()] if path.exists() else []
 
 
+def produce(topic, rate, seconds, published):
+    """The live producer (a separate process): benchmark reports stamped with their publish time."""
+    published.value = publish(benchmark_messages(2), topic, rate=rate, duration=seconds, live=True)
+
+
 def whole_pipeline(seconds, rate, out):
     """(routed by the deadline / seconds, published, counts at the end, RSS MB start/end)."""
     topic, subscription = topic_and_subscription("whole")
@@ -104,9 +111,10 @@ def whole_pipeline(seconds, rate, out):
     pipeline = beam.Pipeline(options=options)
     outputs = build_pipeline(pipeline, options.view_as(TiplineOptions))
     _ = outputs["routed"] | "RecordLatency" >> beam.ParDo(_RecordLatency(str(out / "latencies.txt")))
-    published, at_deadline, rss = [], {}, {}
-    producer = threading.Thread(daemon=True, target=lambda: published.append(
-        publish(benchmark_messages(2), topic, rate=rate, duration=seconds, live=True)))
+    at_deadline, rss = {}, {}
+    spawn = multiprocessing.get_context("spawn")  # a producer of its own, as in production: not the run's GIL
+    published = spawn.Value("q", 0)
+    producer = spawn.Process(target=produce, args=(topic, rate, seconds, published), daemon=True)
     run_id = uuid.uuid4().hex
     result_box = []
 
@@ -124,7 +132,7 @@ def whole_pipeline(seconds, rate, out):
     result = run_for(pipeline, subscription, seconds, run_id, progress=False)
     rss["end"] = rss_mb()
     producer.join()
-    return at_deadline.get("routed", 0) / seconds, published[0], tipline_counts(result), rss
+    return at_deadline.get("routed", 0) / seconds, published.value, tipline_counts(result), rss
 
 
 def percentile(values, share):

@@ -118,3 +118,23 @@ def test_a_failed_write_stops_the_run_and_leaves_no_partial_file(tmp_path):
                  | WriteWindowedFiles(str(tmp_path), destination=lambda r: f"dest={r['dest']}",
                                       sink=_FailingSink, suffix=".jsonl"))
     assert names(tmp_path) == []  # neither a final file nor the temporary one
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_json_records_grouped_as_lines_give_the_same_files_as_grouped_as_dicts(tmp_path, streaming):
+    records = [{"id": n, "dest": "GB" if n % 2 else "US-WA", "name": "snow \u2603 \U0001F600", "big": 2 ** 63 - n,
+                "nested": {"flags": [True, None, False], "text": "line\nbreak"}} for n in range(40)]
+    timestamped = [TimestampedValue(record, 60 * record["id"]) for record in records]
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = streaming
+    for as_lines in (False, True):
+        with TestPipeline(options=options) as p:
+            source = (TestStream().add_elements(timestamped).advance_watermark_to_infinity() if streaming
+                      else beam.Create(timestamped))
+            _ = p | source | WriteWindowedFiles(
+                str(tmp_path / str(as_lines)), destination=lambda r: f"dest={r['dest']}", sink=JsonLinesSink,
+                suffix=".jsonl", json_records=as_lines)
+    as_dicts, as_lines = ({str(path.relative_to(tmp_path / flag)): path.read_bytes()
+                           for path in (tmp_path / flag).rglob("*.jsonl")} for flag in ("False", "True"))
+    assert as_dicts == as_lines and len(as_dicts) == 2
+    assert read_tree(tmp_path / "True") == {"dest=GB": records[1::2], "dest=US-WA": records[0::2]}

@@ -68,6 +68,7 @@ class WriteDeadLetters(beam.PTransform):
             suffix=".jsonl",
             window_seconds=None,
             flush_seconds=self.flush_seconds,
+            json_records=True,  # strings only
         )
 
 

@@ -114,5 +114,6 @@ class RouteToSinks(beam.PTransform):
             sink=functools.partial(AvroSink, "routed_report"),
             suffix=".avro",
             window_seconds=self.window_seconds if records.records.is_bounded else None,
-            allowed_lateness_seconds=self.allowed_lateness_seconds)
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            json_records=True)  # routed_report.avsc: strings, booleans, 32/64-bit integers, no floats
         return records.records, records[DEAD_LETTERS]

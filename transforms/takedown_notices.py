@@ -117,5 +117,6 @@ class WriteTakedownNotices(beam.PTransform):
         _ = failures | "LogFailures" >> beam.Map(_log_failure)
         _ = notices | "WriteNoticeFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/notices", destination=notice_folder, sink=JsonLinesSink, suffix=".jsonl",
-            window_seconds=self.window_seconds if notices.is_bounded else None)  # never drop a late one
+            window_seconds=self.window_seconds if notices.is_bounded else None,  # never drop a late one
+            json_records=True)
         return notices

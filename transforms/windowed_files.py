@@ -60,43 +60,63 @@ def record_line(record):
         return json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
+def line_record(line):
+    """The record of a `record_line` (of a record that survives JSON unchanged: only JSON types)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:  # the json module's line: a lone surrogate in a string
+        return json.loads(line.decode("utf-8", "surrogatepass"))
+
+
+def digest_of(sorted_lines):
+    return hashlib.sha256(b"\n".join(sorted_lines)).hexdigest()[:DIGEST_CHARS]
+
+
 def content_order(records):
     """(digest, records in canonical order): the same records in any arrival order give the same digest."""
     lines = sorted((record_line(record), index) for index, record in enumerate(records))
-    digest = hashlib.sha256(b"\n".join(line for line, _ in lines)).hexdigest()[:DIGEST_CHARS]
-    return digest, [records[index] for _, index in lines]
+    return digest_of([line for line, _ in lines]), [records[index] for _, index in lines]
+
+
+def content_order_of_lines(lines):
+    """`content_order` for records grouped as their lines: the same digest and order, records decoded."""
+    lines = sorted(lines)
+    return digest_of(lines), [line_record(line) for line in lines]
 
 
 class _KeyByDestinationAndWindow(beam.DoFn):
     """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
     grouping in the global window does the work of a windowed one (transforms/event_windows.py)."""
 
-    def __init__(self, destination, window_seconds):
+    def __init__(self, destination, window_seconds, as_line):
         self.destination = destination
         self.window_seconds = window_seconds
+        self.as_line = as_line
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = window_label(fixed_window(timestamp, self.window_seconds)) if self.window_seconds else "unwindowed"
-        yield (self.destination(element), label), element
+        yield (self.destination(element), label), record_line(element) if self.as_line else element
 
 
 class _KeyByDestination(beam.DoFn):
     """Streaming: keys each element by (destination, None); the window label is read from the pane's window."""
 
-    def __init__(self, destination):
+    def __init__(self, destination, as_line):
         self.destination = destination
+        self.as_line = as_line
 
     def process(self, element):
-        yield (self.destination(element), None), element
+        yield (self.destination(element), None), record_line(element) if self.as_line else element
 
 
 class _WriteContentAddressedFn(beam.DoFn):
     """((destination, label), records) of one pane -> one file named by its window and its records' digest."""
 
-    def __init__(self, path, sink, suffix):
+    def __init__(self, path, sink, suffix, as_lines):
         self.path = path
         self.sink = sink
         self.suffix = suffix
+        self.as_lines = as_lines
         self.already_written = Metrics.counter("tipline", "files_already_written")  # dead_letters' namespace
 
     def setup(self):
@@ -108,7 +128,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         records = list(records)
         if not records:
             return
-        digest, ordered = content_order(records)
+        digest, ordered = content_order_of_lines(records) if self.as_lines else content_order(records)
         folder = FileSystems.join(self.path, destination)
         final = FileSystems.join(folder, f"{label or window_label(win)}-{digest}{self.suffix}")
         self.ensure_folder(folder)
@@ -151,11 +171,16 @@ class WriteWindowedFiles(beam.PTransform):
     With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
     messages) elements stay in the global window: a bounded run writes one file at its end, an
     unbounded one a file every `flush_seconds` of processing time, and the rest when the input ends.
+
+    `json_records=True` says the records hold JSON types only (no datetimes, NaN or 64-bit overflow): they
+    are then grouped as their canonical JSON lines, which a grouping moves, and a streaming runner copies,
+    far faster than dicts.
     """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
-                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60):
+                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, json_records=False):
         super().__init__()
+        self.json_records = json_records
         self.path = path
         self.destination = destination
         self.sink = sink
@@ -183,14 +208,15 @@ class WriteWindowedFiles(beam.PTransform):
         if elements.is_bounded:
             keyed = (in_global_window(elements)
                      | "KeyByDestinationAndWindow" >> beam.ParDo(
-                         _KeyByDestinationAndWindow(self.destination, self.window_seconds)))
+                         _KeyByDestinationAndWindow(self.destination, self.window_seconds, self.json_records)))
         else:
             keyed = (elements
                      | "Window" >> self.streaming_windowing()
-                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination)))
+                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination, self.json_records)))
         return (keyed
                 | "GroupPane" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(_WriteContentAddressedFn(self.path, self.sink, self.suffix)))
+                | "WriteFiles" >> beam.ParDo(
+                    _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)))
 
 
 class JsonLinesSink(fileio.FileSink):
