@@ -29,7 +29,7 @@ def run_demo(seconds, rate, output_dir, route_topics):
         argv += ["--route-topic-template", f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", "--create-route-topics"]
     run(argv)
     producer.join()
-    print(f"published {published[0]} reports to {topic}")
+    print(f"published {published[0]} reports to {topic}" if published else "the publisher failed (see above)")
     return 0
 
 

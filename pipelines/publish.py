@@ -7,6 +7,7 @@ Works against the emulator (PUBSUB_EMULATOR_HOST set) and real Pub/Sub alike (ap
 """
 import itertools
 import json
+import logging
 import sys
 import time
 from datetime import datetime, timezone
@@ -99,13 +100,16 @@ class Progress:
 
 
 def publish(messages, topic, rate=None, count=None, duration=None, live=False, progress=None, publisher=None):
-    """Publishes `messages` (bytes) to `topic`, paced to `rate`/s, until `count` or `duration` s; returns the count."""
+    """Publishes `messages` (bytes) to `topic`, paced to `rate`/s, until `count` or `duration` s; returns the count.
+
+    An empty message is skipped and counted in a warning: Pub/Sub refuses a message with neither data nor
+    attributes, and with it the whole batch it was sent in."""
     from google.cloud import pubsub_v1
 
     publisher = publisher or pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.02))
     start = time.monotonic()
-    futures, published = [], 0
+    futures, published, empty = [], 0, 0
     for payload in messages if count is None else itertools.islice(messages, count):
         elapsed = time.monotonic() - start
         if duration is not None and elapsed >= duration:
@@ -114,6 +118,9 @@ def publish(messages, topic, rate=None, count=None, duration=None, live=False, p
             ahead = published / rate - elapsed
             if ahead > 0:
                 time.sleep(ahead)
+        if not payload:
+            empty += 1
+            continue
         if live:
             payload = restamp(payload, datetime.now(timezone.utc))
         futures.append(publisher.publish(topic, payload, **report_attributes(payload)))
@@ -126,6 +133,8 @@ def publish(messages, topic, rate=None, count=None, duration=None, live=False, p
     if progress:
         progress.update(published, force=True)
         progress.stream.write("\n")
+    if empty:
+        logging.warning("skipped %d empty messages: Pub/Sub cannot carry a message with no data", empty)
     return published
 
 

@@ -59,6 +59,7 @@ def test_publish_sets_the_contract_attributes(pubsub, tmp_path):
     topic, subscription = make_topic()
     lines = [json.dumps(variant(f"p-{i}")) for i in range(3)] + ["{not json"]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    assert publish(iter([b""]), topic) == 0  # Pub/Sub refuses an empty message (and the batch it is in)
     assert publish(file_messages(tmp_path / "in.jsonl"), topic) == 4
     messages = sorted(pull_all(subscription), key=lambda message: message.data)
     attributes = [dict(message.attributes) for message in messages]
