@@ -3,7 +3,8 @@
 Unbounded input uses Beam's windows and triggers: panes fire when the watermark passes a window and again
 for late data. Bounded input (a batch replay) has no late data and fires every window exactly once, so
 there the stages key by the window's start instead and group in the global window: the same result,
-without the DirectRunner's general trigger driver, which costs about a millisecond per element and window.
+without the DirectRunner's general trigger driver, which every windowed grouping goes through even with the
+default trigger (it was most of a batch run's time: trends 1.3 ms a report before, ~0.2 ms after).
 """
 import datetime
 
