@@ -213,9 +213,7 @@ class _TimelineRowsFn(beam.DoFn):
 
     def process(self, timeline):
         (dimension, value), hour_tallies = timeline
-        hourly = {}
-        for hour, tally in hour_tallies:
-            hourly[hour] = hourly[hour].merge(tally) if hour in hourly else tally
+        hourly = dict(hour_tallies)  # one tally per hour: TalliesPerHour combined each hour into one
         for hour, tally in hourly.items():
             yield in_window(trend_row("hourly", dimension, value, tally.counts(), hour, hour + HOUR, ON_TIME_PANE),
                             hour, HOUR)
