@@ -24,7 +24,7 @@ setup(
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas"]),
     package_data={
         "schemas": ["*.avsc", "*.csv"],
-        "pipelines": ["demo_data/*"],
+        "transforms.demo": ["data/*"],
     },
     install_requires=RUNTIME,
     extras_require={

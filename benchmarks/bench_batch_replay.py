@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO))
 
 from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.tipline_pipeline import run  # noqa: E402
-from transforms.geo import GeoLocator  # noqa: E402
-from transforms.hash_matching import HashMatcher  # noqa: E402
-from transforms.jurisdiction import JurisdictionRules  # noqa: E402
+from transforms.location.geoip import GeoLocator  # noqa: E402
+from transforms.matching.matcher import HashMatcher  # noqa: E402
+from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.parse_reports import ReportValidator, decode_message  # noqa: E402
 from transforms.route import to_routed_record  # noqa: E402
-from transforms.synthetic import SyntheticConfig, generate_messages  # noqa: E402
+from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
 
 HASH_BATCH = 64  # EnrichHashes' batch size
 

@@ -15,7 +15,7 @@ import geoip2.database
 import geoip2.errors
 import maxminddb
 
-from transforms.geo import GeoLocator, classify_ip
+from transforms.location.geoip import GeoLocator, classify_ip
 
 DEFAULT_CITY_DB = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/maxmind/GeoIP2-City-Test.mmdb"
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from transforms.hamming_index import HammingIndex
+from transforms.matching.hamming_index import HammingIndex
 
 CASES = (("pHash 64-bit", 64, 8), ("PDQ 256-bit", 256, 31))
 

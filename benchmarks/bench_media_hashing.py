@@ -12,9 +12,9 @@ import time
 
 from PIL import Image
 
-from transforms.media_hashing import DRAFT_SIZE, decode_image, hash_media
-from transforms.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
-from transforms.synthetic_images import encode_jpeg, make_image
+from transforms.matching.media import DRAFT_SIZE, decode_image, hash_media
+from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
+from transforms.demo.synthetic_images import encode_jpeg, make_image
 
 SETS = (("pHash", (PHashSignal,)), ("pHash+PDQ+MD5+SHA-1", (PHashSignal, PdqSignal, Md5Signal, Sha1Signal)))
 

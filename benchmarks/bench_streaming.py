@@ -38,7 +38,7 @@ from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.publish import ensure_subscription, ensure_topic, publish  # noqa: E402
 from pipelines.streaming import count_every_bundle, local_streaming_options, run_for, tipline_counts  # noqa: E402
 from pipelines.tipline_pipeline import build_pipeline  # noqa: E402
-from transforms.synthetic import SyntheticConfig, generate_messages  # noqa: E402
+from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
 
 PROJECT = "tipline-bench"
 

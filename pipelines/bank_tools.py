@@ -8,10 +8,10 @@ import json
 import pathlib
 import sys
 
-from transforms.hash_banks import BankEntry, BankFileError, entry_from_row, write_bank
-from transforms.hash_matching import HashMatcher
-from transforms.media_hashing import UnhashableMedia, hash_media
-from transforms.signals import signal_for
+from transforms.matching.banks import BankEntry, BankFileError, entry_from_row, write_bank
+from transforms.matching.matcher import HashMatcher
+from transforms.matching.media import UnhashableMedia, hash_media
+from transforms.matching.signals import signal_for
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 

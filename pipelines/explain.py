@@ -8,9 +8,9 @@ import json
 import sys
 
 from pipelines.options import hash_bank_paths
-from transforms.packaged_data import packaged
-from transforms.geo import GeoLocator
-from transforms.jurisdiction import JurisdictionRules, match_summary
+from transforms.demo.packaged import packaged
+from transforms.location.geoip import GeoLocator
+from transforms.location.jurisdiction_rules import JurisdictionRules, match_summary
 from transforms.takedown_notices import takedown_notices
 
 
@@ -39,7 +39,7 @@ def _public_candidate(entry):
 
 def load_hash_matcher(bank_paths, negative_bank_paths):
     """The hash stage's matcher over the same banks `tipline run` would use."""
-    from transforms.hash_matching import HashMatcher
+    from transforms.matching.matcher import HashMatcher
 
     return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths))
 

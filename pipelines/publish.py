@@ -63,7 +63,7 @@ def ensure_subscription(subscriber, subscription, topic):
 
 def synthetic_messages(seed):
     """The synthetic stream, one seed after another, for as long as the caller reads."""
-    from transforms.synthetic import SyntheticConfig, generate_messages
+    from transforms.demo.synthetic import SyntheticConfig, generate_messages
 
     for epoch in itertools.count():
         yield from generate_messages(SyntheticConfig(count=10_000, seed=seed + epoch), 0, 1)

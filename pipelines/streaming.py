@@ -1,7 +1,7 @@
 """A bounded local streaming run: `tipline run --source pubsub --subscription ... --duration S`.
 
 The DirectRunner cannot `wait_until_finish(duration)`, and cancelling it loses every unfired window.
-So the run swaps Beam's `ReadFromPubSub` for the local pull source (transforms/pubsub_source.py, the way
+So the run swaps Beam's `ReadFromPubSub` for the local pull source (transforms/plumbing/pubsub_source.py, the way
 the DirectRunner itself swaps in its own read), which stops reading at the deadline: the watermark then
 goes to the end of time, every window fires, the sinks finalize, the pipeline finishes by itself, and
 only then are the run's messages acknowledged. A line of progress is printed every few seconds.
@@ -22,7 +22,7 @@ from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct import executor
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
+from transforms.plumbing.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
 
 PROGRESS_EVERY_SECONDS = 5
 

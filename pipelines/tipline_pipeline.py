@@ -23,15 +23,15 @@ from transforms.dead_letters import METRICS_NAMESPACE, WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
 from transforms.enrich_geo import EnrichGeo
 from transforms.enrich_hashes import EnrichHashes
-from transforms.geo import check_databases
+from transforms.location.geoip import check_databases
 from transforms.parse_reports import ParseReports
 from transforms.read_reports import ReadReports
 from transforms.route import RouteToSinks
-from transforms.route_topics import PublishRoutedToTopics
+from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.spike_alerts import SpikeAlerts
 from transforms.takedown_notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
-from transforms.windowed_files import OWNER_ONLY
+from transforms.plumbing.windowed_files import OWNER_ONLY
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
@@ -39,7 +39,7 @@ BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid o
 
 
 def synthetic_config(opts):
-    from transforms.synthetic import SyntheticConfig
+    from transforms.demo.synthetic import SyntheticConfig
 
     return SyntheticConfig(count=opts.synthetic_count, seed=opts.synthetic_seed, hours=opts.synthetic_hours)
 

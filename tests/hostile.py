@@ -24,11 +24,11 @@ from PIL import Image, ImageDraw
 
 from schemas import avro_schema
 from tests.conftest import MAXMIND, example_report
-from transforms.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import dead_letter, dead_letter_from_failure, original_report_json
-from transforms.geo import GeoLocator
-from transforms.hash_matching import HashMatcher
-from transforms.jurisdiction import JurisdictionRules
+from transforms.location.geoip import GeoLocator
+from transforms.matching.matcher import HashMatcher
+from transforms.location.jurisdiction_rules import JurisdictionRules
 from transforms.parse_reports import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
 
 CITY_DB = str(MAXMIND / "GeoIP2-City-Test.mmdb")
@@ -309,7 +309,7 @@ def hostile_corpus(seed=7, valid=60, per_mutation=14):
 
 @functools.cache
 def _stages():
-    from transforms.packaged_data import packaged
+    from transforms.demo.packaged import packaged
 
     return (ReportValidator(), HashMatcher.from_banks([packaged("demo-bank.csv")]), GeoLocator(CITY_DB),
             JurisdictionRules.load(), compile_validator(avro_schema("routed_report")))

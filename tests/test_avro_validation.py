@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from schemas import avro_schema
 from tests.conftest import example_report
 from tests.hostile import json_paths
-from transforms.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
 
 SCHEMA = avro_schema("report")
 check = compile_validator(SCHEMA)

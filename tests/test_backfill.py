@@ -12,7 +12,7 @@ from fastavro.validation import validate
 from pipelines.tipline_pipeline import run
 from schemas import avro_schema
 from tests.test_pipeline_end_to_end import routed_records
-from transforms.synthetic import SyntheticConfig, expected_counts, generate_messages
+from transforms.demo.synthetic import SyntheticConfig, expected_counts, generate_messages
 
 CONFIG = SyntheticConfig(count=300, seed=606, hours=2)
 

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from pipelines.bank_tools import register
-from transforms.hash_banks import read_bank
-from transforms.synthetic_images import encode_jpeg, make_image, variant
+from transforms.matching.banks import read_bank
+from transforms.demo.synthetic_images import encode_jpeg, make_image, variant
 
 
 def run(*argv):

@@ -1,6 +1,6 @@
 """Batch and streaming forms of the windowed stages give the same rows for the same on-time input.
 
-Bounded input takes a faster path (keys by window start in the global window, transforms/event_windows.py);
+Bounded input takes a faster path (keys by window start in the global window, transforms/plumbing/event_windows.py);
 these tests pin it to the event-time windows and triggers the streaming path uses.
 """
 import json

@@ -1,6 +1,5 @@
 """The embedded demo data: the synthetic GeoIP City database and the demo hash banks."""
 import csv
-import importlib.util
 import ipaddress
 import json
 import random
@@ -11,11 +10,11 @@ import geoip2.database
 import geoip2.errors
 import pytest
 
-from tests.conftest import MAXMIND, REPO
-from transforms.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, SyntheticConfig, known_md5s,
+from tests.conftest import MAXMIND
+from transforms.demo.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, SyntheticConfig, known_md5s,
                                   network_plan, synthetic_report)
 
-DEMO = resources.files("pipelines").joinpath("demo_data")
+DEMO = resources.files("transforms.demo").joinpath("data")
 MAXMIND_CITY_IPS = ("81.2.69.142", "216.160.83.56", "89.160.20.112", "175.16.199.0", "2.125.160.216",
                     "2001:480:10::1")
 
@@ -28,10 +27,9 @@ def demo_city():
 
 @pytest.fixture(scope="module")
 def build_script():
-    spec = importlib.util.spec_from_file_location("build_demo_data", REPO / "scripts" / "build_demo_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from transforms.demo import build_data
+
+    return build_data
 
 
 def bank_rows(name):

@@ -10,10 +10,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import example_report
 from transforms.enrich_hashes import EnrichHashes, MatchHashBatches
-from transforms.hash_banks import BankEntry, write_bank
-from transforms.hash_matching import HashMatcher
-from transforms.signals import Md5Signal, PHashSignal
-from transforms.synthetic_images import encode_jpeg, make_image, variant
+from transforms.matching.banks import BankEntry, write_bank
+from transforms.matching.matcher import HashMatcher
+from transforms.matching.signals import Md5Signal, PHashSignal
+from transforms.demo.synthetic_images import encode_jpeg, make_image, variant
 
 
 def image_bytes(seed, quality=85):

@@ -6,8 +6,8 @@ import pytest
 
 from pipelines.explain import explain_report, register
 from tests.conftest import MAXMIND, SHARED, example_report
-from transforms.geo import GeoLocator
-from transforms.jurisdiction import JurisdictionRules
+from transforms.location.geoip import GeoLocator
+from transforms.location.jurisdiction_rules import JurisdictionRules
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")

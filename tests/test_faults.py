@@ -20,15 +20,15 @@ from apache_beam.transforms.window import TimestampedValue
 from pipelines import emulator
 from pipelines.tipline_pipeline import run
 from tests import hostile
-from transforms.packaged_data import packaged
+from transforms.demo.packaged import packaged
 from pipelines.publish import ensure_subscription, ensure_topic, publish
 from tests.conftest import MAXMIND, example_report
 from tests.test_pipeline_end_to_end import variant
 from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F401 - pubsub is a fixture
-from transforms import pubsub_source
+from transforms.plumbing import pubsub_source
 from transforms.enrich_geo import _LocateFn
 from transforms.enrich_hashes import MatchHashBatches
-from transforms.geo import resolve
+from transforms.location.geoip import resolve
 
 BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"
 

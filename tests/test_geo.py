@@ -9,7 +9,7 @@ from netaddr import IPSet
 from schemas import avro_schema
 from tests.conftest import MAXMIND, example_report
 from transforms.enrich_geo import EnrichGeo
-from transforms.geo import LOCATION_FIELDS, GeoLocator, check_databases, classify_ip
+from transforms.location.geoip import LOCATION_FIELDS, GeoLocator, check_databases, classify_ip
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")

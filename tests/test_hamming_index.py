@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from transforms.hamming_index import HammingIndex, codes_from_hex, pigeonhole_thresholds
+from transforms.matching.hamming_index import HammingIndex, codes_from_hex, pigeonhole_thresholds
 
 
 def random_codes(rng, count, words):

@@ -1,8 +1,8 @@
 """Bank files: both formats, several banks, exact and perceptual lookups, clear errors."""
 import pytest
 
-from transforms.hash_banks import BankEntry, BankFileError, BankIndexes, bank_fingerprint, read_bank, write_bank
-from transforms.signals import Md5Signal, PdqSignal, PHashSignal
+from transforms.matching.banks import BankEntry, BankFileError, BankIndexes, bank_fingerprint, read_bank, write_bank
+from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal
 
 ENTRIES = [BankEntry(PHashSignal, "ffffffff00000000", "bank-a", "series", "e1"),
            BankEntry(Md5Signal, "d41d8cd98f00b204e9800998ecf8427e", "bank-a", None, None),

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from schemas import reference_table
 from tests import hostile
 from tests.conftest import example_report
-from transforms.jurisdiction import UNKNOWN, JurisdictionRules
+from transforms.location.jurisdiction_rules import UNKNOWN, JurisdictionRules
 from transforms.route import RouteToSinks
-from transforms.route_topics import route_topic
+from transforms.plumbing.route_topics import route_topic
 
 SAFE_CODE = re.compile(r"^(UNKNOWN|[A-Z]{2}(-[A-Z0-9]+)*)$")
 HOUR = 3600

@@ -9,8 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas import reference_table
 from tests.conftest import MAXMIND, SHARED, example_report
 from transforms.assign_jurisdiction import AssignJurisdiction
-from transforms.geo import LOCATION_FIELDS, GeoLocator
-from transforms.jurisdiction import UNKNOWN, JurisdictionRules, legal_process_required, priority_of, referral_class_of
+from transforms.location.geoip import LOCATION_FIELDS, GeoLocator
+from transforms.location.jurisdiction_rules import UNKNOWN, JurisdictionRules, legal_process_required, priority_of, referral_class_of
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ANONYMOUS = str(MAXMIND / "GeoIP2-Anonymous-IP-Test.mmdb")

@@ -6,10 +6,10 @@ import io
 import pytest
 from PIL import Image
 
-from transforms import media_hashing
-from transforms.media_hashing import UnhashableMedia, decode_image, hash_media, media_bytes
-from transforms.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
-from transforms.synthetic_images import encode_jpeg, encode_png, make_image
+from transforms.matching import media
+from transforms.matching.media import UnhashableMedia, decode_image, hash_media, media_bytes
+from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
+from transforms.demo.synthetic_images import encode_jpeg, encode_png, make_image
 
 ALL = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 
@@ -36,7 +36,7 @@ def test_truncated_image_is_undecodable():
 
 
 def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
-    monkeypatch.setattr(media_hashing, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(media, "MAX_PIXELS", 100 * 100)
     big = io.BytesIO()
     Image.new("L", (400, 400)).save(big, format="PNG")
     with pytest.raises(UnhashableMedia, match=r"image too large \(400x400 pixels\)"):

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import example_report
-from transforms.avro_validation import InvalidRecord
+from transforms.reports.avro_validation import InvalidRecord
 from transforms.parse_reports import ParseReports, ReportValidator, decode_message
 
 

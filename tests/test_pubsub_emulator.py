@@ -15,7 +15,7 @@ from pipelines.options import TiplineOptions
 from pipelines.publish import ensure_subscription, ensure_topic, file_messages, publish
 from pipelines.streaming import local_streaming_options, run_for
 from tests.test_pipeline_end_to_end import variant
-from transforms.route_topics import PublishRoutedToTopics, route_topic
+from transforms.plumbing.route_topics import PublishRoutedToTopics, route_topic
 
 pytestmark = pytest.mark.emulator
 PROJECT = "tipline-test"

@@ -10,7 +10,7 @@ from google.api_core import exceptions
 from google.cloud.pubsub_v1 import types
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transforms import pubsub_source
+from transforms.plumbing import pubsub_source
 
 SUBSCRIPTION = "projects/tipline-test/subscriptions/tips"
 

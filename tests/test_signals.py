@@ -5,9 +5,9 @@ import random
 import pytest
 from PIL import Image
 
-from transforms.signals import (DHashSignal, Md5Signal, PdqSignal, PHashSignal, Sha1Signal, Sha256Signal,
+from transforms.matching.signals import (DHashSignal, Md5Signal, PdqSignal, PHashSignal, Sha1Signal, Sha256Signal,
                                 signal_for)
-from transforms.synthetic_images import VARIANT_KINDS, encode_jpeg, make_image, variant
+from transforms.demo.synthetic_images import VARIANT_KINDS, encode_jpeg, make_image, variant
 
 # PDQ hashes of Meta's bridge test images, as published with python-threatexchange's PdqSignal examples
 PUBLISHED_PDQ = ("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
@@ -85,7 +85,7 @@ def test_pdq_through_the_luma_entry_point_equals_pdqhash_compute():
     import numpy as np
     import pdqhash
 
-    from transforms.signals import _pdq_from_luma, _pdq_hash
+    from transforms.matching.signals import _pdq_from_luma, _pdq_hash
     if _pdq_from_luma is None:
         pytest.skip("pdqhash build without the exported luma entry point: PdqSignal uses pdqhash.compute")
     rng = np.random.default_rng(5)

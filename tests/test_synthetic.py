@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from schemas import avro_schema, reference_table
-from transforms.avro_validation import InvalidRecord
+from transforms.reports.avro_validation import InvalidRecord
 from transforms.parse_reports import ReportValidator, decode_message, parse_rfc3339
-from transforms.synthetic import (MALFORMED_KINDS, SyntheticConfig, expected_counts, generate_messages,
+from transforms.demo.synthetic import (MALFORMED_KINDS, SyntheticConfig, expected_counts, generate_messages,
                                   network_plan, synthetic_report)
-from transforms.synthetic_images import VARIANT_KINDS, make_image, variant
+from transforms.demo.synthetic_images import VARIANT_KINDS, make_image, variant
 
 SMALL = SyntheticConfig(count=300, seed=7)
 NO_MEDIA = dict(media_fraction=0.0)
@@ -38,7 +38,7 @@ def verdict(validator, payload):
 
 
 def bank(name):
-    with resources.files("pipelines").joinpath("demo_data", name).open(newline="") as handle:
+    with resources.files("transforms.demo").joinpath("data", name).open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 

@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.conftest import MAXMIND, example_report
-from transforms.geo import GeoLocator, NetworkLookup
+from transforms.location.geoip import GeoLocator, NetworkLookup
 from transforms.takedown_notices import WriteTakedownNotices, host_of, takedown_notices
 
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")

@@ -1,11 +1,11 @@
 """AssignJurisdiction: each located report gets `_routing` (jurisdiction, reason, agency, priority, referral class).
 
-The rules are data (schemas/*.csv, see transforms/jurisdiction.py), loaded once per worker process.
+The rules are data (schemas/*.csv, see transforms/location/jurisdiction_rules.py), loaded once per worker process.
 """
 import apache_beam as beam
 
 from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
-from transforms.jurisdiction import JurisdictionRules
+from transforms.location.jurisdiction_rules import JurisdictionRules
 
 STAGE = "assign_jurisdiction"
 

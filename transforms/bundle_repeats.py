@@ -24,9 +24,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
+from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
-from transforms.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
 EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})

@@ -9,7 +9,7 @@ import json
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.windowed_files import WriteWindowedFiles, JsonLinesSink
+from transforms.plumbing.windowed_files import WriteWindowedFiles, JsonLinesSink
 
 METRICS_NAMESPACE = "tipline"
 

@@ -20,7 +20,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.event_windows import in_global_window
+from transforms.plumbing.event_windows import in_global_window
 
 DEFAULT_HORIZON_HOURS = 24
 

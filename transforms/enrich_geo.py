@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.utils import shared
 
 from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
-from transforms.geo import GeoLocator
+from transforms.location.geoip import GeoLocator
 
 STAGE = "enrich_geo"
 

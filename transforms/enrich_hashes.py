@@ -15,8 +15,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
-from transforms.hash_banks import bank_fingerprint
-from transforms.hash_matching import HashMatcher
+from transforms.matching.banks import bank_fingerprint
+from transforms.matching.matcher import HashMatcher
 
 STAGE = "enrich_hashes"
 FAILURE_KEY = "_hashes_error"

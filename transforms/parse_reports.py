@@ -14,7 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas import avro_schema, reference_table
-from transforms.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import METRICS_NAMESPACE, dead_letter
 
 STAGE = "parse"

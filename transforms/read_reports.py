@@ -52,7 +52,7 @@ class _ReadSynthetic(beam.PTransform):
         self.config = config
 
     def expand(self, pbegin):
-        from transforms.synthetic import generate_messages
+        from transforms.demo.synthetic import generate_messages
 
         config = self.config
         return (pbegin

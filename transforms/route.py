@@ -12,10 +12,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import avro_schema
-from transforms.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import LabelledCounters, METRICS_NAMESPACE, dead_letter, original_report_json
-from transforms.jurisdiction import legal_process_required
-from transforms.windowed_files import AvroSink, WriteWindowedFiles
+from transforms.location.jurisdiction_rules import legal_process_required
+from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
 
 STAGE = "route"
 DEAD_LETTERS = "dead_letters"

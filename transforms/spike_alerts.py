@@ -31,8 +31,8 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bundle_repeats import record_signature
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.event_windows import late_firing_windows, utc, window_start_seconds
-from transforms.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.event_windows import late_firing_windows, utc, window_start_seconds
+from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
 DEFAULT_FORGET_AFTER_WINDOWS = 48

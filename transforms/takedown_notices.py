@@ -13,9 +13,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.geo import NetworkLookup, classify_ip
-from transforms.jurisdiction import UNKNOWN
-from transforms.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.location.geoip import NetworkLookup, classify_ip
+from transforms.location.jurisdiction_rules import UNKNOWN
+from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 
 def host_of(url):

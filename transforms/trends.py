@@ -16,7 +16,7 @@ accumulating panes per table window; late reports within the allowed lateness fi
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
 right total. Reports later than that are dropped by the runner; they are counted as
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
-same tallies keyed by window start in the global window (transforms/event_windows.py), one on-time pane.
+same tallies keyed by window start in the global window (transforms/plumbing/event_windows.py), one on-time pane.
 """
 import collections
 import functools
@@ -27,9 +27,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from transforms.dead_letters import METRICS_NAMESPACE
-from transforms.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
+from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
-from transforms.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
 HOUR = 3600
 DAY = 24 * HOUR

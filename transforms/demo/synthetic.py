@@ -4,8 +4,8 @@ Every report is derived from (seed, index) alone, so any shard of the stream can
 the others and the same seed always gives the same bytes. The mix follows public figures: reporter
 countries from NCMEC's 2023 CyberTipline reports by country (schemas/country_mix.csv), US states and a
 few cities by 2020 Census population (schemas/us_state_mix.csv). IPs come from the networks of the
-synthetic demo GeoIP database (`network_plan`, written by scripts/build_demo_data.py). Inline media are
-benign synthetic pictures (transforms/synthetic_images.py); a share re-encode pictures of the demo hash
+synthetic demo GeoIP database (`network_plan`, written by transforms/demo/build_data.py). Inline media are
+benign synthetic pictures (transforms/demo/synthetic_images.py); a share re-encode pictures of the demo hash
 bank so matching is exercised.
 
 Malformed messages (`malformed_fraction` of the slots), one of MALFORMED_KINDS each:
@@ -34,7 +34,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from schemas import reference_table
-from transforms.synthetic_images import make_image, variant
+from transforms.demo.synthetic_images import make_image, variant
 
 MALFORMED_KINDS = ("not_json", "truncated_json", "missing_report_id", "unknown_incident_type", "wrong_types",
                    "bad_submitted_at", "invalid_utf8", "json_array")
@@ -232,7 +232,7 @@ def known_md5s():
 @functools.cache
 def _bank_phashes():
     """PHASH values of the demo bank, read from the shipped demo-bank.csv (provided hashes near them)."""
-    path = resources.files("pipelines").joinpath("demo_data", "demo-bank.csv")
+    path = resources.files(__package__).joinpath("data", "demo-bank.csv")
     with path.open(newline="") as handle:
         return [row["hash_value"] for row in csv.DictReader(handle) if row["hash_type"] == "PHASH"]
 

@@ -1,4 +1,4 @@
-"""`packaged:NAME`: a data file shipped in the tipline package (pipelines/demo_data), found where it is installed.
+"""`packaged:NAME`: a data file shipped in the tipline package (transforms/demo/data), found where it is installed.
 
 Why: a path resolved to an absolute file on the launching machine does not exist on a Dataflow worker.
 The pipeline graph carries only `packaged:demo-city.mmdb`; each reader resolves it, on whichever machine
@@ -14,7 +14,7 @@ class PackagedDataError(ValueError):
 
 
 def packaged(name):
-    """The portable path of a file in pipelines/demo_data."""
+    """The portable path of a file in transforms/demo/data."""
     return PREFIX + name
 
 
@@ -29,7 +29,7 @@ def resolve(path):
     name = path[len(PREFIX):]
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise PackagedDataError(f"{path!r}: a packaged data file is a plain file name, e.g. packaged:demo-city.mmdb")
-    resource = resources.files("pipelines").joinpath("demo_data", name)
+    resource = resources.files(__package__).joinpath("data", name)
     if not resource.is_file():
-        raise PackagedDataError(f"{path!r}: no such file in the installed package (pipelines/demo_data/{name})")
+        raise PackagedDataError(f"{path!r}: no such file in the installed package (transforms/demo/data/{name})")
     return str(resource)

@@ -1,9 +1,9 @@
-"""Builds the embedded demo data in pipelines/demo_data (deterministic: a rerun writes the same bytes).
+"""Builds the embedded demo data in transforms/demo/data (deterministic: a rerun writes the same bytes).
 
-    python scripts/build_demo_data.py
+    python -m transforms.demo.build_data
 
 - demo-city.mmdb: a SYNTHETIC GeoIP2-City database over the networks the synthetic stream draws IPs
-  from (`transforms.synthetic.network_plan`);
+  from (`transforms.demo.synthetic.network_plan`);
 - demo-bank.csv: PHASH of the known synthetic pictures and the known MD5 digests;
 - demo-negative-bank.csv: PHASH of the benign pictures the stream also sends.
 Needs the `test` extra (mmdb-writer).
@@ -13,20 +13,17 @@ import csv
 import ipaddress
 import json
 import pathlib
-import sys
 
 import imagehash
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from transforms.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, geoip_record, known_md5s,  # noqa: E402
+from transforms.demo.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, geoip_record, known_md5s,
                                   network_plan)
-from transforms.synthetic_images import make_image  # noqa: E402
+from transforms.demo.synthetic_images import make_image
 
-OUT = REPO / "pipelines" / "demo_data"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OUT = pathlib.Path(__file__).resolve().parent / "data"
 BANK_COLUMNS = ("hash_type", "hash_value", "bank", "label", "external_id")
 BUILD_EPOCH = 1795392000  # 2026-11-23T00:00:00Z, fixed so the file is reproducible
 SERIES_SIZE = 10

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import maxminddb
 
-from transforms.packaged_data import resolve
+from transforms.demo.packaged import resolve
 
 DEFAULT_CACHE_SIZE = 65536
 

@@ -26,7 +26,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
 from schemas import avro_schema
-from transforms.event_windows import fixed_window, in_global_window
+from transforms.plumbing.event_windows import fixed_window, in_global_window
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
@@ -86,7 +86,7 @@ def content_order_of_lines(lines):
 
 class _KeyByDestinationAndWindow(beam.DoFn):
     """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
-    grouping in the global window does the work of a windowed one (transforms/event_windows.py)."""
+    grouping in the global window does the work of a windowed one (transforms/plumbing/event_windows.py)."""
 
     def __init__(self, destination, window_seconds, as_line):
         self.destination = destination

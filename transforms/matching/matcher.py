@@ -6,9 +6,9 @@ within threshold of a negative-bank entry (known benign content) keeps its hashe
 """
 import dataclasses
 
-from transforms.hash_banks import BankIndexes
-from transforms.media_hashing import UnhashableMedia, hash_media, media_bytes
-from transforms.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, signal_for
+from transforms.matching.banks import BankIndexes
+from transforms.matching.media import UnhashableMedia, hash_media, media_bytes
+from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, signal_for
 
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 

@@ -17,7 +17,7 @@ country code outside the table, a subdivision without a country, a US location w
 import functools
 
 from schemas import reference_table
-from transforms.geo import PSEUDO_COUNTRY_CODES
+from transforms.location.geoip import PSEUDO_COUNTRY_CODES
 
 UNKNOWN = "UNKNOWN"
 TRIAGE_AGENCY = "US federal law enforcement / INTERPOL triage via the clearinghouse"

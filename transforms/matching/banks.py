@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.hamming_index import HammingIndex, codes_from_hex
-from transforms.packaged_data import resolve
-from transforms.signals import signal_for
+from transforms.matching.hamming_index import HammingIndex, codes_from_hex
+from transforms.demo.packaged import resolve
+from transforms.matching.signals import signal_for
 
 COLUMNS = ("hash_type", "hash_value", "bank", "label", "external_id")
 REQUIRED = ("hash_type", "hash_value", "bank")
