@@ -19,9 +19,9 @@ from apache_beam.transforms.window import TimestampedValue
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms.bundle_repeats import BundleRepeats, StampBundleIds  # noqa: E402
+from transforms.bundles import BundleRepeats, StampBundleIds  # noqa: E402
 from transforms.dedup import DedupRedeliveries  # noqa: E402
-from transforms.spike_alerts import SpikeAlerts  # noqa: E402
+from transforms.alerts import SpikeAlerts  # noqa: E402
 from transforms.trends import TrendCounts  # noqa: E402
 
 HOURS = 48

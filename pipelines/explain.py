@@ -11,7 +11,7 @@ from pipelines.options import hash_bank_paths
 from transforms.demo.packaged import packaged
 from transforms.location.geoip import GeoLocator
 from transforms.location.jurisdiction_rules import JurisdictionRules, match_summary
-from transforms.takedown_notices import takedown_notices
+from transforms.notices import takedown_notices
 
 
 def explain_report(report, locator, rules, hash_matcher=None):

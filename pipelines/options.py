@@ -3,8 +3,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.demo.packaged import packaged
-from transforms.parse_reports import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
-from transforms.read_reports import SOURCES
+from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
+from transforms.read import SOURCES
 
 
 def hash_bank_paths(hash_banks, negative_hash_banks):

@@ -17,19 +17,19 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import counters, format_summary, summarize, write_summary
-from transforms.assign_jurisdiction import AssignJurisdiction
-from transforms.bundle_repeats import BundleRepeats, StampBundleIds
+from transforms.jurisdiction import AssignJurisdiction
+from transforms.bundles import BundleRepeats, StampBundleIds
 from transforms.dead_letters import METRICS_NAMESPACE, WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
-from transforms.enrich_geo import EnrichGeo
-from transforms.enrich_hashes import EnrichHashes
+from transforms.geo import EnrichGeo
+from transforms.hashes import EnrichHashes
 from transforms.location.geoip import check_databases
-from transforms.parse_reports import ParseReports
-from transforms.read_reports import ReadReports
+from transforms.parse import ParseReports
+from transforms.read import ReadReports
 from transforms.route import RouteToSinks
 from transforms.plumbing.route_topics import PublishRoutedToTopics
-from transforms.spike_alerts import SpikeAlerts
-from transforms.takedown_notices import WriteTakedownNotices
+from transforms.alerts import SpikeAlerts
+from transforms.notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
 from transforms.plumbing.windowed_files import OWNER_ONLY
 

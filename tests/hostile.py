@@ -29,7 +29,7 @@ from transforms.dead_letters import dead_letter, dead_letter_from_failure, origi
 from transforms.location.geoip import GeoLocator
 from transforms.matching.matcher import HashMatcher
 from transforms.location.jurisdiction_rules import JurisdictionRules
-from transforms.parse_reports import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
+from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
 
 CITY_DB = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 INCIDENT_TYPES = [

@@ -12,8 +12,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.bundle_repeats import BundleRepeats
-from transforms.spike_alerts import SpikeAlerts, SpikeRule
+from transforms.bundles import BundleRepeats
+from transforms.alerts import SpikeAlerts, SpikeRule
 from transforms.trends import TrendCounts
 
 HOUR = 3600

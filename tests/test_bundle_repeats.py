@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.test_trends import at, routed_record
-from transforms.bundle_repeats import (BundleRepeats, StampBundleIds, bundle_id, content_signature,
+from transforms.bundles import (BundleRepeats, StampBundleIds, bundle_id, content_signature,
                                        record_signature, report_signature, window_start_seconds)
 
 HOUR = 3600

@@ -23,7 +23,7 @@ from apache_beam.portability.api import beam_runner_api_pb2  # noqa: E402
 from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.tipline_pipeline import build_pipeline  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from transforms.enrich_geo import _LocateFn  # noqa: E402
+from transforms.geo import _LocateFn  # noqa: E402
 
 BUCKET = "gs://tipline-graph-test"
 DATAFLOW = ["--runner", "DataflowRunner", "--dry_run", "True", "--project", "tipline-graph-test",

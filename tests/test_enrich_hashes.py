@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import example_report
-from transforms.enrich_hashes import EnrichHashes, MatchHashBatches
+from transforms.hashes import EnrichHashes, MatchHashBatches
 from transforms.matching.banks import BankEntry, write_bank
 from transforms.matching.matcher import HashMatcher
 from transforms.matching.signals import Md5Signal, PHashSignal

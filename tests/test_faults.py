@@ -26,8 +26,8 @@ from tests.conftest import MAXMIND, example_report
 from tests.test_pipeline_end_to_end import variant
 from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F401 - pubsub is a fixture
 from transforms.plumbing import pubsub_source
-from transforms.enrich_geo import _LocateFn
-from transforms.enrich_hashes import MatchHashBatches
+from transforms.geo import _LocateFn
+from transforms.hashes import MatchHashBatches
 from transforms.location.geoip import resolve
 
 BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"

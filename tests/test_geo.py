@@ -8,7 +8,7 @@ from netaddr import IPSet
 
 from schemas import avro_schema
 from tests.conftest import MAXMIND, example_report
-from transforms.enrich_geo import EnrichGeo
+from transforms.geo import EnrichGeo
 from transforms.location.geoip import LOCATION_FIELDS, GeoLocator, check_databases, classify_ip
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")

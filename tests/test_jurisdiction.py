@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import reference_table
 from tests.conftest import MAXMIND, SHARED, example_report
-from transforms.assign_jurisdiction import AssignJurisdiction
+from transforms.jurisdiction import AssignJurisdiction
 from transforms.location.geoip import LOCATION_FIELDS, GeoLocator
 from transforms.location.jurisdiction_rules import UNKNOWN, JurisdictionRules, legal_process_required, priority_of, referral_class_of
 

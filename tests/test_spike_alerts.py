@@ -7,7 +7,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.spike_alerts import SpikeAlerts, SpikeRule, spike_step
+from transforms.alerts import SpikeAlerts, SpikeRule, spike_step
 
 HOUR = 3600
 RULE = SpikeRule(min_count=10, ratio=5.0, alpha=0.5)

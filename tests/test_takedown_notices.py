@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.conftest import MAXMIND, example_report
 from transforms.location.geoip import GeoLocator, NetworkLookup
-from transforms.takedown_notices import WriteTakedownNotices, host_of, takedown_notices
+from transforms.notices import WriteTakedownNotices, host_of, takedown_notices
 
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")
 ISP = str(MAXMIND / "GeoIP2-ISP-Test.mmdb")

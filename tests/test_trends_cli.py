@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.trends_cli import register
-from transforms.bundle_repeats import BUNDLE_SCHEMA
+from transforms.bundles import BUNDLE_SCHEMA
 from transforms.trends import TABLES
 
 UTC = datetime.timezone.utc

@@ -10,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.bundle_repeats import BundleRepeats, StampBundleIds, bundle_id
+from transforms.bundles import BundleRepeats, StampBundleIds, bundle_id
 from transforms.dedup import DedupRedeliveries
 from transforms.trends import TrendCounts
 

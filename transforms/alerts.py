@@ -2,7 +2,7 @@
 
 Watched keys, each counted per fixed event-time window (hourly by default) of routed records:
   - `signature`: the content signature a report is bundled under (a bank entry or an exact hash; see
-    transforms/bundle_repeats.py), i.e. a hash or bundle going viral;
+    transforms/bundles.py), i.e. a hash or bundle going viral;
   - `esp`: one provider's report volume;
   - `jurisdiction`: the volume routed to one jurisdiction.
 Rule, per key, evaluated once per window when the watermark passes its end (the on-time pane):
@@ -29,7 +29,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from transforms.bundle_repeats import record_signature
+from transforms.bundles import record_signature
 from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.plumbing.event_windows import late_firing_windows, utc, window_start_seconds
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
