@@ -16,12 +16,11 @@ import threading
 import time
 
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct import executor
 
-from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.plumbing.metrics import read_counters, top_level_counts
 from transforms.plumbing.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
 
 PROGRESS_EVERY_SECONDS = 5
@@ -78,11 +77,7 @@ def local_streaming_options(argv):
 
 def tipline_counts(result):
     """read / routed / dead-lettered so far (attempted: the DirectRunner updates them as bundles finish)."""
-    totals = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
-        name = counter.key.metric.name
-        totals[name] = totals.get(name, 0) + counter.attempted
-    return totals
+    return top_level_counts(read_counters(result, committed=False))
 
 
 def format_progress(elapsed, pulled, counts, watermark, redelivered=0):

@@ -9,32 +9,16 @@ from an earlier run).
 import json
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.plumbing.metrics import NAMESPACE
 
-
-def _value(result):
-    return result.committed if result.committed is not None else result.attempted
-
-
-def counters(pipeline_result):
-    """{(namespace, name): value} for every tipline counter of a finished run."""
-    query = pipeline_result.metrics().query(MetricsFilter())
-    totals = {}
-    for result in query["counters"]:
-        namespace = result.key.metric.namespace
-        if namespace.startswith(METRICS_NAMESPACE):
-            key = (namespace, result.key.metric.name)
-            totals[key] = totals.get(key, 0) + _value(result)
-    return totals
 
 
 def summarize(totals):
     """The summary dict of a run from its counters."""
-    count = lambda name: totals.get((METRICS_NAMESPACE, name), 0)
+    count = lambda name: totals.get((NAMESPACE, name), 0)
     by = lambda namespace: {name: value for (ns, name), value in sorted(totals.items())
-                            if ns == f"{METRICS_NAMESPACE}.{namespace}"}
+                            if ns == f"{NAMESPACE}.{namespace}"}
     summary = {
         "read": count("read"),
         "routed": count("routed"),
@@ -44,7 +28,7 @@ def summarize(totals):
         "routed_by_jurisdiction": by("routed_by_jurisdiction"),
         "dead_lettered_by_stage": by("dead_lettered_by_stage"),
         "other_counts": {name: value for (ns, name), value in sorted(totals.items())
-                         if ns == METRICS_NAMESPACE and name not in
+                         if ns == NAMESPACE and name not in
                          ("read", "routed", "duplicates", "dead_lettered", "redeliveries_dropped_at_source",
                           "trend_input_reports", "trend_counted_reports")},
     }

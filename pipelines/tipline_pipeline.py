@@ -16,22 +16,23 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 
 from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
-from pipelines.summary import counters, format_summary, summarize, write_summary
-from transforms.jurisdiction import AssignJurisdiction
+from pipelines.summary import format_summary, summarize, write_summary
+from transforms.alerts import SpikeAlerts
 from transforms.bundles import BundleRepeats, StampBundleIds
-from transforms.dead_letters import METRICS_NAMESPACE, WriteDeadLetters
+from transforms.dead_letters import WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
 from transforms.geo import EnrichGeo
 from transforms.hashes import EnrichHashes
+from transforms.jurisdiction import AssignJurisdiction
 from transforms.location.geoip import check_databases
+from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
+from transforms.plumbing.metrics import NAMESPACE, read_counters
+from transforms.plumbing.route_topics import PublishRoutedToTopics
+from transforms.plumbing.windowed_files import OWNER_ONLY
 from transforms.read import ReadReports
 from transforms.route import RouteToSinks
-from transforms.plumbing.route_topics import PublishRoutedToTopics
-from transforms.alerts import SpikeAlerts
-from transforms.notices import WriteTakedownNotices
 from transforms.trends import TrendCounts
-from transforms.plumbing.windowed_files import OWNER_ONLY
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
@@ -109,14 +110,14 @@ def run(argv=None):
     build_pipeline(pipeline, opts)
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
         result = pipeline.run()
-        print(f"submitted to {runner}; counts are in the runner's metrics under the '{METRICS_NAMESPACE}' namespace")
+        print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")
         return None
     if bounded_local_stream:
         result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
     else:
         result = pipeline.run()
         result.wait_until_finish()
-    summary = summarize(counters(result))
+    summary = summarize(read_counters(result))
     path = write_summary(summary, opts.output_dir)
     print(format_summary(summary))
     print(f"summary: {path}")

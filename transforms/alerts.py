@@ -21,7 +21,6 @@ import hashlib
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.transforms.timeutil import TimeDomain
@@ -30,8 +29,8 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from transforms.bundles import record_signature
-from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.plumbing.event_windows import late_firing_windows, utc, window_start_seconds
+from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
@@ -128,7 +127,7 @@ class _OnTimeCountFn(beam.DoFn):
     """Passes each key's on-time window count on; counts what late panes add and leaves it out."""
 
     def __init__(self):
-        self.late_ignored = Metrics.counter(METRICS_NAMESPACE, "spike_late_reports_ignored")
+        self.late_ignored = counter("spike_late_reports_ignored")
 
     def process(self, keyed_count, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         key, count = keyed_count
@@ -153,7 +152,7 @@ class _SpikeDetectorFn(beam.DoFn):
         self.rules = rules
         self.window_seconds = window_seconds
         self.forget_after_windows = forget_after_windows
-        self.alerts = Metrics.counter(METRICS_NAMESPACE, "spike_alerts")
+        self.alerts = counter("spike_alerts")
 
     def process(self, keyed, pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.TimerParam(DUE)):
         _, (start, count) = keyed
@@ -206,7 +205,7 @@ class _SpikeTimelineFn(beam.DoFn):
         self.rules = rules
         self.window_seconds = window_seconds
         self.forget_after_windows = forget_after_windows
-        self.alerts = Metrics.counter(METRICS_NAMESPACE, "spike_alerts")
+        self.alerts = counter("spike_alerts")
 
     def process(self, timeline):
         (kind, value), windows = timeline

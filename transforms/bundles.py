@@ -20,12 +20,11 @@ import hashlib
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
-from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
+from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
 DEFAULT_WINDOW_SECONDS = 3600
@@ -95,7 +94,7 @@ def bundle_id(signature, window_start):
 class _StampBundleIdFn(beam.DoFn):
     def __init__(self, window_seconds):
         self.window_seconds = window_seconds
-        self.stamped = Metrics.counter(METRICS_NAMESPACE, "bundle_stamped")
+        self.stamped = counter("bundle_stamped")
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
         signature = report_signature(report)

@@ -7,12 +7,9 @@ import base64
 import json
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.plumbing.windowed_files import WriteWindowedFiles, JsonLinesSink
-
-METRICS_NAMESPACE = "tipline"
-
+from transforms.plumbing.metrics import LabelledCounters, counter
+from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 def encode_payload(payload):
     """The payload as text when it is UTF-8, else base64, so a dead letter can be replayed byte for byte."""
@@ -72,22 +69,7 @@ class WriteDeadLetters(beam.PTransform):
         )
 
 
-class LabelledCounters:
-    """Counters `tipline.<family>` named by a label (a jurisdiction, a stage), each made once:
-    making a counter per element costs more than the work it counts."""
-
-    def __init__(self, family):
-        self.namespace = f"{METRICS_NAMESPACE}.{family}"
-        self.counters = {}
-
-    def inc(self, label, n=1):
-        counter = self.counters.get(label)
-        if counter is None:
-            counter = self.counters[label] = Metrics.counter(self.namespace, label)
-        counter.inc(n)
-
-
-_DEAD_LETTERED = Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
+_DEAD_LETTERED = counter("dead_lettered")
 _DEAD_LETTERED_BY_STAGE = LabelledCounters("dead_lettered_by_stage")
 
 

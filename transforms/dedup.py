@@ -13,14 +13,13 @@ cache measures every state value's size, ~3 ms a report here).
 """
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
-from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.plumbing.event_windows import in_global_window
+from transforms.plumbing.metrics import counter
 
 DEFAULT_HORIZON_HOURS = 24
 
@@ -31,7 +30,7 @@ class _FirstReportPerIdFn(beam.DoFn):
 
     def __init__(self, horizon):
         self.horizon = horizon
-        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
+        self.duplicates = counter("duplicates")
 
     def process(self, keyed, ts=beam.DoFn.TimestampParam,
                 seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
@@ -51,7 +50,7 @@ class _FirstOfGroupFn(beam.DoFn):
     """The batch form: one report per reportId group, back at its event time; the rest are counted."""
 
     def __init__(self):
-        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
+        self.duplicates = counter("duplicates")
 
     def process(self, grouped):
         stamped = iter(grouped[1])

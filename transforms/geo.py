@@ -6,8 +6,9 @@ A bad IP never holds a report back: it is skipped and explained; only unexpected
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
+from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.geoip import GeoLocator
+from transforms.plumbing.metrics import LabelledCounters
 
 STAGE = "enrich_geo"
 

@@ -10,13 +10,13 @@ import logging
 import time
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 
-from transforms.dead_letters import METRICS_NAMESPACE, dead_letter_from_failure
+from transforms.dead_letters import dead_letter_from_failure
 from transforms.matching.banks import bank_fingerprint
 from transforms.matching.matcher import HashMatcher
+from transforms.plumbing.metrics import counter
 
 STAGE = "enrich_hashes"
 FAILURE_KEY = "_hashes_error"
@@ -65,11 +65,11 @@ class MatchHashBatches(beam.DoFn):
         self.negative_bank_paths = negative_bank_paths
         self.refresh_seconds = refresh_seconds
         self._shared = Shared()
-        self.files_hashed = Metrics.counter(METRICS_NAMESPACE, "files_hashed")
-        self.files_unhashable = Metrics.counter(METRICS_NAMESPACE, "files_unhashable")
-        self.bank_matches = Metrics.counter(METRICS_NAMESPACE, "bank_matches")
-        self.bank_reloads = Metrics.counter(METRICS_NAMESPACE, "bank_reloads")
-        self.bank_reload_failures = Metrics.counter(METRICS_NAMESPACE, "bank_reload_failures")
+        self.files_hashed = counter("files_hashed")
+        self.files_unhashable = counter("files_unhashable")
+        self.bank_matches = counter("bank_matches")
+        self.bank_reloads = counter("bank_reloads")
+        self.bank_reload_failures = counter("bank_reload_failures")
 
     def setup(self):
         self._checked_at = time.monotonic()

@@ -4,8 +4,9 @@ The rules are data (schemas/*.csv, see transforms/location/jurisdiction_rules.py
 """
 import apache_beam as beam
 
-from transforms.dead_letters import LabelledCounters, dead_letter_from_failure
+from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.jurisdiction_rules import JurisdictionRules
+from transforms.plumbing.metrics import LabelledCounters
 
 STAGE = "assign_jurisdiction"
 

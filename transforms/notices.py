@@ -9,12 +9,11 @@ import logging
 from urllib.parse import urlsplit
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.location.geoip import NetworkLookup, classify_ip
 from transforms.location.jurisdiction_rules import UNKNOWN
+from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 
@@ -82,7 +81,7 @@ class _TakedownNoticesFn(beam.DoFn):
 
     def setup(self):
         self.lookup = self.shared_lookup.acquire(lambda: NetworkLookup(*self.databases), tag=repr(self.databases))
-        self.notices = Metrics.counter(METRICS_NAMESPACE, "takedown_notices")
+        self.notices = counter("takedown_notices")
 
     def process(self, report):
         for notice in takedown_notices(report, self.lookup):
@@ -93,7 +92,7 @@ class _TakedownNoticesFn(beam.DoFn):
 def _log_failure(failure):
     """Logs which report failed and the error type only: the message could quote a media URL."""
     report, (exc_type, _, _) = failure[0], failure[1][:3]
-    Metrics.counter(METRICS_NAMESPACE, "takedown_notice_failures").inc()
+    counter("takedown_notice_failures").inc()
     logging.error("takedown notices failed for report %s: %s", report.get("reportId"), exc_type.__name__)
 
 

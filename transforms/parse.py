@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas import avro_schema, reference_table
+from transforms.plumbing.metrics import counter
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
-from transforms.dead_letters import METRICS_NAMESPACE, dead_letter
+from transforms.dead_letters import dead_letter
 
 STAGE = "parse"
 DEAD_LETTERS = "dead_letters"
@@ -117,8 +117,8 @@ class _ParseReportFn(beam.DoFn):
         self.max_message_bytes = max_message_bytes
         self.max_files = max_files
         self.stamp_event_time = stamp_event_time
-        self.read = Metrics.counter(METRICS_NAMESPACE, "read")
-        self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
+        self.read = counter("read")
+        self.valid = counter("valid")
 
     def setup(self):
         self.validator = ReportValidator(self.max_files)

@@ -9,11 +9,11 @@ window that has closed (its event time stays in `submittedAt`).
 import functools
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from schemas import avro_schema
+from transforms.plumbing.metrics import counter, LabelledCounters
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
-from transforms.dead_letters import LabelledCounters, METRICS_NAMESPACE, dead_letter, original_report_json
+from transforms.dead_letters import dead_letter, original_report_json
 from transforms.location.jurisdiction_rules import legal_process_required
 from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
 
@@ -73,7 +73,7 @@ class _ToRoutedRecordFn(beam.DoFn):
     """Builds and checks routed records here, so a bad one is a dead letter rather than a failed write."""
 
     def __init__(self):
-        self.routed = Metrics.counter(METRICS_NAMESPACE, "routed")
+        self.routed = counter("routed")
         self.routed_by_jurisdiction = LabelledCounters("routed_by_jurisdiction")
 
     def setup(self):

@@ -23,12 +23,11 @@ import functools
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
-from transforms.dead_letters import METRICS_NAMESPACE
 from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
+from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
 HOUR = 3600
@@ -164,7 +163,7 @@ class _HourlyPartialsFn(beam.DoFn):
     """Batch: (hour, {(dimension, value): tally}) -> ((dimension, value), (hour, tally)); counts the reports."""
 
     def __init__(self):
-        self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
+        self.counted = counter("trend_counted_reports")
 
     def process(self, hour_tallies):
         hour, tallies = hour_tallies
@@ -236,7 +235,7 @@ class _CountCountedFn(beam.DoFn):
     """Counts the reports that reached an hourly window (each is in exactly one total partial)."""
 
     def __init__(self):
-        self.counted = Metrics.counter(METRICS_NAMESPACE, "trend_counted_reports")
+        self.counted = counter("trend_counted_reports")
 
     def process(self, keyed):
         (dimension, _), tally = keyed
@@ -316,7 +315,7 @@ class TrendCounts(beam.PTransform):
             for kind, window_fn in WINDOW_KINDS.items()]
 
 
-_INPUT = Metrics.counter(METRICS_NAMESPACE, "trend_input_reports")
+_INPUT = counter("trend_input_reports")
 
 
 def _count_input(record):

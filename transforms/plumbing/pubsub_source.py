@@ -36,13 +36,13 @@ import uuid
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.metrics import Metrics
 from apache_beam.runners.direct.transform_evaluator import (TransformEvaluatorRegistry, TransformResult,
                                                             _TransformEvaluator)
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.plumbing.metrics import counter
+
 
 DEFAULT_MAX_MESSAGES = 5000  # a bundle per pull: the streaming runner pays per bundle and step, so large ones pay (1,000: ~250/s, 5,000: ~390/s here)
 LEASE_SECONDS = 600
@@ -342,7 +342,7 @@ class _PullEvaluator(_TransformEvaluator):
         run_ledger = ledger(transform.run_id, transform.subscription)
         messages, redelivered = run_ledger.pull(transform.max_messages)
         if redelivered:  # counted in every bundle thanks to pipelines.streaming.count_every_bundle
-            Metrics.counter(METRICS_NAMESPACE, REDELIVERIES_COUNTER).inc(redelivered)
+            counter(REDELIVERIES_COUNTER).inc(redelivered)
         bundles = []
         if messages:
             bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])

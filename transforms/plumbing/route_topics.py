@@ -8,9 +8,9 @@ import json
 import re
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import METRICS_NAMESPACE
+from transforms.plumbing.metrics import counter
+
 
 UNSAFE = re.compile(r"[^A-Za-z0-9\-_.~+%]")
 
@@ -23,7 +23,7 @@ class _PublishFn(beam.DoFn):
     def __init__(self, template, create_topics):
         self.template = template
         self.create_topics = create_topics
-        self.published = Metrics.counter(METRICS_NAMESPACE, "published_to_topics")
+        self.published = counter("published_to_topics")
 
     def setup(self):
         from google.cloud import pubsub_v1

@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
 from schemas import avro_schema
 from transforms.plumbing.event_windows import fixed_window, in_global_window
+from transforms.plumbing.metrics import counter
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
@@ -117,7 +117,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         self.sink = sink
         self.suffix = suffix
         self.as_lines = as_lines
-        self.already_written = Metrics.counter("tipline", "files_already_written")  # dead_letters' namespace
+        self.already_written = counter("files_already_written")
 
     def setup(self):
         os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
