@@ -88,12 +88,19 @@ def format_progress(elapsed, pulled, counts, watermark, redelivered=0):
             f"dead-lettered {counts.get('dead_lettered', 0)}  watermark {mark}")
 
 
-def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECONDS, out=print):
+def print_every(stop, every, line, out=print):
+    """Prints `line()` every `every` seconds until `stop` is set (the progress line of batch and streaming)."""
     while not stop.wait(every):
+        out(line(), flush=True)
+
+
+def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECONDS, out=print):
+    def line():
         with run_ledger.lock:
             pulled, redelivered, watermark = run_ledger.pulled, run_ledger.redeliveries, run_ledger.watermark
-        out(format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark, redelivered),
-            flush=True)
+        return format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark, redelivered)
+
+    print_every(stop, every, line, out)
 
 
 def run_for(pipeline, subscription, duration, run_id, progress=True):

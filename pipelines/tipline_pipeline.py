@@ -2,6 +2,7 @@
 
     tipline run                                   # embedded demo: synthetic stream, demo bank and GeoIP db
     tipline run --source files --input 'reports/*.jsonl' --geoip-city-db GeoIP2-City.mmdb --hash-bank bank.parquet
+    tipline run --check ...                       # preflight only: what the run would read and write
     python -m pipelines.tipline_pipeline --help   # the same entry point
 """
 import argparse
@@ -9,12 +10,16 @@ import logging
 import os
 import sys
 import uuid
+from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions)
 
-from pipelines.options import TiplineOptions
+from pipelines.batch_progress import add_taps, run_with_progress
+from pipelines.errors import run_command
+from pipelines.options import TiplineOptions, check_arguments
+from pipelines.preflight import format_reference, preflight
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import format_summary, summarize, write_summary
 from transforms.alerts import SpikeAlerts
@@ -24,7 +29,6 @@ from transforms.dedup import DedupRedeliveries
 from transforms.geo import EnrichGeo
 from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
-from transforms.location.geoip import check_databases
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.metrics import NAMESPACE, read_counters
@@ -73,7 +77,7 @@ def build_pipeline(p, opts):
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
-    return {"reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
+    return {"messages": messages, "reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
             "notices": notices, "dead_letters": dead_letters}
 
 
@@ -87,43 +91,67 @@ def print_help():
     parser.print_help()
 
 
+def new_run_id():
+    """Sortable and unique: the UTC start time and a random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 def run(argv=None):
     """Runs the pipeline to the end on a local runner and returns the summary (also written to
-    <output>/summary.json); on a remote runner, submits the job and returns None."""
+    <output>/summaries/<run id>.json and <output>/summary.json); on a remote runner, submits the job and
+    returns None; with --check, only checks and returns the reference data. Misconfiguration raises
+    UsageError before anything runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print_help()
         return None
+    check_arguments(argv)
     os.umask(OWNER_ONLY)
     opts = PipelineOptions(argv).view_as(TiplineOptions)
+    reference = preflight(opts)
+    if opts.check_only:
+        print(format_reference(reference))
+        print("preflight passed: every database, bank and the output folder checked; nothing was run")
+        return reference
+    if reference["demo_data"]:
+        print(f"tipline run: using the embedded synthetic demo data for {', '.join(reference['demo_data'])} "
+              "(not for real reports)", file=sys.stderr, flush=True)
+    run_id = new_run_id()
     bounded_local_stream = opts.source == "pubsub" and opts.duration
     options = local_streaming_options(argv) if bounded_local_stream else PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = False
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
-        check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
-    if opts.uses_demo_data():
-        logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, opts)
+    outputs = build_pipeline(pipeline, opts)
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
         result = pipeline.run()
         print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")
         return None
     if bounded_local_stream:
-        result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
-    else:
+        result = run_for(pipeline, opts.subscription, opts.duration, run_id)
+    elif options.view_as(StandardOptions).streaming:
         result = pipeline.run()
         result.wait_until_finish()
-    summary = summarize(read_counters(result))
+    else:
+        add_taps(outputs, run_id)
+        in_process = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+        result = run_with_progress(pipeline, run_id, in_process)
+    summary = {**summarize(read_counters(result)), "run_id": run_id, "reference_data": reference}
     path = write_summary(summary, opts.output_dir)
     print(format_summary(summary))
+    print(format_reference(reference))
     print(f"summary: {path}")
     return summary
 
 
+def run_and_report(argv):
+    """`tipline run`: the run, with its exit code (errors are reported by `run_command`)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    run()
+    sys.exit(run_command("tipline run", run_and_report, sys.argv[1:]))
