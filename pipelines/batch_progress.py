@@ -14,7 +14,7 @@ from collections import Counter
 
 import apache_beam as beam
 
-from pipelines.streaming import PROGRESS_EVERY_SECONDS, print_every
+from pipelines import streaming
 
 TAPPED = ("read", "routed", "dead_lettered")
 _tallies = {}
@@ -48,11 +48,13 @@ def format_batch_progress(elapsed, counts, in_process=True):
             f"dead-lettered {counts.get('dead_lettered', 0)}  {read / max(elapsed, 1e-9):,.0f} reports/s")
 
 
-def run_with_progress(pipeline, run_id, in_process=True, every=PROGRESS_EVERY_SECONDS, out=print):
-    """Runs a bounded pipeline to the end, printing a progress line every `every` seconds; returns its result."""
+def run_with_progress(pipeline, run_id, in_process=True, every=None, out=print):
+    """Runs a bounded pipeline to the end, printing a progress line every `every` seconds (default: as often
+    as streaming's); returns its result."""
+    every = every or streaming.PROGRESS_EVERY_SECONDS
     start, stop = time.monotonic(), threading.Event()
     line = lambda: format_batch_progress(time.monotonic() - start, counts_of(run_id), in_process)
-    reporter = threading.Thread(target=print_every, args=(stop, every, line, out), daemon=True)
+    reporter = threading.Thread(target=streaming.print_every, args=(stop, every, line, out), daemon=True)
     reporter.start()
     try:
         result = pipeline.run()

@@ -5,6 +5,7 @@ exit 2. Any other failure is one line, exit 1. `--debug` (anywhere on the comman
 traceback and leaves Beam's own logging as it is. Output piped into `head` ends quietly.
 """
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -47,12 +48,21 @@ def one_line(command, error):
     return f"{command}: failed: {type(error).__name__}: {first_line(error)} (--debug shows the traceback)"
 
 
+@contextlib.contextmanager
 def quiet_runtime_noise():
     """Without --debug: Beam's and the Google clients' own error logs and thread tracebacks are not shown
     (the failure is reported once, by `run_command`); tipline's own warnings still are."""
-    for name in ("apache_beam", "google", "grpc", "urllib3"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("apache_beam", "google", "grpc", "urllib3")]
+    levels, excepthook = [logger.level for logger in loggers], threading.excepthook
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     threading.excepthook = lambda args: None
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        threading.excepthook = excepthook
 
 
 def end_quietly_on_broken_pipe():
@@ -65,10 +75,9 @@ def run_command(command, func, argv):
     """Runs `func(argv)` (argv without --debug) and returns its exit code, turning any error into one line."""
     debug = DEBUG_FLAG in argv
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
-    if not debug:
-        quiet_runtime_noise()
     try:
-        code = func(argv) or 0
+        with contextlib.nullcontext() if debug else quiet_runtime_noise():
+            code = func(argv) or 0
         sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
         return code
     except BrokenPipeError:

@@ -92,7 +92,8 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--create-route-topics", action="store_true",
                             help="create missing route topics (local runs and the emulator)")
         parser.add_argument("--output", dest="output_dir", default="./tipline-out",
-                            help="output folder: routed/, trends/, dead_letter/, summary.json")
+                            help="output folder: routed/, trends/, dead_letter/, summaries/<run id>.json, "
+                                 "summary.json (the latest run's)")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,
                             help="GeoIP2/GeoLite2 City .mmdb (--source files/pubsub need it or --demo-data)")
         parser.add_argument("--geoip-asn-db", dest="geoip_asn_db", default=None, help="GeoLite2 ASN .mmdb")

@@ -21,7 +21,7 @@ from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct import executor
 
 from transforms.plumbing.metrics import read_counters, top_level_counts
-from transforms.plumbing.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
+from transforms.plumbing.pubsub_source import PullFromPubSub, acknowledge_run, ledger, release_run
 
 PROGRESS_EVERY_SECONDS = 5
 
@@ -115,10 +115,8 @@ def run_for(pipeline, subscription, duration, run_id, progress=True):
         reporter.start()
     try:
         result.wait_until_finish()
-    except BaseException as error:
-        if isinstance(error, PubSubUnavailable):
-            logging.error("%s", error)
-        release_run(run_id)  # tried once, bounded: the run's own error is what is raised
+    except BaseException:
+        release_run(run_id)  # tried once, bounded: the run's own error is what is raised (and reported once)
         raise
     finally:
         stop.set()

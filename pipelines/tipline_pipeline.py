@@ -4,6 +4,10 @@
     tipline run --source files --input 'reports/*.jsonl' --geoip-city-db GeoIP2-City.mmdb --hash-bank bank.parquet
     tipline run --check ...                       # preflight only: what the run would read and write
     python -m pipelines.tipline_pipeline --help   # the same entry point
+
+Flags are strict: one neither tipline nor Beam knows is an error; tipline's `--a-b` flags also take Beam's
+spelling `--a_b`. `--source files` and `pubsub` need `--geoip-city-db` and `--hash-bank` (or
+`--no-hash-banks`), or `--demo-data`. `--debug` shows the traceback of a failure.
 """
 import argparse
 import logging
@@ -17,7 +21,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from pipelines.batch_progress import add_taps, run_with_progress
-from pipelines.errors import run_command
+from pipelines.errors import UsageError, first_line, run_command
 from pipelines.options import TiplineOptions, check_arguments
 from pipelines.preflight import format_reference, preflight
 from pipelines.streaming import local_streaming_options, run_for
@@ -124,7 +128,10 @@ def run(argv=None):
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(options=options)
-    outputs = build_pipeline(pipeline, opts)
+    try:
+        outputs = build_pipeline(pipeline, opts)
+    except ValueError as error:  # Beam validates names and patterns as the graph is built
+        raise UsageError(f"{first_line(error)} (check --input, --subscription, --route-topic-template)") from error
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
         result = pipeline.run()
         print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")

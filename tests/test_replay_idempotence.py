@@ -28,7 +28,7 @@ def _two_runs(root, city_test_db):
     lines = [json.dumps(report) for report in reports] + [json.dumps(reports[0]), "{not json", "[]"]
     (root / "in.jsonl").write_text("\n".join(lines) + "\n")
     argv = ["--source", "files", "--input", str(root / "in.jsonl"), "--output", str(root / "out"),
-            "--geoip-city-db", city_test_db]
+            "--geoip-city-db", city_test_db, "--demo-data"]
     first = run(argv)
     after_first = hostile.read_routed(root / "out")
     second = run(argv)
