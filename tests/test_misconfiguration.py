@@ -17,7 +17,7 @@ import pytest
 
 import apache_beam as beam
 
-from pipelines import batch_progress, streaming
+from pipelines import streaming
 from pipelines.cli import main
 from pipelines.tipline_pipeline import run
 from tests.conftest import MAXMIND, REPO, example_report
@@ -177,6 +177,8 @@ def test_a_batch_run_prints_progress_while_it_runs(two_runs):
 
 def test_the_progress_taps_count_what_the_summary_counts(tmp_path):
     """The taps see every message read, routed record and dead letter of the in-process workers."""
+    from pipelines import batch_progress
+
     with beam.Pipeline() as pipeline:
         outputs = {"messages": pipeline | "M" >> beam.Create(range(7)),
                    "routed": pipeline | "R" >> beam.Create(range(5)),
