@@ -10,23 +10,24 @@ import sys
 from pipelines.options import hash_bank_paths
 from transforms.demo.packaged import packaged
 from transforms.location.geoip import GeoLocator
-from transforms.location.jurisdiction_rules import JurisdictionRules, match_summary
+from transforms.location.jurisdiction_rules import JurisdictionRules, hash_verdict
 from transforms.notices import takedown_notices
+from transforms.reports.enrichment import with_hashes, with_location
 
 
 def explain_report(report, locator, rules, hash_matcher=None):
     """A JSON-able account of the report's geo enrichment, IP choice, jurisdiction, priority and notices."""
     report = copy.deepcopy(report)
     if hash_matcher is not None:
-        report["_hashes"] = hash_matcher.enrich_report(report)
-    report["_geo"] = locator.locate(report)
+        report = with_hashes([report], hash_matcher)[0]
+    report = with_location(report, locator)
     routing = rules.explain(report)
     report["_routing"] = {key: routing[key] for key in ("jurisdiction", "jurisdictionReason", "agency",
                                                          "priority", "referralClass")}
     return {
         "reportId": report.get("reportId"),
         **routing,
-        "matchSummary": match_summary(report),
+        "matchSummary": hash_verdict(report),
         "geo": report["_geo"],
         "ipCandidates": [_public_candidate(entry) for entry in locator.consider(report)],
         "notices": takedown_notices(report, locator),

@@ -14,6 +14,7 @@ from transforms.demo.packaged import packaged
 from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
 
+DEFAULT_OUTPUT_DIR = "./tipline-out"
 
 def hash_bank_paths(hash_banks, negative_hash_banks, no_hash_banks=False):
     """(banks, negative banks): the demo bank and its negative bank when no bank is named (and banks are not
@@ -91,7 +92,7 @@ class TiplineOptions(PipelineOptions):
                                  "e.g. projects/P/topics/tips-{jurisdiction}")
         parser.add_argument("--create-route-topics", action="store_true",
                             help="create missing route topics (local runs and the emulator)")
-        parser.add_argument("--output", dest="output_dir", default="./tipline-out",
+        parser.add_argument("--output", dest="output_dir", default=DEFAULT_OUTPUT_DIR,
                             help="output folder: routed/, trends/, dead_letter/, summaries/<run id>.json, "
                                  "summary.json (the latest run's)")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,

@@ -15,6 +15,7 @@ window fires. Every signature forms a bundle, a single report included: every st
 record, and a late report can still turn a bundle of one into a repeat (late pane). Bundles carry
 counts of distinct users and ESPs, never the user ids themselves.
 """
+import dataclasses
 import functools
 import hashlib
 
@@ -24,6 +25,7 @@ from apache_beam.transforms import window
 
 from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
+from transforms.matching.signals import canonical_hash_type
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -48,11 +50,6 @@ BUNDLE_SCHEMA = pa.schema([
 ])
 
 
-def normal_signal_type(signal_type):
-    """`sha-256` and `SHA256` name the same hash."""
-    return signal_type.upper().replace("-", "").replace("_", "")
-
-
 def content_signature(file_results, batched_reason, report_id):
     """The one signature a report is bundled under, or None when its files carry no usable signal."""
     if batched_reason:
@@ -63,9 +60,9 @@ def content_signature(file_results, batched_reason, report_id):
     if bank_entries:
         return bank_entries[0]
     exact_hashes = sorted(
-        f"{normal_signal_type(digest['signalType']).lower()}:{digest['value'].lower()}"
+        f"{canonical_hash_type(digest['signalType']).lower()}:{digest['value'].lower()}"
         for file in file_results for digest in file.get("hashes") or []
-        if normal_signal_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
+        if canonical_hash_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
     return exact_hashes[0] if exact_hashes else None
 
 
@@ -143,48 +140,66 @@ class _KeyBySignatureAndWindowFn(beam.DoFn):
             yield (signature, window_start_seconds(timestamp, self.window_seconds)), sighting(record, timestamp)
 
 
+@dataclasses.dataclass
+class BundleTally:
+    """What a bundle accumulates: first/last seen (epoch seconds), reports, distinct users, ESPs, jurisdictions."""
+
+    first: float = float("inf")
+    last: float = float("-inf")
+    reports: int = 0
+    users: set = dataclasses.field(default_factory=set)
+    esps: set = dataclasses.field(default_factory=set)
+    jurisdictions: set = dataclasses.field(default_factory=set)
+
+    def add(self, seen, user, esp, jurisdiction):
+        self.first, self.last, self.reports = min(self.first, seen), max(self.last, seen), self.reports + 1
+        if user is not None:
+            self.users.add(user)
+        self.esps.add(esp)
+        self.jurisdictions.add(jurisdiction)
+
+    def merge(self, other):
+        self.first, self.last = min(self.first, other.first), max(self.last, other.last)
+        self.reports += other.reports
+        self.users |= other.users
+        self.esps |= other.esps
+        self.jurisdictions |= other.jurisdictions
+
+
 class BundleFn(beam.CombineFn):
     """First/last seen, report count and the distinct users, ESPs and jurisdictions of one bundle."""
 
     def create_accumulator(self):
-        return [float("inf"), float("-inf"), 0, set(), set(), set()]
+        return BundleTally()
 
-    def add_input(self, acc, sighting):
-        seen, user, esp, jurisdiction = sighting
-        acc[0], acc[1], acc[2] = min(acc[0], seen), max(acc[1], seen), acc[2] + 1
-        if user is not None:
-            acc[3].add(user)
-        acc[4].add(esp)
-        acc[5].add(jurisdiction)
-        return acc
+    def add_input(self, tally, sighting):
+        tally.add(*sighting)
+        return tally
 
-    def merge_accumulators(self, accs):
-        merged = self.create_accumulator()
-        for acc in accs:
-            merged[0], merged[1], merged[2] = min(merged[0], acc[0]), max(merged[1], acc[1]), merged[2] + acc[2]
-            for index in (3, 4, 5):
-                merged[index] |= acc[index]
+    def merge_accumulators(self, tallies):
+        merged = BundleTally()
+        for tally in tallies:
+            merged.merge(tally)
         return merged
 
     def extract_output(self, acc):
         return acc
 
 
-def bundle_record(signature, start, end, accumulator, pane):
-    """The bundle row: window bounds in epoch seconds, the combined accumulator, pane columns."""
-    first, last, reports, users, esps, jurisdictions = accumulator
+def bundle_record(signature, start, end, tally, pane):
+    """The bundle row: window bounds in epoch seconds, the combined tally, pane columns."""
     return {
         "bundle_id": bundle_id(signature, start),
         "signature": signature,
         "signature_kind": signature_kind(signature),
         "window_start": utc(start),
         "window_end": utc(end),
-        "first_seen": utc(first),
-        "last_seen": utc(last),
-        "reports": reports,
-        "users": len(users),
-        "esps": len(esps),
-        "jurisdictions": sorted(jurisdictions),
+        "first_seen": utc(tally.first),
+        "last_seen": utc(tally.last),
+        "reports": tally.reports,
+        "users": len(tally.users),
+        "esps": len(tally.esps),
+        "jurisdictions": sorted(tally.jurisdictions),
         **pane,
     }
 
