@@ -142,8 +142,9 @@ def run(argv=None):
         result = pipeline.run()
         result.wait_until_finish()
     else:
-        add_taps(outputs, run_id)
         in_process = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+        if in_process:
+            add_taps(outputs, run_id)
         result = run_with_progress(pipeline, run_id, in_process)
     summary = {**summarize(read_counters(result)), "run_id": run_id, "reference_data": reference}
     path = write_summary(summary, opts.output_dir)
