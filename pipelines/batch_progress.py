@@ -1,9 +1,9 @@
 """The progress line of a local batch run: read, routed, dead-lettered and rate every few seconds.
 
 Why not Beam metrics, as streaming does: for a bounded pipeline the DirectRunner hands over to the
-FnApiRunner, whose `pipeline.run()` returns only once the pipeline is DONE (measured: 12 s for a 12 s
-pipeline, state DONE), and the progress it requests from its workers is not exposed; so no counter can be
-read while it runs. Instead the run adds three counting taps (on the messages read, the routed records and
+FnApiRunner, whose `pipeline.run()` returns only once the pipeline is DONE (measured: a 3,000-element
+pipeline's `run()` returned after 12.2 s, in state DONE), and the progress it requests from its workers is
+not exposed; so no counter can be read while it runs. Instead the run adds three counting taps (on the messages read, the routed records and
 the dead letters) that tally into this process. They see the in-memory workers, the default; with
 `--direct_running_mode multi_processing` the workers are other processes and the line says only how long
 the run has been going. The summary's counts still come from Beam metrics.
