@@ -25,19 +25,16 @@ def hash_bank_paths(hash_banks, negative_hash_banks, no_hash_banks=False):
     return [packaged("demo-bank.csv")], list(negative_hash_banks or [packaged("demo-negative-bank.csv")])
 
 
-def with_snake_case(parser):
-    """`parser` whose `add_argument("--a-b", ...)` also accepts `--a_b`, Beam's own spelling of flags."""
-    add_argument = parser.add_argument
+class WithSnakeCase:
+    """A parser (or argument group) whose `add_argument("--a-b", ...)` also accepts `--a_b`, the spelling of
+    Beam's own flags, so `--geoip_city_db` is not silently dropped as unknown."""
 
-    def add_both_spellings(*flags, **kwargs):
-        snake = [flag.replace("-", "_").replace("__", "--", 1) for flag in flags if "-" in flag[2:]]
-        return add_argument(*flags, *snake, **kwargs)
+    def __init__(self, parser):
+        self.parser = parser
 
-    class Spelling:
-        def __getattr__(self, name):
-            return add_both_spellings if name == "add_argument" else getattr(parser, name)
-
-    return Spelling()
+    def add_argument(self, *flags, **kwargs):
+        snake = ["--" + flag[2:].replace("-", "_") for flag in flags if "-" in flag[2:]]
+        return self.parser.add_argument(*flags, *snake, **kwargs)
 
 
 class StrictArgumentParser(_BeamArgumentParser):
@@ -77,7 +74,7 @@ def check_arguments(argv):
 class TiplineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser = with_snake_case(parser)
+        parser = WithSnakeCase(parser)
         parser.add_argument("--source", choices=SOURCES, default="synthetic",
                             help="where reports come from (default: the embedded synthetic stream)")
         parser.add_argument("--input", dest="input_pattern", default=None,
@@ -146,7 +143,7 @@ class TiplineOptions(PipelineOptions):
             raise UsageError("--hash-bank and --no-hash-banks contradict each other; pass one of them")
         if self.source == "synthetic" or self.demo_data:
             return
-        missing = [flag for flag in self.demo_data_used()]
+        missing = list(self.demo_data_used())
         if missing:
             wanted = " and ".join("--hash-bank (or --no-hash-banks)" if flag == "--hash-bank" else flag
                                   for flag in missing)

@@ -1,9 +1,9 @@
 """Preflight: everything `tipline run` depends on is checked before the pipeline starts.
 
 Every GeoIP database is opened and its declared type checked against the flag it was given to; every bank
-is parsed in full (a bad row names its file and line); the output folder must be writable. What was found
-is the run's reference data: each database's type and build date, each bank's names, rows and content
-digest, the jurisdiction tables' digest and tipline's version. It goes into the summary, so "why did this
+is parsed in full (a bad row names its file and line); a local --input must match a file; the output folder
+must be writable. What was found is the run's reference data: each database's type and build date, each
+bank's names, rows and content digest, the jurisdiction tables' digest and tipline's version. It goes into the summary, so "why did this
 report come to us" can be answered after the banks change. `tipline run --check` stops here.
 
 Paths on a remote filesystem (gs://...) are read on the workers and only named here.
@@ -80,6 +80,15 @@ def jurisdiction_tables_reference():
     return {"sha256": combined.hexdigest(), "tables": tables}
 
 
+def check_input(opts):
+    """`--source files`: the --input pattern must match a file (checked here only for local patterns)."""
+    pattern = opts.input_pattern
+    if opts.source != "files" or not pattern or is_remote(pattern):
+        return
+    if not FileSystems.match([pattern])[0].metadata_list:
+        raise UsageError(f"--input {pattern}: no file matches; name JSON Lines or .avro files that exist")
+
+
 def check_output(output_dir):
     """The output folder, or the nearest folder it would be made in, must be a writable folder."""
     if is_remote(output_dir):
@@ -105,6 +114,7 @@ def preflight(opts):
                                 for path in opts.resolved_negative_hash_banks()],
         "jurisdiction_tables": jurisdiction_tables_reference(),
     }
+    check_input(opts)
     check_output(opts.output_dir)
     return reference
 

@@ -131,7 +131,7 @@ def run(argv=None):
     try:
         outputs = build_pipeline(pipeline, opts)
     except ValueError as error:  # Beam validates names and patterns as the graph is built
-        raise UsageError(f"{first_line(error)} (check --input, --subscription, --route-topic-template)") from error
+        raise UsageError(first_line(error)) from error
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
         result = pipeline.run()
         print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")

@@ -211,6 +211,15 @@ def test_an_output_that_is_a_file_stops_the_start(reports_file, tmp_path):
                                  "file, not a folder; name a folder"]
 
 
+def test_an_input_matching_no_file_stops_the_start(tmp_path, capsys):
+    argv = ["run", "--source", "files", "--input", str(tmp_path / "none" / "*.jsonl"), "--output",
+            str(tmp_path / "out"), "--geoip-city-db", CITY, "--no-hash-banks"]
+    assert main(argv) == 2
+    assert stderr_lines(capsys.readouterr().err) == [
+        f"tipline run: error: --input {tmp_path / 'none' / '*.jsonl'}: no file matches; name JSON Lines or .avro "
+        "files that exist"]
+
+
 def closed_port_host():
     """host:port where nothing listens: a stopped emulator."""
     with socket.socket() as probe:
