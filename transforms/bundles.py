@@ -21,10 +21,8 @@ import hashlib
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.transforms import window
 
-from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
-                                      window_start_seconds)
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc, window_start_seconds
 from transforms.matching.signals import canonical_hash_type
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
@@ -119,25 +117,11 @@ def sighting(record, timestamp):
     return timestamp.micros / 1e6, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
 
 
-class _KeyBySignatureFn(beam.DoFn):
-    """Streaming: (signature, sighting); the window comes from the windowing that follows."""
-
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        signature = record_signature(record)
-        if signature is not None:
-            yield signature, sighting(record, timestamp)
-
-
-class _KeyBySignatureAndWindowFn(beam.DoFn):
-    """Batch: ((signature, window start), sighting), grouped in the global window."""
-
-    def __init__(self, window_seconds):
-        self.window_seconds = window_seconds
-
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        signature = record_signature(record)
-        if signature is not None:
-            yield (signature, window_start_seconds(timestamp, self.window_seconds)), sighting(record, timestamp)
+def signature_and_sighting(record_and_time):
+    """([the signature of a (routed record, event time)], its sighting); no key when its files have none."""
+    record, timestamp = record_and_time
+    signature = record_signature(record)
+    return ([signature] if signature is not None else []), sighting(record, timestamp)
 
 
 @dataclasses.dataclass
@@ -204,22 +188,9 @@ def bundle_record(signature, start, end, tally, pane):
     }
 
 
-class _BundleRecordFn(beam.DoFn):
-    def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        signature, accumulator = keyed
-        yield bundle_record(signature, int(win.start.micros // 1_000_000), int(win.end.micros // 1_000_000),
-                            accumulator, pane_columns(pane))
-
-
-def batch_bundle_record(window_seconds):
-    """Batch: ((signature, window start), accumulator) -> the bundle row, timestamped inside its window."""
-
-    def to_record(keyed):
-        (signature, start), accumulator = keyed
-        return in_window(bundle_record(signature, start, start + window_seconds, accumulator, ON_TIME_PANE),
-                         start, window_seconds)
-
-    return to_record
+def result_bundle_record(result):
+    """A `WindowResult` of BundleFn -> the bundle row."""
+    return bundle_record(result.key, result.start, result.end, result.value, result.pane)
 
 
 def date_partition(row):
@@ -240,13 +211,13 @@ class BundleRepeats(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        bundles = self.batch_bundles(routed_records) if routed_records.is_bounded else (
+        bundles = (
             routed_records
-            | "KeyBySignature" >> beam.ParDo(_KeyBySignatureFn())
-            | "BundleWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True)
-            | "CombineBundle" >> beam.CombinePerKey(BundleFn())
-            | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
+            | "Sightings" >> beam.Map(lambda record, ts=beam.DoFn.TimestampParam: (record, ts))
+            | "CombineBundles" >> CombinePerKeyAndWindow(
+                signature_and_sighting, BundleFn(), self.window_seconds, self.allowed_lateness_seconds,
+                accumulate=True)
+            | "ToBundleRecord" >> beam.Map(result_bundle_record))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/bundles",
             destination=date_partition,
@@ -255,10 +226,3 @@ class BundleRepeats(beam.PTransform):
             window_seconds=self.window_seconds,
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return bundles
-
-    def batch_bundles(self, routed_records):
-        """Keyed by (signature, window start) in the global window: one on-time pane per bundle."""
-        return (routed_records
-                | "KeyBySignatureAndWindow" >> beam.ParDo(_KeyBySignatureAndWindowFn(self.window_seconds))
-                | "CombineBundle" >> beam.CombinePerKey(BundleFn())
-                | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.window_seconds)))
