@@ -2,7 +2,7 @@
 
 Watched keys, each counted per fixed event-time window (hourly by default) of routed records:
   - `signature`: the content signature a report is bundled under (a bank entry or an exact hash; see
-    transforms/bundles.py), i.e. a hash or bundle going viral;
+    transforms/reports/signatures.py), i.e. a hash or bundle going viral;
   - `esp`: one provider's report volume;
   - `jurisdiction`: the volume routed to one jurisdiction.
 Rule, per key, evaluated once per window when the watermark passes its end (the on-time pane):
@@ -26,10 +26,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.bundles import record_signature
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.reports.signatures import record_signature
 
 DEFAULT_WINDOW_SECONDS = 3600
 DEFAULT_FORGET_AFTER_WINDOWS = 48

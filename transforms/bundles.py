@@ -1,13 +1,8 @@
 """Incident bundles: reports whose files share a content signature within one event-time window.
 
-A report's signature is one deterministic choice among its files' signals, so that a report belongs to
-exactly one bundle:
-  1. a bank entry it matched, `bank:<bank>:<externalId>` (perceptual matches to the same entry meet here);
-  2. otherwise an exact hash, `<type>:<hex>` (MD5, SHA1, SHA256, ...);
-  the lexicographically smallest within the first class that has one. Perceptual hashes without a bank
-  match form no signature (near-duplicates are not transitive, so they cannot name a bundle).
-A report the producer already bundled (`batchedReport`, e.g. VIRAL_POTENTIAL_MEME) is a bundle by
-itself: signature `esp-batch:<reportId>`, never merged with other reports.
+A report's signature (transforms/reports/signatures.py) is one deterministic choice among its files'
+signals, so that a report belongs to exactly one bundle: a bank entry it matched, else an exact hash; a
+report the producer already bundled (`batchedReport`) is a bundle by itself.
 
 The bundle id is a digest of (signature, window start), so `StampBundleIds` stamps each report before
 routing without waiting for its group, and `BundleRepeats` writes the matching bundle record when the
@@ -23,13 +18,11 @@ import apache_beam as beam
 import pyarrow as pa
 
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc, window_start_seconds
-from transforms.matching.signals import canonical_hash_type
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.reports.signatures import record_signature, report_signature, signature_kind
 
 DEFAULT_WINDOW_SECONDS = 3600
-EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})
-ESP_BATCH = "esp-batch"
 
 BUNDLE_SCHEMA = pa.schema([
     ("bundle_id", pa.string()),
@@ -46,38 +39,6 @@ BUNDLE_SCHEMA = pa.schema([
     ("pane_index", pa.int64()),
     ("pane_timing", pa.string()),
 ])
-
-
-def content_signature(file_results, batched_reason, report_id):
-    """The one signature a report is bundled under, or None when its files carry no usable signal."""
-    if batched_reason:
-        return f"{ESP_BATCH}:{report_id}"
-    bank_entries = sorted(
-        f"bank:{match['bank']}:{match['externalId']}"
-        for file in file_results for match in file.get("matches") or [] if match.get("externalId"))
-    if bank_entries:
-        return bank_entries[0]
-    exact_hashes = sorted(
-        f"{canonical_hash_type(digest['signalType']).lower()}:{digest['value'].lower()}"
-        for file in file_results for digest in file.get("hashes") or []
-        if canonical_hash_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
-    return exact_hashes[0] if exact_hashes else None
-
-
-def report_signature(report):
-    """Signature of an enriched report (before routing: `_hashes` from EnrichHashes)."""
-    return content_signature(report.get("_hashes", {}).get("files") or [],
-                             (report.get("batchedReport") or {}).get("reason"), report["reportId"])
-
-
-def record_signature(record):
-    """Signature of a routed record (schemas/routed_report.avsc); agrees with `report_signature`."""
-    return content_signature(record.get("files") or [], record.get("batchedReason"), record["reportId"])
-
-
-def signature_kind(signature):
-    prefix = signature.split(":", 1)[0]
-    return {"bank": "bank_entry", ESP_BATCH: "esp_batch"}.get(prefix, "exact_hash")
 
 
 def bundle_id(signature, window_start):
