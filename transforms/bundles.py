@@ -17,7 +17,7 @@ import hashlib
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc, window_start_seconds
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc, window_start_seconds
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -96,7 +96,8 @@ class BundleTally:
     esps: set = dataclasses.field(default_factory=set)
     jurisdictions: set = dataclasses.field(default_factory=set)
 
-    def add(self, seen, user, esp, jurisdiction):
+    def add(self, sighting):
+        seen, user, esp, jurisdiction = sighting
         self.first, self.last, self.reports = min(self.first, seen), max(self.last, seen), self.reports + 1
         if user is not None:
             self.users.add(user)
@@ -109,26 +110,6 @@ class BundleTally:
         self.users |= other.users
         self.esps |= other.esps
         self.jurisdictions |= other.jurisdictions
-
-
-class BundleFn(beam.CombineFn):
-    """First/last seen, report count and the distinct users, ESPs and jurisdictions of one bundle."""
-
-    def create_accumulator(self):
-        return BundleTally()
-
-    def add_input(self, tally, sighting):
-        tally.add(*sighting)
-        return tally
-
-    def merge_accumulators(self, tallies):
-        merged = BundleTally()
-        for tally in tallies:
-            merged.merge(tally)
-        return merged
-
-    def extract_output(self, acc):
-        return acc
 
 
 def bundle_record(signature, start, end, tally, pane):
@@ -150,7 +131,7 @@ def bundle_record(signature, start, end, tally, pane):
 
 
 def result_bundle_record(result):
-    """A `WindowResult` of BundleFn -> the bundle row."""
+    """A `WindowResult` of a bundle's tally -> the bundle row."""
     return bundle_record(result.key, result.start, result.end, result.value, result.pane)
 
 
@@ -176,7 +157,7 @@ class BundleRepeats(beam.PTransform):
             routed_records
             | "Sightings" >> beam.Map(lambda record, ts=beam.DoFn.TimestampParam: (record, ts))
             | "CombineBundles" >> CombinePerKeyAndWindow(
-                signature_and_sighting, BundleFn(), self.window_seconds, self.allowed_lateness_seconds,
+                signature_and_sighting, TallyCombineFn(BundleTally), self.window_seconds, self.allowed_lateness_seconds,
                 accumulate=True)
             | "ToBundleRecord" >> beam.Map(result_bundle_record))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(

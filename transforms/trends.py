@@ -26,8 +26,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms import window
 
-from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, in_window, late_firing_windows,
-                                              pane_columns, utc)
+from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
+                                              late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -89,6 +89,8 @@ class Tally:
         self.bundles |= other.bundles
         return self
 
+    add = merge  # a record's tally is counted in by merging it
+
     def counts(self):
         return {"reports": self.reports, "files": self.files, "users": len(self.users), "bundles": len(self.bundles)}
 
@@ -97,23 +99,6 @@ class Tally:
 
     def __eq__(self, other):
         return isinstance(other, Tally) and self.__reduce__() == other.__reduce__()
-
-
-class MergeTallies(beam.CombineFn):
-    def create_accumulator(self):
-        return Tally()
-
-    def add_input(self, acc, tally):
-        return acc.merge(tally)
-
-    def merge_accumulators(self, accs):
-        merged = Tally()
-        for acc in accs:
-            merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc):
-        return acc
 
 
 def dimension_keys(record):
@@ -235,7 +220,7 @@ class TrendCounts(beam.PTransform):
             routed_records
             | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
-                keys_and_tally, MergeTallies(), HOUR, self.allowed_lateness_seconds, accumulate=False)
+                keys_and_tally, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False)
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows = self.batch_rows(partials) if routed_records.is_bounded else self.streaming_rows(partials)
         all_rows = rows | "AllTables" >> beam.Flatten()
@@ -262,7 +247,7 @@ class TrendCounts(beam.PTransform):
             keyed
             | f"{kind.capitalize()}Windows" >> late_firing_windows(
                 window_fn, self.allowed_lateness_seconds, accumulate=True)
-            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
+            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally))
             | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
             | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
                 window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)

@@ -73,6 +73,30 @@ class WindowResult(typing.NamedTuple):
     pane: dict
 
 
+class TallyCombineFn(beam.CombineFn):
+    """Combines mutable tallies: `new_tally()` makes an empty one, `tally.add(value)` counts an input in,
+    `tally.merge(other)` takes another tally in. One CombineFn for every stage that counts into a tally."""
+
+    def __init__(self, new_tally):
+        self.new_tally = new_tally
+
+    def create_accumulator(self):
+        return self.new_tally()
+
+    def add_input(self, tally, value):
+        tally.add(value)
+        return tally
+
+    def merge_accumulators(self, tallies):
+        merged = self.new_tally()
+        for tally in tallies:
+            merged.merge(tally)
+        return merged
+
+    def extract_output(self, tally):
+        return tally
+
+
 class KeyedCombineFn(beam.CombineFn):
     """`combine_fn` per key inside one accumulator ({key: accumulator}), fed one element per record:
     `(keys, value)` adds `value` under each of `keys`. A record counted under many keys (trend dimensions,
