@@ -1,6 +1,6 @@
 """`tipline explain REPORT.json`: why one report would be located, routed and prioritised as it is.
 
-Runs the same pure cores as the pipeline (GeoLocator, JurisdictionRules, takedown_notices, and the hash
+Runs the same pure cores as the pipeline (GeoLocator, JurisdictionRules, the takedown sightings, and the hash
 matcher when banks are given) on one report and prints every decision with its reason as JSON.
 """
 import copy
@@ -11,8 +11,8 @@ from pipelines.options import hash_bank_paths
 from transforms.demo.packaged import packaged
 from transforms.location.geoip import GeoLocator
 from transforms.location.jurisdiction_rules import JurisdictionRules, hash_verdict
-from transforms.notices import takedown_notices
 from transforms.reports.enrichment import with_hashes, with_location
+from transforms.takedown.notices import sightings
 
 
 def explain_report(report, locator, rules, hash_matcher=None):
@@ -30,8 +30,16 @@ def explain_report(report, locator, rules, hash_matcher=None):
         "matchSummary": hash_verdict(report),
         "geo": report["_geo"],
         "ipCandidates": [_public_candidate(entry) for entry in locator.consider(report)],
-        "notices": takedown_notices(report, locator),
+        "notices": [_public_notice(sighting) for _, sighting in sightings(
+            report, locator.network_of, lambda ip: (locator.city_of(ip) or [{}])[0].get("countryCode"))],
     }
+
+
+def _public_notice(sighting):
+    """Who a notice would go to and whether its URL can be checked; the URL itself stays in the report."""
+    return {"fileId": sighting.file_id, **{key: sighting.facts[key] for key in (
+        "provider", "host", "hostIsIp", "hostAsn", "hostAsOrganization", "hostingCountry", "checkable",
+        "notCheckableReason")}}
 
 
 def _public_candidate(entry):

@@ -35,6 +35,7 @@ from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
+from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import NAMESPACE, read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
@@ -76,7 +77,8 @@ def build_pipeline(p, opts):
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
     bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
     alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
-    notices = assigned | "TakedownNotices" >> WriteTakedownNotices(opts.output_dir, opts.geoip_asn_db)
+    notices = assigned | "TakedownNotices" >> WriteTakedownNotices(
+        opts.output_dir, opts.geoip_asn_db, opts.resolved_city_db())
     dead_letters = (
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
@@ -111,6 +113,7 @@ def run(argv=None):
         return None
     check_arguments(argv)
     os.umask(OWNER_ONLY)
+    keep_elements_out_of_logs()
     opts = PipelineOptions(argv).view_as(TiplineOptions)
     reference = preflight(opts)
     if opts.check_only:

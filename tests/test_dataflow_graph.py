@@ -118,7 +118,7 @@ def test_demo_data_travels_as_packaged_names(job):
     _, job = job
     payloads = pickled_payloads(job)
     locate = payloads["EnrichGeo/Locate/ParDo(_LocateFn)/ParDo(_LocateFn)"]
-    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)/ParDo(MatchHashBatches)"]
+    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)"]
     assert set(DATA_FILE.findall(locate)) == {b"packaged:demo-city.mmdb"}
     assert set(DATA_FILE.findall(match)) == {b"packaged:demo-bank.csv", b"packaged:demo-negative-bank.csv"}
 

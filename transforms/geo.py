@@ -8,8 +8,8 @@ from apache_beam.utils import shared
 
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.geoip import GeoLocator
-from transforms.reports.enrichment import with_location
 from transforms.plumbing.metrics import LabelledCounters
+from transforms.reports.enrichment import with_location
 
 STAGE = "enrich_geo"
 

@@ -16,8 +16,8 @@ from apache_beam.utils.shared import Shared
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.matching.banks import bank_fingerprint
 from transforms.matching.matcher import HashMatcher
-from transforms.reports.enrichment import with_hashes
 from transforms.plumbing.metrics import counter
+from transforms.reports.enrichment import with_hashes
 
 STAGE = "enrich_hashes"
 FAILURES = "failures"

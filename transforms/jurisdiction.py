@@ -6,8 +6,8 @@ import apache_beam as beam
 
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.jurisdiction_rules import JurisdictionRules
-from transforms.reports.enrichment import with_routing
 from transforms.plumbing.metrics import LabelledCounters
+from transforms.reports.enrichment import with_routing
 
 STAGE = "assign_jurisdiction"
 

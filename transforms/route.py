@@ -10,11 +10,11 @@ import functools
 import apache_beam as beam
 
 from schemas import avro_schema
+from transforms.dead_letters import dead_letter, original_report_json
 from transforms.plumbing.metrics import counter, LabelledCounters
+from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.reports.enrichment import routed_record
-from transforms.dead_letters import dead_letter, original_report_json
-from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
 
 STAGE = "route"
 DEAD_LETTERS = "dead_letters"
