@@ -83,6 +83,12 @@ def test_files_without_reference_data_say_what_is_missing(reports_file, capsys):
     assert "--hash-bank (or --no-hash-banks) missing" in capsys.readouterr().err
 
 
+def test_a_bank_and_no_banks_contradict(reports_file, capsys):
+    assert main(files_run(reports_file, "--geoip-city-db", CITY, "--hash-bank", DEMO_BANK, "--no-hash-banks")) == 2
+    assert stderr_lines(capsys.readouterr().err) == [
+        "tipline run: error: --hash-bank and --no-hash-banks contradict each other; pass one of them"]
+
+
 def test_demo_data_on_purpose_is_named_as_such(reports_file, capsys):
     assert main(files_run(reports_file, "--demo-data", "--check")) == 0
     assert "DEMO DATA for --geoip-city-db, --hash-bank: synthetic, not for real reports" in capsys.readouterr().out
