@@ -36,6 +36,11 @@ def input_errors():
     return UsageError, BankFileError, PackagedDataError, FileNotFoundError, IsADirectoryError, NotADirectoryError
 
 
+def is_usage_error(error):
+    """A bad input, or a ValueError whose message starts with the flag it is about (`--geoip-city-db: ...`)."""
+    return isinstance(error, input_errors()) or (isinstance(error, ValueError) and str(error).startswith("--"))
+
+
 def first_line(error):
     """The first non-empty line of an error's message (Beam appends the step and a remote traceback)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -43,7 +48,7 @@ def first_line(error):
 
 
 def one_line(command, error):
-    if isinstance(error, input_errors()):
+    if is_usage_error(error):
         return f"{command}: error: {first_line(error)}"
     return f"{command}: failed: {type(error).__name__}: {first_line(error)} (--debug shows the traceback)"
 
@@ -90,4 +95,4 @@ def run_command(command, func, argv):
         if debug:
             traceback.print_exc()
         print(one_line(command, error), file=sys.stderr, flush=True)
-        return USAGE_EXIT if isinstance(error, input_errors()) else FAILURE_EXIT
+        return USAGE_EXIT if is_usage_error(error) else FAILURE_EXIT

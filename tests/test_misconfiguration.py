@@ -312,3 +312,19 @@ def test_explain_into_a_reader_that_left_ends_quietly(tmp_path):
     child.stdout.close()  # `| head` that has read what it wanted
     _, err = child.communicate(timeout=300)
     assert child.returncode == 0 and err.decode() == ""
+
+
+def test_every_failure_becomes_one_line_with_its_exit_code(capsys):
+    from pipelines.errors import UsageError, run_command
+
+    def failing(error):
+        def command(argv):
+            raise error
+        return command
+
+    assert run_command("tipline x", failing(UsageError("--a: not a folder")), []) == 2
+    assert run_command("tipline x", failing(ValueError("--connect-to: expected HOST:PORT")), []) == 2
+    assert run_command("tipline x", failing(RuntimeError("boom\n  Traceback, step names...")), []) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "tipline x: error: --a: not a folder", "tipline x: error: --connect-to: expected HOST:PORT",
+        "tipline x: failed: RuntimeError: boom (--debug shows the traceback)"]
