@@ -8,6 +8,7 @@ killed midway loses nothing it recorded and a re-run repeats nothing recorded. L
 `<output>/notice_outcomes/outcomes.parquet` (schemas/takedown.py), the table `tipline notices takedown`
 and analysts read.
 """
+import argparse
 import datetime
 import io
 import json
@@ -188,6 +189,46 @@ def run_takedown(args):
     return 0
 
 
+def notice_urls(output):
+    """The checkable URLs of the notices under `output` (latest pane or not: the URL is the same)."""
+    urls = set()
+    for item in FileSystems.match([FileSystems.join(output, NOTICE_FILES)])[0].metadata_list:
+        for line in FileSystems.open(item.path).read().decode("utf-8").splitlines():
+            notice = json.loads(line)
+            if notice["checkable"]:
+                urls.add(notice["url"])
+    return sorted(urls)
+
+
+def run_demo(args):
+    """The takedown lifecycle on a run's notices: three daily follow-ups against local stand-in hosts."""
+    from transforms.demo.takedown_host import DemoHosts
+
+    urls = notice_urls(args.output)
+    if not urls:
+        print(f"tipline notices demo: no checkable notices under {args.output}/notices/ (run `tipline run` first)")
+        return 2
+    days = sorted(set(notice_days(args.output)))
+    with DemoHosts(urls) as hosts:
+        for day in (1, 2, 3):
+            hosts.day = day
+            sent = datetime.datetime.fromisoformat(days[-1]).replace(tzinfo=datetime.timezone.utc) + \
+                datetime.timedelta(days=1)  # the last daily batch goes out at the end of its day
+            as_of = sent + datetime.timedelta(days=day, hours=1)
+            print(f"--- day {day}: follow-up as of {as_of:%Y-%m-%dT%H:%M:%SZ}")
+            follow = argparse.Namespace(
+                output=args.output, after_hours=24, max_attempts=3, timeout_seconds=5, as_of=as_of,
+                allow_private_hosts=[f"127.0.0.1:{hosts.port}"], connect_to=hosts.connect_to(),
+                ca_file=str(hosts.cert), beam_args=[])
+            run_follow_up(follow)
+    return run_takedown(argparse.Namespace(output=args.output, json=False))
+
+
+def notice_days(output):
+    return [item.path.split("dt=")[1][:10]
+            for item in FileSystems.match([FileSystems.join(output, NOTICE_FILES)])[0].metadata_list]
+
+
 def connect_to(items):
     """{"host:port": (address, port)} from HOST:PORT:ADDRESS:PORT2 items (IPv4 addresses)."""
     table = {}
@@ -227,6 +268,9 @@ def register(subparsers):
                         help="connect to ADDRESS:PORT2 for HOST:PORT instead of asking DNS (like curl --connect-to)")
     follow.add_argument("--ca-file", default=None, help="also trust the certificate authorities in this PEM file")
     follow.set_defaults(func=run_follow_up, beam_args=[])
+    demo = verbs.add_parser("demo", help="the takedown lifecycle of a run's notices against local stand-in hosts")
+    demo.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help="the pipeline's output folder")
+    demo.set_defaults(func=run_demo)
     takedown = verbs.add_parser("takedown", help="time to takedown per provider, from notice_outcomes/")
     takedown.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help="the pipeline's output folder")
     takedown.add_argument("--json", action="store_true", help="JSON instead of a table")

@@ -240,3 +240,22 @@ def test_takedown_figures_per_provider(tmp_path, host):
     assert figures == {"provider": "example.net", "notices": 3, "removed": 2, "median_hours": 30.0,
                        "p90_hours": 30.0, "removed_within_24h": 0.0, "removed_within_72h": 0.667,
                        "escalated": 0, "unreachable": 0, "not_checkable": 0}
+
+
+def test_the_demo_lifecycle_against_local_stand_in_hosts(tmp_path, capsys):
+    from transforms.demo.takedown_host import NEVER, removal_day
+
+    folder = tmp_path / "notices" / f"dt={DAY}" / "provider=example.org"
+    folder.mkdir(parents=True)
+    urls = [f"https://media.example.org/{n}/f.jpg" for n in range(12)] + ["https://45.18.128.7/x/y.jpg"]
+    with (folder / "batch.jsonl").open("w") as handle:
+        for number, url in enumerate(urls):
+            handle.write(json.dumps({"noticeId": f"ntc-{number:02d}", "day": DAY, "url": url, "provider": "example.org",
+                                     "host": url.split("/")[2], "checkable": True, "reportCount": 1}) + "\n")
+    assert notices_cli.run_demo(argparse.Namespace(output=str(tmp_path))) == 0
+    rows = {row["notice_id"]: row for row in pq.read_table(tmp_path / "notice_outcomes" / "outcomes.parquet").to_pylist()}
+    expected = {f"ntc-{number:02d}": {1: ("removed", 25.0), 2: ("removed", 49.0), NEVER: ("escalated", None)}[
+        removal_day(url)] for number, url in enumerate(urls)}
+    assert {key: (row["status"], row["hours_to_removal"]) for key, row in rows.items()} == expected
+    assert {status for status, _ in expected.values()} == {"removed", "escalated"}
+    assert "example.org" in capsys.readouterr().out
