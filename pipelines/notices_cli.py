@@ -14,6 +14,7 @@ import io
 import json
 import os
 import statistics
+import sys
 
 import apache_beam as beam
 import pyarrow as pa
@@ -174,8 +175,38 @@ def provider_figures(provider, rows):
             "not_checkable": sum(1 for row in rows if row["status"] == "not_checkable")}
 
 
+def plot_takedown(figures, path):
+    """Bars per provider: median and p90 hours to removal, and how many notices are still up (escalated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    providers = [row["provider"] for row in figures]
+    figure, (hours, counts) = plt.subplots(1, 2, figsize=(12, max(3, 0.4 * len(providers) + 1.5)), sharey=True)
+    positions = range(len(providers))
+    for offset, key, label in ((-0.2, "median_hours", "median"), (0.2, "p90_hours", "p90")):
+        hours.barh([p + offset for p in positions], [row[key] or 0 for row in figures], height=0.4, label=label)
+    hours.set_yticks(list(positions), providers)
+    hours.set_xlabel("hours from notice to removal (removed notices)")
+    hours.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    counts.barh(positions, [row["removed"] for row in figures], label="removed")
+    counts.barh(positions, [row["escalated"] for row in figures], left=[row["removed"] for row in figures],
+                label="still up after the last check")
+    counts.set_xlabel("notices")
+    counts.xaxis.get_major_locator().set_params(integer=True)
+    counts.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    figure.suptitle("Time to takedown per provider")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def run_takedown(args):
     figures = takedown_summary(args.output)
+    if args.plot and figures:
+        plot_takedown(figures, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -221,7 +252,7 @@ def run_demo(args):
                 allow_private_hosts=[f"127.0.0.1:{hosts.port}"], connect_to=hosts.connect_to(),
                 ca_file=str(hosts.cert), beam_args=[])
             run_follow_up(follow)
-    return run_takedown(argparse.Namespace(output=args.output, json=False))
+    return run_takedown(argparse.Namespace(output=args.output, json=False, plot=None))
 
 
 def notice_days(output):
@@ -274,6 +305,7 @@ def register(subparsers):
     takedown = verbs.add_parser("takedown", help="time to takedown per provider, from notice_outcomes/")
     takedown.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help="the pipeline's output folder")
     takedown.add_argument("--json", action="store_true", help="JSON instead of a table")
+    takedown.add_argument("--plot", metavar="FILE.png", help="also draw the figures per provider as a chart")
     takedown.set_defaults(func=run_takedown)
     return parser
 

@@ -259,3 +259,6 @@ def test_the_demo_lifecycle_against_local_stand_in_hosts(tmp_path, capsys):
     assert {key: (row["status"], row["hours_to_removal"]) for key, row in rows.items()} == expected
     assert {status for status, _ in expected.values()} == {"removed", "escalated"}
     assert "example.org" in capsys.readouterr().out
+    chart = tmp_path / "takedown.png"
+    notices_cli.run_takedown(argparse.Namespace(output=str(tmp_path), json=False, plot=str(chart)))
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
