@@ -153,7 +153,7 @@ def test_message_size_limit_dead_letters_with_the_limit_in_the_reason():
 def test_media_byte_limit_and_pixel_limit_mark_the_file_unhashable_with_a_reason():
     too_big = base64.b64encode(b"\0" * (MAX_MEDIA_BYTES + 4)).decode()
     with pytest.raises(UnhashableMedia, match=f"media larger than {MAX_MEDIA_BYTES} bytes"):
-        media_bytes({"content": too_big})
+        media_bytes({"content": too_big}, roots=())
     with pytest.raises(UnhashableMedia, match=r"image too large \(8000x8000 pixels\)"):
         decode_image(hostile.bomb_png())
     report = example_report()
