@@ -52,7 +52,7 @@ def build_pipeline(p, opts):
     lateness = int(opts.allowed_lateness_hours * 3600)
     messages = p | "ReadReports" >> ReadReports(
         opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None)
+        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
