@@ -94,7 +94,7 @@ def test_a_50_mb_line_reaches_the_dead_letters_and_the_run_reconciles(tmp_path):
     assert letter["reason"] == (f"message of {size} bytes exceeds the limit of 10485760 bytes (line at byte "
                                 f"{len(json.dumps(good)) + 1} of {path}, not read whole; the payload holds its "
                                 f"first 1024 bytes)")
-    assert letter["payload"] == json.dumps(oversize)[:1024]
+    assert letter["payload"] == json.dumps(oversize)[:1024] and letter["reportId"] == "huge"
     routed = [r for f in out.glob("routed/jurisdiction=*/*.avro") for r in fastavro.reader(f.open("rb"))]
     assert [r["reportId"] for r in routed] == [good["reportId"]]
 

@@ -4,6 +4,7 @@ Real files, symlinks, a real FIFO and a real Beam filesystem: `memquarantine://`
 Beam FileSystem registered here, a stand-in for GCS (which cannot run on this machine) that records what
 it was asked to open.
 """
+import base64
 import io
 import json
 import os
@@ -123,7 +124,7 @@ def test_without_a_root_no_uri_is_read_and_inline_content_still_is(quarantine):
     root, image = quarantine
     assert refusal({"contentUri": str(root / "in root.jpg")}, []) == \
         "contentUri not read: no --media-root is configured"
-    assert media_bytes({"content": __import__("base64").b64encode(image).decode()}, []) == image
+    assert media_bytes({"content": base64.b64encode(image).decode()}, []) == image
 
 
 def test_a_hung_read_times_out(quarantine):

@@ -127,8 +127,8 @@ class _ParseReportFn(beam.DoFn):
     def process(self, payload):
         self.read.inc()
         if isinstance(payload, OversizeLine):
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(STAGE, payload.reason(self.max_message_bytes),
-                                                                     payload.head))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                STAGE, payload.reason(self.max_message_bytes), payload.head, payload.report_id()))
             return
         try:
             report = decode_message(payload, self.max_message_bytes)

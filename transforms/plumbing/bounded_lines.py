@@ -11,6 +11,7 @@ and emitted as an `OversizeLine` (where it is, how long, its first bytes), which
 dead-letters like any message over the limit.
 """
 import dataclasses
+import re
 
 import apache_beam as beam
 from apache_beam.io import filebasedsource
@@ -18,6 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes
 
 CHUNK_BYTES = 1 << 20
 HEAD_BYTES = 1024
+REPORT_ID_IN_HEAD = re.compile(rb'"reportId"\s*:\s*"([^"\\]{1,200})"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,11 @@ class OversizeLine:
     offset: int
     size: int
     head: bytes
+
+    def report_id(self):
+        """The reportId when the head shows it (a best guess for whoever replays the line), else None."""
+        found = REPORT_ID_IN_HEAD.search(self.head)
+        return found.group(1).decode("utf-8", "replace") if found else None
 
     def reason(self, max_bytes):
         return (f"message of {self.size} bytes exceeds the limit of {max_bytes} bytes (line at byte "
