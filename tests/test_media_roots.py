@@ -25,7 +25,7 @@ from transforms.matching.matcher import HashMatcher
 from transforms.matching.media import MediaRoots, UnhashableMedia, check_media_roots, media_bytes
 from transforms.demo.packaged import packaged
 
-OUTSIDE = "contentUri is outside the media roots (--media-root)"
+OUTSIDE = "media URI is outside the media roots (--media-root)"
 
 
 class MemoryQuarantine(FileSystem):
@@ -93,7 +93,7 @@ def test_files_outside_the_roots_are_never_read(quarantine):
     assert refusal({"contentUri": str(root) + "-sibling/x.jpg"}, roots) == OUTSIDE  # a prefix is not a folder
     for dotted in (f"{root}/../../../../etc/hostname", "../../../../etc/hostname", "file://host/etc/hostname"):
         assert refusal({"contentUri": dotted}, roots) in (
-            "contentUri has a '..' segment", "contentUri is not an absolute path", "contentUri is not a local file:// URI")
+            "media URI has a '..' segment", "media URI is not an absolute path", "media URI names a host other than localhost")
 
 
 def test_symlinks_may_stay_inside_but_not_lead_out(quarantine):
@@ -115,15 +115,15 @@ def test_a_fifo_or_a_folder_is_refused_without_waiting_for_a_writer(quarantine):
                               daemon=True)
     reader.start()
     reader.join(120)  # generous: it returns at once; before, opening a FIFO with no writer blocked for ever
-    assert outcome == ["contentUri is not a regular file"]
+    assert outcome == ["media URI is not a regular file"]
     (root / "folder.jpg").mkdir()
-    assert refusal({"contentUri": str(root / "folder.jpg")}, [str(root)]) == "contentUri is not a regular file"
+    assert refusal({"contentUri": str(root / "folder.jpg")}, [str(root)]) == "media URI is not a regular file"
 
 
 def test_without_a_root_no_uri_is_read_and_inline_content_still_is(quarantine):
     root, image = quarantine
     assert refusal({"contentUri": str(root / "in root.jpg")}, []) == \
-        "contentUri not read: no --media-root is configured"
+        "media URI not read: no --media-root is configured"
     assert media_bytes({"content": base64.b64encode(image).decode()}, []) == image
 
 
@@ -141,7 +141,7 @@ def test_beam_filesystem_prefixes_bound_remote_uris_and_others_are_never_opened(
     assert media_bytes({"contentUri": "memquarantine://store/in/a.jpg"}, roots) == b"bytes"
     assert refusal({"contentUri": "memquarantine://store/out/b.jpg"}, roots) == OUTSIDE
     assert refusal({"contentUri": "memquarantine://store/in-other/b.jpg"}, roots) == OUTSIDE
-    assert refusal({"contentUri": "memquarantine://store/in/../out/b.jpg"}, roots) == "contentUri has a '..' segment"
+    assert refusal({"contentUri": "memquarantine://store/in/../out/b.jpg"}, roots) == "media URI has a '..' segment"
     assert refusal({"contentUri": "gs://someone-elses-bucket/secret.jpg"}, roots) == OUTSIDE
     assert refusal({"contentUri": "memquarantine://store/in/gone.jpg"}, roots) == "media not readable (BeamIOError)"
     assert MemoryQuarantine.opened == ["memquarantine://store/in/a.jpg", "memquarantine://store/in/gone.jpg"]
@@ -195,8 +195,8 @@ def test_a_run_hashes_media_from_its_root_and_refuses_the_rest(quarantine, tmp_p
     assert {name: (files[name]["mediaStatus"], files[name]["mediaError"], files[name]["hashes"])
             for name in ("etc", "environ", "dotdot", "fifo")} == {
         "etc": ("unhashable", OUTSIDE, []), "environ": ("unhashable", OUTSIDE, []),
-        "dotdot": ("unhashable", "contentUri has a '..' segment", []),
-        "fifo": ("unhashable", "contentUri is not a regular file", [])}
+        "dotdot": ("unhashable", "media URI has a '..' segment", []),
+        "fifo": ("unhashable", "media URI is not a regular file", [])}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["read"] == summary["routed"] == 5
 

@@ -115,14 +115,14 @@ def read_media_uri(uri, roots, max_bytes=MAX_MEDIA_BYTES, timeout_seconds=READ_T
     The reason never holds the URI. Nothing outside the roots is opened, not even to see if it exists."""
     roots = MediaRoots.of(roots)
     if not roots:
-        raise UnhashableMedia("contentUri not read: no --media-root is configured")
+        raise UnhashableMedia("media URI not read: no --media-root is configured")
     if not isinstance(uri, str) or "\x00" in uri:
-        raise UnhashableMedia("contentUri is not a path")
+        raise UnhashableMedia("media URI is not a path")
     if _is_local(uri):
         return _read_local(_checked_local_path(uri), roots, max_bytes, timeout_seconds)
     _refuse_dot_segments(uri.split("://", 1)[1])
     if not roots.holds_prefix_uri(uri):
-        raise UnhashableMedia("contentUri is outside the media roots (--media-root)")
+        raise UnhashableMedia("media URI is outside the media roots (--media-root)")
     return _with_timeout(lambda: _read_beam_file(uri, max_bytes), timeout_seconds)
 
 
@@ -137,21 +137,21 @@ def _local_path(uri):
         return uri
     parts = urllib.parse.urlsplit(uri)
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-        raise UnhashableMedia("contentUri is not a local file:// URI")
+        raise UnhashableMedia("media URI names a host other than localhost")
     return urllib.parse.unquote(parts.path)
 
 
 def _checked_local_path(uri):
     path = _local_path(uri)
     if "\x00" in path or not os.path.isabs(path):
-        raise UnhashableMedia("contentUri is not an absolute path")
+        raise UnhashableMedia("media URI is not an absolute path")
     _refuse_dot_segments(path)
     return path
 
 
 def _refuse_dot_segments(path):
     if ".." in path.replace("\\", "/").split("/"):
-        raise UnhashableMedia("contentUri has a '..' segment")
+        raise UnhashableMedia("media URI has a '..' segment")
 
 
 def _read_local(path, roots, max_bytes, timeout_seconds):
@@ -159,7 +159,7 @@ def _read_local(path, roots, max_bytes, timeout_seconds):
     following links or blocking (a FIFO opens at once and is then refused), and checked again once open."""
     real_path = os.path.realpath(path)
     if not roots.holds_folder_path(real_path):
-        raise UnhashableMedia("contentUri is outside the media roots (--media-root)")
+        raise UnhashableMedia("media URI is outside the media roots (--media-root)")
     try:
         descriptor = os.open(real_path, _OPEN_FLAGS)
     except OSError as error:
@@ -179,12 +179,12 @@ def _check_opened(descriptor, roots, max_bytes):
     component swapped for a symlink after `realpath` is caught here, where /proc shows what was opened)."""
     status = os.fstat(descriptor)
     if not stat.S_ISREG(status.st_mode):
-        raise UnhashableMedia("contentUri is not a regular file")
+        raise UnhashableMedia("media URI is not a regular file")
     if status.st_size > max_bytes:
         raise UnhashableMedia(f"media larger than {max_bytes} bytes")
     opened = f"/proc/self/fd/{descriptor}"
     if os.path.exists(opened) and not roots.holds_folder_path(os.readlink(opened)):
-        raise UnhashableMedia("contentUri is outside the media roots (--media-root)")
+        raise UnhashableMedia("media URI is outside the media roots (--media-root)")
 
 
 def _read_and_close(handle, max_bytes):
