@@ -16,7 +16,7 @@ from apache_beam import coders
 from apache_beam.io import ReadFromText
 from apache_beam.io.range_trackers import OffsetRangeTracker
 
-from transforms.matching.media import DecodeBudget, UnhashableMedia, decode_image, hash_media
+from transforms.matching.media import MediaBudget, UnhashableMedia, decode_image, hash_media
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
 from transforms.plumbing.bounded_lines import _BoundedLinesSource
 
@@ -60,7 +60,7 @@ def bench_lines(args, folder):
 
 def bench_webp():
     start = time.perf_counter()
-    decode_image(TINY_HUGE_WEBP, budget=DecodeBudget(pixels=10**9))
+    decode_image(TINY_HUGE_WEBP, budget=MediaBudget(pixels=10**9))
     unbounded = time.perf_counter() - start
     start = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from transforms.demo.packaged import packaged
 from transforms.demo.synthetic_images import encode_jpeg, encode_png, make_image
 from transforms.matching import media
 from transforms.matching.matcher import HashMatcher
-from transforms.matching.media import DecodeBudget, UnhashableMedia, decode_image, hash_media
+from transforms.matching.media import MediaBudget, UnhashableMedia, decode_image, hash_media
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal
 
 ALL = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
@@ -47,7 +47,7 @@ def test_thirty_of_them_in_one_report_are_all_refused_and_the_report_is_still_en
 def test_a_jpeg_is_charged_the_pixels_its_draft_decodes_not_its_declared_size():
     """A 4800x4800 JPEG (23 Mpx declared, over the per-file budget) decodes at 1/8 scale for both drafts."""
     data = encode_jpeg(Image.new("RGB", (4800, 4800), (90, 120, 150)), 80)
-    budget = DecodeBudget()
+    budget = MediaBudget()
     hashes = dict(hash_media(data, ALL, budget))
     assert PHashSignal in hashes
     assert budget.pixels_left == media.MAX_DECODED_PIXELS_PER_REPORT - 2 * 600 * 600
@@ -69,9 +69,25 @@ def test_the_files_of_one_report_share_its_pixel_budget(monkeypatch):
 
 
 def test_a_report_stops_decoding_once_its_time_budget_is_spent(monkeypatch):
-    monkeypatch.setattr(media, "MAX_DECODE_SECONDS_PER_REPORT", 1e-9)  # any real decode takes longer
+    monkeypatch.setattr(media, "MAX_MEDIA_SECONDS_PER_REPORT", 1e-9)  # any real decode takes longer
     images = [encode_png(make_image(seed, size=64)) for seed in (1, 2)]
     matcher = HashMatcher.from_banks([packaged("demo-bank.csv")])
     first, second = matcher.enrich_report(report_with_files(images))["files"]
     assert first["mediaStatus"] == "hashed"
-    assert (second["mediaStatus"], second["mediaError"]) == ("unhashable", "the report's decode time budget is spent")
+    assert (second["mediaStatus"], second["mediaError"]) == ("unhashable", "the report's media time budget is spent")
+
+
+def test_reading_counts_against_the_report_time_budget_and_stops_further_reads(monkeypatch, tmp_path):
+    """A slow store cannot hold one report for read timeout x files: once the time is spent, nothing is read."""
+    monkeypatch.setattr(media, "MAX_MEDIA_SECONDS_PER_REPORT", 1e-9)  # any real read takes longer
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(encode_png(make_image(5, size=64)))
+    report = example_report()
+    template = {**report["files"][0], "content": None, "originalFileHashes": None}
+    report["files"] = [{**template, "fileId": name, "contentUri": str(tmp_path / name)} for name in ("a.png", "b.png")]
+    matcher = HashMatcher.from_banks([packaged("demo-bank.csv")], media_roots=[str(tmp_path)])
+    read_not_decoded, not_read = matcher.enrich_report(report)["files"]
+    spent = ("unhashable", "the report's media time budget is spent")
+    assert (read_not_decoded["mediaStatus"], read_not_decoded["mediaError"]) == spent
+    assert {h["signalType"] for h in read_not_decoded["hashes"]} == {"MD5", "SHA1"}
+    assert (not_read["mediaStatus"], not_read["mediaError"], not_read["hashes"]) == (*spent, [])

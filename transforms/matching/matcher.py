@@ -7,7 +7,7 @@ within threshold of a negative-bank entry (known benign content) keeps its hashe
 import dataclasses
 
 from transforms.matching.banks import BankIndexes
-from transforms.matching.media import DecodeBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
+from transforms.matching.media import MediaBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, signal_for
 
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
@@ -59,15 +59,15 @@ class HashMatcher:
                 for files in per_report]
 
     def report_file_hashes(self, report):
-        """Each file's hashes, the report's files sharing one decode budget."""
-        budget = DecodeBudget()
+        """Each file's hashes, the report's files sharing one media budget."""
+        budget = MediaBudget()
         return [self.file_hashes(file, budget) for file in report.get("files") or []]
 
     def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
         hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         try:
-            data = media_bytes(file, self.media_roots)
+            data = media_bytes(file, self.media_roots, budget=budget)
             if data is None:
                 status = "provided_only" if hashes else "no_media"
             else:

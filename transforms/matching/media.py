@@ -11,8 +11,8 @@ A `contentUri` comes from a provider, so it is read only inside the configured m
 (`--media-root`: the quarantine store the intake writes to), and only as a regular file with a read
 timeout: otherwise a report could make the pipeline hash the worker's own files (a hash oracle), read
 any bucket its service account sees, or hang on a FIFO. Decoding is bounded by pixels actually decoded
-(after JPEG draft scaling), per file and per report, and by decode time per report: a tiny lossless
-WebP can declare 40 Mpx, and decode cost follows pixels, not bytes.
+(after JPEG draft scaling), per file and per report, and reading plus decoding by time per report: a tiny
+lossless WebP can declare 40 Mpx, and decode cost follows pixels, not bytes.
 """
 import base64
 import binascii
@@ -32,7 +32,7 @@ MAX_MEDIA_BYTES = 25 * 2**20
 MAX_PIXELS = 40_000_000  # declared size: anything larger is refused from its header
 MAX_DECODED_PIXELS_PER_FILE = 16_000_000  # pixels decoded (after draft scaling) for one file, all drafts
 MAX_DECODED_PIXELS_PER_REPORT = 64_000_000
-MAX_DECODE_SECONDS_PER_REPORT = 10.0
+MAX_MEDIA_SECONDS_PER_REPORT = 30.0  # reading contentUris and decoding, all files of a report
 READ_TIMEOUT_SECONDS = 30.0
 DRAFT_SIZE = (128, 128)  # enough for the 32x32 pHash / 9x8 dHash resample: hash unchanged (FIELD-NOTES)
 _DRAFT_MODES = {DRAFT_SIZE: "L"}  # grey is all pHash / dHash read; larger drafts (PDQ) keep colour
@@ -90,13 +90,16 @@ def check_media_roots(roots):
             raise ValueError(f"--media-root {root}: the filesystem root would let reports read any file")
 
 
-def media_bytes(file, roots, max_bytes=MAX_MEDIA_BYTES, timeout_seconds=READ_TIMEOUT_SECONDS):
+def media_bytes(file, roots, max_bytes=MAX_MEDIA_BYTES, timeout_seconds=READ_TIMEOUT_SECONDS, budget=None):
     """The file's media bytes from `content` (base64) or `contentUri` (read only inside `roots`, a
-    MediaRoots or `--media-root` values), or None when it has neither; UnhashableMedia with the reason."""
+    MediaRoots or `--media-root` values), or None when it has neither; UnhashableMedia with the reason.
+
+    A read is charged to `budget` (the report's MediaBudget), and not tried once its time is spent."""
     if file.get("content"):
         return _decoded_content(file["content"], max_bytes)
     if file.get("contentUri"):
-        return read_media_uri(file["contentUri"], roots, max_bytes, timeout_seconds)
+        read = lambda: read_media_uri(file["contentUri"], roots, max_bytes, timeout_seconds)  # noqa: E731
+        return read() if budget is None else budget.timed(read)
     return None
 
 
@@ -230,25 +233,24 @@ def _with_timeout(read, timeout_seconds):
     return outcome["data"]
 
 
-class DecodeBudget:
-    """What one report may still spend decoding images: pixels decoded and seconds.
+class MediaBudget:
+    """What one report may still spend on its media: pixels decoded, and seconds reading and decoding.
 
     `for_file()` gives each file its own pixel budget, whose spending is charged to the report too."""
 
     def __init__(self, pixels=None, seconds=None, report=None):
         self.pixels_left = MAX_DECODED_PIXELS_PER_REPORT if pixels is None else pixels
-        self.seconds_left = MAX_DECODE_SECONDS_PER_REPORT if seconds is None else seconds
+        self.seconds_left = MAX_MEDIA_SECONDS_PER_REPORT if seconds is None else seconds
         self.report = report
 
     def for_file(self):
-        return DecodeBudget(MAX_DECODED_PIXELS_PER_FILE, 0, report=self)
+        return MediaBudget(MAX_DECODED_PIXELS_PER_FILE, 0, report=self)
 
     def charge_pixels(self, width, height):
         """Called before decoding `width` x `height` pixels; raises when the file or its report cannot afford them."""
         pixels = width * height
         if self.report is None:
-            if self.seconds_left <= 0:
-                raise UnhashableMedia("the report's decode time budget is spent")
+            self.check_time_left()
             if pixels > self.pixels_left:
                 raise UnhashableMedia(f"the report's decode budget is spent ({width}x{height} pixels needed, "
                                       f"{self.pixels_left} left)")
@@ -259,24 +261,39 @@ class DecodeBudget:
             self.report.charge_pixels(width, height)
         self.pixels_left -= pixels
 
+    def check_time_left(self):
+        if self.report is not None:
+            return self.report.check_time_left()
+        if self.seconds_left <= 0:
+            raise UnhashableMedia("the report's media time budget is spent")
+
     def charge_seconds(self, seconds):
         if self.report is None:
             self.seconds_left -= seconds
         else:
             self.report.charge_seconds(seconds)
 
+    def timed(self, work):
+        """`work()` if time is left, its duration charged."""
+        self.check_time_left()
+        started = time.monotonic()
+        try:
+            return work()
+        finally:
+            self.charge_seconds(time.monotonic() - started)
+
 
 def hash_media(data, signals, budget=None):
     """[(signal, hex)] for each signal that yields a hash; UnhashableMedia when the image part fails.
 
-    Decoding is charged to `budget` (a report's DecodeBudget; a fresh one when None). Exact digests are
+    Decoding is charged to `budget` (a report's MediaBudget; a fresh one when None). Exact digests are
     returned through the exception too (`error.hashes`), so non-image bytes still match.
     """
     exact = [(signal, signal.hash_bytes(data)) for signal in signals if not signal.perceptual]
     perceptual = [signal for signal in signals if signal.perceptual]
     if not perceptual:
         return exact
-    file_budget = (budget or DecodeBudget()).for_file()
+    file_budget = (budget or MediaBudget()).for_file()
     try:
         images = {}
         for size in sorted({signal.draft_size for signal in perceptual}, reverse=True):
@@ -295,8 +312,8 @@ def decode_image(data, draft=None, budget=None):
 
     `draft` (a (width, height), or True for DRAFT_SIZE) lets a JPEG decode at the smallest DCT scale that
     still covers that size; other formats ignore it. The size after drafting, the pixels the decoder will
-    really produce, is charged to `budget` (a file's DecodeBudget; a fresh one when None), then the time."""
-    budget = budget or DecodeBudget().for_file()
+    really produce, is charged to `budget` (a file's MediaBudget; a fresh one when None), then the time."""
+    budget = budget or MediaBudget().for_file()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -308,11 +325,7 @@ def decode_image(data, draft=None, budget=None):
                 size = DRAFT_SIZE if draft is True else tuple(draft)
                 image.draft(_DRAFT_MODES.get(size, "RGB"), size)
             budget.charge_pixels(*image.size)
-            started = time.monotonic()
-            try:
-                image.load()
-            finally:
-                budget.charge_seconds(time.monotonic() - started)
+            budget.timed(image.load)
     except UnhashableMedia:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
