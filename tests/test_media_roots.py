@@ -5,6 +5,7 @@ Beam FileSystem registered here, a stand-in for GCS (which cannot run on this ma
 it was asked to open.
 """
 import base64
+import hashlib
 import io
 import json
 import os
@@ -66,6 +67,7 @@ class MemoryQuarantine(FileSystem):
 def quarantine(tmp_path):
     root = tmp_path / "quarantine"
     root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
     image = encode_jpeg(make_image(4), 85)
     (root / "in root.jpg").write_bytes(image)
     return root, image
@@ -207,3 +209,23 @@ def test_a_missing_media_root_stops_the_start_with_exit_2(tmp_path):
                           timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip() == f"tipline run: --media-root {tmp_path / 'nowhere'}: not a folder"
+
+
+def test_explain_reads_media_from_its_roots_only(quarantine, tmp_path):
+    root, image = quarantine
+    bank = tmp_path / "bank.csv"
+    bank.write_text(f"hash_type,hash_value,bank,label,external_id\nMD5,{hashlib.md5(image).hexdigest()},quarantine,,\n")
+    report = example_report()
+    report["files"] = [{**report["files"][0], "content": None, "contentUri": str(root / "in root.jpg"),
+                        "originalFileHashes": None}]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    explain = [sys.executable, "-m", "pipelines.cli", "explain", str(path), "--hash-bank", str(bank), "--media-root"]
+    summaries = [json.loads(subprocess.run(explain + [str(where)], cwd=REPO, capture_output=True, text=True,
+                                           timeout=300, check=True).stdout)["matchSummary"]
+                 for where in (root, root.parent / "elsewhere")]
+    assert summaries == ["known", "new"]
+    missing = subprocess.run(explain + [str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2, f"tipline explain: --media-root {tmp_path / 'nowhere'}: not a folder")
