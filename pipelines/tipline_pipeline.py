@@ -25,6 +25,7 @@ from transforms.geo import EnrichGeo
 from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
 from transforms.location.geoip import check_databases
+from transforms.matching.media import check_media_roots
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
@@ -51,12 +52,13 @@ def build_pipeline(p, opts):
     lateness = int(opts.allowed_lateness_hours * 3600)
     messages = p | "ReadReports" >> ReadReports(
         opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None)
+        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
-        opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds)
+        opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
+        media_roots=opts.media_roots)
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
@@ -107,6 +109,11 @@ def run(argv=None):
     runner = options.view_as(StandardOptions).runner
     if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
         check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+        try:
+            check_media_roots(opts.media_roots)
+        except ValueError as error:
+            print(f"tipline run: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)
