@@ -46,11 +46,13 @@ def _public_candidate(entry):
     return {key: entry.get(key) for key in ("source", "ipAddress", "ip", "possibleProxy", "decision", "reason")}
 
 
-def load_hash_matcher(bank_paths, negative_bank_paths):
-    """The hash stage's matcher over the same banks `tipline run` would use."""
+def load_hash_matcher(bank_paths, negative_bank_paths, media_roots=()):
+    """The hash stage's matcher over the same banks and media roots `tipline run` would use."""
     from transforms.matching.matcher import HashMatcher
+    from transforms.matching.media import check_media_roots
 
-    return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths))
+    check_media_roots(media_roots)
+    return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths), media_roots=media_roots)
 
 
 def run_explain(args):
@@ -60,7 +62,7 @@ def run_explain(args):
             report = json.load(handle)
         locator = GeoLocator(args.geoip_city_db or packaged("demo-city.mmdb"), args.geoip_asn_db,
                              args.geoip_anonymous_db, args.geoip_isp_db)
-        hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks)
+        hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks, args.media_roots)
     except (OSError, ValueError) as error:
         named = f"{args.report}: not JSON ({error})" if isinstance(error, json.JSONDecodeError) else str(error)
         raise UsageError(named) from error
@@ -82,5 +84,7 @@ def register(subparsers):
                         help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
     parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                         help="bank of known benign content never reported as a match (repeatable)")
+    parser.add_argument("--media-root", dest="media_roots", action="append", default=None,
+                        help="where contentUri may point, as in `tipline run` (repeatable)")
     parser.set_defaults(func=run_explain)
     return parser

@@ -110,6 +110,10 @@ class TiplineOptions(PipelineOptions):
                                  "print the reference data found, and exit")
         parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                             help="bank of known benign content never reported as a match (repeatable)")
+        parser.add_argument("--media-root", dest="media_roots", action="append", default=None,
+                            help="where a report's contentUri may point: a local folder, file:///folder or a "
+                                 "Beam filesystem prefix such as gs://bucket/quarantine (repeatable); any "
+                                 "other contentUri is never opened and its file is unhashable")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
                             help="how often workers look for changed bank files")
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,

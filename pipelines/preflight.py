@@ -2,9 +2,10 @@
 
 Every GeoIP database is opened and its declared type checked against the flag it was given to; every bank
 is parsed in full (a bad row names its file and line); a local --input must match a file; the output folder
-must be writable. What was found is the run's reference data: each database's type and build date, each
-bank's names, rows and content digest, the jurisdiction tables' digest and tipline's version. It goes into the summary, so "why did this
-report come to us" can be answered after the banks change. `tipline run --check` stops here.
+must be writable; every --media-root must be usable. What was found is the run's reference data: each
+database's type and build date, each bank's names, rows and content digest, the jurisdiction tables' digest
+and tipline's version. It goes into the summary, so "why did this report come to us" can be answered after
+the banks change. `tipline run --check` stops here.
 
 Paths on a remote filesystem (gs://...) are read on the workers and only named here.
 """
@@ -18,6 +19,7 @@ from pipelines.errors import UsageError
 from transforms.demo.packaged import resolve
 from transforms.location.geoip import database_provenance
 from transforms.matching.banks import BankFileError, read_bank
+from transforms.matching.media import check_media_roots
 
 JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
 
@@ -116,6 +118,10 @@ def preflight(opts):
     }
     check_input(opts)
     check_output(opts.output_dir)
+    try:
+        check_media_roots(opts.media_roots)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return reference
 
 

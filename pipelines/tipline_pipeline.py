@@ -59,12 +59,13 @@ def build_pipeline(p, opts):
     lateness = int(opts.allowed_lateness_hours * 3600)
     messages = p | "ReadReports" >> ReadReports(
         opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None)
+        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
-        opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds)
+        opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
+        media_roots=opts.media_roots)
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()

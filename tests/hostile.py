@@ -29,6 +29,7 @@ from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import dead_letter, dead_letter_from_failure, original_report_json
 from transforms.location.geoip import GeoLocator
 from transforms.matching.matcher import HashMatcher
+from transforms.plumbing.bounded_lines import HEAD_BYTES
 from transforms.reports.enrichment import routed_record, with_hashes, with_location, with_routing
 from transforms.location.jurisdiction_rules import JurisdictionRules
 from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
@@ -509,6 +510,12 @@ def read_jsonl(folder):
     for path in sorted(folder.rglob("*.jsonl")):
         found.setdefault(path.parent.name, []).extend(json.loads(line) for line in path.read_text().splitlines())
     return found
+
+
+def files_source_letter_payload(payload, max_message_bytes=1_000_000):
+    """What a dead letter of the files source holds of `payload`: all of it, or the first bytes of a line
+    too long to read whole."""
+    return payload if len(payload) <= max_message_bytes else payload[:HEAD_BYTES]
 
 
 def letter_payload(letter):

@@ -105,7 +105,7 @@ def test_every_stage_is_in_the_graph(job):
         assert read.spec.urn == "beam:transform:pubsub_read:v1"
         assert b"projects/tipline-graph-test/subscriptions/tips" in read.spec.payload
     else:
-        assert "ReadReports/ReadFromText" in names
+        assert "ReadReports/ReadLines" in names
 
 
 def test_job_type_follows_the_source(job):

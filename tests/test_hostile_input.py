@@ -153,7 +153,7 @@ def test_message_size_limit_dead_letters_with_the_limit_in_the_reason():
 def test_media_byte_limit_and_pixel_limit_mark_the_file_unhashable_with_a_reason():
     too_big = base64.b64encode(b"\0" * (MAX_MEDIA_BYTES + 4)).decode()
     with pytest.raises(UnhashableMedia, match=f"media larger than {MAX_MEDIA_BYTES} bytes"):
-        media_bytes({"content": too_big})
+        media_bytes({"content": too_big}, roots=())
     with pytest.raises(UnhashableMedia, match=r"image too large \(8000x8000 pixels\)"):
         decode_image(hostile.bomb_png())
     report = example_report()
@@ -217,13 +217,13 @@ def test_whole_run_routes_each_accepted_report_once_and_dead_letters_the_rest(wh
         if outcome == "routed":
             expected_routed.add(value["reportId"])
         else:
-            expected_letters.append(payload)
+            expected_letters.append(hostile.files_source_letter_payload(payload))
     assert set(routed) == expected_routed
     assert sorted(hostile.letter_payload(letter) for letter in letters) == sorted(expected_letters)
 
 
 def test_every_dead_letter_has_a_stage_a_reason_and_its_original_payload(whole_run):
-    payloads = {payload for _, _, payload in whole_run["corpus"]}
+    payloads = {hostile.files_source_letter_payload(payload) for _, _, payload in whole_run["corpus"]}
     letters = hostile.read_jsonl(whole_run["out"] / "dead_letter")
     assert letters, "the hostile corpus must produce dead letters"
     for folder, records in letters.items():

@@ -26,8 +26,9 @@ FAILURES = "failures"
 class EnrichHashes(beam.PTransform):
     """Reports -> (reports with `_hashes`, dead letters)."""
 
-    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64):
+    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64, media_roots=()):
         super().__init__()
+        self.media_roots = list(media_roots or ())
         self.bank_paths = list(bank_paths)
         self.negative_bank_paths = list(negative_bank_paths)
         self.refresh_seconds = refresh_seconds
@@ -39,7 +40,7 @@ class EnrichHashes(beam.PTransform):
             | "KeepEventTime" >> beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
             | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size))
         matched = batches | "MatchBatches" >> beam.ParDo(
-            MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds)
+            MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.media_roots)
         ).with_outputs(FAILURES, main="enriched")
         dead_letters = matched[FAILURES] | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE))
         return matched.enriched, dead_letters
@@ -49,7 +50,8 @@ class MatchHashBatches(beam.DoFn):
     """A batch of (report, event time) -> each report with `_hashes` back at its own event time; a report
     whose hashing failed goes to the `failures` output as (report, (type, error, None))."""
 
-    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds):
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=()):
+        self.media_roots = list(media_roots or ())
         self.bank_paths = bank_paths
         self.negative_bank_paths = negative_bank_paths
         self.refresh_seconds = refresh_seconds
@@ -71,7 +73,8 @@ class MatchHashBatches(beam.DoFn):
     def _acquire(self, fingerprint):
         """The worker's matcher for these exact bank files, built by the first thread that asks."""
         return self._shared.acquire(
-            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths), tag=repr(fingerprint))
+            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots),
+            tag=repr(fingerprint))
 
     def refresh_if_banks_changed(self):
         if time.monotonic() - self._checked_at < self.refresh_seconds:
