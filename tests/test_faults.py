@@ -28,7 +28,7 @@ from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F40
 from transforms.plumbing import pubsub_source
 from transforms.geo import _LocateFn
 from transforms.hashes import MatchHashBatches
-from transforms.location.geoip import resolve
+from transforms.demo.packaged import resolve
 
 BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"
 
