@@ -11,9 +11,10 @@ import sys
 import uuid
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
+                                                  PortableOptions, SetupOptions, StandardOptions, WorkerOptions)
 
+from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.summary import format_summary, summarize, write_summary
@@ -73,15 +74,16 @@ def build_pipeline(p, opts):
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
-    return {"reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
-            "notices": notices, "dead_letters": dead_letters}
+    return {"messages": messages, "parsed": reports, "reports": unique, "routed": routed, "trends": trends,
+            "bundles": bundles, "alerts": alerts, "notices": notices, "dead_letters": dead_letters}
 
 
 def print_help():
     """`tipline run --help`: tipline's own options, then the Beam options most runs need."""
     parser = argparse.ArgumentParser(prog="tipline run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for options_class in (TiplineOptions, StandardOptions, DirectOptions):
+    for options_class in (TiplineOptions, StandardOptions, DirectOptions, DaskEngineOptions, GoogleCloudOptions,
+                          WorkerOptions, SetupOptions, PortableOptions):
         group = parser.add_argument_group(options_class.__name__)
         options_class._add_argparse_args(group)
     parser.print_help()
@@ -102,10 +104,12 @@ def run(argv=None):
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
+    if runner in LOCAL_RUNNERS + DASK_RUNNER_NAMES:  # elsewhere they are read on the workers, maybe from gs://
         check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
+    if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
+        return report_summary(run_on_dask(options, opts), opts.output_dir)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, opts)
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
@@ -117,8 +121,12 @@ def run(argv=None):
     else:
         result = pipeline.run()
         result.wait_until_finish()
-    summary = summarize(read_counters(result))
-    path = write_summary(summary, opts.output_dir)
+    return report_summary(summarize(read_counters(result)), opts.output_dir)
+
+
+def report_summary(summary, output_dir):
+    """Writes <output>/summary.json, prints the summary; returns it."""
+    path = write_summary(summary, output_dir)
     print(format_summary(summary))
     print(f"summary: {path}")
     return summary
