@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
 from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
+from pipelines.submission import submission_lines
 from pipelines.summary import format_summary, summarize, write_summary
 from transforms.alerts import SpikeAlerts
 from transforms.bundles import BundleRepeats, StampBundleIds
@@ -28,7 +29,7 @@ from transforms.jurisdiction import AssignJurisdiction
 from transforms.location.geoip import check_databases
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
-from transforms.plumbing.metrics import NAMESPACE, read_counters
+from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
 from transforms.read import ReadReports
@@ -113,8 +114,7 @@ def run(argv=None):
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, opts)
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
-        result = pipeline.run()
-        print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")
+        print("\n".join(submission_lines(runner, pipeline.run(), options)))
         return None
     if bounded_local_stream:
         result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
