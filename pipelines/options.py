@@ -44,7 +44,7 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                             help="bank of known benign content never reported as a match (repeatable)")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
-                            help="how often workers look for changed bank files")
+                            help="how often workers look for changed bank files and GeoIP databases")
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
         parser.add_argument("--window-minutes", type=int, default=60,

@@ -59,7 +59,7 @@ def build_pipeline(p, opts):
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds)
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
-        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
     stamped = assigned | "StampBundleIds" >> StampBundleIds(BUNDLE_WINDOW_SECONDS)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(

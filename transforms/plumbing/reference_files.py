@@ -18,8 +18,10 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
+import time
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -168,3 +170,45 @@ def _locked(path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class RefreshedOnChange:
+    """A worker-wide object built from reference files (a bank index, GeoIP readers), held through a DoFn's
+    `Shared` handle and acquired again, under a new tag, when any of its files changes: checked at most
+    every `refresh_seconds`. A rebuild that fails keeps the last good object, logged and counted, and is
+    tried again when the files change again."""
+
+    def __init__(self, shared, paths, build, refresh_seconds, reloads, reload_failures, what):
+        self.shared = shared
+        self.paths = [path for path in paths if path]
+        self.build = build
+        self.refresh_seconds = refresh_seconds
+        self.reloads = reloads
+        self.reload_failures = reload_failures
+        self.what = what
+        self.checked_at = time.monotonic()
+        self.fingerprint = fingerprint(self.paths)
+        self.current = self._acquire(self.fingerprint)
+
+    def _acquire(self, found):
+        return self.shared.acquire(self.build, tag=repr((self.paths, found)))
+
+    def get(self):
+        """The object for the files as they were at the last check."""
+        if time.monotonic() - self.checked_at >= self.refresh_seconds:
+            self._refresh()
+        return self.current
+
+    def _refresh(self):
+        self.checked_at = time.monotonic()
+        found = fingerprint(self.paths)
+        if found == self.fingerprint:
+            return
+        self.fingerprint = found
+        try:
+            self.current = self._acquire(found)
+        except Exception as error:  # keep serving with the last good files rather than fail every element
+            self.reload_failures.inc()
+            logging.error("%s reload failed, keeping the previous ones: %s", self.what, error)
+            return
+        self.reloads.inc()
