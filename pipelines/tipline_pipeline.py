@@ -11,8 +11,9 @@ import sys
 import uuid
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions,
-                                                  PortableOptions, SetupOptions, StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions, GoogleCloudOptions,
+                                                  PipelineOptions, PortableOptions, SetupOptions,
+                                                  SparkRunnerOptions, StandardOptions, WorkerOptions)
 
 from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.options import TiplineOptions
@@ -84,7 +85,7 @@ def print_help():
     parser = argparse.ArgumentParser(prog="tipline run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for options_class in (TiplineOptions, StandardOptions, DirectOptions, DaskEngineOptions, GoogleCloudOptions,
-                          WorkerOptions, SetupOptions, PortableOptions):
+                          WorkerOptions, SetupOptions, PortableOptions, FlinkRunnerOptions, SparkRunnerOptions):
         group = parser.add_argument_group(options_class.__name__)
         options_class._add_argparse_args(group)
     parser.print_help()

@@ -48,3 +48,13 @@ def test_check_names_the_flag_of_a_missing_file_and_exits_2(remote, capsys):
     assert main(["check", *missing]) == 2
     error = capsys.readouterr().err.strip()
     assert error == "tipline check: --hash-bank: fakegcs://ref/gone.csv: expected one file, found 0"
+
+
+def test_run_help_lists_the_option_groups_a_remote_run_needs(capsys):
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for group, flag in (("DaskEngineOptions", "--dask-address"), ("GoogleCloudOptions", "--temp_location"),
+                        ("WorkerOptions", "--sdk_container_image"), ("SetupOptions", "--setup_file"),
+                        ("PortableOptions", "--environment_type"), ("FlinkRunnerOptions", "--flink_master"),
+                        ("SparkRunnerOptions", "--spark_master_url")):
+        assert f"\n{group}:\n" in out and flag in out.split(f"\n{group}:\n")[1], group
