@@ -36,7 +36,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.plumbing.metrics import NAMESPACE
 
 DASK_RUNNER_NAMES = ("dask", "DaskRunner")
-SOURCE_BUNDLE_BYTES = 16 << 20
+MIN_SOURCE_BUNDLE_BYTES = 256 << 10
 
 
 class DaskEngineOptions(PipelineOptions):
@@ -149,7 +149,9 @@ class _BagsPerPCollection(PipelineVisitor):
         self.bags[output] = bag
 
     def _read(self, source):
-        bundles = list(source.split(desired_bundle_size=SOURCE_BUNDLE_BYTES))
+        """The source split so that every partition has a share of it, each bundle read by one task."""
+        share = (source.estimate_size() or 0) // self.partitions + 1
+        bundles = list(source.split(desired_bundle_size=max(MIN_SOURCE_BUNDLE_BYTES, share)))
         return self._from_sequence(bundles).map_partitions(read_source_bundle)
 
     def _group(self, bag):
