@@ -98,6 +98,15 @@ def run_dofn_on_partition(windowed_values, do_fn, window_fn, label, args, kwargs
     return collected
 
 
+def input_window_fn(pcoll):
+    """The WindowFn of a ParDo's input; a source's output (its Read replaced by DaskRunner's override,
+    which cannot say) is in the global window."""
+    try:
+        return pcoll.windowing.windowfn
+    except AttributeError:
+        return GlobalWindows()
+
+
 def read_source_bundle(bundles):
     """Reads whole source bundles (one Dask partition may hold several) into global-window values."""
     return [in_global_window(record) for bundle in bundles
@@ -135,7 +144,7 @@ class _BagsPerPCollection(PipelineVisitor):
         elif isinstance(transform, _GroupByKeyOnly):
             self._set_main(node, self._group(inputs[0]))
         elif isinstance(transform, beam.ParDo):
-            self._pardo(node, transform, inputs[0])
+            self._pardo(node, transform, inputs[0], input_window_fn(main_inputs[0]))
         else:
             raise DaskCannotRun(f"{node.full_label}: {type(transform).__name__} is not supported on --runner dask")
 
@@ -159,12 +168,13 @@ class _BagsPerPCollection(PipelineVisitor):
         return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
                 .map(lambda group: in_global_window((group[0], [windowed.value[1] for windowed in group[1]]))))
 
-    def _pardo(self, node, transform, bag):
+    def _pardo(self, node, transform, bag, window_fn):
+        """Runs the DoFn per partition; a TimestampedValue it emits is windowed by its input's WindowFn,
+        as on the DirectRunner."""
         signature = DoFnSignature(transform.fn)
         if signature.is_stateful_dofn() or signature.has_timers():
             raise DaskCannotRun(f"{node.full_label}: stateful DoFns and timers are not supported on --runner dask")
         args, kwargs = transform.raw_side_inputs
-        window_fn = node.outputs[next(iter(node.outputs))].windowing.windowfn
         emitted = bag.map_partitions(run_dofn_on_partition, transform.fn, window_fn, node.full_label,
                                      list(args), dict(kwargs))
         for tag, output in node.outputs.items():  # the main output's tag is None, as its receiver's
