@@ -68,6 +68,8 @@ class _CollectingReceiver(Receiver):
 
 
 class _TaggedReceivers(dict):
+    """The receiver of each output tag a DoFn emits to, made on first use, all into one list."""
+
     def __init__(self, collected):
         super().__init__()
         self.collected = collected

@@ -2,7 +2,6 @@
 `fakegcs://` stand-in for GCS (tests/gcs_standin.py), staged once per worker and used by the whole run."""
 import json
 import os
-import shutil
 
 import fastavro
 import pytest
