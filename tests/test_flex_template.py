@@ -98,3 +98,15 @@ def _tipline_flags():
     parser = argparse.ArgumentParser(add_help=False)
     TiplineOptions._add_argparse_args(parser)
     return {flag for action in parser._actions for flag in action.option_strings}
+
+
+def test_the_worker_image_follows_the_pinned_beam_version_and_launches_the_entry_point():
+    """The image cannot be built here; what can be checked is that it matches the code it ships."""
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    [pinned] = re.findall(r'"apache-beam\[dask\]==([\d.]+)"', (REPO / "setup.py").read_text())
+    assert f"ARG BEAM_VERSION={pinned}\n" in dockerfile
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+    [entry] = re.findall(r"ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/tipline/(\S+)", dockerfile)
+    assert (REPO / entry).is_file() and entry == "pipelines/flex_template.py"
+    for folder in ("pipelines", "transforms", "schemas"):
+        assert f"COPY {folder} ./{folder}" in dockerfile
