@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from pipelines import bank_tools, demo, explain, notices_cli, publish, trends_cli
+from pipelines import bank_tools, check, demo, explain, notices_cli, publish, trends_cli
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check)
 
 
 def build_parser():
@@ -23,6 +23,8 @@ def main(argv=None):
 
         run(argv[1:])
         return 0
+    if argv[:1] == ["check"]:
+        return check.check(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -49,7 +49,7 @@ class TiplineOptions(PipelineOptions):
                                  "Beam filesystem prefix such as gs://bucket/quarantine (repeatable); any "
                                  "other contentUri is never opened and its file is unhashable")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
-                            help="how often workers look for changed bank files")
+                            help="how often workers look for changed bank files and GeoIP databases")
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
         parser.add_argument("--window-minutes", type=int, default=60,

@@ -11,11 +11,14 @@ import sys
 import uuid
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions, GoogleCloudOptions,
+                                                  PipelineOptions, PortableOptions, SetupOptions,
+                                                  SparkRunnerOptions, StandardOptions, WorkerOptions)
 
+from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.options import TiplineOptions
 from pipelines.streaming import local_streaming_options, run_for
+from pipelines.submission import submission_lines
 from pipelines.summary import format_summary, summarize, write_summary
 from transforms.alerts import SpikeAlerts
 from transforms.bundles import BundleRepeats, StampBundleIds
@@ -29,7 +32,7 @@ from transforms.matching.media import check_media_roots
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
-from transforms.plumbing.metrics import NAMESPACE, read_counters
+from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
 from transforms.read import ReadReports
@@ -60,7 +63,7 @@ def build_pipeline(p, opts):
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots)
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
-        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
     stamped = assigned | "StampBundleIds" >> StampBundleIds(BUNDLE_WINDOW_SECONDS)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
@@ -77,15 +80,16 @@ def build_pipeline(p, opts):
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
-    return {"reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
-            "notices": notices, "dead_letters": dead_letters}
+    return {"messages": messages, "parsed": reports, "reports": unique, "routed": routed, "trends": trends,
+            "bundles": bundles, "alerts": alerts, "notices": notices, "dead_letters": dead_letters}
 
 
 def print_help():
     """`tipline run --help`: tipline's own options, then the Beam options most runs need."""
     parser = argparse.ArgumentParser(prog="tipline run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for options_class in (TiplineOptions, StandardOptions, DirectOptions):
+    for options_class in (TiplineOptions, StandardOptions, DirectOptions, DaskEngineOptions, GoogleCloudOptions,
+                          WorkerOptions, SetupOptions, PortableOptions, FlinkRunnerOptions, SparkRunnerOptions):
         group = parser.add_argument_group(options_class.__name__)
         options_class._add_argparse_args(group)
     parser.print_help()
@@ -107,7 +111,7 @@ def run(argv=None):
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
+    if runner in LOCAL_RUNNERS + DASK_RUNNER_NAMES:  # elsewhere they are read on the workers, maybe from gs://
         check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
         try:
             check_media_roots(opts.media_roots)
@@ -116,19 +120,24 @@ def run(argv=None):
             raise SystemExit(2) from None
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
+    if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
+        return report_summary(run_on_dask(options, opts), opts.output_dir)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, opts)
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
-        result = pipeline.run()
-        print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")
+        print("\n".join(submission_lines(runner, pipeline.run(), options)))
         return None
     if bounded_local_stream:
         result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
     else:
         result = pipeline.run()
         result.wait_until_finish()
-    summary = summarize(read_counters(result))
-    path = write_summary(summary, opts.output_dir)
+    return report_summary(summarize(read_counters(result)), opts.output_dir)
+
+
+def report_summary(summary, output_dir):
+    """Writes <output>/summary.json, prints the summary; returns it."""
+    path = write_summary(summary, output_dir)
     print(format_summary(summary))
     print(f"summary: {path}")
     return summary

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import maxminddb
 
-from transforms.demo.packaged import resolve
+from transforms.plumbing.reference_files import stage
 
 DEFAULT_CACHE_SIZE = 65536
 
@@ -214,9 +214,10 @@ def anonymity_reasons(record):
 
 
 def open_reader(path, flag):
-    """A memory-mapped C-extension reader; a clear error naming the command-line flag when it cannot open."""
+    """A memory-mapped C-extension reader of a local copy of `path` (any Beam filesystem, staged once per
+    worker); a clear error naming the command-line flag when it cannot open."""
     try:
-        path = resolve(path)
+        path = stage(path)
     except ValueError as error:
         raise ValueError(f"{flag}: {error}") from None
     if not path or not os.path.isfile(path):
