@@ -160,7 +160,7 @@ def test_real_reference_data_travels_as_gs_paths_with_the_worker_image(monkeypat
     job = dry_run_graph("files", monkeypatch, PRODUCTION)
     payloads = pickled_payloads(job)
     locate = payloads["EnrichGeo/Locate/ParDo(_LocateFn)/ParDo(_LocateFn)"]
-    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)/ParDo(MatchHashBatches)"]
+    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)"]
     for name in ("GeoIP2-City.mmdb", "GeoLite2-ASN.mmdb", "GeoIP2-Anonymous-IP.mmdb"):
         assert f"{REFERENCE}/{name}".encode() in locate, name
     assert f"{REFERENCE}/known.parquet".encode() in match and f"{REFERENCE}/benign.csv".encode() in match
