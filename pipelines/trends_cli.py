@@ -19,7 +19,7 @@ import json
 import pathlib
 import sys
 
-from transforms.trends import DIMENSIONS, TABLES, WINDOW_KINDS
+from schemas.tables import DIMENSIONS, TABLES, WINDOW_KIND_NAMES
 
 DEFAULT_OUTPUT = "./tipline-out"
 
@@ -189,7 +189,7 @@ def common_options():
     common.add_argument("--plot", metavar="FILE.png", help="also draw the result as a chart")
     common.add_argument("--limit", type=int, default=20, help="rows of top-N views")
     common.add_argument("--since", help="only windows starting at or after this UTC time (ISO 8601)")
-    common.add_argument("--window", choices=tuple(WINDOW_KINDS), default="hourly",
+    common.add_argument("--window", choices=WINDOW_KIND_NAMES, default="hourly",
                         help="hourly windows or 24-hour windows sliding hourly")
     return common
 

@@ -9,7 +9,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.trends import TABLES, TrendCounts
+from schemas.tables import TABLES
+from transforms.trends import TrendCounts
 
 HOUR = 3600
 

@@ -8,8 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.trends_cli import register
-from transforms.bundles import BUNDLE_SCHEMA
-from transforms.trends import TABLES
+from schemas.tables import BUNDLE_SCHEMA, TABLES
 
 UTC = datetime.timezone.utc
 

@@ -19,9 +19,9 @@ import functools
 import hashlib
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.transforms import window
 
+from schemas.tables import BUNDLE_SCHEMA
 from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
 from transforms.plumbing.metrics import counter
@@ -30,23 +30,6 @@ from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 DEFAULT_WINDOW_SECONDS = 3600
 EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})
 ESP_BATCH = "esp-batch"
-
-BUNDLE_SCHEMA = pa.schema([
-    ("bundle_id", pa.string()),
-    ("signature", pa.string()),
-    ("signature_kind", pa.string()),
-    ("window_start", pa.timestamp("us", tz="UTC")),
-    ("window_end", pa.timestamp("us", tz="UTC")),
-    ("first_seen", pa.timestamp("us", tz="UTC")),
-    ("last_seen", pa.timestamp("us", tz="UTC")),
-    ("reports", pa.int64()),
-    ("users", pa.int64()),
-    ("esps", pa.int64()),
-    ("jurisdictions", pa.list_(pa.string())),
-    ("pane_index", pa.int64()),
-    ("pane_timing", pa.string()),
-])
-
 
 def normal_signal_type(signal_type):
     """`sha-256` and `SHA256` name the same hash."""

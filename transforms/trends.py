@@ -22,9 +22,9 @@ import collections
 import functools
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.transforms import window
 
+from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
 from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
                                       window_start_seconds)
 from transforms.plumbing.metrics import counter
@@ -36,28 +36,6 @@ WINDOW_KINDS = {
     "hourly": window.FixedWindows(HOUR),
     "sliding24h": window.SlidingWindows(DAY, HOUR),
 }
-DIMENSIONS = ("jurisdiction", "country", "incident_type", "esp", "match_class")
-TOTAL = "total"
-COUNTS = ("reports", "files", "users", "bundles")
-
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-
-def table_name(kind, dimension):
-    return f"{kind}_{TOTAL}" if dimension == TOTAL else f"{kind}_by_{dimension}"
-
-
-def table_schema(dimension):
-    """window bounds, the dimension column (none for totals), the four counts, the pane."""
-    dimension_columns = [] if dimension == TOTAL else [(dimension, pa.string())]
-    return pa.schema(
-        [("window_start", TIMESTAMP), ("window_end", TIMESTAMP)] + dimension_columns
-        + [(count, pa.int64()) for count in COUNTS]
-        + [("pane_index", pa.int64()), ("pane_timing", pa.string())])
-
-
-TABLES = {table_name(kind, dimension): table_schema(dimension)
-          for kind in WINDOW_KINDS for dimension in (TOTAL,) + DIMENSIONS}
 
 
 def dimension_values(record):
