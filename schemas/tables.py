@@ -6,7 +6,7 @@ import schemas rather than pipeline stages. Every field carries a `doc` in its m
 import pyarrow as pa
 
 WINDOW_KIND_NAMES = ("hourly", "sliding24h")
-DIMENSIONS = ("jurisdiction", "country", "incident_type", "esp", "match_class")
+DIMENSIONS = ("jurisdiction", "country", "incident_type", "esp", "match_class", "annotation")
 TOTAL = "total"
 COUNTS = ("reports", "files", "users", "bundles")
 
@@ -35,6 +35,7 @@ DIMENSION_DOCS = {
     "incident_type": "Incident type of the reports (schemas/incident_types.csv).",
     "esp": "Reporting electronic service provider id.",
     "match_class": "known (a hash-bank match), new (media or hashes, no match) or no_media.",
+    "annotation": "A report annotation (e.g. sextortion); a report counts once under each it carries.",
 }
 COUNT_DOCS = {
     "reports": "Reports in the window.",

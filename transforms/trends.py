@@ -2,7 +2,8 @@
 
 Two window kinds, hourly fixed windows and 24-hour windows sliding hourly, and one table per kind and
 dimension: `hourly_total`, `hourly_by_jurisdiction`, `hourly_by_country`, `hourly_by_incident_type`,
-`hourly_by_esp`, `hourly_by_match_class`, and the same six `sliding24h_...` tables. A table per dimension
+`hourly_by_esp`, `hourly_by_match_class`, `hourly_by_annotation` (a report counts once under each report
+annotation it carries), and the same seven `sliding24h_...` tables. A table per dimension
 rather than one wide table grouped by every dimension, because `users` and `bundles` count distinct
 values: they do not add up across rows, so a wide table could not be rolled up to one dimension.
 
@@ -38,8 +39,12 @@ WINDOW_KINDS = {
 }
 
 
+SINGLE_VALUED = DIMENSIONS[:-1]
+ANNOTATION = DIMENSIONS[-1]
+
+
 def dimension_values(record):
-    """The value of each dimension for a routed record (country may be None: unlocated)."""
+    """The value of each single-valued dimension for a routed record (country may be None: unlocated)."""
     return (record["jurisdiction"], record["location"]["countryCode"], record["incidentType"],
             record["espId"], record["matchSummary"])
 
@@ -94,8 +99,10 @@ class MergeTallies(beam.CombineFn):
 
 
 def dimension_keys(record):
-    """The (dimension, value) keys a record counts under: the total, then each dimension's value."""
-    return ((TOTAL, None),) + tuple(zip(DIMENSIONS, dimension_values(record)))
+    """The (dimension, value) keys a record counts under: the total, each single-valued dimension's value,
+    then each distinct report annotation (so annotation rows do not add up to the total)."""
+    annotations = tuple((ANNOTATION, value) for value in sorted(set(record.get("reportAnnotations") or ())))
+    return ((TOTAL, None),) + tuple(zip(SINGLE_VALUED, dimension_values(record))) + annotations
 
 
 def keys_and_tally(record):
