@@ -26,12 +26,12 @@ def iso_minutes(moment):
 
 
 def palette(count):
-    """`count` distinct colours, none of them the grey of "other": tab10 without its grey up to 9 series,
-    tab20 without its greys up to 18, then a sampled continuous map."""
+    """`count` distinct colours, none of them the grey of "other": tab10 without its grey plus black up to
+    10 series, tab20 without its greys up to 18, then a sampled continuous map."""
     from matplotlib import colormaps
 
-    if count <= 9:
-        return [colour for index, colour in enumerate(colormaps["tab10"].colors) if index != 7][:count]
+    if count <= 10:
+        return ([colour for index, colour in enumerate(colormaps["tab10"].colors) if index != 7] + ["#000000"])[:count]
     if count <= 18:
         return [colour for index, colour in enumerate(colormaps["tab20"].colors) if index not in (14, 15)][:count]
     return [colormaps["turbo"](index / (count - 1)) for index in range(count)]
@@ -70,7 +70,7 @@ def line_chart(records, label_key, value_key, window, top, title, range_text=Non
     plt = pyplot()
     time_key = "window_end" if window == "sliding24h" else "window_start"
     complete = [record for record in records if record.get("complete", True) is not False]
-    left_out = len(records) - len(complete)
+    left_out = len({record[time_key] for record in records if record.get("complete", True) is False})
     series, other = top_series(complete, time_key, label_key, value_key, top)
     figure, axes = plt.subplots(figsize=(11, 5))
     colours = palette(len([label for label in series if label != other]))
@@ -85,7 +85,7 @@ def line_chart(records, label_key, value_key, window, top, title, range_text=Non
     window_text = "24 hours ending at (UTC)" if window == "sliding24h" else "hour starting at (UTC)"
     axes.set_xlabel(window_text + (f"; {left_out} incomplete windows left out" if left_out else ""))
     axes.set_ylabel(value_key)
-    axes.set_title(with_range(title, complete, range_text))
+    axes.set_title(with_range(title, complete, window, range_text))
     if series:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     axes.grid(alpha=0.3)
@@ -93,13 +93,17 @@ def line_chart(records, label_key, value_key, window, top, title, range_text=Non
     return figure
 
 
-def with_range(title, records, range_text):
-    """The title plus the period the windows shown cover (or what was asked, when nothing is left to show)."""
-    starts = [record["window_start"] for record in records if isinstance(record.get("window_start"), datetime.datetime)]
+def with_range(title, records, window, range_text):
+    """The title plus the period shown: hourly windows from the first start to the last end, sliding ones
+    by the ends of the first and last (or what was asked, when nothing is left to show)."""
+    key = "window_end" if window == "sliding24h" else "window_start"
+    times = [record[key] for record in records if isinstance(record.get(key), datetime.datetime)]
+    if not times:
+        return f"{title}\n{range_text or 'no data'}"
+    if window == "sliding24h":
+        return f"{title}\n24 hours ending {iso_minutes(min(times))} to 24 hours ending {iso_minutes(max(times))}"
     ends = [record["window_end"] for record in records if isinstance(record.get("window_end"), datetime.datetime)]
-    if starts and ends:
-        return f"{title}\n{iso_minutes(min(starts))} to {iso_minutes(max(ends))}"
-    return f"{title}\n{range_text or 'no data'}"
+    return f"{title}\n{iso_minutes(min(times))} to {iso_minutes(max(ends or times))}"
 
 
 def bar_chart(labels, values, measure, title):
@@ -153,11 +157,11 @@ def chart_for(view, records, args, range_text):
         return line_chart(records, dimension, "reports", args.window, args.top, title, range_text)
     if name == "top-countries":
         return bar_chart([r["country"] for r in records], [r["reports"] for r in records], "reports",
-                         f"Reports per country, top {len(records)}, {range_text or 'all data'} (UTC)")
+                         f"Reports per country, top {len(records)}\n{range_text}")
     if name == "bundles":
         return bar_chart([f"{r['signature_kind']} {r['bundle_id'][:12]}" for r in records],
                          [r["reports"] for r in records], "reports in the bundle",
-                         f"Largest incident bundles by reports, {range_text or 'all data'} (UTC)")
+                         f"Largest incident bundles by reports\nactive {range_text}")
     return generic_chart(records, args.query[:80])
 
 

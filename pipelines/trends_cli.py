@@ -250,6 +250,17 @@ def shown_text(columns, rows):
     return text
 
 
+def period_shown(connection, args):
+    """The period a chart covers, in words: the hours holding data, cut to --since/--until (UTC)."""
+    first, last = connection.execute("SELECT first_start, last_end FROM coverage").fetchone()
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    first = max(filter(None, (first, since)), default=None)
+    last = min(filter(None, (last, until)), default=None)
+    if first is None or last is None:
+        return range_text(args)
+    return f"{first.astimezone(UTC):%Y-%m-%d %H:%MZ} to {last.astimezone(UTC):%Y-%m-%d %H:%MZ}"
+
+
 def no_trend_tables(args):
     print(f"no trend tables under {args.output} (run the pipeline first, or pass --output)", file=sys.stderr)
     return 2
@@ -275,8 +286,7 @@ def run_query(args, sql, parameters=(), view=None):
         from pipelines import trends_charts
 
         records = [dict(zip(columns, row)) for row in rows]
-        title_range = range_text(args) if getattr(args, "since", None) or getattr(args, "until", None) else None
-        trends_charts.save(trends_charts.chart_for(view, records, args, title_range), args.plot)
+        trends_charts.save(trends_charts.chart_for(view, records, args, period_shown(connection, args)), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
     return 0
 

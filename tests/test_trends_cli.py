@@ -216,3 +216,14 @@ def test_the_bundles_chart_has_whole_number_ticks(output, capsys, tmp_path):
     chart = tmp_path / "bundles.png"
     assert tipline_trends(capsys, "bundles", "--output", str(output), "--plot", str(chart))[0] == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_chart_title_states_the_period_shown_cut_to_since_and_until(output):
+    from pipelines.trends_charts import chart_for
+    from pipelines.trends_cli import connect, period_shown
+
+    connection, _ = connect(output)
+    args = argparse.Namespace(since=hour(2), until=None, view="top-countries")
+    assert period_shown(connection, args) == "2026-11-23 02:00Z to 2026-11-23 04:00Z"  # the data ends at 04:00
+    figure = chart_for(None, [{"country": "GB", "reports": 3}], args, period_shown(connection, args))
+    assert figure.axes[0].get_title() == "Reports per country, top 1\n2026-11-23 02:00Z to 2026-11-23 04:00Z"
