@@ -18,6 +18,7 @@ from transforms.location.jurisdiction_rules import legal_process_required
 from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
 
 STAGE = "route"
+SCHEMA_VERSION = 2  # schemas/routed_report.avsc: raise it with every change of the schema
 DEAD_LETTERS = "dead_letters"
 
 
@@ -45,6 +46,7 @@ def to_routed_record(report):
     routing = report["_routing"]
     files = report.get("files") or []
     return {
+        "schemaVersion": SCHEMA_VERSION,
         "reportId": report["reportId"],
         "submittedAt": report["submittedAt"],
         "espId": report["reporter"]["espId"],
