@@ -85,13 +85,13 @@ def content_reading(rows, total):
             f"{percent(shares.get('no_media', 0), total)} no media.")
 
 
-def bundle_reading(bundles):
-    repeats = [bundle for bundle in bundles if bundle["reports"] > 1]
-    if not repeats:
+def bundle_reading(bundles, repeated):
+    """`repeated`: how many bundles (all of them, not only those charted) hold more than one report."""
+    if not repeated:
         return "No content was reported more than once in this period."
-    largest = repeats[0]
+    largest = bundles[0]
     hours = (largest["last_seen"] - largest["first_seen"]).total_seconds() / 3600
-    return (f"{len(repeats):,} incidents of repeated content; the largest ({largest['signature_kind']}) had "
+    return (f"{repeated:,} incidents of repeated content; the largest ({largest['signature_kind']}) had "
             f"{largest['reports']:,} reports from {largest['esps']} ESPs across {largest['jurisdictions']} "
             f"jurisdictions over {hours:.1f} hours.")
 
@@ -140,6 +140,8 @@ def html_report(connection, args):
     bundles = rows_of(connection, "SELECT bundle_id, signature_kind, first_seen, last_seen, reports, esps, "
                       f"len(jurisdictions) AS jurisdictions FROM bundles {where} ORDER BY reports DESC, bundle_id LIMIT 15",
                       parameters)
+    repeated = rows_of(connection, f"SELECT count(*) AS n FROM bundles {where}{' AND' if where else ' WHERE'} "
+                       "reports > 1", parameters)[0]["n"]
     where, parameters = range_clause(args, "window_start")
     alerts = rows_of(connection, f"SELECT * FROM alerts {where} ORDER BY window_start, kind, key", parameters)
     sections = [
@@ -152,7 +154,7 @@ def html_report(connection, args):
                        lambda rows: annotation_reading(rows, total)),
         series_section(connection, args, "hourly_by_match_class", "match_class", "Known and new content",
                        lambda rows: content_reading(rows, total)),
-        section("Incident bundles (viral content)", bundle_reading(bundles), image(trends_charts.bar_chart(
+        section("Incident bundles (viral content)", bundle_reading(bundles, repeated), image(trends_charts.bar_chart(
             [f"{b['signature_kind']} {b['bundle_id'][:12]}" for b in bundles], [b["reports"] for b in bundles],
             "reports in the bundle", "Largest incident bundles by reports"), "Largest incident bundles")),
         section("Spike alerts", alert_reading(alerts), alert_table(alerts)),

@@ -36,7 +36,7 @@ def output(tmp_path):
         {"bundle_id": f"bnd-{n}", "signature": f"md5:{n:02x}", "signature_kind": "exact_hash",
          "window_start": hour(1), "window_end": hour(1) + datetime.timedelta(hours=30 + 24),
          "first_seen": hour(1), "last_seen": hour(1) + datetime.timedelta(hours=n), "reports": 2 + n, "users": 2,
-         "esps": 1, "jurisdictions": ["GB", "US-WA"], "pane_index": 0, "pane_timing": "ON_TIME"} for n in range(5)],
+         "esps": 1, "jurisdictions": ["GB", "US-WA"], "pane_index": 0, "pane_timing": "ON_TIME"} for n in range(20)],
         BUNDLE_SCHEMA)
     return tmp_path / "out"
 
@@ -59,7 +59,9 @@ def test_the_report_is_one_self_contained_page_with_every_chart_and_its_reading(
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing to fetch: it opens offline
     assert re.search(r"C\d\d is the largest country: [\d,]+ reports \(\d+% of all\); 14 country values in all", text)
     assert "sextortion" in text and "No spike alerts in this period." in text
-    assert "5 incidents of repeated content; the largest (exact_hash) had 6 reports" in text
+    # all 20 counted, not only the 15 charted; the largest lasted 19 hours
+    assert "20 incidents of repeated content; the largest (exact_hash) had 21 reports from 1 ESPs across 2 " \
+           "jurisdictions over 19.0 hours." in text
     assert "all data; all times UTC" in text
 
 
