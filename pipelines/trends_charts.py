@@ -60,6 +60,10 @@ def top_series(records, time_key, label_key, value_key, top):
         label = series_label(record, label_key)
         target = series[label] if label in series else series.setdefault(other, {})
         target[record[time_key]] = target.get(record[time_key], 0) + record[value_key]
+    times = {record[time_key] for record in records}
+    for points in series.values():  # a window with data but no row for a series is a zero, not a gap
+        for moment in times - points.keys():
+            points[moment] = 0
     return series, other
 
 

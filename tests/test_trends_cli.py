@@ -227,3 +227,15 @@ def test_a_chart_title_states_the_period_shown_cut_to_since_and_until(output):
     assert period_shown(connection, args) == "2026-11-23 02:00Z to 2026-11-23 04:00Z"  # the data ends at 04:00
     figure = chart_for(None, [{"country": "GB", "reports": 3}], args, period_shown(connection, args))
     assert figure.axes[0].get_title() == "Reports per country, top 1\n2026-11-23 02:00Z to 2026-11-23 04:00Z"
+
+
+def test_a_series_without_a_row_in_a_window_is_drawn_at_zero_not_bridged():
+    from pipelines.trends_charts import line_chart
+
+    rows = [{"window_start": hour(n), "window_end": hour(n + 1), "annotation": "sextortion", "reports": 4,
+             "complete": True} for n in range(3)]
+    rows += [{"window_start": hour(n), "window_end": hour(n + 1), "annotation": "spam", "reports": 2,
+              "complete": True} for n in (0, 2)]
+    axes = line_chart(rows, "annotation", "reports", "hourly", 10, "t").axes[0]
+    spam = next(line for line in axes.get_lines() if line.get_label() == "spam")
+    assert list(spam.get_ydata()) == [2, 0, 2]
