@@ -105,13 +105,13 @@ def stamped(report, incident):
     return {**report, "_bundleId": bundle_id(report_signature(report), incident[0])}
 
 
-def stamp_in_time_order(timed_reports, incident, gap_micros):
-    """(stamped reports as TimestampedValues, the incident left open) for (micros, report) pairs."""
-    out = []
+def stamp_in_time_order(timed_reports, gap_micros):
+    """One signature's (micros, report) pairs, stamped in event-time order, as TimestampedValues."""
+    out, incident = [], None
     for micros, report in sorted(timed_reports, key=lambda pair: pair[0]):
         incident = next_incident(incident, micros, gap_micros)
         out.append(TimestampedValue(stamped(report, incident), Timestamp(micros=micros)))
-    return out, incident
+    return out
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[str, beam.typehints.Any])
@@ -136,7 +136,7 @@ class _StampSignatureTimelineFn(beam.DoFn):
 
     def process(self, keyed):
         _, timed_reports = keyed
-        out, _ = stamp_in_time_order(list(timed_reports), None, self.gap_micros)
+        out = stamp_in_time_order(list(timed_reports), self.gap_micros)
         self.stamped.inc(len(out))
         yield from out
 
