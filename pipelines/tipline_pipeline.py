@@ -41,7 +41,7 @@ from transforms.trends import TrendCounts
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
-BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid of the trend tables
+ALERT_WINDOW_SECONDS = 3600  # spike alerts share the hourly grid of the trend tables
 
 
 def synthetic_config(opts):
@@ -65,15 +65,16 @@ def build_pipeline(p, opts):
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
-    stamped = assigned | "StampBundleIds" >> StampBundleIds(BUNDLE_WINDOW_SECONDS)
+    bundle_gap = opts.bundle_gap_hours * 3600
+    stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:
         _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(
             opts.route_topic_template, opts.create_route_topics)
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
-    bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
-    alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
+    bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, bundle_gap, lateness)
+    alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, ALERT_WINDOW_SECONDS, lateness)
     notices = assigned | "TakedownNotices" >> WriteTakedownNotices(
         opts.output_dir, opts.geoip_asn_db, opts.resolved_city_db())
     dead_letters = (
