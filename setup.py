@@ -2,7 +2,9 @@
 from setuptools import find_packages, setup
 
 RUNTIME = [
-    "apache-beam==2.77.0",
+    "apache-beam[dask]==2.77.0",  # the dask extra: `tipline run --runner dask` (pipelines/dask_engine.py)
+    "dask==2026.8.0",
+    "distributed==2026.8.0",
     "google-cloud-pubsub==2.44.0",
     "fastavro==1.13.1",
     "pyarrow==25.0.1",

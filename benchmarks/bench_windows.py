@@ -63,9 +63,9 @@ def bare(p, reports, shards, _output):
 
 def windowed(p, reports, shards, output, with_alerts=False):
     unique = (replay(p, reports, shards) | "Dedup" >> DedupRedeliveries(horizon_hours=24)
-              | "Stamp" >> StampBundleIds(3600) | "CarryBundleId" >> beam.Map(carry_bundle_id))
+              | "Stamp" >> StampBundleIds() | "CarryBundleId" >> beam.Map(carry_bundle_id))
     _ = unique | "Trends" >> TrendCounts(output)
-    _ = unique | "Bundles" >> BundleRepeats(output, 3600)
+    _ = unique | "Bundles" >> BundleRepeats(output)
     if with_alerts:
         _ = unique | "Alerts" >> SpikeAlerts(output)
 

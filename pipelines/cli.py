@@ -1,10 +1,10 @@
 """The `tipline` command: `tipline run` and the tools around the pipeline."""
 import sys
 
-from pipelines import bank_tools, demo, explain, notices_cli, publish, trends_cli
+from pipelines import bank_tools, check, demo, explain, notices_cli, publish, trends_cli
 from pipelines.errors import DEBUG_FLAG, OneLineArgumentParser, run_command
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check)
 
 
 def build_parser():
@@ -22,6 +22,8 @@ def dispatch(argv):
         from pipelines.tipline_pipeline import run_and_report
 
         return run_and_report(argv[1:])
+    if argv[:1] == ["check"]:
+        return check.check(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

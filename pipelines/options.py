@@ -71,6 +71,14 @@ def check_arguments(argv):
     raise UsageError(f"unknown argument {name}{hint}")
 
 
+def positive_hours(text):
+    """A number of hours above zero (argparse names the flag when it is not)."""
+    hours = float(text)
+    if not hours > 0:
+        raise ValueError(text)
+    return hours
+
+
 class TiplineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -115,9 +123,11 @@ class TiplineOptions(PipelineOptions):
                                  "Beam filesystem prefix such as gs://bucket/quarantine (repeatable); any "
                                  "other contentUri is never opened and its file is unhashable")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
-                            help="how often workers look for changed bank files")
+                            help="how often workers look for changed bank files and GeoIP databases")
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
+        parser.add_argument("--bundle-gap-hours", type=positive_hours, default=24,
+                            help="a signature seen again within this gap stays in the same incident bundle")
         parser.add_argument("--window-minutes", type=int, default=60,
                             help="event-time window of each routed file set")
         parser.add_argument("--allowed-lateness-hours", type=float, default=24,

@@ -17,14 +17,17 @@ import uuid
 from datetime import datetime, timezone
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, SetupOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions, GoogleCloudOptions,
+                                                  PipelineOptions, PortableOptions, SetupOptions,
+                                                  SparkRunnerOptions, StandardOptions, WorkerOptions)
 
 from pipelines.batch_progress import add_taps, run_with_progress
+from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.errors import UsageError, first_line, run_command
 from pipelines.options import TiplineOptions, check_arguments
 from pipelines.preflight import format_reference, preflight
 from pipelines.streaming import local_streaming_options, run_for
+from pipelines.submission import submission_lines
 from pipelines.summary import format_summary, summarize, write_summary
 from transforms.alerts import SpikeAlerts
 from transforms.bundles import BundleRepeats, StampBundleIds
@@ -36,7 +39,7 @@ from transforms.jurisdiction import AssignJurisdiction
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
-from transforms.plumbing.metrics import NAMESPACE, read_counters
+from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
 from transforms.read import ReadReports
@@ -45,7 +48,7 @@ from transforms.trends import TrendCounts
 
 
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
-BUNDLE_WINDOW_SECONDS = 3600  # bundles and spike alerts share the hourly grid of the trend tables
+ALERT_WINDOW_SECONDS = 3600  # spike alerts share the hourly grid of the trend tables
 
 
 def synthetic_config(opts):
@@ -67,32 +70,34 @@ def build_pipeline(p, opts):
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots)
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
-        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+        opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
-    stamped = assigned | "StampBundleIds" >> StampBundleIds(BUNDLE_WINDOW_SECONDS)
+    bundle_gap = opts.bundle_gap_hours * 3600
+    stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:
         _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(
             opts.route_topic_template, opts.create_route_topics)
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
-    bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
-    alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
+    bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, bundle_gap, lateness)
+    alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, ALERT_WINDOW_SECONDS, lateness)
     notices = assigned | "TakedownNotices" >> WriteTakedownNotices(
         opts.output_dir, opts.geoip_asn_db, opts.resolved_city_db())
     dead_letters = (
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
-    return {"messages": messages, "reports": unique, "routed": routed, "trends": trends, "bundles": bundles, "alerts": alerts,
-            "notices": notices, "dead_letters": dead_letters}
+    return {"messages": messages, "parsed": reports, "reports": unique, "routed": routed, "trends": trends,
+            "bundles": bundles, "alerts": alerts, "notices": notices, "dead_letters": dead_letters}
 
 
 def print_help():
     """`tipline run --help`: tipline's own options, then the Beam options most runs need."""
     parser = argparse.ArgumentParser(prog="tipline run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for options_class in (TiplineOptions, StandardOptions, DirectOptions):
+    for options_class in (TiplineOptions, StandardOptions, DirectOptions, DaskEngineOptions, GoogleCloudOptions,
+                          WorkerOptions, SetupOptions, PortableOptions, FlinkRunnerOptions, SparkRunnerOptions):
         group = parser.add_argument_group(options_class.__name__)
         options_class._add_argparse_args(group)
     parser.print_help()
@@ -131,14 +136,15 @@ def run(argv=None):
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
+    if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
+        return report_summary(run_on_dask(options, opts), opts.output_dir, run_id, reference)
     pipeline = beam.Pipeline(options=options)
     try:
         outputs = build_pipeline(pipeline, opts)
     except ValueError as error:  # Beam validates names and patterns as the graph is built
         raise UsageError(first_line(error)) from error
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
-        result = pipeline.run()
-        print(f"submitted to {runner}; counts are in the runner's metrics under the '{NAMESPACE}' namespace")
+        print("\n".join(submission_lines(runner, pipeline.run(), options)))
         return None
     if bounded_local_stream:
         result = run_for(pipeline, opts.subscription, opts.duration, run_id)
@@ -150,8 +156,14 @@ def run(argv=None):
         if in_process:
             add_taps(outputs, run_id)
         result = run_with_progress(pipeline, run_id, in_process)
-    summary = {**summarize(read_counters(result)), "run_id": run_id, "reference_data": reference}
-    path = write_summary(summary, opts.output_dir)
+    return report_summary(summarize(read_counters(result)), opts.output_dir, run_id, reference)
+
+
+def report_summary(summary, output_dir, run_id, reference):
+    """Writes <output>/summaries/<run id>.json and <output>/summary.json with the run's reference data,
+    prints the summary; returns it."""
+    summary = {**summary, "run_id": run_id, "reference_data": reference}
+    path = write_summary(summary, output_dir)
     print(format_summary(summary))
     print(format_reference(reference))
     print(f"summary: {path}")

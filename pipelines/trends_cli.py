@@ -1,16 +1,20 @@
 """`tipline trends`: ready-made analyst views and free SQL over the trend tables, bundles and alerts (DuckDB).
 
     tipline trends tables                                  # what the output folder holds
-    tipline trends top-countries --since 2026-11-01
+    tipline trends top-countries --since 2026-11-01 --plot countries.png
     tipline trends jurisdictions --plot jurisdictions.png  # reports per jurisdiction over time
-    tipline trends new-vs-known --window sliding24h
+    tipline trends new-vs-known --window sliding24h --since 2026-11-23T06:00:00Z
     tipline trends bundles --limit 20
     tipline trends alerts
+    tipline trends report --html report.html              # one self-contained page for partners
     tipline trends sql "SELECT * FROM hourly_by_esp ORDER BY reports DESC LIMIT 5" --format csv
 
-Every table is a view that keeps the latest pane per window (the right total once late reports fired
-it again); `<table>_panes` keeps every pane. Options: --output DIR (default ./tipline-out),
---format table|csv|json, --plot FILE.png, --limit N.
+Everything is UTC: the views, --since/--until (a date, 2026-11-23, is its midnight UTC; an RFC 3339 time
+keeps its offset; a time without one is read as UTC) and every timestamp printed (ISO 8601 with Z, in every
+format). Every table is a view that keeps the latest pane per window (the right total once late reports fired
+it again); `<table>_panes` keeps every pane. Trend views add `complete`: false for a window that reaches
+before the first or past the last hour holding data (a sliding 24-hour window at either edge), which
+charts leave out. Sliding windows are listed by both ends and filtered and drawn by their end.
 """
 import argparse
 import csv
@@ -20,85 +24,189 @@ import pathlib
 import sys
 
 from pipelines.options import DEFAULT_OUTPUT_DIR
-from transforms.trends import DIMENSIONS, TABLES, WINDOW_KINDS
+from schemas.tables import ALERT_SCHEMA, BUNDLE_SCHEMA, DIMENSIONS, TABLES, WINDOW_KIND_NAMES
+UTC = datetime.timezone.utc
+
+
+def parse_time(text):
+    """A date (its midnight UTC) or an RFC 3339 time, as an aware UTC datetime; a naive time is UTC."""
+    try:
+        if len(text) == 10:
+            moment = datetime.datetime.combine(datetime.date.fromisoformat(text), datetime.time())
+        else:
+            moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2026-11-23) or an RFC 3339 time (2026-11-23T10:00:00Z)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def iso(moment):
+    """The one timestamp format of every output: ISO 8601 in UTC with `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def table_dimension(table):
     return next((dimension for dimension in DIMENSIONS if table.endswith(f"_by_{dimension}")), None)
 
 
-def latest_pane_view(name, source, partition_columns):
-    return (f'CREATE VIEW "{name}_panes" AS SELECT * FROM {source};\n'
-            f'CREATE VIEW "{name}" AS SELECT * FROM "{name}_panes" QUALIFY row_number() OVER '
-            f'(PARTITION BY {", ".join(partition_columns)} ORDER BY pane_index DESC) = 1;')
+def panes_view(name, source):
+    return f'CREATE VIEW "{name}_panes" AS SELECT * FROM {source};'
+
+
+def latest_pane_view(name, partition_columns, extra_columns="", extra_from=""):
+    return (f'CREATE VIEW "{name}" AS SELECT *{extra_columns} FROM "{name}_panes"{extra_from} QUALIFY row_number() '
+            f'OVER (PARTITION BY {", ".join(partition_columns)} ORDER BY pane_index DESC) = 1;')
+
+
+def coverage_view(hourly_tables):
+    """The hours holding data: from the first hourly window's start to the last one's end, over every table."""
+    spans = " UNION ALL ".join(f'SELECT min(window_start) AS s, max(window_end) AS e FROM "{name}_panes"'
+                               for name in hourly_tables)
+    return f"CREATE VIEW coverage AS SELECT min(s) AS first_start, max(e) AS last_end FROM ({spans});"
 
 
 def parquet_source(folder):
     return f"read_parquet('{folder.as_posix()}/*/*.parquet', hive_partitioning = true)"
 
 
+def source_or_empty(connection, name, folder, schema, pattern="*/*.parquet"):
+    """The files' reader, or an empty table of the right schema: an empty table is an answer, not an error."""
+    if any(folder.glob(pattern)):
+        return parquet_source(folder), True
+    connection.register(f"{name}_empty", schema.empty_table())
+    return f'"{name}_empty"', False
+
+
+COMPLETE = (", (window_start >= coverage.first_start AND window_end <= coverage.last_end) AS complete",
+            ", coverage")
+
+
 def connect(output_dir):
-    """A DuckDB connection with one view per table found under `output_dir`; (connection, table names)."""
+    """A DuckDB connection (UTC) with a view per table; (connection, names of tables that have files)."""
     import duckdb
 
     root = pathlib.Path(output_dir)
     connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")  # not the machine's zone: casts, dates and results in UTC
     found = []
     for table in sorted(TABLES):
-        folder = root / "trends" / table
-        if any(folder.glob("*/*.parquet")):
-            dimension = table_dimension(table)
-            connection.execute(latest_pane_view(
-                table, parquet_source(folder), ["window_start"] + ([dimension] if dimension else [])))
-            found.append(table)
-    if any((root / "bundles").glob("*/*.parquet")):
-        connection.execute(latest_pane_view("bundles", parquet_source(root / "bundles"), ["bundle_id"]))
-        found.append("bundles")
-    if any((root / "alerts").glob("*/*.jsonl")):
-        connection.execute(f"CREATE VIEW alerts AS SELECT * FROM read_json_auto('{(root / 'alerts').as_posix()}/*/*.jsonl')")
-        found.append("alerts")
+        source, present = source_or_empty(connection, table, root / "trends" / table, TABLES[table])
+        connection.execute(panes_view(table, source))
+        found += [table] if present else []
+    connection.execute(coverage_view([table for table in sorted(TABLES) if table.startswith("hourly_")]))
+    for table in sorted(TABLES):
+        dimension = table_dimension(table)
+        connection.execute(latest_pane_view(table, ["window_start"] + ([dimension] if dimension else []), *COMPLETE))
+    source, present = source_or_empty(connection, "bundles", root / "bundles", BUNDLE_SCHEMA)
+    connection.execute(panes_view("bundles", source) + latest_pane_view("bundles", ["bundle_id"]))
+    found += ["bundles"] if present else []
+    connection.execute(f"CREATE VIEW alerts AS SELECT * FROM {alerts_source(connection, root / 'alerts')}")
+    found += ["alerts"] if any((root / "alerts").glob("*/*.jsonl")) else []
     return connection, found
 
 
-def since_clause(args):
-    return f"WHERE window_start >= TIMESTAMPTZ '{args.since}'" if args.since else ""
+def alerts_source(connection, folder):
+    """Alerts are JSON Lines with ISO times: read with typed columns (UTC timestamps), or an empty table."""
+    if not any(folder.glob("*/*.jsonl")):
+        connection.register("alerts_empty", ALERT_SCHEMA.empty_table())
+        return '"alerts_empty"'
+    columns = {"alert_id": "VARCHAR", "kind": "VARCHAR", "key": "VARCHAR", "window_start": "TIMESTAMPTZ",
+               "window_end": "TIMESTAMPTZ", "count": "BIGINT", "baseline": "DOUBLE", "ratio": "DOUBLE",
+               "history_windows": "BIGINT"}
+    return f"read_json('{folder.as_posix()}/*/*.jsonl', format = 'newline_delimited', columns = {columns})"
 
 
+def label_column(window):
+    """Sliding windows are named, filtered and drawn by their end (the day they sum up), hourly by their start."""
+    return "window_end" if window == "sliding24h" else "window_start"
+
+
+def range_clause(args, column, first="WHERE"):
+    """Bound parameters for --since/--until on `column`: [since, until)."""
+    conditions, parameters = [], []
+    if getattr(args, "since", None):
+        conditions.append(f"{column} >= ?")
+        parameters.append(args.since)
+    if getattr(args, "until", None):
+        conditions.append(f"{column} < ?")
+        parameters.append(args.until)
+    return (f"{first} " + " AND ".join(conditions) if conditions else ""), parameters
+
+
+def over_time(dimension, measures):
+    """A view of `measures` per `dimension` value and window, with both window ends and `complete`."""
+    def query(args):
+        where, parameters = range_clause(args, label_column(args.window))
+        return (f"SELECT window_start, window_end, {dimension}, {measures}, complete "
+                f"FROM {args.window}_by_{dimension} {where} ORDER BY window_start, {dimension}"), parameters
+    return query
+
+
+def top_countries(args):
+    where, parameters = range_clause(args, "window_start")
+    return (f"SELECT coalesce(country, '(unlocated)') AS country, sum(reports) AS reports, sum(files) AS files "
+            f"FROM hourly_by_country {where} GROUP BY ALL ORDER BY reports DESC, country LIMIT {args.limit}"), parameters
+
+
+def biggest_bundles(args):
+    where, parameters = range_clause(args, "last_seen")
+    return (f"SELECT bundle_id, signature_kind, signature, first_seen, last_seen, reports, users, esps, "
+            f"len(jurisdictions) AS jurisdictions FROM bundles {where} "
+            f"ORDER BY reports DESC, bundle_id LIMIT {args.limit}"), parameters
+
+
+def latest_alerts(args):
+    where, parameters = range_clause(args, "window_start")
+    return (f"SELECT window_start, window_end, kind, key, count, baseline, ratio FROM alerts {where} "
+            f"ORDER BY window_start DESC, ratio DESC LIMIT {args.limit}"), parameters
+
+
+class View:
+    """A ready-made view: its query, what it measures, the chart it supports and the options it takes."""
+
+    def __init__(self, help_text, query, chart=None, options=(), what="rows"):
+        self.help_text, self.query, self.chart, self.options, self.what = help_text, query, chart, options, what
+
+
+RANGE = ("since", "until")
 VIEWS = {
-    "top-countries": ("countries by reports (files, bundles) since --since",
-                      lambda a: f"SELECT coalesce(country, '(unlocated)') AS country, sum(reports) AS reports, "
-                                f"sum(files) AS files, sum(bundles) AS bundles FROM hourly_by_country {since_clause(a)} "
-                                f"GROUP BY ALL ORDER BY reports DESC, country LIMIT {a.limit}"),
-    "jurisdictions": ("reports per jurisdiction over time",
-                      lambda a: f"SELECT window_start, jurisdiction, reports, users, bundles FROM {a.window}_by_jurisdiction "
-                                f"{since_clause(a)} ORDER BY window_start, jurisdiction"),
-    "new-vs-known": ("reports of new and known content over time",
-                     lambda a: f"SELECT window_start, match_class, reports, files FROM {a.window}_by_match_class "
-                               f"{since_clause(a)} ORDER BY window_start, match_class"),
-    "bundles": ("biggest incident bundles",
-                lambda a: f"SELECT bundle_id, signature_kind, signature, window_start, reports, users, esps, "
-                          f"len(jurisdictions) AS jurisdictions FROM bundles {since_clause(a)} "
-                          f"ORDER BY reports DESC, bundle_id LIMIT {a.limit}"),
-    "alerts": ("latest spike alerts",
-               lambda a: f"SELECT window_start, kind, key, count, baseline, ratio FROM alerts "
-                         f"ORDER BY window_start DESC, ratio DESC LIMIT {a.limit}"),
+    "top-countries": View("reports per country (top --limit)", top_countries, "bars", RANGE + ("limit",),
+                          "trend rows"),
+    "jurisdictions": View("reports per jurisdiction over time", over_time("jurisdiction", "reports, users, bundles"),
+                          "lines", RANGE + ("window", "top"), "trend rows"),
+    "countries": View("reports per country over time", over_time("country", "reports, users, bundles"),
+                      "lines", RANGE + ("window", "top"), "trend rows"),
+    "incident-types": View("reports per incident type over time", over_time("incident_type", "reports, files"),
+                           "lines", RANGE + ("window", "top"), "trend rows"),
+    "annotations": View("reports per report annotation (e.g. sextortion) over time",
+                        over_time("annotation", "reports, files"), "lines", RANGE + ("window", "top"), "trend rows"),
+    "new-vs-known": View("reports of new and known content over time", over_time("match_class", "reports, files"),
+                         "lines", RANGE + ("window", "top"), "trend rows"),
+    "bundles": View("biggest incident bundles", biggest_bundles, "bars", RANGE + ("limit",), "bundles"),
+    "alerts": View("latest spike alerts", latest_alerts, None, RANGE + ("limit",), "alerts"),
 }
 
 
 def cell(value):
     if isinstance(value, datetime.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
+        return iso(value)
     if isinstance(value, float):
         return f"{value:.2f}"
     return "" if value is None else str(value)
+
+
+def plain(value):
+    """A value as CSV and JSON print it: timestamps as `iso`, the rest as they are."""
+    return iso(value) if isinstance(value, datetime.datetime) else value
 
 
 def format_table(columns, rows):
     """Aligned columns; numbers right-aligned."""
     texts = [[cell(value) for value in row] for row in rows]
     widths = [max([len(column)] + [len(text[i]) for text in texts]) for i, column in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows if row[i] is not None)
-               for i in range(len(columns))]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                                  for row in rows if row[i] is not None) for i in range(len(columns))]
     align = lambda text, i: text.rjust(widths[i]) if numeric[i] else text.ljust(widths[i])
     lines = ["  ".join(align(column, i) for i, column in enumerate(columns)),
              "  ".join("-" * width for width in widths)]
@@ -111,86 +219,126 @@ def print_result(columns, rows, output_format):
     if output_format == "csv":
         writer = csv.writer(out)
         writer.writerow(columns)
-        writer.writerows([[value.isoformat() if isinstance(value, datetime.datetime) else value for value in row]
-                          for row in rows])
+        writer.writerows([[plain(value) for value in row] for row in rows])
     elif output_format == "json":
-        out.write(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=1) + "\n")
+        out.write(json.dumps([{column: plain(value) for column, value in zip(columns, row)} for row in rows],
+                             indent=1) + "\n")
     else:
         out.write(format_table(columns, rows) + "\n")
 
 
-def plot(columns, rows, path, title):
-    """A time series per label when the result has a timestamp column, else a bar chart of the first number."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = [next((type(row[i]) for row in rows if row[i] is not None), type(None)) for i in range(len(columns))]
-    time_column = next((i for i, kind in enumerate(kinds) if kind is datetime.datetime), None)
-    label_column = next((i for i, kind in enumerate(kinds) if kind is str), None)
-    value_column = next((i for i, kind in enumerate(kinds) if kind in (int, float)), None)
-    if value_column is None:
-        raise ValueError("nothing to plot: the result has no numeric column")
-    figure, axes = plt.subplots(figsize=(10, 5))
-    if time_column is not None:
-        series = {}
-        for row in rows:
-            label = cell(row[label_column]) if label_column is not None else columns[value_column]
-            series.setdefault(label, []).append((row[time_column], row[value_column]))
-        for label, points in sorted(series.items(), key=lambda item: -sum(v for _, v in item[1]))[:12]:
-            points.sort()
-            axes.plot([t for t, _ in points], [v for _, v in points], marker=".", label=label)
-        axes.legend(loc="upper left", fontsize="small")
-        figure.autofmt_xdate()
-        axes.set_xlabel(f"{columns[time_column]} (UTC)")
-    else:
-        labels = [cell(row[label_column]) if label_column is not None else str(n) for n, row in enumerate(rows)]
-        axes.barh(labels[::-1], [row[value_column] for row in rows][::-1])
-    axes.set_ylabel(columns[value_column]) if time_column is not None else axes.set_xlabel(columns[value_column])
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+def range_text(args):
+    """What --since/--until asked for, in words (UTC)."""
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since and until:
+        return f"from {iso(since)} to {iso(until)}"
+    if since:
+        return f"from {iso(since)}"
+    return f"until {iso(until)}" if until else "all data"
 
 
-def run_query(args, sql, title):
+def shown_text(columns, rows):
+    """The time range the rows cover, and how many windows are incomplete."""
+    times = sorted(value for row in rows for value in row if isinstance(value, datetime.datetime))
+    text = f"{len(rows)} rows"
+    if times:
+        text += f", {iso(times[0])} to {iso(times[-1])} (UTC)"
+    if "complete" in columns:
+        incomplete = sum(1 for row in rows if row[columns.index("complete")] is False)
+        text += f", {incomplete} incomplete windows (complete = false)" if incomplete else ""
+    return text
+
+
+def period_shown(connection, args):
+    """The period a chart covers, in words: the hours holding data, cut to --since/--until (UTC)."""
+    first, last = connection.execute("SELECT first_start, last_end FROM coverage").fetchone()
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    first = max(filter(None, (first, since)), default=None)
+    last = min(filter(None, (last, until)), default=None)
+    if first is None or last is None:
+        return range_text(args)
+    return f"{first.astimezone(UTC):%Y-%m-%d %H:%MZ} to {last.astimezone(UTC):%Y-%m-%d %H:%MZ}"
+
+
+def no_trend_tables(args):
+    print(f"no trend tables under {args.output} (run the pipeline first, or pass --output)", file=sys.stderr)
+    return 2
+
+
+def run_query(args, sql, parameters=(), view=None):
     connection, found = connect(args.output)
-    if not found:
-        print(f"no trend tables under {args.output} (run the pipeline first, or pass --output)", file=sys.stderr)
-        return 2
+    if not any(name in TABLES for name in found):
+        return no_trend_tables(args)
     try:
-        result = connection.execute(sql)
+        result = connection.execute(sql, list(parameters))
     except Exception as error:  # DuckDB raises one class per error kind; all are the user's query to fix
         print(f"query failed: {error}", file=sys.stderr)
         return 1
     columns = [description[0] for description in result.description]
     rows = result.fetchall()
     print_result(columns, rows, args.format)
-    if args.plot:
-        plot(columns, rows, args.plot, title)
+    if not rows:
+        print(f"no {view.what if view else 'rows'} in {args.output} for {range_text(args)}", file=sys.stderr)
+        return 0
+    print(f"shown: {shown_text(columns, rows)}; asked: {range_text(args)}", file=sys.stderr)
+    if getattr(args, "plot", None):
+        from pipelines import trends_charts
+
+        records = [dict(zip(columns, row)) for row in rows]
+        trends_charts.save(trends_charts.chart_for(view, records, args, period_shown(connection, args)), args.plot)
         print(f"plot: {args.plot}", file=sys.stderr)
     return 0
 
 
+def run_view(view):
+    def run(args):
+        sql, parameters = view.query(args)
+        return run_query(args, sql, parameters, view)
+    return run
+
+
 def list_tables(args):
     connection, found = connect(args.output)
-    rows = [(name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) for name in found]
+    if not any(name in TABLES for name in found):
+        return no_trend_tables(args)
+    names = sorted(TABLES) + ["bundles", "alerts"]
+    rows = [(name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) for name in names]
     print_result(["table", "rows"], rows, args.format)
-    return 0 if found else 2
+    return 0
 
 
-def common_options():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT_DIR})")
-    common.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    common.add_argument("--plot", metavar="FILE.png", help="also draw the result as a chart")
-    common.add_argument("--limit", type=int, default=20, help="rows of top-N views")
-    common.add_argument("--since", help="only windows starting at or after this UTC time (ISO 8601)")
-    common.add_argument("--window", choices=tuple(WINDOW_KINDS), default="hourly",
-                        help="hourly windows or 24-hour windows sliding hourly")
-    return common
+def write_report(args):
+    from pipelines import trends_report
+
+    connection, found = connect(args.output)
+    if not any(name in TABLES for name in found):
+        return no_trend_tables(args)
+    pathlib.Path(args.html).write_text(trends_report.html_report(connection, args), encoding="utf-8")
+    print(f"report: {args.html}", file=sys.stderr)
+    return 0
+
+
+def add_options(parser, options, chart=None):
+    """Only the options a view uses: argparse refuses the others (exit 2) rather than ignore them."""
+    parser.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT_DIR})")
+    if "format" in options:
+        parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                            help="timestamps are ISO 8601 UTC with Z in every format")
+    if chart:
+        parser.add_argument("--plot", metavar="FILE.png", help=f"also draw the result as a chart ({chart})")
+    if "limit" in options:
+        parser.add_argument("--limit", type=int, default=20, help="rows of the top-N view")
+    if "top" in options:
+        parser.add_argument("--top", type=int, default=10,
+                            help="series drawn in a chart; the rest are summed as one 'other' series (default 10)")
+    if "since" in options:
+        parser.add_argument("--since", type=parse_time, metavar="TIME",
+                            help="windows from this date or RFC 3339 time on (UTC unless an offset is given)")
+        parser.add_argument("--until", type=parse_time, metavar="TIME",
+                            help="windows before this date or RFC 3339 time (UTC unless an offset is given)")
+    if "window" in options:
+        parser.add_argument("--window", choices=WINDOW_KIND_NAMES, default="hourly",
+                            help="hourly windows or 24-hour windows sliding hourly (shown by their end)")
 
 
 def register(subparsers):
@@ -198,12 +346,19 @@ def register(subparsers):
     trends = subparsers.add_parser("trends", help="query trend tables, bundles and alerts (DuckDB)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     views = trends.add_subparsers(dest="view", required=True)
-    common = common_options()
-    views.add_parser("tables", parents=[common], help="tables found and their row counts").set_defaults(func=list_tables)
-    for name, (help_text, query) in VIEWS.items():
-        view = views.add_parser(name, parents=[common], help=help_text)
-        view.set_defaults(func=lambda args, query=query, title=help_text: run_query(args, query(args), title))
-    free = views.add_parser("sql", parents=[common], help="any SQL over the tables (latest panes; <table>_panes)")
+    tables = views.add_parser("tables", help="tables and their row counts")
+    add_options(tables, ("format",))
+    tables.set_defaults(func=list_tables)
+    for name, view in VIEWS.items():
+        parser = views.add_parser(name, help=view.help_text)
+        add_options(parser, ("format",) + view.options, view.chart)
+        parser.set_defaults(func=run_view(view))
+    report = views.add_parser("report", help="one self-contained HTML page of charts and readings")
+    add_options(report, RANGE + ("top",))
+    report.add_argument("--html", required=True, metavar="FILE.html", help="the page to write")
+    report.set_defaults(func=write_report)
+    free = views.add_parser("sql", help="any SQL over the tables (latest panes; <table>_panes)")
+    add_options(free, ("format",), "lines when the result has a time column, else bars")
     free.add_argument("query")
-    free.set_defaults(func=lambda args: run_query(args, args.query, args.query[:80]))
+    free.set_defaults(func=lambda args: run_query(args, args.query))
     return trends

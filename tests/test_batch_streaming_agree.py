@@ -33,7 +33,8 @@ def mixed_records(count=400, hours=30, seed=7):
             match=rng.choice(["new", "known"]), files=rng.randrange(4),
             bundle=rng.choice([None, "bnd-a", "bnd-b"]),
             hashes=[("MD5", rng.choice(["aa", "bb", f"{index:02x}"]))],
-            matches=[("bank", "e1")] if rng.random() < 0.1 else [])))
+            matches=[("bank", "e1")] if rng.random() < 0.1 else [],
+            annotations=rng.choice([(), ("sextortion",), ("sextortion", "spam")]))))
     return records
 
 
@@ -70,7 +71,8 @@ def test_trend_tables_are_the_same_in_batch_and_streaming(tmp_path):
     assert batch == streaming
     assert {path.split("/")[0] for path in batch} == {
         f"{kind}_{suffix}" for kind in ("hourly", "sliding24h")
-        for suffix in ("total", "by_jurisdiction", "by_country", "by_incident_type", "by_esp", "by_match_class")}
+        for suffix in ("total", "by_jurisdiction", "by_country", "by_incident_type", "by_esp", "by_match_class",
+                       "by_annotation")}
     assert len({path.split("/")[1] for path in batch}) == 3  # partitions of three days (sliding ends included)
 
 

@@ -1,15 +1,17 @@
-"""Incident bundles: one deterministic signature per report, ids stamped before routing, bundle records."""
+"""Incident bundles: one deterministic signature per report, ids stamped before routing that stay the same
+for a whole incident, bundle records; the same in batch and streaming."""
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils.timestamp import Timestamp
 
-from tests.test_trends import at, routed_record
-from transforms.bundles import BundleRepeats, StampBundleIds, bundle_id, window_start_seconds
+from tests.test_trends import at, routed_record, streaming_pipeline
+from transforms.bundles import BundleRepeats, StampBundleIds, bundle_id, next_incident
 from transforms.reports.signatures import content_signature, record_signature, report_signature
 
 HOUR = 3600
+MICROS = 1_000_000
 
 
 def results(hashes=(), matches=()):
@@ -41,12 +43,15 @@ def test_an_enriched_report_and_its_routed_record_get_the_same_signature():
     assert report_signature(report) == record_signature(routed_record("r1", hashes=[("SHA1", "d1")])) == "sha1:d1"
 
 
-def test_bundle_ids_are_deterministic_per_signature_and_window():
-    start = window_start_seconds(Timestamp(2 * HOUR + 59), HOUR)
-    assert start == 2 * HOUR
-    assert bundle_id("md5:aa", start) == bundle_id("md5:aa", 2 * HOUR)
-    assert bundle_id("md5:aa", start) != bundle_id("md5:aa", 3 * HOUR) != bundle_id("md5:bb", 3 * HOUR)
-    assert window_start_seconds(Timestamp(-1), HOUR) == -HOUR
+def test_a_report_within_the_gap_of_the_last_one_continues_its_incident():
+    gap = 24 * HOUR * MICROS
+    incident = next_incident(None, 0, gap)
+    assert incident == (0, 0)
+    incident = next_incident(incident, 23 * HOUR * MICROS, gap)
+    incident = next_incident(incident, 46 * HOUR * MICROS, gap)  # 23 h after the last one: still the same
+    assert incident == (0, 46 * HOUR * MICROS)
+    assert next_incident(incident, 70 * HOUR * MICROS, gap) == (70 * HOUR * MICROS,) * 2  # 24 h of quiet: a new one
+    assert bundle_id("md5:aa", 0) == bundle_id("md5:aa", 0) != bundle_id("md5:aa", 1) != bundle_id("md5:bb", 1)
 
 
 def enriched(report_id, esp, user, jurisdiction, hashes=(), matches=(), batched=None):
@@ -73,7 +78,7 @@ def test_reports_sharing_a_signature_in_a_window_form_one_bundle_whose_id_they_c
         at(900, enriched("r4", "esp-2", None, "DE", hashes=[("MD5", "aa")])),
         at(1200, enriched("r5", "esp-3", "user-secret-5", "DE", matches=[("ncmec", "e-1")], batched="VIRAL_POTENTIAL_MEME")),
         at(1500, enriched("r6", "esp-3", "user-secret-6", "DE", hashes=[("PDQ", "0f")])),  # no signature
-        at(HOUR + 60, enriched("r7", "esp-1", "user-secret-7", "GB", matches=[("ncmec", "e-1")])),
+        at(2 * HOUR + 60, enriched("r7", "esp-1", "user-secret-7", "GB", matches=[("ncmec", "e-1")])),  # gap > 1 h
     ]
     with TestPipeline() as p:
         stamped = p | beam.Create(reports) | StampBundleIds(HOUR)
@@ -85,10 +90,11 @@ def test_reports_sharing_a_signature_in_a_window_form_one_bundle_whose_id_they_c
             ("bank:ncmec:e-1", "bank_entry", 1, 1, 1, ("GB",), 1, 1),
         ]), label="bundles")
         stamped_ids = stamped | "StampedIds" >> beam.Map(lambda r: (r["reportId"], r.get("_bundleId")))
-        expected_ids = [("r1", bundle_id("bank:ncmec:e-1", 0)), ("r2", bundle_id("bank:ncmec:e-1", 0)),
-                        ("r3", bundle_id("bank:ncmec:e-1", 0)), ("r4", bundle_id("md5:aa", 0)),
-                        ("r5", bundle_id("esp-batch:r5", 0)), ("r6", None),
-                        ("r7", bundle_id("bank:ncmec:e-1", HOUR))]
+        entry = "bank:ncmec:e-1"
+        expected_ids = [("r1", bundle_id(entry, 60 * MICROS)), ("r2", bundle_id(entry, 60 * MICROS)),
+                        ("r3", bundle_id(entry, 60 * MICROS)), ("r4", bundle_id("md5:aa", 900 * MICROS)),
+                        ("r5", bundle_id("esp-batch:r5", 1200 * MICROS)), ("r6", None),
+                        ("r7", bundle_id(entry, (2 * HOUR + 60) * MICROS))]
         assert_that(stamped_ids, equal_to(expected_ids), label="stamps")
         assert_that(bundles | "BundleIds" >> beam.Map(lambda b: b["bundle_id"]),
                     equal_to(sorted({i for _, i in expected_ids if i})), label="ids")
@@ -96,3 +102,65 @@ def test_reports_sharing_a_signature_in_a_window_form_one_bundle_whose_id_they_c
     assert {path.parent.name for path in files} == {"dt=1970-01-01"}
     assert sum(pq.read_table(path).num_rows for path in files) == 4
     assert not any(b"user-secret" in path.read_bytes() or b"203.0.113" in path.read_bytes() for path in files)
+
+
+def viral_reports():
+    """md5:aa every 50 minutes for 30 hours (one incident); md5:bb at hour 0 and again 25 hours later (two)."""
+    reports = [at(minute * 60, enriched(f"v{minute}", f"esp-{index % 3}", f"user-{index % 7}", ["GB", "IN"][index % 2],
+                                       hashes=[("MD5", "aa")])) for index, minute in enumerate(range(0, 30 * 60, 50))]
+    reports += [at(600, enriched("b1", "esp-1", None, "GB", hashes=[("MD5", "bb")])),
+                at(25 * HOUR + 600, enriched("b2", "esp-1", None, "GB", hashes=[("MD5", "bb")]))]
+    return reports
+
+
+def stamp_and_bundle(p, reports, tmp_path):
+    stamped = reports | StampBundleIds(24 * HOUR)
+    bundles = stamped | beam.Map(as_routed) | BundleRepeats(str(tmp_path), 24 * HOUR)
+    return (stamped | "Ids" >> beam.Map(lambda r: (r["reportId"], r.get("_bundleId"))),
+            bundles | "Summaries" >> beam.Map(lambda b: (b["bundle_id"], b["signature"], b["reports"], b["users"],
+                                                         b["esps"], tuple(b["jurisdictions"]), b["first_seen"],
+                                                         b["last_seen"], b["window_start"], b["window_end"])))
+
+
+def hour_by_hour(reports):
+    """A stream that delivers each hour's reports, then moves the watermark past that hour."""
+    stream = TestStream()
+    for hour in range(32):
+        stream = stream.add_elements([r for r in reports if hour * HOUR <= r.timestamp.micros / MICROS < (hour + 1) * HOUR])
+        stream = stream.advance_watermark_to((hour + 1) * HOUR)
+    return stream.advance_watermark_to_infinity()
+
+
+def test_a_30_hour_viral_repeat_is_one_bundle_with_one_id_in_batch_and_in_streaming(tmp_path):
+    import datetime
+
+    reports = viral_reports()
+    viral = [r.value["reportId"] for r in reports if r.value["reportId"].startswith("v")]
+    first, last = 0, int(viral[-1][1:]) * 60
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    expected_bundles = [
+        (bundle_id("md5:aa", 0), "md5:aa", len(viral), 21, 3, ("GB", "IN"), epoch, epoch + datetime.timedelta(seconds=last),
+         epoch, epoch + datetime.timedelta(seconds=last + 24 * HOUR)),
+        (bundle_id("md5:bb", 600 * MICROS), "md5:bb", 1, 0, 1, ("GB",), epoch + datetime.timedelta(seconds=600),
+         epoch + datetime.timedelta(seconds=600), epoch + datetime.timedelta(seconds=600),
+         epoch + datetime.timedelta(seconds=600 + 24 * HOUR)),
+        (bundle_id("md5:bb", (25 * HOUR + 600) * MICROS), "md5:bb", 1, 0, 1, ("GB",),
+         *[epoch + datetime.timedelta(seconds=25 * HOUR + 600)] * 3, epoch + datetime.timedelta(seconds=49 * HOUR + 600)),
+    ]
+    expected_ids = [(report_id, bundle_id("md5:aa", first)) for report_id in viral] + [
+        ("b1", bundle_id("md5:bb", 600 * MICROS)), ("b2", bundle_id("md5:bb", (25 * HOUR + 600) * MICROS))]
+    assert last > 29 * HOUR
+    for form in ("batch", "streaming"):
+        if form == "batch":
+            with TestPipeline() as p:
+                ids, bundles = stamp_and_bundle(p, p | beam.Create(reports), tmp_path / form)
+                assert_that(ids, equal_to(expected_ids), label="ids")
+                assert_that(bundles, equal_to(expected_bundles), label="bundles")
+        else:
+            with streaming_pipeline() as p:
+                ids, bundles = stamp_and_bundle(p, p | hour_by_hour(reports), tmp_path / form)
+                assert_that(ids, equal_to(expected_ids), label="ids")
+                assert_that(bundles, equal_to(expected_bundles), label="bundles")
+    written = {form: sorted(str(path.relative_to(tmp_path / form)) for path in (tmp_path / form).rglob("*.parquet"))
+               for form in ("batch", "streaming")}
+    assert written["batch"] == written["streaming"] and len(written["batch"]) == 3

@@ -48,10 +48,10 @@ def fake_gcs_match(self, patterns, limits=None):
             for pattern in patterns]
 
 
-def dry_run_graph(source, monkeypatch):
+def dry_run_graph(source, monkeypatch, extra=()):
     """Builds the job exactly as `run()` configures it, through DataflowRunner's translation; returns the Job."""
     monkeypatch.setattr(gcsfilesystem.GCSFileSystem, "match", fake_gcs_match)
-    options = PipelineOptions(DATAFLOW + SOURCES[source])
+    options = PipelineOptions(DATAFLOW + SOURCES[source] + list(extra))
     options.view_as(SetupOptions).save_main_session = False
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options.view_as(TiplineOptions))
@@ -144,3 +144,51 @@ def test_package_is_staged_for_the_workers(job):
     staged = {dependency.role_payload for environment in job.proto_pipeline.components.environments.values()
               for dependency in environment.dependencies}
     assert any(b"workflow.tar.gz" in payload for payload in staged)
+
+
+REFERENCE = f"{BUCKET}/reference"
+WORKER_IMAGE = "europe-west1-docker.pkg.dev/tipline-graph-test/tipline/worker:2026-12-01"
+PRODUCTION = ["--geoip-city-db", f"{REFERENCE}/GeoIP2-City.mmdb", "--geoip-asn-db", f"{REFERENCE}/GeoLite2-ASN.mmdb",
+              "--geoip-anonymous-db", f"{REFERENCE}/GeoIP2-Anonymous-IP.mmdb",
+              "--hash-bank", f"{REFERENCE}/known.parquet", "--negative-hash-bank", f"{REFERENCE}/benign.csv",
+              "--sdk_container_image", WORKER_IMAGE]
+
+
+def test_real_reference_data_travels_as_gs_paths_with_the_worker_image(monkeypatch):
+    """The README's production launch: every database and bank a gs:// path read on the workers, which run
+    the tipline image."""
+    job = dry_run_graph("files", monkeypatch, PRODUCTION)
+    payloads = pickled_payloads(job)
+    locate = payloads["EnrichGeo/Locate/ParDo(_LocateFn)/ParDo(_LocateFn)"]
+    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)"]
+    for name in ("GeoIP2-City.mmdb", "GeoLite2-ASN.mmdb", "GeoIP2-Anonymous-IP.mmdb"):
+        assert f"{REFERENCE}/{name}".encode() in locate, name
+    assert f"{REFERENCE}/known.parquet".encode() in match and f"{REFERENCE}/benign.csv".encode() in match
+    assert len(DATA_FILE.findall(locate)) == 3 and len(DATA_FILE.findall(match)) == 2
+    assert not any(b"packaged:" in payload for payload in payloads.values())
+    images = {beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
+              for environment in job.proto_pipeline.components.environments.values()
+              if environment.urn == "beam:env:docker:v1"}
+    assert images == {WORKER_IMAGE}
+
+
+def test_a_dataflow_submission_prints_the_job_id_region_and_console_url():
+    from google.cloud import dataflow as dataflow_api
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    from pipelines.submission import submission_lines
+
+    job = dataflow_api.Job(id="2026-12-01_10_00_00-1234", location="europe-west1", project_id="tipline-prod")
+    lines = submission_lines("DataflowRunner", DataflowPipelineResult(job, None), PipelineOptions(DATAFLOW))
+    assert lines[0] == "submitted Dataflow job 2026-12-01_10_00_00-1234 in europe-west1 (project tipline-prod)"
+    assert lines[1] == ("console: https://console.cloud.google.com/dataflow/jobs/europe-west1/"
+                        "2026-12-01_10_00_00-1234?project=tipline-prod")
+
+
+def test_tipline_run_on_dataflow_says_what_it_did(capsys):
+    """`tipline run` itself, on the DataflowRunner with --dry_run: translated, nothing submitted, and it says so
+    (the gs:// databases are not opened on the launching machine)."""
+    from pipelines.tipline_pipeline import run
+
+    assert run(DATAFLOW + SOURCES["pubsub"] + PRODUCTION) is None
+    assert capsys.readouterr().out.strip().endswith("no Dataflow job was started: dry run")

@@ -28,7 +28,7 @@ from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F40
 from transforms.plumbing import pubsub_source
 from transforms.geo import _LocateFn
 from transforms.hashes import MatchHashBatches
-from transforms.location.geoip import resolve
+from transforms.demo.packaged import resolve
 
 BANK_HEADER = "hash_type,hash_value,bank,label,external_id\n"
 
@@ -128,24 +128,38 @@ def placed(fn, ip):
     return located["_geo"]["locationSource"], located["_geo"]["city"]
 
 
-def started_locator(city_db):
+def started_locator(city_db, refresh_seconds=60):
     """A worker's locator: `setup` acquires the reader shared by the DoFns of one worker process."""
-    fn = _LocateFn(str(city_db), None, None)
+    fn = _LocateFn(str(city_db), None, None, refresh_seconds)
     fn.setup()
     return fn
 
 
-def test_a_geoip_database_renamed_over_keeps_the_old_data_until_a_restart(tmp_path):
+def test_a_geoip_database_renamed_over_is_read_after_the_refresh_interval(tmp_path):
     city = tmp_path / "city.mmdb"
     shutil.copy(MAXMIND / "GeoIP2-City-Test.mmdb", city)
-    running = started_locator(city)
-    assert placed(running, "81.2.69.160") == ("geoip", "London")
+    running, refreshing = started_locator(city, refresh_seconds=3600), started_locator(city, refresh_seconds=0)
+    assert placed(running, "81.2.69.160") == placed(refreshing, "81.2.69.160") == ("geoip", "London")
     replacement = tmp_path / "new.mmdb"
     shutil.copy(resolve(packaged("demo-city.mmdb")), replacement)  # a database that does not place this IP
     os.replace(replacement, city)  # the safe way: the old file's mapping stays valid
+    os.utime(city, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse-grained filesystems
     assert placed(running, "81.2.69.160") == ("geoip", "London")  # the memory-mapped old file, not a crash
-    # a restarted worker reads the new file, which places the IP nowhere: the report's own estimate is used
+    # past its refresh interval a worker reads the new file, which places the IP nowhere: the report's own
+    # estimate is used; so does a worker started afterwards
+    assert placed(refreshing, "81.2.69.160") == ("estimatedLocation", None)
     assert placed(started_locator(city), "81.2.69.160") == ("estimatedLocation", None)
+
+
+def test_a_broken_geoip_replacement_keeps_the_last_good_database(tmp_path):
+    city = tmp_path / "city.mmdb"
+    shutil.copy(MAXMIND / "GeoIP2-City-Test.mmdb", city)
+    refreshing = started_locator(city, refresh_seconds=0)
+    broken = tmp_path / "broken.mmdb"
+    broken.write_bytes(b"not a MaxMind database")  # a truncated or bad upload, renamed over the good one
+    os.replace(broken, city)
+    os.utime(city, (time.time() + 5, time.time() + 5))
+    assert placed(refreshing, "81.2.69.160") == ("geoip", "London")
 
 
 # --- Pub/Sub leases that expire mid-run -----------------------------------------------------------------

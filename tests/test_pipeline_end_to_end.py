@@ -79,6 +79,7 @@ def test_each_report_reaches_its_own_jurisdiction_only(run_output):
                          "jurisdiction=UNKNOWN": ["r-noip"]}
     for folder, records in routed.items():
         assert all(f"jurisdiction={record['jurisdiction']}" == folder for record in records)
+        assert {record["schemaVersion"] for record in records} == {2}
     assert summary["routed_by_jurisdiction"] == {"GB": 2, "US-WA": 2, "UNKNOWN": 1}
 
 

@@ -68,7 +68,7 @@ def test_a_hash_flood_after_a_quiet_stretch_alerts_once_for_its_hour_and_writes_
         assert_that(alerts | beam.Map(alert_summary), equal_to([
             ("signature", "md5:ab", "05:00", 30), ("esp", "esp-1", "05:00", 30)]))  # jurisdiction: min_count 50
     lines = [line for path in (tmp_path / "alerts").rglob("*.jsonl") for line in path.read_text().splitlines()]
-    assert len(lines) == 2 and {json.loads(line)["window_end"] for line in lines} == {"1970-01-01T06:00:00+00:00"}
+    assert len(lines) == 2 and {json.loads(line)["window_end"] for line in lines} == {"1970-01-01T06:00:00Z"}
     assert not any("user-secret" in line or "203.0.113" in line for line in lines)
 
 

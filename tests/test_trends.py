@@ -9,19 +9,21 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.trends import TABLES, TrendCounts
+from schemas.tables import TABLES
+from transforms.trends import TrendCounts
 
 HOUR = 3600
 
 
 def routed_record(report_id, jurisdiction="GB", country="GB", esp="esp-1", user="user-1", match="new",
-                  files=1, bundle=None, hashes=(), matches=(), batched=None, incident_type="Online Enticement"):
+                  files=1, bundle=None, hashes=(), matches=(), batched=None, incident_type="Online Enticement",
+                  annotations=()):
     """A hand-made routed record (schemas/routed_report.avsc) with the fields the stages read."""
     return {
         "reportId": report_id, "espId": esp, "incidentType": incident_type, "matchSummary": match,
         "jurisdiction": jurisdiction, "location": {"countryCode": country, "ip": "203.0.113.9"},
         "reportedUser": {"espIdentifier": user, "screenName": "screen"} if user else None,
-        "batchedReason": batched, "bundleId": bundle,
+        "batchedReason": batched, "bundleId": bundle, "reportAnnotations": list(annotations),
         "files": [{"fileId": f"{report_id}-f{index}", "mediaStatus": "hashed",
                    "hashes": [{"signalType": signal, "value": value, "source": "provided"} for signal, value in hashes],
                    "matches": [{"bank": bank, "externalId": entry, "label": None, "signalType": "PDQ", "distance": 3}
@@ -75,9 +77,21 @@ def test_hourly_counts_reports_files_distinct_users_and_bundles_per_dimension(tm
     assert counter(result, "trend_input_reports") == counter(result, "trend_counted_reports") == 5
 
 
+def test_a_report_counts_once_under_each_of_its_annotations_and_not_at_all_without_one(tmp_path):
+    records = [at(10, routed_record("a", annotations=["sextortion", "spam", "sextortion"])),
+               at(20, routed_record("b", annotations=["sextortion"])),
+               at(30, routed_record("c"))]
+    with TestPipeline() as p:
+        rows = p | beam.Create(records) | TrendCounts(str(tmp_path))
+        assert_that(pick("hourly_by_annotation", "annotation", "reports")(rows),
+                    equal_to([(0, "sextortion", 2), (0, "spam", 1)]), label="annotation")
+        assert_that(pick("hourly_total", "reports")(rows), equal_to([(0, 3)]), label="total")
+
+
 def test_every_table_is_written_hive_partitioned_with_its_own_columns_and_no_identifiers(tmp_path):
     with TestPipeline() as p:
-        _ = p | beam.Create([at(10, routed_record("a", user="user-secret-77"))]) | TrendCounts(str(tmp_path))
+        _ = p | beam.Create([at(10, routed_record("a", user="user-secret-77", annotations=["sextortion"]))]) | TrendCounts(
+            str(tmp_path))
     trends = tmp_path / "trends"
     assert {path.name for path in trends.iterdir() if not path.name.startswith(".")} == set(TABLES)
     by_country = pq.read_table(next((trends / "hourly_by_country").rglob("*.parquet")))

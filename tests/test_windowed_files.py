@@ -38,9 +38,9 @@ def test_each_destination_gets_its_own_folder_and_one_file_per_window(tmp_path):
         write(p, beam.Create([TimestampedValue(r, t) for r, t in zip(records, times)]), tmp_path)
     assert read_tree(tmp_path) == {"dest=GB": [records[0], records[2]], "dest=US-WA": [records[1]]}
     names = sorted(path.name for path in (tmp_path / "dest=GB").glob("*.jsonl"))
-    assert [name[:41] for name in names] == [
-        "1970-01-01T00:00:00--1970-01-01T01:00:00-",
-        "1970-01-01T01:00:00--1970-01-01T02:00:00-"]
+    assert [name[:35] for name in names] == [
+        "19700101T000000Z--19700101T010000Z-",
+        "19700101T010000Z--19700101T020000Z-"]
 
 
 def run_batch(records, root):

@@ -192,7 +192,7 @@ def alert_record(kind, key, window_start, window_seconds, rule, alert):
     start, end = utc(window_start), utc(window_start + window_seconds)
     alert_id = hashlib.sha256(f"{kind}|{key}|{window_start}".encode("utf-8")).hexdigest()[:24]
     return {"alert_id": f"alr-{alert_id}", "kind": kind, "key": key,
-            "window_start": start.isoformat(), "window_end": end.isoformat(), **alert,
+            "window_start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "window_end": f"{end:%Y-%m-%dT%H:%M:%SZ}", **alert,
             "rule": dataclasses.asdict(rule)}
 
 

@@ -1,93 +1,172 @@
-"""Incident bundles: reports whose files share a content signature within one event-time window.
+"""Incident bundles: reports whose files share a content signature, for as long as the incident goes on.
 
 A report's signature (transforms/reports/signatures.py) is one deterministic choice among its files'
 signals, so that a report belongs to exactly one bundle: a bank entry it matched, else an exact hash; a
 report the producer already bundled (`batchedReport`) is a bundle by itself.
 
-The bundle id is a digest of (signature, window start), so `StampBundleIds` stamps each report before
-routing without waiting for its group, and `BundleRepeats` writes the matching bundle record when the
-window fires. Every signature forms a bundle, a single report included: every stamped id resolves to a
-record, and a late report can still turn a bundle of one into a repeat (late pane). Bundles carry
-counts of distinct users and ESPs, never the user ids themselves.
+Incidents (the semantics): taking a signature's reports in event-time order, a report seen less than the
+gap (`--bundle-gap-hours`, default 24) after the signature's previous report continues its incident;
+otherwise it opens a new one. So a viral repeat going on across hours and days is one bundle, and the same
+content seen again after a quiet day is a new one. The bundle id is a digest of (signature, event time of
+the incident's first report): it depends only on earlier reports, so every routed report carries it, and it
+stays the same for the whole incident.
+
+How: batch (`StampBundleIds`) groups each signature's reports and walks them in event-time order.
+Streaming keeps, per signature, the open incident (first and last event time) and stamps each report as it
+arrives, so routing never waits: the same ids as batch when a signature's reports arrive in event-time
+order (as a live stream and a replay in time order do). Out of order, a report joins the open incident when
+it is within the gap of that incident's last report, else opens one; so a report arriving before an
+earlier one can give a different first report (id) or join an incident batch would have split. (Buffering
+until the watermark would make the order exact, but the local DirectRunner does not hold the watermark
+for user timers, so buffered reports reach the trend windows late.) A signature silent for the gap plus the
+allowed lateness is forgotten; a report after that opens a new incident. `BundleRepeats` groups routed
+records by bundle id in session windows of the same gap (in batch, by bundle id): window_start is the first
+report, window_end the last report plus the gap. Every signature forms a bundle, a single report included; a late
+report can turn a bundle of one into a repeat (late pane). Bundles carry counts of distinct users and ESPs,
+never the user ids themselves.
 """
 import dataclasses
 import functools
 import hashlib
 
 import apache_beam as beam
-import pyarrow as pa
+from apache_beam import coders
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
-from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc, window_start_seconds
+from schemas.tables import BUNDLE_SCHEMA
+from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
+                                              pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
 
-DEFAULT_WINDOW_SECONDS = 3600
+DEFAULT_GAP_SECONDS = 24 * 3600
 
-BUNDLE_SCHEMA = pa.schema([
-    ("bundle_id", pa.string()),
-    ("signature", pa.string()),
-    ("signature_kind", pa.string()),
-    ("window_start", pa.timestamp("us", tz="UTC")),
-    ("window_end", pa.timestamp("us", tz="UTC")),
-    ("first_seen", pa.timestamp("us", tz="UTC")),
-    ("last_seen", pa.timestamp("us", tz="UTC")),
-    ("reports", pa.int64()),
-    ("users", pa.int64()),
-    ("esps", pa.int64()),
-    ("jurisdictions", pa.list_(pa.string())),
-    ("pane_index", pa.int64()),
-    ("pane_timing", pa.string()),
-])
-
-
-def bundle_id(signature, window_start):
-    """Deterministic from (signature, window start): the stamp and the bundle record agree without a join."""
-    digest = hashlib.sha256(f"{signature}@{window_start}".encode("utf-8")).hexdigest()
+def bundle_id(signature, first_micros):
+    """Deterministic from (signature, event time of the incident's first report, in microseconds)."""
+    digest = hashlib.sha256(f"{signature}@{first_micros}".encode("utf-8")).hexdigest()
     return f"bnd-{digest[:24]}"
 
 
-class _StampBundleIdFn(beam.DoFn):
-    def __init__(self, window_seconds):
-        self.window_seconds = window_seconds
-        self.stamped = counter("bundle_stamped")
+def next_incident(incident, micros, gap_micros):
+    """The signature's incident (first, last event micros) after a report at `micros`; None: none open."""
+    if incident is None or micros - incident[1] >= gap_micros:
+        return micros, micros
+    return incident[0], max(incident[1], micros)
+
+
+def stamped(report, incident):
+    return {**report, "_bundleId": bundle_id(report_signature(report), incident[0])}
+
+
+def stamp_in_time_order(timed_reports, gap_micros):
+    """One signature's (micros, report) pairs, stamped in event-time order, as TimestampedValues."""
+    out, incident = [], None
+    for micros, report in sorted(timed_reports, key=lambda pair: pair[0]):
+        incident = next_incident(incident, micros, gap_micros)
+        out.append(TimestampedValue(stamped(report, incident), Timestamp(micros=micros)))
+    return out
+
+
+@beam.typehints.with_output_types(beam.typehints.KV[str, beam.typehints.Any])
+class _SplitBySignatureFn(beam.DoFn):
+    """(signature, (event micros, report)) for reports with a signature; the others pass on untouched."""
+    UNSIGNED = "unsigned"
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
         signature = report_signature(report)
         if signature is None:
-            yield report
-            return
+            yield beam.pvalue.TaggedOutput(self.UNSIGNED, report)
+        else:
+            yield signature, (timestamp.micros, report)
+
+
+class _StampSignatureTimelineFn(beam.DoFn):
+    """Batch: one signature's reports at once, stamped in event-time order."""
+
+    def __init__(self, gap_seconds):
+        self.gap_micros = int(gap_seconds * 1_000_000)
+        self.stamped = counter("bundle_stamped")
+
+    def process(self, keyed):
+        _, timed_reports = keyed
+        out = stamp_in_time_order(list(timed_reports), self.gap_micros)
+        self.stamped.inc(len(out))
+        yield from out
+
+
+class _StampIncidentsFn(beam.DoFn):
+    """Streaming: per signature, the open incident (first and last event micros); each report stamped as it
+    arrives, so routing never waits. A signature silent for the gap plus the allowed lateness is forgotten
+    (until then a late report may still continue the incident)."""
+    INCIDENT = ReadModifyWriteStateSpec("incident", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, gap_seconds, allowed_lateness_seconds):
+        self.gap_micros = int(gap_seconds * 1_000_000)
+        self.keep_micros = self.gap_micros + int(allowed_lateness_seconds * 1_000_000)
+        self.stamped = counter("bundle_stamped")
+
+    def process(self, keyed, incident_state=beam.DoFn.StateParam(INCIDENT), forget=beam.DoFn.TimerParam(FORGET)):
+        _, (micros, report) = keyed
+        incident = next_incident(incident_state.read(), micros, self.gap_micros)
+        incident_state.write(incident)
+        forget.set(Timestamp(micros=incident[1] + self.keep_micros))
         self.stamped.inc()
-        yield {**report, "_bundleId": bundle_id(signature, window_start_seconds(timestamp, self.window_seconds))}
+        yield stamped(report, incident)
+
+    @on_timer(FORGET)
+    def on_forget(self, fired=beam.DoFn.TimestampParam, incident_state=beam.DoFn.StateParam(INCIDENT)):
+        incident = incident_state.read()
+        if incident is not None and incident[1] + self.keep_micros <= fired.micros + 1000:  # timers may keep ms only
+            incident_state.clear()
 
 
 class StampBundleIds(beam.PTransform):
-    """Adds `_bundleId` to each enriched report that has a signature (a copy; routing is untouched)."""
+    """Adds `_bundleId` (its incident's bundle id) to each enriched report that has a signature (a copy;
+    routing is untouched). Output in the global window, each report at its own event time."""
 
-    def __init__(self, window_seconds=DEFAULT_WINDOW_SECONDS):
+    def __init__(self, gap_seconds=DEFAULT_GAP_SECONDS, allowed_lateness_seconds=24 * 3600):
         super().__init__()
-        self.window_seconds = window_seconds
+        self.gap_seconds = gap_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, reports):
-        return reports | "Stamp" >> beam.ParDo(_StampBundleIdFn(self.window_seconds))
+        split = (in_global_window(reports)
+                 | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
+                     _SplitBySignatureFn.UNSIGNED, main="signed"))
+        if reports.is_bounded:
+            stamped_reports = (split.signed | "SignatureTimelines" >> beam.GroupByKey()
+                               | "StampTimelines" >> beam.ParDo(_StampSignatureTimelineFn(self.gap_seconds)))
+        else:
+            stamped_reports = split.signed | "StampIncidents" >> beam.ParDo(
+                _StampIncidentsFn(self.gap_seconds, self.allowed_lateness_seconds))
+        return (stamped_reports, split[_SplitBySignatureFn.UNSIGNED]) | "Stamped" >> beam.Flatten()
 
 
 def sighting(record, timestamp):
-    """(event seconds, user, esp, jurisdiction) of a routed record; the user key never leaves the accumulator."""
+    """(event micros, user, esp, jurisdiction) of a routed record; the user key never leaves the accumulator."""
     user = (record.get("reportedUser") or {}).get("espIdentifier")
-    return timestamp.micros / 1e6, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
+    return timestamp.micros, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
 
 
-def signature_and_sighting(record_and_time):
-    """([the signature of a (routed record, event time)], its sighting); no key when its files have none."""
-    record, timestamp = record_and_time
-    signature = record_signature(record)
-    return ([signature] if signature is not None else []), sighting(record, timestamp)
+class _KeyByBundleFn(beam.DoFn):
+    """((bundle id, signature), sighting) of each routed record that carries a bundle id."""
+
+    def process(self, record, timestamp=beam.DoFn.TimestampParam):
+        bundle = record.get("bundleId")
+        signature = record_signature(record)
+        if bundle and signature is not None:
+            yield (bundle, signature), sighting(record, timestamp)
 
 
 @dataclasses.dataclass
 class BundleTally:
-    """What a bundle accumulates: first/last seen (epoch seconds), reports, distinct users, ESPs, jurisdictions."""
+    """What a bundle accumulates: first/last seen (event micros), reports, distinct users, ESPs, jurisdictions."""
 
     first: float = float("inf")
     last: float = float("-inf")
@@ -112,16 +191,20 @@ class BundleTally:
         self.jurisdictions |= other.jurisdictions
 
 
-def bundle_record(signature, start, end, tally, pane):
-    """The bundle row: window bounds in epoch seconds, the combined tally, pane columns."""
+def utc_micros(micros):
+    return utc(Timestamp(micros=micros))
+
+
+def bundle_record(bundle, signature, start_micros, end_micros, tally, pane):
+    """The bundle row: the incident's span (first report to last report plus the gap), counts, pane columns."""
     return {
-        "bundle_id": bundle_id(signature, start),
+        "bundle_id": bundle,
         "signature": signature,
         "signature_kind": signature_kind(signature),
-        "window_start": utc(start),
-        "window_end": utc(end),
-        "first_seen": utc(tally.first),
-        "last_seen": utc(tally.last),
+        "window_start": utc_micros(start_micros),
+        "window_end": utc_micros(end_micros),
+        "first_seen": utc_micros(tally.first),
+        "last_seen": utc_micros(tally.last),
         "reports": tally.reports,
         "users": len(tally.users),
         "esps": len(tally.esps),
@@ -130,41 +213,64 @@ def bundle_record(signature, start, end, tally, pane):
     }
 
 
-def result_bundle_record(result):
-    """A `WindowResult` of a bundle's tally -> the bundle row."""
-    return bundle_record(result.key, result.start, result.end, result.value, result.pane)
+class _BundleRecordFn(beam.DoFn):
+    """Streaming: a session window's combined bundle -> its row."""
+
+    def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        (bundle, signature), tally = keyed
+        yield bundle_record(bundle, signature, win.start.micros, win.end.micros, tally, pane_columns(pane))
+
+
+def batch_bundle_record(gap_seconds):
+    """Batch: ((bundle id, signature), tally) -> the row, timestamped as its session window's end."""
+    gap_micros = int(gap_seconds * 1_000_000)
+
+    def to_record(keyed):
+        (bundle, signature), tally = keyed
+        start, end = tally.first, tally.last + gap_micros
+        return TimestampedValue(bundle_record(bundle, signature, start, end, tally, ON_TIME_PANE),
+                                Timestamp(micros=end - 1))
+
+    return to_record
 
 
 def date_partition(row):
-    return f"dt={row['window_start']:%Y-%m-%d}"
+    """`dt=<date the incident began>`, UTC."""
+    return f"dt={row['first_seen']:%Y-%m-%d}"
 
 
 class BundleRepeats(beam.PTransform):
-    """Groups routed records by (signature, fixed event-time window); writes `bundles/dt=.../*.parquet`.
+    """Groups routed records by bundle id, in session windows of the bundle gap; writes
+    `bundles/dt=<first seen date>/*.parquet`.
 
-    On-time pane when the watermark passes the window, then one accumulating late pane per late report
-    (within `allowed_lateness_seconds`); a query keeps the latest pane per bundle_id. Returns the records.
+    On-time pane when the watermark passes the incident's last report plus the gap, then one accumulating
+    late pane per late report (within `allowed_lateness_seconds`); a query keeps the latest pane per
+    bundle_id. Returns the bundle records.
     """
 
-    def __init__(self, output_dir, window_seconds=DEFAULT_WINDOW_SECONDS, allowed_lateness_seconds=24 * 3600):
+    def __init__(self, output_dir, gap_seconds=DEFAULT_GAP_SECONDS, allowed_lateness_seconds=24 * 3600):
         super().__init__()
         self.output_dir = output_dir
-        self.window_seconds = window_seconds
+        self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        bundles = (
-            routed_records
-            | "Sightings" >> beam.Map(lambda record, ts=beam.DoFn.TimestampParam: (record, ts))
-            | "CombineBundles" >> CombinePerKeyAndWindow(
-                signature_and_sighting, TallyCombineFn(BundleTally), self.window_seconds, self.allowed_lateness_seconds,
-                accumulate=True)
-            | "ToBundleRecord" >> beam.Map(result_bundle_record))
+        keyed = routed_records | "KeyByBundle" >> beam.ParDo(_KeyByBundleFn())
+        if routed_records.is_bounded:
+            bundles = (in_global_window(keyed)
+                       | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                       | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)))
+        else:
+            bundles = (keyed
+                       | "IncidentSessions" >> late_firing_windows(
+                           window.Sessions(self.gap_seconds), self.allowed_lateness_seconds, accumulate=True)
+                       | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                       | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/bundles",
             destination=date_partition,
             sink=functools.partial(ParquetSink, BUNDLE_SCHEMA),
             suffix=".parquet",
-            window_seconds=self.window_seconds,
+            window_seconds=24 * 3600,  # files per day the incidents end in
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return bundles

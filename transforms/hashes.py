@@ -6,17 +6,14 @@ worker through `Shared`, and re-checked (size + mtime) at most every `refresh_se
 file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
 A report that fails is dead-lettered alone, never with the rest of its batch.
 """
-import logging
-import time
-
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import dead_letter_from_failure
-from transforms.matching.banks import bank_fingerprint
 from transforms.matching.matcher import HashMatcher
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.reference_files import RefreshedOnChange
 from transforms.reports.enrichment import with_hashes
 
 STAGE = "enrich_hashes"
@@ -63,38 +60,15 @@ class MatchHashBatches(beam.DoFn):
         self.bank_reload_failures = counter("bank_reload_failures")
 
     def setup(self):
-        self._checked_at = time.monotonic()
-        self._fingerprint = self._current_fingerprint()
-        self._matcher = self._acquire(self._fingerprint)
-
-    def _current_fingerprint(self):
-        return bank_fingerprint(self.bank_paths), bank_fingerprint(self.negative_bank_paths)
-
-    def _acquire(self, fingerprint):
-        """The worker's matcher for these exact bank files, built by the first thread that asks."""
-        return self._shared.acquire(
+        self._banks = RefreshedOnChange(
+            self._shared, self.bank_paths + self.negative_bank_paths,
             lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots),
-            tag=repr(fingerprint))
-
-    def refresh_if_banks_changed(self):
-        if time.monotonic() - self._checked_at < self.refresh_seconds:
-            return
-        self._checked_at = time.monotonic()
-        fingerprint = self._current_fingerprint()
-        if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint  # a broken file is tried again when it changes again
-            try:
-                self._matcher = self._acquire(fingerprint)
-            except Exception as error:  # keep matching with the last good banks rather than refuse every report
-                self.bank_reload_failures.inc()
-                logging.error("hash bank reload failed, keeping the previous banks: %s", error)
-                return
-            self.bank_reloads.inc()
+            self.refresh_seconds, self.bank_reloads, self.bank_reload_failures, "hash bank")
 
     def process(self, stamped_batch):
         """Each report at its own event time with `_hashes`; if the batch fails, each report alone, so a
         report that fails goes to the failures output (report, error) by itself."""
-        self.refresh_if_banks_changed()
+        self._matcher = self._banks.get()
         batch = [report for report, _ in stamped_batch]
         try:
             enriched = with_hashes(batch, self._matcher)

@@ -2,7 +2,8 @@
 
 Two window kinds, hourly fixed windows and 24-hour windows sliding hourly, and one table per kind and
 dimension: `hourly_total`, `hourly_by_jurisdiction`, `hourly_by_country`, `hourly_by_incident_type`,
-`hourly_by_esp`, `hourly_by_match_class`, and the same six `sliding24h_...` tables. A table per dimension
+`hourly_by_esp`, `hourly_by_match_class`, `hourly_by_annotation` (a report counts once under each report
+annotation it carries), and the same seven `sliding24h_...` tables. A table per dimension
 rather than one wide table grouped by every dimension, because `users` and `bundles` count distinct
 values: they do not add up across rows, so a wide table could not be rolled up to one dimension.
 
@@ -23,9 +24,9 @@ import collections
 import functools
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.transforms import window
 
+from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
 from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
@@ -37,32 +38,14 @@ WINDOW_KINDS = {
     "hourly": window.FixedWindows(HOUR),
     "sliding24h": window.SlidingWindows(DAY, HOUR),
 }
-DIMENSIONS = ("jurisdiction", "country", "incident_type", "esp", "match_class")
-TOTAL = "total"
-COUNTS = ("reports", "files", "users", "bundles")
-
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-def table_name(kind, dimension):
-    return f"{kind}_{TOTAL}" if dimension == TOTAL else f"{kind}_by_{dimension}"
-
-
-def table_schema(dimension):
-    """window bounds, the dimension column (none for totals), the four counts, the pane."""
-    dimension_columns = [] if dimension == TOTAL else [(dimension, pa.string())]
-    return pa.schema(
-        [("window_start", TIMESTAMP), ("window_end", TIMESTAMP)] + dimension_columns
-        + [(count, pa.int64()) for count in COUNTS]
-        + [("pane_index", pa.int64()), ("pane_timing", pa.string())])
-
-
-TABLES = {table_name(kind, dimension): table_schema(dimension)
-          for kind in WINDOW_KINDS for dimension in (TOTAL,) + DIMENSIONS}
+SINGLE_VALUED = DIMENSIONS[:-1]
+ANNOTATION = DIMENSIONS[-1]
 
 
 def dimension_values(record):
-    """The value of each dimension for a routed record (country may be None: unlocated)."""
+    """The value of each single-valued dimension for a routed record (country may be None: unlocated)."""
     return (record["jurisdiction"], record["location"]["countryCode"], record["incidentType"],
             record["espId"], record["matchSummary"])
 
@@ -102,8 +85,10 @@ class Tally:
 
 
 def dimension_keys(record):
-    """The (dimension, value) keys a record counts under: the total, then each dimension's value."""
-    return ((TOTAL, None),) + tuple(zip(DIMENSIONS, dimension_values(record)))
+    """The (dimension, value) keys a record counts under: the total, each single-valued dimension's value,
+    then each distinct report annotation (so annotation rows do not add up to the total)."""
+    annotations = tuple((ANNOTATION, value) for value in sorted(set(record.get("reportAnnotations") or ())))
+    return ((TOTAL, None),) + tuple(zip(SINGLE_VALUED, dimension_values(record))) + annotations
 
 
 def keys_and_tally(record):

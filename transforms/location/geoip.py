@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import maxminddb
 
-from transforms.demo.packaged import resolve
+from transforms.plumbing.reference_files import stage
 
 DEFAULT_CACHE_SIZE = 65536
 
@@ -220,10 +220,11 @@ EXPECTED_DATABASE_TYPES = {"--geoip-city-db": ("City", "Enterprise"), "--geoip-a
 
 
 def open_reader(path, flag):
-    """A memory-mapped C-extension reader of the type `flag` needs; a clear error naming the flag when the
-    file cannot be opened or declares another type (a City database read as Anonymous-IP flags nothing)."""
+    """A memory-mapped C-extension reader of a local copy of `path` (any Beam filesystem, staged once per
+    worker) of the type `flag` needs; a clear error naming the flag when the file cannot be opened or
+    declares another type (a City database read as Anonymous-IP flags nothing)."""
     try:
-        path = resolve(path)
+        path = stage(path)
     except ValueError as error:
         raise ValueError(f"{flag}: {error}") from None
     if not path or not os.path.isfile(path):

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.matching.hamming_index import HammingIndex, codes_from_hex
-from transforms.demo.packaged import resolve
 from transforms.matching.signals import signal_for
+from transforms.plumbing.reference_files import fingerprint, stage
 
 COLUMNS = ("hash_type", "hash_value", "bank", "label", "external_id")
 REQUIRED = ("hash_type", "hash_value", "bank")
@@ -44,8 +44,9 @@ class BankEntry:
 
 
 def read_bank(path):
-    """The entries of one bank file (CSV or Parquet, any Beam filesystem path, or `packaged:NAME`)."""
-    source = resolve(path)
+    """The entries of one bank file (CSV or Parquet, any Beam filesystem path staged once per worker, or
+    `packaged:NAME`)."""
+    source = stage(path)
     rows = _parquet_rows(source) if path.endswith(".parquet") else _csv_rows(source)
     return [entry_from_row(row, path, where) for where, row in rows]
 
@@ -110,11 +111,7 @@ def write_bank(entries, path):
 
 def bank_fingerprint(paths):
     """(path, size, mtime) of each bank file: cheap to re-check, changes when a bank is rewritten."""
-    fingerprint = []
-    for path in paths:
-        metadata = FileSystems.match([resolve(path)])[0].metadata_list
-        fingerprint.extend((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in metadata)
-    return tuple(fingerprint)
+    return fingerprint(paths)
 
 
 class SignalIndex:

@@ -2,7 +2,8 @@
 
 Files are content-addressed, so a replay of the same input into the same output writes nothing twice:
 each pane of a destination's window becomes one file `<destination>/<window>-<digest><suffix>`, the digest
-taken over its sorted records. It is written under a hidden temporary name and renamed; a final name that
+taken over its sorted records. It is written under a hidden temporary name (`.<digest>-<uuid>.tmp`, which
+neither a `*.parquet`/`*.avro` glob nor Hadoop/Spark, which skip hidden files, pick up) and renamed; a final name that
 exists already (an earlier run wrote these very records) is skipped and counted as `files_already_written`.
 A late pane holds other records, so it gets its own name beside the on-time pane's file.
 """
@@ -39,12 +40,13 @@ DIGEST_CHARS = 20  # 80 bits of SHA-256: no two panes of one destination and win
 
 @functools.lru_cache(maxsize=4096)
 def window_label(win):
-    """`2026-11-23T10:00:00--2026-11-23T11:00:00` for an event-time window; `unwindowed` for the global one."""
+    """`20261123T100000Z--20261123T110000Z` (ISO 8601 basic, UTC) for an event-time window; `unwindowed` for
+    the global one. No `:` in it: Hadoop and Spark refuse file names that hold one."""
     if isinstance(win, window.GlobalWindow):
         return "unwindowed"
     try:
-        start = win.start.to_utc_datetime().strftime("%Y-%m-%dT%H:%M:%S")
-        end = win.end.to_utc_datetime().strftime("%Y-%m-%dT%H:%M:%S")
+        start = win.start.to_utc_datetime().strftime("%Y%m%dT%H%M%SZ")
+        end = win.end.to_utc_datetime().strftime("%Y%m%dT%H%M%SZ")
     except (OverflowError, ValueError):
         return "undated"
     return f"{start}--{end}"

@@ -5,6 +5,8 @@ It carries the report's facts, enrichment and routing, but never media bytes or 
 """
 from transforms.location.jurisdiction_rules import legal_process_required
 
+SCHEMA_VERSION = 2  # schemas/routed_report.avsc: raise it with every change of the schema
+
 
 def routed_file(file, hashes):
     """One file of a routed record: classification, legal flag, hashes and matches; no media."""
@@ -30,6 +32,7 @@ def to_routed_record(report):
     routing = report["_routing"]
     files = report.get("files") or []
     return {
+        "schemaVersion": SCHEMA_VERSION,
         "reportId": report["reportId"],
         "submittedAt": report["submittedAt"],
         "espId": report["reporter"]["espId"],

@@ -1,0 +1,301 @@
+"""`tipline run --source files --runner dask`: the batch pipeline on Dask distributed, through Beam's DaskRunner.
+
+Without `--dask-address`, a `distributed.LocalCluster` of `--dask-workers` worker processes (default 2) is
+started for the run and closed after it; with `--dask-address HOST:PORT` the run goes to that scheduler, so
+a real cluster scales it out (its workers need tipline installed, e.g. from deploy/Dockerfile).
+
+Beam's DaskRunner (2.77) translates a pipeline into Dask bags, but several of its translations cannot carry
+this pipeline, so `TiplineDaskRunner` keeps its options, overrides and result and replaces what falls short:
+
+- a ParDo's bag held every output tag mixed together, so a DoFn with a dead-letter output fed its failures
+  to the main consumer; here each output PCollection gets its own bag, filtered by tag;
+- elements lost their timestamps and windows after each ParDo; here every bag holds WindowedValues;
+- `beam.io.Read` (ReadFromText, ReadFromAvro) produced nothing; here the source is split into bundles,
+  each read by a Dask task;
+- outputs emitted in `finish_bundle` (BatchElements, the file sinks) were dropped; here they are kept;
+- only the last transform's bag was computed, so sinks on other branches never ran; here every leaf is.
+
+Stateful DoFns, timers and side inputs are refused with a one-line error (the batch pipeline uses none).
+DaskRunner collects no metrics, so the summary is counted from the pipeline's own PCollections in the same
+run (`CountForSummary`): messages read, reports parsed and kept after dedup, routed records by jurisdiction
+and dead letters by stage; `other_counts` (files hashed, bank matches...) and `too_late_for_trends` are
+not available on Dask.
+"""
+import contextlib
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
+from apache_beam.runners.dask.dask_runner import DaskRunner
+from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.plumbing.metrics import NAMESPACE
+
+DASK_RUNNER_NAMES = ("dask", "DaskRunner")
+MIN_SOURCE_BUNDLE_BYTES = 256 << 10
+
+
+class DaskEngineOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--dask-address", dest="dask_address", default=None,
+                            help="--runner dask: a Dask scheduler HOST:PORT (default: a LocalCluster for the run)")
+        parser.add_argument("--dask-workers", dest="dask_workers", type=int, default=2,
+                            help="--runner dask without --dask-address: worker processes of the LocalCluster")
+
+
+class DaskCannotRun(NotImplementedError):
+    """A part of the pipeline this Dask translation does not carry, named."""
+
+
+def in_global_window(value):
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+class _CollectingReceiver(Receiver):
+    """Keeps (tag, WindowedValue) pairs, so each output PCollection can take its own tag."""
+
+    def __init__(self, tag, collected):
+        self.tag = tag
+        self.collected = collected
+
+    def receive(self, windowed_value):
+        self.collected.append((self.tag, windowed_value))
+
+
+class _TaggedReceivers(dict):
+    """The receiver of each output tag a DoFn emits to, made on first use, all into one list."""
+
+    def __init__(self, collected):
+        super().__init__()
+        self.collected = collected
+
+    def __missing__(self, tag):
+        receiver = self[tag] = _CollectingReceiver(tag, self.collected)
+        return receiver
+
+
+def run_dofn_on_partition(windowed_values, do_fn, window_fn, label, args, kwargs):
+    """One Dask partition as one Beam bundle: setup, start, process each element, finish, teardown;
+    returns every (tag, WindowedValue) emitted, finish_bundle's included."""
+    collected = []
+    receivers = _TaggedReceivers(collected)
+    handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+                             per_element_output_counter=None, output_batch_converter=None,
+                             process_yields_batches=False, process_batch_yields_elements=False)
+    invoker = DoFnInvoker.create_invoker(
+        DoFnSignature(do_fn), handler, context=DoFnContext(label, state=None), side_inputs=[],
+        input_args=args, input_kwargs=kwargs, user_state_context=None,
+        bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
+    invoker.invoke_setup()
+    invoker.invoke_start_bundle()
+    for windowed_value in windowed_values:
+        invoker.invoke_process(windowed_value)
+    invoker.invoke_finish_bundle()
+    invoker.invoke_teardown()
+    return collected
+
+
+def input_window_fn(pcoll):
+    """The WindowFn of a ParDo's input; a source's output (its Read replaced by DaskRunner's override,
+    which cannot say) is in the global window."""
+    try:
+        return pcoll.windowing.windowfn
+    except AttributeError:
+        return GlobalWindows()
+
+
+def read_source_bundle(bundles):
+    """Reads whole source bundles (one Dask partition may hold several) into global-window values."""
+    return [in_global_window(record) for bundle in bundles
+            for record in bundle.source.read(bundle.source.get_range_tracker(bundle.start_position,
+                                                                             bundle.stop_position))]
+
+
+class _BagsPerPCollection(PipelineVisitor):
+    """Translates each leaf transform into Dask bag operations; one bag per PCollection."""
+
+    def __init__(self, partitions):
+        self.partitions = partitions
+        self.bags = {}
+        self.consumed = set()
+
+    def visit_transform(self, node):
+        from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Read, _Reshuffle
+
+        transform = node.transform
+        main_inputs = [pcoll for pcoll in node.main_inputs.values() if isinstance(pcoll, beam.PCollection)]
+        inputs = [self.bags[pcoll] for pcoll in main_inputs]
+        self.consumed.update(main_inputs)
+        if node.side_inputs:
+            raise DaskCannotRun(f"{node.full_label}: side inputs are not supported on --runner dask")
+        if isinstance(transform, _Create):
+            self._set_main(node, self._from_sequence([in_global_window(v) for v in transform.values]))
+        elif isinstance(transform, _Read):
+            self._set_main(node, self._read(transform.source))
+        elif isinstance(transform, _Flatten):
+            import dask.bag as db
+
+            self._set_main(node, db.concat(inputs) if inputs else self._from_sequence([]))
+        elif isinstance(transform, _Reshuffle):
+            self._set_main(node, inputs[0].repartition(npartitions=self.partitions))
+        elif isinstance(transform, _GroupByKeyOnly):
+            self._set_main(node, self._group(inputs[0]))
+        elif isinstance(transform, beam.ParDo):
+            self._pardo(node, transform, inputs[0], input_window_fn(main_inputs[0]))
+        else:
+            raise DaskCannotRun(f"{node.full_label}: {type(transform).__name__} is not supported on --runner dask")
+
+    def _from_sequence(self, values):
+        import dask.bag as db
+
+        return db.from_sequence(values, npartitions=max(1, min(self.partitions, len(values))))
+
+    def _set_main(self, node, bag):
+        (output,) = node.outputs.values()
+        self.bags[output] = bag
+
+    def _read(self, source):
+        """The source split so that every partition has a share of it, each bundle read by one task."""
+        share = (source.estimate_size() or 0) // self.partitions + 1
+        bundles = list(source.split(desired_bundle_size=max(MIN_SOURCE_BUNDLE_BYTES, share)))
+        return self._from_sequence(bundles).map_partitions(read_source_bundle)
+
+    def _group(self, bag):
+        """All values of a key together (Dask hashes keys with its deterministic tokenize)."""
+        return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
+                .map(lambda group: in_global_window((group[0], [windowed.value[1] for windowed in group[1]]))))
+
+    def _pardo(self, node, transform, bag, window_fn):
+        """Runs the DoFn per partition; a TimestampedValue it emits is windowed by its input's WindowFn,
+        as on the DirectRunner."""
+        signature = DoFnSignature(transform.fn)
+        if signature.is_stateful_dofn() or signature.has_timers():
+            raise DaskCannotRun(f"{node.full_label}: stateful DoFns and timers are not supported on --runner dask")
+        args, kwargs = transform.raw_side_inputs
+        emitted = bag.map_partitions(run_dofn_on_partition, transform.fn, window_fn, node.full_label,
+                                     list(args), dict(kwargs))
+        for tag, output in node.outputs.items():  # the main output's tag is None, as its receiver's
+            self.bags[output] = emitted.filter(lambda pair, tag=tag: pair[0] == tag).map(lambda pair: pair[1])
+
+    def leaves(self):
+        return [bag for pcoll, bag in self.bags.items() if pcoll not in self.consumed]
+
+
+class TiplineDaskRunner(DaskRunner):
+    """Beam's DaskRunner with the translation above; `collect` names PCollections whose elements the
+    launcher gets back (the summary's counts)."""
+
+    def __init__(self, address, partitions, collect=()):
+        super().__init__()
+        self.address = address
+        self.partitions = partitions
+        self.collect = list(collect)
+
+    def run_pipeline(self, pipeline, options):
+        import dask.distributed
+        from apache_beam.runners.dask.overrides import dask_overrides
+
+        pipeline.replace_all(dask_overrides())
+        visitor = _BagsPerPCollection(self.partitions)
+        pipeline.visit(visitor)
+        client = dask.distributed.Client(self.address)
+        leaves = [bag.count() for bag in visitor.leaves()]
+        futures = client.compute(leaves + [visitor.bags[pcoll] for pcoll in self.collect])  # one graph
+        return DaskRunResult(client, futures[:len(leaves)], futures[len(leaves):])
+
+
+class DaskRunResult(PipelineResult):
+    """A submitted Dask run: waiting raises the first worker error; `collected` holds the elements of the
+    runner's `collect` PCollections once done."""
+
+    def __init__(self, client, leaf_futures, collected_futures):
+        super().__init__(PipelineState.RUNNING)
+        self.client = client
+        self.leaf_futures = leaf_futures
+        self.collected_futures = collected_futures
+        self.collected = None
+
+    def wait_until_finish(self, duration=None):
+        try:
+            self.client.gather(self.leaf_futures)
+            self.collected = [[windowed.value for windowed in values]
+                              for values in self.client.gather(self.collected_futures)]
+        except BaseException:
+            self._state = PipelineState.FAILED
+            raise
+        self._state = PipelineState.DONE
+        return self._state
+
+    def metrics(self):
+        raise NotImplementedError("DaskRunner collects no metrics; tipline counts the run's outputs instead")
+
+
+class CountForSummary(beam.PTransform):
+    """The summary's counts from the pipeline's own PCollections, where the runner keeps no metrics:
+    ((namespace, name), count) pairs for read, parsed, kept after dedup, routed (and by jurisdiction),
+    dead-lettered (and by stage)."""
+
+    def expand(self, outputs):
+        labelled = (
+            outputs["messages"] | "LabelRead" >> beam.Map(lambda _: (NAMESPACE, "read")),
+            outputs["parsed"] | "LabelParsed" >> beam.Map(lambda _: (NAMESPACE, "parsed")),
+            outputs["reports"] | "LabelKept" >> beam.Map(lambda _: (NAMESPACE, "kept_after_dedup")),
+            outputs["routed"] | "LabelRouted" >> beam.FlatMap(lambda record: [
+                (NAMESPACE, "routed"), (f"{NAMESPACE}.routed_by_jurisdiction", record["jurisdiction"])]),
+            outputs["dead_letters"] | "LabelDeadLetters" >> beam.FlatMap(lambda letter: [
+                (NAMESPACE, "dead_lettered"), (f"{NAMESPACE}.dead_lettered_by_stage", letter["stage"])]))
+        return (labelled
+                | "FlattenLabels" >> beam.Flatten()
+                | "OneWindow" >> beam.WindowInto(GlobalWindows())
+                | "CountLabels" >> beam.combiners.Count.PerElement())
+
+
+def totals_from_counts(counts):
+    """{(namespace, name): value} as `read_counters` gives it, from CountForSummary's pairs."""
+    totals = dict(counts)
+    parsed = totals.pop((NAMESPACE, "parsed"), 0)
+    kept = totals.pop((NAMESPACE, "kept_after_dedup"), 0)
+    totals[(NAMESPACE, "duplicates")] = parsed - kept
+    return totals
+
+
+@contextlib.contextmanager
+def dask_scheduler(address, workers):
+    """The given scheduler address, or a LocalCluster of `workers` processes for the length of the run."""
+    if address:
+        yield address
+        return
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def run_on_dask(options, opts):
+    """Runs the batch pipeline on Dask to the end; returns the summary, counted from the outputs."""
+    from pipelines.summary import summarize
+    from pipelines.tipline_pipeline import build_pipeline
+
+    if opts.source == "pubsub":
+        raise ValueError("--runner dask runs batch pipelines: use --source files (or synthetic)")
+    engine = options.view_as(DaskEngineOptions)
+    if engine.dask_workers < 1:
+        raise ValueError("--dask-workers must be at least 1")
+    with dask_scheduler(engine.dask_address, engine.dask_workers) as address:
+        runner = TiplineDaskRunner(address, partitions=max(2, engine.dask_workers * 2))
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        counts = build_pipeline(pipeline, opts) | "CountForSummary" >> CountForSummary()
+        runner.collect = [counts]
+        result = pipeline.run(test_runner_api=False)  # the same PCollection objects as `collect` names
+        try:
+            result.wait_until_finish()
+        finally:
+            result.client.close()
+    summary = summarize(totals_from_counts(result.collected[0]))
+    summary["counted_from"] = "the run's outputs (DaskRunner keeps no metrics)"
+    return summary

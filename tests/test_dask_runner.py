@@ -1,0 +1,95 @@
+"""`tipline run --runner dask`: the batch pipeline on a Dask LocalCluster of 2 worker processes gives the same
+routed records, trend rows, bundles, dead letters and summary counts as the DirectRunner on the same input."""
+import json
+import pathlib
+
+import apache_beam as beam
+import fastavro
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.transforms import userstate
+
+from pipelines.dask_engine import DaskCannotRun, TiplineDaskRunner
+from pipelines.tipline_pipeline import run
+from transforms.demo.synthetic import SyntheticConfig, generate_messages
+
+REPORTS = 300
+COUNTS = ("read", "routed", "duplicates", "dead_lettered", "routed_by_jurisdiction", "dead_lettered_by_stage",
+          "reconciled")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dask")
+    messages = list(generate_messages(SyntheticConfig(count=REPORTS, seed=7, hours=3)))
+    (root / "reports.jsonl").write_bytes(b"\n".join(messages) + b"\n")
+    common = ["--source", "files", "--input", str(root / "reports.jsonl")]
+    direct = run(common + ["--output", str(root / "direct")])
+    dask = run(common + ["--output", str(root / "dask"), "--runner", "dask", "--dask-workers", "2"])
+    return root, direct, dask
+
+
+def routed(out):
+    records = []
+    for path in sorted((out / "routed").rglob("*.avro")):
+        with path.open("rb") as handle:
+            records.extend(fastavro.reader(handle))
+    return sorted(records, key=lambda record: record["reportId"])
+
+
+def rows(out, folder):
+    found = [row for path in sorted((out / folder).rglob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return sorted(found, key=lambda row: json.dumps(row, sort_keys=True, default=str))
+
+
+def dead_letters(out):
+    return sorted(line for path in (out / "dead_letter").rglob("*.jsonl") for line in path.read_text().splitlines())
+
+
+def relative_files(out):
+    return sorted(str(path.relative_to(out)) for path in pathlib.Path(out).rglob("*")
+                  if path.is_file() and path.name != "summary.json")
+
+
+def test_the_same_routed_records(runs):
+    root, direct, _ = runs
+    assert direct["routed"] > 250
+    assert routed(root / "dask") == routed(root / "direct")
+
+
+def test_the_same_trend_rows_and_bundles(runs):
+    root, _, _ = runs
+    assert rows(root / "dask", "trends") == rows(root / "direct", "trends") != []
+    assert rows(root / "dask", "bundles") == rows(root / "direct", "bundles") != []
+
+
+def test_the_same_dead_letters_and_files(runs):
+    root, direct, _ = runs
+    assert dead_letters(root / "dask") == dead_letters(root / "direct")
+    assert relative_files(root / "dask") == relative_files(root / "direct")
+
+
+def test_the_summary_counted_from_the_outputs_matches_the_metrics(runs):
+    _, direct, dask = runs
+    assert {key: dask[key] for key in COUNTS} == {key: direct[key] for key in COUNTS}
+    assert dask["reconciled"] and dask["duplicates"] > 0 and dask["dead_lettered"] > 0
+    assert "outputs" in dask["counted_from"] and "counted_from" not in direct
+
+
+class _StatefulFn(beam.DoFn):
+    SEEN = userstate.ReadModifyWriteStateSpec("seen", beam.coders.BooleanCoder())
+
+    def process(self, element, seen=beam.DoFn.StateParam(SEEN)):
+        yield element
+
+
+def test_a_stateful_dofn_is_refused_by_name():
+    pipeline = beam.Pipeline(runner=TiplineDaskRunner("127.0.0.1:1", partitions=2))
+    _ = pipeline | beam.Create([("k", 1)]) | "KeepState" >> beam.ParDo(_StatefulFn())
+    with pytest.raises(DaskCannotRun, match="KeepState: stateful DoFns and timers are not supported"):
+        pipeline.run(test_runner_api=False)
+
+
+def test_a_streaming_source_is_refused():
+    with pytest.raises(ValueError, match="--runner dask runs batch pipelines"):
+        run(["--runner", "dask", "--source", "pubsub", "--subscription", "projects/p/subscriptions/s"])
