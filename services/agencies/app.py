@@ -1,0 +1,191 @@
+"""The agency service (FastAPI): each agency lists, reads and acknowledges the reports of its own jurisdictions.
+
+Every answer comes from the caller's current jurisdictions only: a report outside them and one that does
+not exist get the same 404. Every request, refused or not, is appended to the audit log with who made
+it, what it asked and which report ids it was shown. Requests over the per-client rate get 429 before
+any credential is checked.
+"""
+import contextlib
+import logging
+import re
+import threading
+from typing import Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from services.agencies import pages
+from services.agencies.directory import credential_from_header
+from services.agencies.index import iso, utc_now
+from services.common import credentials
+from services.common.rate_limit import TokenBuckets
+
+REPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+CURSOR = re.compile(r"^[0-9]{1,18}$")
+NOT_FOUND = {"detail": "Not Found"}
+AUTH_HEADERS = {"WWW-Authenticate": 'Basic realm="tipline agencies", charset="UTF-8"'}
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+}
+AUDITED_QUERY = ("since", "before", "priority", "limit", "jurisdiction")
+log = logging.getLogger(__name__)
+
+
+class NotVisible(Exception):
+    """The report is absent or outside the caller's jurisdictions: answered as 404 either way."""
+
+
+def summary_item(row, acknowledged):
+    return {"reportId": row["report_id"], "submittedAt": row["submitted_at"], "priority": row["priority"],
+            "incidentType": row["incident_type"], "matchSummary": row["match_summary"], "bundleId": row["bundle_id"],
+            "jurisdiction": row["jurisdiction"], "acknowledged": acknowledged, "cursor": str(row["feed_seq"])}
+
+
+def parse_cursor(value, name):
+    if value is None:
+        return None
+    if not CURSOR.match(value):
+        raise HTTPException(400, f"{name} must be a cursor returned by this service")
+    return int(value)
+
+
+class Refresher:
+    """Re-indexes the routed output every `seconds` in a thread, so files written while the pipeline runs appear."""
+
+    def __init__(self, index, seconds):
+        self.index, self.seconds = index, seconds
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="agencies-refresh", daemon=True)
+
+    def _loop(self):
+        while not self.stopped.wait(self.seconds):
+            try:
+                self.index.refresh()
+            except Exception:  # a bad file must not stop the service; the next round retries
+                log.exception("refreshing the report index failed")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=5.0):
+    """The ASGI app over `index` (a ReportIndex), `directory` (AgencyDirectory) and `audit` (AuditLog)."""
+    limiter = TokenBuckets(rate, burst)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        index.refresh()
+        with Refresher(index, refresh_seconds):
+            yield
+
+    app = FastAPI(title="tipline agencies", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def rate_limit_audit_and_headers(request: Request, call_next):
+        client = request.client.host if request.client else "unknown"
+        request.state.agency_id = None
+        request.state.served = None
+        if limiter.allow(client):
+            response = await call_next(request)
+        else:
+            response = JSONResponse({"detail": "Too Many Requests"}, 429,
+                                    headers={"Retry-After": str(limiter.retry_after_seconds())})
+        response.headers.update(SECURITY_HEADERS)
+        audit.append(audit_entry(request, client, response.status_code))
+        return response
+
+    def caller(request: Request):
+        claimed = credential_from_header(request.headers.get("authorization"))
+        if claimed is None:
+            credentials.spend_one_derivation()
+            agency = None
+        else:
+            agency = directory.authenticate(*claimed)
+        if agency is None:
+            raise HTTPException(401, "Not authenticated", headers=AUTH_HEADERS)
+        request.state.agency_id = agency.agency_id
+        return agency
+
+    def visible_report(agency, report_id):
+        found = index.get_for(agency.jurisdictions, report_id) if REPORT_ID.match(report_id) else None
+        if found is None:
+            raise NotVisible()
+        return found
+
+    @app.exception_handler(NotVisible)
+    async def not_visible(request, exc):
+        return JSONResponse(NOT_FOUND, 404)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    def list_reports(request, agency, since, before, priority, limit, jurisdiction):
+        codes = agency.jurisdictions if jurisdiction is None else [c for c in agency.jurisdictions if c == jurisdiction]
+        rows = index.list_for(codes, since=parse_cursor(since, "since"), before=parse_cursor(before, "before"),
+                              priority=priority, limit=limit)
+        acknowledged = index.acknowledged_by(agency.agency_id, [row["report_id"] for row in rows])
+        request.state.served = [row["report_id"] for row in rows]
+        return [summary_item(row, row["report_id"] in acknowledged) for row in rows]
+
+    @app.get("/reports")
+    def reports(request: Request, agency=Depends(caller), since: str | None = None, before: str | None = None,
+                priority: Literal["P1", "P2", "P3"] | None = None, limit: int = Query(100, ge=1, le=500),
+                jurisdiction: str | None = None):
+        items = list_reports(request, agency, since, before, priority, limit, jurisdiction)
+        if since is not None:
+            following = {"since": items[-1]["cursor"] if items else since}
+        else:
+            following = {"before": items[-1]["cursor"]} if len(items) == limit else None
+        return {"agency": agency.agency_id, "reports": items, "next": following}
+
+    @app.get("/reports/{report_id}")
+    def report(request: Request, report_id: str, agency=Depends(caller)):
+        found = visible_report(agency, report_id)
+        request.state.served = [report_id]
+        return {"report": found["record"], "jurisdiction": found["jurisdiction"], "referrals": found["referrals"],
+                "acknowledged": bool(index.acknowledged_by(agency.agency_id, [report_id]))}
+
+    @app.post("/reports/{report_id}/ack")
+    def acknowledge(request: Request, report_id: str, agency=Depends(caller)):
+        found = visible_report(agency, report_id)
+        index.acknowledge(agency.agency_id, report_id, found["jurisdiction"])
+        request.state.served = [report_id]
+        return {"reportId": report_id, "acknowledged": True}
+
+    @app.get("/ui", response_class=HTMLResponse)
+    def page_list(request: Request, agency=Depends(caller), priority: Literal["P1", "P2", "P3"] | None = None,
+                  before: str | None = None):
+        items = list_reports(request, agency, None, before, priority, 100, None)
+        return pages.report_list(agency, items, priority)
+
+    @app.get("/ui/reports/{report_id}", response_class=HTMLResponse)
+    def page_detail(request: Request, report_id: str, agency=Depends(caller)):
+        try:
+            found = visible_report(agency, report_id)
+        except NotVisible:
+            return HTMLResponse(pages.not_found(agency), 404)
+        request.state.served = [report_id]
+        acknowledged = bool(index.acknowledged_by(agency.agency_id, [report_id]))
+        return pages.report_detail(agency, found, acknowledged)
+
+    return app
+
+
+def audit_entry(request, client, status):
+    """One audit line: who (verified agency, or none), what (method, route, report id, query), when, the answer."""
+    route = request.scope.get("route")
+    return {"at": iso(utc_now()), "agency": request.state.agency_id, "client": client, "method": request.method,
+            "route": route.path if route else "(no route)",
+            "reportId": (request.path_params or {}).get("report_id"),
+            "query": {key: request.query_params[key][:64] for key in AUDITED_QUERY if key in request.query_params},
+            "status": status, "served": request.state.served, **({} if route else {"path": request.url.path[:200]})}
