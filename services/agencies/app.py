@@ -12,7 +12,10 @@ import threading
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.agencies import pages
 from services.agencies.directory import credential_from_header
@@ -123,7 +126,13 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
 
     @app.exception_handler(NotVisible)
     async def not_visible(request, exc):
-        return JSONResponse(NOT_FOUND, 404)
+        return not_found(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        if exc.status_code == 404:
+            return not_found(request)
+        return await http_exception_handler(request, exc)
 
     @app.get("/healthz")
     def healthz():
@@ -166,19 +175,23 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
     def page_list(request: Request, agency=Depends(caller), priority: Literal["P1", "P2", "P3"] | None = None,
                   before: str | None = None):
         items = list_reports(request, agency, None, before, priority, 100, None)
-        return pages.report_list(agency, items, priority)
+        return pages.report_list(agency, items, priority, index.count_for(agency.jurisdictions, priority))
 
     @app.get("/ui/reports/{report_id}", response_class=HTMLResponse)
     def page_detail(request: Request, report_id: str, agency=Depends(caller)):
-        try:
-            found = visible_report(agency, report_id)
-        except NotVisible:
-            return HTMLResponse(pages.not_found(agency), 404)
+        found = visible_report(agency, report_id)
         request.state.served = [report_id]
         acknowledged = bool(index.acknowledged_by(agency.agency_id, [report_id]))
         return pages.report_detail(agency, found, acknowledged)
 
     return app
+
+
+def not_found(request):
+    """The one 404: the same for a report that does not exist, one outside the caller's jurisdictions, and no route."""
+    if request.url.path.startswith("/ui/"):
+        return HTMLResponse(pages.NOT_FOUND_PAGE, 404)
+    return JSONResponse(NOT_FOUND, 404)
 
 
 def audit_entry(request, client, status):

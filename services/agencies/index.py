@@ -120,7 +120,7 @@ class ReportIndex:
 
     def _index_file(self, path):
         with open(path, "rb") as handle:
-            records = list(fastavro.reader(handle))
+            records = sorted(fastavro.reader(handle), key=lambda record: epoch_of(record["submittedAt"]))
         available = path.stat().st_mtime
         with self._write() as connection:
             if connection.execute("SELECT 1 FROM files WHERE path = ?", (str(path),)).fetchone():
@@ -207,6 +207,16 @@ class ReportIndex:
         return self.connection().execute(
             f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM reports WHERE {' AND '.join(where)} "
             f"ORDER BY feed_seq {order} LIMIT ?", (*params, limit)).fetchall()
+
+    def count_for(self, codes, priority=None):
+        """How many reports are currently in `codes` (of `priority`)."""
+        codes = sorted(set(codes))
+        sql = f"SELECT count(*) FROM reports WHERE jurisdiction IN ({', '.join('?' * len(codes))})"
+        params = list(codes)
+        if priority:
+            sql += " AND priority = ?"
+            params.append(priority)
+        return self.connection().execute(sql, params).fetchone()[0]
 
     def get_for(self, codes, report_id):
         """The report with its referrals when it is currently in `codes`; None otherwise (absent or elsewhere alike)."""

@@ -10,7 +10,7 @@ th,td{border:1px solid #d5d9de;padding:.35rem .5rem;text-align:left;vertical-ali
 th{background:#e9edf1} .P1{background:#c62828;color:#fff} .P2{background:#ef6c00;color:#fff} .P3{background:#607d8b;color:#fff}
 .prio{font-weight:bold;padding:.1rem .4rem;border-radius:3px} .no{color:#c62828;font-weight:bold} .yes{color:#2e7d32}
 nav a{margin-right:.8rem} dl{display:grid;grid-template-columns:12rem 1fr;gap:.2rem .8rem;background:#fff;padding:.8rem}
-dt{font-weight:bold} code{font-size:.85rem}
+dt{font-weight:bold} code{font-size:.85rem} .nowrap{white-space:nowrap}
 """
 
 
@@ -33,18 +33,18 @@ def _text(value):
     return escape("—" if value is None or value == "" else str(value))
 
 
-def report_list(agency, items, priority):
+def report_list(agency, items, priority, total):
     filters = " ".join(f"<a href='/ui?priority={p}'>{p}</a>" for p in ("P1", "P2", "P3"))
     rows = "".join(
-        f"<tr><td>{_priority(item['priority'])}</td><td>{_text(item['submittedAt'])}</td>"
+        f"<tr><td>{_priority(item['priority'])}</td><td class='nowrap'>{_text(item['submittedAt'])}</td>"
         f"<td>{_text(item['incidentType'])}</td><td>{_text(item['matchSummary'])}</td>"
         f"<td><code>{_text(item['bundleId'])}</code></td><td>{_acknowledged(item['acknowledged'])}</td>"
         f"<td>{_text(item['jurisdiction'])}</td>"
-        f"<td><a href='/ui/reports/{quote(item['reportId'], safe='')}'>{_text(item['reportId'])}</a></td></tr>"
+        f"<td class='nowrap'><a href='/ui/reports/{quote(item['reportId'], safe='')}'>{_text(item['reportId'])}</a></td></tr>"
         for item in items)
     more = (f"<p><a href='/ui?before={items[-1]['cursor']}{'&priority=' + priority if priority else ''}'>older reports</a></p>"
             if len(items) == 100 else "")
-    shown = f"{len(items)} report{'s' if len(items) != 1 else ''}" + (f", priority {escape(priority)}" if priority else "")
+    shown = f"{len(items)} of {total} report{'s' if total != 1 else ''}" + (f", priority {escape(priority)}" if priority else "")
     body = (f"<nav><a href='/ui'>all</a>{filters}</nav><p>{shown}, newest first</p>"
             "<table><thead><tr><th>Priority</th><th>Received</th><th>Incident type</th><th>Match</th><th>Bundle</th>"
             f"<th>Acknowledged</th><th>Jurisdiction</th><th>Report</th></tr></thead><tbody>{rows}</tbody></table>{more}")
@@ -98,5 +98,6 @@ def report_detail(agency, found, acknowledged):
     return _page(f"Report {record['reportId']}", agency, body)
 
 
-def not_found(agency):
-    return _page("No such report", agency, "<nav><a href='/ui'>← all reports</a></nav><p>No such report.</p>")
+NOT_FOUND_PAGE = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>No such report</title>"
+                  f"<style>{STYLE}</style></head><body><h1>No such report</h1>"
+                  "<nav><a href='/ui'>← all reports</a></nav></body></html>")
