@@ -1,6 +1,7 @@
 """The agency service over real HTTP (uvicorn in its own process): each agency sees its own jurisdictions'
 reports and nothing else, whatever it sends; bad credentials, floods and probes reveal nothing."""
 import base64
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -147,23 +148,39 @@ def test_every_bad_credential_gets_the_same_answer_as_an_unknown_agency(service,
     assert len({answer.headers["www-authenticate"] for answer in answers}) == 1
 
 
-def test_every_credential_check_derives_exactly_one_key(service, monkeypatch):
-    """Equal work is what makes the timing equal: wrong, unknown, revoked, expired and malformed all pay one scrypt."""
+def test_every_refused_credential_derives_exactly_one_key(service, monkeypatch):
+    """Equal work is what makes the timing equal: wrong, unknown, revoked, expired and malformed all pay one
+    scrypt, every time; only a credential that verified is remembered."""
     directory = AgencyDirectory.load(service["agencies"])
     derivations = []
     real_scrypt = hashlib.scrypt
     monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: derivations.append(k["n"]) or real_scrypt(*a, **k))
-    cases = {("uk", "uk-secret"): "uk", ("uk", "wrong"): None, ("nobody", "uk-secret"): None,
-             ("uk-revoked", "revoked-secret"): None, ("uk-expired", "expired-secret"): None,
-             ("no-credential", "x"): None}
-    for (agency_id, secret), expected in cases.items():
-        derivations.clear()
-        found = directory.authenticate(agency_id, secret)
-        assert (found.agency_id if found else None) == expected
-        assert derivations == [credentials.SCRYPT_N], (agency_id, secret)
+    refused = [("uk", "wrong"), ("nobody", "uk-secret"), ("uk-revoked", "revoked-secret"),
+               ("uk-expired", "expired-secret"), ("no-credential", "x")]
+    for attempt in range(2):
+        for agency_id, secret in refused:
+            derivations.clear()
+            assert directory.authenticate(agency_id, secret) is None
+            assert derivations == [credentials.SCRYPT_N], (attempt, agency_id, secret)
+    derivations.clear()
+    assert directory.authenticate("uk", "uk-secret").agency_id == "uk"
+    assert directory.authenticate("uk", "uk-secret").agency_id == "uk"
+    assert derivations == [credentials.SCRYPT_N]
     assert credential_from_header("Basic !!!") is None
     derivations.clear()
     credentials.spend_one_derivation()
+    assert derivations == [credentials.SCRYPT_N]
+
+
+def test_a_remembered_credential_is_refused_once_revoked_with_the_same_work(service, monkeypatch):
+    directory = AgencyDirectory.load(service["agencies"])
+    assert directory.authenticate("uk", "uk-secret") is not None
+    uk = directory.agencies["uk"]
+    directory.agencies["uk"] = dataclasses.replace(uk, status="revoked")
+    derivations = []
+    real_scrypt = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: derivations.append(k["n"]) or real_scrypt(*a, **k))
+    assert directory.authenticate("uk", "uk-secret") is None
     assert derivations == [credentials.SCRYPT_N]
 
 

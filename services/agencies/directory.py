@@ -9,12 +9,16 @@ import binascii
 import csv
 import dataclasses
 import datetime
+import hmac
 import re
+import secrets
+import time
 
 from services.common import credentials
 
 AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 JURISDICTION_CODE = re.compile(r"^(UNKNOWN|[A-Z]{2}(-[A-Z0-9]+)*)$")
+_MAX_REMEMBERED = 10_000
 COLUMNS = ("agency_id", "agency_name", "jurisdictions", "credential_hash", "status", "expires_at")
 
 
@@ -60,8 +64,11 @@ def _agency_from_row(row):
 
 
 class AgencyDirectory:
-    def __init__(self, agencies):
+    def __init__(self, agencies, remember_seconds=300.0):
         self.agencies = {agency.agency_id: agency for agency in agencies}
+        self.remember_seconds = remember_seconds
+        self._verified = {}
+        self._cache_key = secrets.token_bytes(32)
 
     @classmethod
     def load(cls, path):
@@ -85,12 +92,31 @@ class AgencyDirectory:
     def authenticate(self, agency_id, secret, now=None):
         """The agency when `secret` is its credential and it is active and unexpired, else None.
 
-        Every path derives exactly one scrypt key, so an unknown, revoked, expired or wrong credential
-        takes the same time and gets the same answer."""
+        Every refusal derives exactly one scrypt key, so an unknown, revoked, expired or wrong credential
+        takes the same time and gets the same answer. A credential verified in the last `remember_seconds`
+        is remembered (by a keyed digest, never in clear), so a signed-in agency does not pay scrypt on
+        every page; its status and expiry are still checked on every call."""
         now = now or datetime.datetime.now(datetime.timezone.utc)
         agency = self.agencies.get(agency_id)
-        matches = credentials.verify(agency.credential_hash if agency else None, secret)
-        return agency if matches and agency.usable_at(now) else None
+        digest = hmac.new(self._cache_key, f"{agency_id}:{secret}".encode(), "sha256").digest()
+        if agency is not None and self._recently_verified(digest):
+            if agency.usable_at(now):
+                return agency
+            credentials.spend_one_derivation()
+            return None
+        if not credentials.verify(agency.credential_hash if agency else None, secret):
+            return None
+        self._remember(digest)
+        return agency if agency.usable_at(now) else None
+
+    def _recently_verified(self, digest):
+        verified_at = self._verified.get(digest)
+        return verified_at is not None and time.monotonic() - verified_at < self.remember_seconds
+
+    def _remember(self, digest):
+        if len(self._verified) >= _MAX_REMEMBERED:
+            self._verified.clear()
+        self._verified[digest] = time.monotonic()
 
 
 def credential_from_header(header):
