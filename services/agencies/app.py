@@ -11,9 +11,11 @@ import re
 import threading
 from typing import Literal
 
+import orjson
+
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -155,7 +157,8 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
             following = {"since": items[-1]["cursor"] if items else since}
         else:
             following = {"before": items[-1]["cursor"]} if len(items) == limit else None
-        return {"agency": agency.agency_id, "reports": items, "next": following}
+        return Response(orjson.dumps({"agency": agency.agency_id, "reports": items, "next": following}),
+                        media_type="application/json")
 
     @app.get("/reports/{report_id}")
     def report(request: Request, report_id: str, agency=Depends(caller)):

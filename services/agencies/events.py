@@ -54,12 +54,17 @@ class AuditLog:
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
+        self.written = (None, None)  # (file size after this process's last line, that line's hash)
 
-    def _last_line_hash(self):
-        if not self.path.exists() or self.path.stat().st_size == 0:
+    def _last_line_hash(self, descriptor):
+        """The hash of the file's last line: remembered when this process wrote it, else read from the file."""
+        size = os.fstat(descriptor).st_size
+        if size == 0:
             return GENESIS
+        if self.written[0] == size:
+            return self.written[1]
         with open(self.path, "rb") as handle:
-            handle.seek(max(0, self.path.stat().st_size - 65536))
+            handle.seek(max(0, size - 65536))
             last = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
         return _line_hash(last.decode())
 
@@ -67,8 +72,10 @@ class AuditLog:
         descriptor = _open_for_append(self.path)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
-            body = {**entry, "prev": self._last_line_hash()}
-            os.write(descriptor, (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode())
+            body = {**entry, "prev": self._last_line_hash(descriptor)}
+            line = json.dumps(body, sort_keys=True, separators=(",", ":"))
+            os.write(descriptor, (line + "\n").encode())
+            self.written = (os.fstat(descriptor).st_size, _line_hash(line))
         finally:
             os.close(descriptor)
 
