@@ -16,7 +16,7 @@ def serve_agencies(args):
     import uvicorn
 
     from services.agencies.app import create_app
-    from services.agencies.directory import AgencyDirectory, DirectoryError
+    from services.agencies.directory import DirectoryError, WatchedDirectory
     from services.agencies.events import AuditLog
     from services.agencies.index import open_index
 
@@ -24,7 +24,7 @@ def serve_agencies(args):
         print(f"tipline serve agencies: --output {args.output} is not a folder (the pipeline's output)", file=sys.stderr)
         return 2
     try:
-        directory = AgencyDirectory.load(args.agencies)
+        directory = WatchedDirectory(args.agencies)
     except (OSError, DirectoryError) as error:
         print(f"tipline serve agencies: --agencies: {error}", file=sys.stderr)
         return 2
@@ -32,7 +32,7 @@ def serve_agencies(args):
     audit = AuditLog(index.path.parent / "audit.jsonl")
     app = create_app(index, directory, audit, rate=args.rate_limit, burst=args.burst,
                      refresh_seconds=args.refresh_seconds)
-    print(f"agencies service on http://{args.host}:{args.port}/ui ({len(directory.agencies)} agencies, "
+    print(f"agencies service on http://{args.host}:{args.port}/ui ({len(directory.current.agencies)} agencies, "
           f"audit log {audit.path})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -241,16 +241,21 @@ def test_referral_acknowledgement_new_files_and_the_audit_log(tmp_path):
                  and call("GET", "/reports", UK, params={"since": cursor}).json()["reports"][-1]["reportId"] == "gb-new",
                  "the new routed file being indexed")
 
+        revoked = [dict(row, status="revoked") if row["agency_id"] == "uk" else row for row in AGENCIES]
+        write_agencies(agencies, revoked)
+        wait_for(lambda: call("GET", "/reports", UK).status_code == 401, "the revocation taking effect")
+        assert call("GET", "/reports", WA).status_code == 200
+
         for method in ("DELETE", "PUT", "PATCH"):
-            assert call(method, "/reports/gb-1", UK).status_code in (404, 405)
-        assert call("GET", "/audit", UK).status_code == 404
+            assert call(method, "/reports/gb-1", WA).status_code in (404, 405)
+        assert call("GET", "/audit", WA).status_code == 404
 
     audit = AuditLog(output / "agencies-state" / "audit.jsonl")
     entries = [entry for entry in audit.entries() if entry["route"] != "/healthz"]
     http_entries = [entry for entry in entries if entry["client"] != "cli"]
     assert len(http_entries) == calls
     assert {(entry["agency"], entry["route"]) for entry in http_entries} >= {
-        ("wa-la", "/reports/{report_id}"), ("uk", "/reports/{report_id}/ack"), ("uk", "/reports")}
+        ("wa-la", "/reports/{report_id}"), ("uk", "/reports/{report_id}/ack"), ("uk", "/reports"), (None, "/reports")}
     refused = [entry for entry in http_entries if entry["reportId"] == "wa-2" and entry["status"] == 404]
     assert refused and refused[0]["agency"] == "wa-la" and refused[0]["served"] is None
     assert [entry["route"] for entry in entries if entry["client"] == "cli"] == ["reports refer"]

@@ -59,19 +59,21 @@ def parse_cursor(value, name):
 
 
 class Refresher:
-    """Re-indexes the routed output every `seconds` in a thread, so files written while the pipeline runs appear."""
+    """Runs `tasks` every `seconds` in a thread: re-indexing the routed output, so files written while the
+    pipeline runs appear, and re-reading a changed agencies table."""
 
-    def __init__(self, index, seconds):
-        self.index, self.seconds = index, seconds
+    def __init__(self, tasks, seconds):
+        self.tasks, self.seconds = tasks, seconds
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="agencies-refresh", daemon=True)
 
     def _loop(self):
         while not self.stopped.wait(self.seconds):
-            try:
-                self.index.refresh()
-            except Exception:  # a bad file must not stop the service; the next round retries
-                log.exception("refreshing the report index failed")
+            for task in self.tasks:
+                try:
+                    task()
+                except Exception:  # a bad file must not stop the service; the next round retries
+                    log.exception("%s failed", task.__qualname__)
 
     def __enter__(self):
         self.thread.start()
@@ -83,13 +85,14 @@ class Refresher:
 
 
 def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=5.0):
-    """The ASGI app over `index` (a ReportIndex), `directory` (AgencyDirectory) and `audit` (AuditLog)."""
+    """The ASGI app over `index` (a ReportIndex), `directory` (AgencyDirectory or WatchedDirectory) and `audit` (AuditLog)."""
     limiter = TokenBuckets(rate, burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         index.refresh()
-        with Refresher(index, refresh_seconds):
+        tasks = [index.refresh] + ([directory.reload_if_changed] if hasattr(directory, "reload_if_changed") else [])
+        with Refresher(tasks, refresh_seconds):
             yield
 
     app = FastAPI(title="tipline agencies", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

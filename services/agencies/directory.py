@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import datetime
 import hmac
+import os
 import re
 import secrets
 import time
@@ -117,6 +118,29 @@ class AgencyDirectory:
         if len(self._verified) >= _MAX_REMEMBERED:
             self._verified.clear()
         self._verified[digest] = time.monotonic()
+
+
+class WatchedDirectory:
+    """The agencies table at `path`, read again when the file changes, so a revocation or a new agency takes
+    effect without a restart; a bad new version raises (the caller logs it) and the last good one stays."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stamp = self._stamp()
+        self.current = AgencyDirectory.load(path)
+
+    def _stamp(self):
+        status = os.stat(self.path)
+        return status.st_mtime_ns, status.st_size
+
+    def reload_if_changed(self):
+        stamp = self._stamp()
+        if stamp != self.stamp:
+            self.current = AgencyDirectory.load(self.path)
+            self.stamp = stamp
+
+    def authenticate(self, agency_id, secret, now=None):
+        return self.current.authenticate(agency_id, secret, now)
 
 
 def credential_from_header(header):
