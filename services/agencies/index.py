@@ -12,6 +12,7 @@ filter on the current jurisdiction.
 import datetime
 import heapq
 import json
+import logging
 import pathlib
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ SUMMARY_COLUMNS = ("feed_seq", "report_id", "submitted_at", "priority", "inciden
                    "bundle_id", "jurisdiction", "routed_jurisdiction")
 FIND_COLUMNS = SUMMARY_COLUMNS[1:] + ("esp_id", "esp_name", "user_id", "screen_name")
 EVENT_LOGS = ("referrals", "acks")
+log = logging.getLogger(__name__)
 
 
 class UnknownReport(LookupError):
@@ -91,6 +93,7 @@ class ReportIndex:
         state = pathlib.Path(state_dir) if state_dir else self.path.parent
         self.logs = {name: EventLog(state / f"{name}.jsonl") for name in EVENT_LOGS}
         self.local = threading.local()
+        self.unreadable = {}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.connection().executescript(SCHEMA)
 
@@ -108,15 +111,25 @@ class ReportIndex:
 
     # --- keeping the index up to date -------------------------------------------------------------
     def refresh(self):
-        """Indexes routed files not seen yet, then new events; returns how many reports were added."""
+        """Indexes routed files not seen yet, then new events; returns how many reports were added.
+
+        A file that cannot be read is logged once, named, and skipped: it stops no other file."""
         added = 0
         if self.output_dir is not None:
             known = {row[0] for row in self.connection().execute("SELECT path FROM files")}
             for path in routed_files(self.output_dir):
-                if str(path) not in known:
-                    added += self._index_file(path)
+                if str(path) not in known and path not in self.unreadable:
+                    added += self._index_file_or_skip(path)
         self.apply_events()
         return added
+
+    def _index_file_or_skip(self, path):
+        try:
+            return self._index_file(path)
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+            self.unreadable[path] = f"{type(error).__name__}: {error}"
+            log.error("routed file %s cannot be indexed, skipped: %s", path, self.unreadable[path])
+            return 0
 
     def _index_file(self, path):
         with open(path, "rb") as handle:
