@@ -88,10 +88,18 @@ def run_refer(args):
 
 
 def run_unacked(args):
+    try:
+        directory = AgencyDirectory.load(args.agencies)
+    except (OSError, DirectoryError) as error:
+        print(f"tipline reports unacked: --agencies: {error}", file=sys.stderr)
+        return 2
     _open(args)
     older_than = utc_now() - datetime.timedelta(minutes=args.minutes)
     rows = args.index.unacknowledged(args.priority, older_than)
-    columns = ["report_id", "jurisdiction", "submitted_at", "available_since"]
+    for row in rows:
+        row["agencies"] = " ".join(agency.agency_id for agency in directory.agencies.values()
+                                   if row["jurisdiction"] in agency.jurisdictions) or "(none)"
+    columns = ["report_id", "jurisdiction", "agencies", "submitted_at", "available_since"]
     print_result(columns, [[row[column] for column in columns] for row in rows], args.format)
     return 0
 
@@ -159,6 +167,8 @@ def register(subparsers):
     unacked.add_argument("--priority", choices=("P1", "P2", "P3"), default="P1")
     unacked.add_argument("--minutes", type=float, default=60.0, help="available for at least this long (default 60)")
     unacked.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    unacked.add_argument("--agencies", default=default_agencies_table(),
+                         help="agencies table, to name who has not picked each report up (default: the demo table)")
     unacked.set_defaults(func=run_unacked)
     commands.add_parser("reindex", parents=[common], help="rebuild the index from the sink files and event logs"
                         ).set_defaults(func=run_reindex)

@@ -96,6 +96,14 @@ def test_another_agencys_report_answers_exactly_like_one_that_does_not_exist(ser
     assert not acks.exists() or not any(probe in acks.read_text() for probe in probes)
 
 
+def test_a_cross_site_post_cannot_acknowledge(service):
+    base = service["base"]
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        assert httpx.post(f"{base}/reports/gb-3/ack", auth=UK, headers=headers).status_code == 403
+    assert httpx.get(f"{base}/reports/gb-3", auth=UK).json()["acknowledged"] is False
+    assert httpx.post(f"{base}/reports/gb-3/ack", auth=UK, headers={"Origin": base}).status_code == 200
+
+
 def test_path_traversal_reaches_no_file(service):
     base = service["base"]
     for path in ["/reports/..%2F..%2Fagencies-state%2Faudit.jsonl", "/reports/%2e%2e/%2e%2e/routed",
@@ -232,8 +240,9 @@ def test_referral_acknowledgement_new_files_and_the_audit_log(tmp_path):
         assert call("POST", "/reports/gb-1/ack", UK).json() == {"reportId": "gb-1", "acknowledged": True}
         assert call("GET", "/reports/gb-1", UK).json()["acknowledged"] is True
         unacked = tipline("reports", "unacked", "--priority", "P1", "--minutes", "0", "--format", "json",
-                          "--output", str(output))
-        assert sorted(row["report_id"] for row in json.loads(unacked.stdout)) == ["fr-1", "la-1", "wa-1"]
+                          "--output", str(output), "--agencies", str(agencies))
+        assert sorted((row["report_id"], row["agencies"]) for row in json.loads(unacked.stdout)) == [
+            ("fr-1", "(none)"), ("la-1", "wa-la"), ("wa-1", "wa-la")]
 
         write_routed(output, "GB", [routed_record("gb-new", "GB", submitted_at="2026-11-23T05:00:00Z")],
                      window="2026-11-23T05:00:00--2026-11-23T06:00:00")

@@ -172,6 +172,7 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
 
     @app.post("/reports/{report_id}/ack")
     def acknowledge(request: Request, report_id: str, agency=Depends(caller)):
+        refuse_cross_site(request)
         found = visible_report(agency, report_id)
         index.acknowledge(agency.agency_id, report_id, found["jurisdiction"])
         request.state.served = [report_id]
@@ -191,6 +192,15 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
         return pages.report_detail(agency, found, acknowledged)
 
     return app
+
+
+def refuse_cross_site(request):
+    """A browser sends a cached Basic credential with any page's form post: only this service's own pages may write."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise HTTPException(403, "cross-site request refused")
+    if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
 
 
 def not_found(request):
