@@ -39,7 +39,7 @@ def audit_log(args):
 
 
 def _audit(args, what, served):
-    audit_log(args).append({"at": iso(utc_now()), "agency": None, "analyst": getpass.getuser(), "client": "cli",
+    audit_log(args).append({"at": iso(utc_now()), "agency": None, "claimed": None, "analyst": getpass.getuser(), "client": "cli",
                             "method": "CLI", "route": f"reports {what}", "reportId": None, "query": args.audited,
                             "status": 0, "served": served})
 

@@ -267,6 +267,8 @@ def test_referral_acknowledgement_new_files_and_the_audit_log(tmp_path):
         ("wa-la", "/reports/{report_id}"), ("uk", "/reports/{report_id}/ack"), ("uk", "/reports"), (None, "/reports")}
     refused = [entry for entry in http_entries if entry["reportId"] == "wa-2" and entry["status"] == 404]
     assert refused and refused[0]["agency"] == "wa-la" and refused[0]["served"] is None
+    revoked_calls = [entry for entry in http_entries if entry["status"] == 401]
+    assert revoked_calls and {(entry["agency"], entry["claimed"]) for entry in revoked_calls} == {(None, "uk")}
     assert [entry["route"] for entry in entries if entry["client"] == "cli"] == ["reports refer"]
     assert audit.verify_chain() == (len(audit.entries()), None)
     assert oct((output / "agencies-state" / "audit.jsonl").stat().st_mode & 0o777) == "0o600"

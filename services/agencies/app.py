@@ -100,10 +100,14 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
     @app.middleware("http")
     async def rate_limit_audit_and_headers(request: Request, call_next):
         client = request.client.host if request.client else "unknown"
-        request.state.agency_id = None
+        request.state.agency_id = request.state.claimed = None
         request.state.served = None
         if limiter.allow(client):
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # answered and audited like any call; the cause goes to the service's log
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = JSONResponse({"detail": "Internal Server Error"}, 500)
         else:
             response = JSONResponse({"detail": "Too Many Requests"}, 429,
                                     headers={"Retry-After": str(limiter.retry_after_seconds())})
@@ -117,6 +121,7 @@ def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=
             credentials.spend_one_derivation()
             agency = None
         else:
+            request.state.claimed = claimed[0]
             agency = directory.authenticate(*claimed)
         if agency is None:
             raise HTTPException(401, "Not authenticated", headers=AUTH_HEADERS)
@@ -211,9 +216,11 @@ def not_found(request):
 
 
 def audit_entry(request, client, status):
-    """One audit line: who (verified agency, or none), what (method, route, report id, query), when, the answer."""
+    """One audit line: who (the verified agency, or none and the agency id claimed), what (method, route, report
+    id, query), when, and the answer (status, the report ids shown)."""
     route = request.scope.get("route")
-    return {"at": iso(utc_now()), "agency": request.state.agency_id, "client": client, "method": request.method,
+    return {"at": iso(utc_now()), "agency": request.state.agency_id, "claimed": request.state.claimed,
+            "client": client, "method": request.method,
             "route": route.path if route else "(no route)",
             "reportId": (request.path_params or {}).get("report_id"),
             "query": {key: request.query_params[key][:64] for key in AUDITED_QUERY if key in request.query_params},
