@@ -7,7 +7,8 @@ the SQLite file and refreshing rebuilds it. Events live in append-only logs besi
 
 Each report has a current jurisdiction (its routing, or the last referral's target) and a feed position
 (`feed_seq`), renewed when it is referred so the new agency's cursor picks it up. Agencies' reads all
-filter on the current jurisdiction.
+filter on the current jurisdiction. The feed indexes hold every column of a page (covering indexes), so a
+page of one agency's reports, scattered among everyone's, is read from the index alone.
 """
 import datetime
 import heapq
@@ -29,8 +30,10 @@ CREATE TABLE IF NOT EXISTS reports (
     routed_jurisdiction TEXT NOT NULL, priority TEXT NOT NULL, submitted_at TEXT NOT NULL,
     submitted_epoch REAL NOT NULL, available_epoch REAL NOT NULL, incident_type TEXT, match_summary TEXT,
     bundle_id TEXT, esp_id TEXT, esp_name TEXT, user_id TEXT, screen_name TEXT, record TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS reports_feed ON reports (jurisdiction, feed_seq);
-CREATE INDEX IF NOT EXISTS reports_priority_feed ON reports (jurisdiction, priority, feed_seq);
+CREATE INDEX IF NOT EXISTS reports_feed_page ON reports (jurisdiction, feed_seq, report_id, submitted_at, priority,
+    incident_type, match_summary, bundle_id, routed_jurisdiction);
+CREATE INDEX IF NOT EXISTS reports_priority_feed_page ON reports (jurisdiction, priority, feed_seq, report_id,
+    submitted_at, incident_type, match_summary, bundle_id, routed_jurisdiction);
 CREATE INDEX IF NOT EXISTS reports_user ON reports (user_id);
 CREATE INDEX IF NOT EXISTS reports_screen_name ON reports (screen_name);
 CREATE INDEX IF NOT EXISTS reports_bundle ON reports (bundle_id);
