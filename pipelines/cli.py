@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from pipelines import bank_tools, check, demo, explain, notices_cli, publish, trends_cli
+from pipelines import bank_tools, check, demo, explain, notices_cli, publish, reports_cli, serve, trends_cli
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check, reports_cli, serve)
 
 
 def build_parser():

@@ -1,0 +1,1 @@
+"""Helpers shared by the HTTP services: hashed credentials and rate limiting."""
