@@ -14,6 +14,11 @@ RUNTIME = [
     "orjson==3.13.0",
     "numba==0.68.1",
     "pdqhash==0.2.8",
+    # services/: the intake service (tipline serve intake)
+    "fastapi==0.163.2",
+    "uvicorn[standard]==0.54.0",
+    "python-multipart==0.0.34",
+    "defusedxml==0.7.1",
 ]
 
 setup(
@@ -21,7 +26,7 @@ setup(
     version="0.1.0",
     description="Streaming pipeline for child-protection tip lines on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas"]),
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas", "services", "services.*"]),
     package_data={
         "schemas": ["*.avsc", "*.csv"],
         "transforms.demo": ["data/*"],
@@ -30,7 +35,7 @@ setup(
     extras_require={
         # the gcp extra lets the tests build a Dataflow job graph (tests/test_dataflow_graph.py)
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7",
-                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0"],
+                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0", "httpx==0.28.1"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
         "analyst": ["duckdb==2.0.0", "matplotlib==3.11.2"],
     },

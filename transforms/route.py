@@ -47,7 +47,8 @@ def to_routed_record(report):
     return {
         "reportId": report["reportId"],
         "submittedAt": report["submittedAt"],
-        "espId": report["reporter"]["espId"],
+        "reporterKind": report["reporter"].get("kind", "esp"),
+        "espId": report["reporter"]["espId"] if report["reporter"].get("kind", "esp") == "esp" else "public",
         "espName": report["reporter"].get("espName"),
         "incidentType": summary["incidentType"],
         "incidentDateTime": summary.get("incidentDateTime"),

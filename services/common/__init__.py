@@ -1,0 +1,1 @@
+"""Small pieces the HTTP services share: Basic authentication against hashed credentials, rate limits."""
