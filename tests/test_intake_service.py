@@ -1,0 +1,290 @@
+"""The intake service over real HTTP (uvicorn on 127.0.0.1) with a provider client written from the API's
+description, publishing to the Pub/Sub emulator; the pipeline then routes what it published."""
+import base64
+import hashlib
+import json
+import os
+import stat
+import time
+
+import fastavro
+import httpx
+import pytest
+
+from pipelines import emulator
+from pipelines.publish import ensure_subscription, ensure_topic
+from services.common.credentials import add_account
+from services.intake.app import IntakeConfig
+from services.intake.xml_mapping import MAX_DEPTH
+from tests.cybertip_client import ApiError, CyberTiplineClient, file_details_xml, parse_response, report_xml
+from tests.intake_server import RunningService
+from tests.test_pipeline_end_to_end import benign_jpeg
+
+pytestmark = pytest.mark.emulator
+PROJECT = "tipline-intake-test"
+PASSWORDS = {"esp-17": "correct horse battery staple", "esp-42": "another provider's secret"}
+
+
+@pytest.fixture(scope="module")
+def pubsub():
+    try:
+        with emulator.running() as running:
+            yield running
+    except emulator.EmulatorNotInstalled as missing:
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory):
+    path = tmp_path_factory.mktemp("accounts") / "providers.jsonl"
+    add_account(path, "esp-17", "ExampleSocial", PASSWORDS["esp-17"])
+    add_account(path, "esp-42", "OtherChat", PASSWORDS["esp-42"])
+    return path
+
+
+@pytest.fixture
+def door(pubsub, credentials, tmp_path, request):
+    """A running service on a fresh topic; yields (service, subscription, config)."""
+    from google.cloud import pubsub_v1
+
+    from services.common.credentials import load_accounts
+
+    name = f"tips-{request.node.name[:40].replace('[', '-').replace(']', '')}-{os.getpid()}"
+    topic, subscription = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}"
+    ensure_topic(pubsub_v1.PublisherClient(), topic)
+    ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
+    config = IntakeConfig(store_path=str(tmp_path / "intake.sqlite"), quarantine_root=str(tmp_path / "quarantine"),
+                          accounts=load_accounts(credentials), topic=topic, max_upload_bytes=256 * 1024,
+                          max_files_per_report=3, max_document_bytes=64 * 1024)
+    with RunningService(config) as service:
+        yield service, subscription, config
+
+
+def client(service, user="esp-17", password=None):
+    return CyberTiplineClient(service.url, user, password or PASSWORDS[user])
+
+
+def pull_all(subscription):
+    from google.cloud import pubsub_v1
+
+    subscriber, messages = pubsub_v1.SubscriberClient(), []
+    while True:
+        received = subscriber.pull(subscription=subscription, max_messages=100, return_immediately=True,
+                                   timeout=10).received_messages
+        if not received:
+            return messages
+        subscriber.acknowledge(subscription=subscription, ack_ids=[item.ack_id for item in received])
+        messages.extend(item.message for item in received)
+
+
+def report_through_the_door(provider, image, ip="81.2.69.142"):
+    """submit -> upload -> fileinfo -> finish, as a provider's integration does it; the numeric report id."""
+    report_id = provider.submit(report_xml(ip=ip))
+    file_id, md5 = provider.upload(report_id, "b.jpg", image)
+    provider.fileinfo(file_details_xml(report_id, file_id, md5, ip=ip))
+    done = provider.finish(report_id)
+    assert done["root"] == "reportDoneResponse" and done["fileIds"] == [file_id]
+    return report_id, file_id, md5
+
+
+def test_a_report_reaches_the_topic_only_at_finish_with_its_files_in_quarantine(door):
+    service, subscription, config = door
+    provider = client(service)
+    assert provider.status()["responseCode"] == 0
+    image = benign_jpeg(5)
+    report_id = provider.submit(report_xml())
+    file_id, md5 = provider.upload(report_id, "b.jpg", image)
+    assert md5 == hashlib.md5(image).hexdigest()
+    provider.fileinfo(file_details_xml(report_id, file_id, md5))
+    assert pull_all(subscription) == []  # submitted, uploaded, described: nothing published yet
+
+    provider.finish(report_id)
+    [message] = pull_all(subscription)
+    report = json.loads(message.data)
+    assert dict(message.attributes) == {"reportId": f"IN-{report_id}", "submittedAt": report["submittedAt"]}
+    assert report["reporter"]["espId"] == "esp-17" and report["reporter"]["espName"] == "ExampleSocial"
+    assert report["reporter"]["kind"] == "esp"
+    assert report["incidentSummary"]["reportAnnotations"] == ["sextortion", "minorToMinorInteraction"]
+    assert report["internetDetails"] == [{"kind": "webPage", "url": "https://files.example.net/a/b.jpg"}]
+    assert report["personOrUserReported"]["ipCaptureEvents"][0]["ipAddress"] == "81.2.69.142"
+    assert report["victims"] == [{"ageEstimate": 13}]
+    [file] = report["files"]
+    assert file["fileId"] == file_id and file["fileViewedByEsp"] is True and file["industryClassification"] == "A1"
+    assert file["originalFileHashes"] == [{"hashType": "MD5", "value": md5}]
+    assert file["content"] is None
+    sha256 = hashlib.sha256(image).hexdigest()
+    assert file["contentUri"] == os.path.join(os.path.realpath(config.quarantine_root), sha256[:2], sha256)
+    with open(file["contentUri"], "rb") as stored:
+        assert stored.read() == image
+    assert stat.S_IMODE(os.stat(file["contentUri"]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(file["contentUri"])).st_mode) == 0o700
+    from transforms.parse import ReportValidator
+
+    ReportValidator().validate(report)
+
+
+def test_finish_twice_retract_after_finish_and_finish_after_retract_are_refused(door):
+    service, subscription, _ = door
+    provider = client(service)
+    finished, _, _ = report_through_the_door(provider, benign_jpeg(1))
+    for call in (provider.finish, provider.retract):
+        with pytest.raises(ApiError) as refused:
+            call(finished)
+        assert refused.value.code == 5102 and refused.value.status == 409
+    retracted = provider.submit(report_xml())
+    provider.upload(retracted, "x.jpg", benign_jpeg(2))
+    provider.retract(retracted)
+    for call in (provider.finish, provider.retract):
+        with pytest.raises(ApiError) as refused:
+            call(retracted)
+        assert refused.value.code == 5101
+    with pytest.raises(ApiError) as refused:
+        provider.upload(retracted, "y.jpg", benign_jpeg(3))
+    assert refused.value.code == 5101
+    assert [json.loads(m.data)["reportId"] for m in pull_all(subscription)] == [f"IN-{finished}"]
+
+
+def test_another_providers_report_and_unknown_ids_are_refused(door):
+    service, subscription, _ = door
+    owner, other = client(service), client(service, "esp-42")
+    report_id = owner.submit(report_xml())
+    for call, code in ((lambda: other.upload(report_id, "a.jpg", b"bytes"), 3000),
+                       (lambda: other.finish(report_id), 3000), (lambda: other.retract(report_id), 3000),
+                       (lambda: owner.finish(report_id + 1000), 5001),
+                       (lambda: owner.fileinfo(file_details_xml(report_id, 999, "0" * 32)), 5002),
+                       (lambda: owner.upload("not-a-number", "a.jpg", b"bytes"), 4000)):
+        with pytest.raises(ApiError) as refused:
+            call()
+        assert refused.value.code == code, refused.value
+    assert pull_all(subscription) == []
+
+
+def test_bad_credentials_get_the_same_answer_whether_the_provider_exists_or_not(door):
+    service, subscription, _ = door
+    answers = []
+    for auth in (("esp-17", "wrong password"), ("no-such-provider", "wrong password"), None):
+        response = httpx.get(f"{service.url}/status", auth=auth)
+        answers.append((response.status_code, response.headers.get("www-authenticate"), response.content))
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][0] == 401 and parse_response(httpx.get(f"{service.url}/status"))["responseCode"] == 2000
+    response = httpx.post(f"{service.url}/submit", content=report_xml(), headers={"Content-Type": "text/xml"},
+                          auth=("esp-17", "wrong password"))
+    assert parse_response(response)["responseCode"] == 2000
+    assert pull_all(subscription) == []
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<report><incidentSummary><incidentType>&lol3;</incidentType></incidentSummary></report>"""
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE report [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<report><incidentSummary><incidentType>&secret;</incidentType></incidentSummary></report>"""
+HOSTILE_DOCUMENTS = {
+    "billion laughs": (BILLION_LAUGHS, "text/xml", 4110, "DTDs and entities are not accepted"),
+    "external entity": (EXTERNAL_ENTITY, "text/xml", 4110, "DTDs and entities are not accepted"),
+    "deeply nested": (b"<report>" + b"<a>" * (MAX_DEPTH + 5) + b"</a>" * (MAX_DEPTH + 5) + b"</report>", "text/xml",
+                      4110, "nested deeper"),
+    "huge": (b"<report>" + b"<a>x</a>" * 20_000 + b"</report>", "text/xml", 4120, "exceeds the limit"),
+    "not UTF-8": (report_xml().replace(b"Sam", "S\u00e4m".encode("latin-1")), "text/xml", 4110, "not UTF-8"),
+    "declared Latin-1": (b'<?xml version="1.0" encoding="ISO-8859-1"?><report/>', "text/xml", 4110, "only UTF-8"),
+    "not well-formed": (b"<report><incidentSummary></report>", "text/xml", 4110, "not well-formed"),
+    "wrong content type": (report_xml(), "application/json", 4000, "not text/xml"),
+    "wrong root": (b"<fileDetails/>", "text/xml", 4100, "expected <report>"),
+    "no incident type": (b"<report><incidentSummary/></report>", "text/xml", 4100, "incidentType is required"),
+    "unknown incident type": (report_xml(incident_type="Something Else"), "text/xml", 4100, "unknown incident type"),
+    "no UTC offset": (report_xml(incident_time="2026-11-23T09:58:00"), "text/xml", 4100, "no UTC offset"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_DOCUMENTS))
+def test_hostile_documents_are_refused_with_their_code_and_publish_nothing(door, name):
+    service, subscription, _ = door
+    document, content_type, code, reason = HOSTILE_DOCUMENTS[name]
+    response = httpx.post(f"{service.url}/submit", content=document, headers={"Content-Type": content_type},
+                          auth=("esp-17", PASSWORDS["esp-17"]))
+    answer = parse_response(response)
+    assert answer["responseCode"] == code and reason in answer["responseDescription"]
+    assert response.status_code in (400, 413)
+    assert client(service).status()["responseCode"] == 0  # still serving
+    assert pull_all(subscription) == []
+
+
+def test_uploads_over_the_size_limit_or_the_file_count_are_refused(door):
+    service, subscription, config = door
+    provider = client(service)
+    report_id = provider.submit(report_xml())
+    with pytest.raises(ApiError) as refused:
+        provider.upload(report_id, "big.bin", os.urandom(config.max_upload_bytes + 1))
+    assert refused.value.code == 4210 and refused.value.status == 413
+    for index in range(config.max_files_per_report):
+        provider.upload(report_id, f"{index}.jpg", benign_jpeg(index))
+    with pytest.raises(ApiError) as refused:
+        provider.upload(report_id, "one-too-many.jpg", benign_jpeg(99))
+    assert refused.value.code == 4220
+    provider.finish(report_id)
+    [message] = pull_all(subscription)
+    assert len(json.loads(message.data)["files"]) == config.max_files_per_report
+
+
+def test_a_flood_from_one_provider_is_rate_limited_and_others_go_on(door):
+    from services.common.rate_limit import RateLimiter
+
+    service, _, _ = door
+    service.intake.provider_limits = RateLimiter(rate=0.001, burst=3)
+    flooder, other = client(service), client(service, "esp-42")
+    codes = []
+    for _ in range(5):
+        response = flooder.http.get("/status")
+        codes.append((response.status_code, parse_response(response)["responseCode"]))
+    assert codes == [(200, 0)] * 3 + [(429, 4290)] * 2
+    assert other.status()["responseCode"] == 0
+
+
+def test_open_reports_survive_a_restart_of_the_service(door):
+    service, subscription, config = door
+    report_id = client(service).submit(report_xml())
+    file_id, md5 = client(service).upload(report_id, "b.jpg", benign_jpeg(7))
+    service.__exit__(None, None, None)
+    with RunningService(config) as restarted:
+        provider = client(restarted)
+        provider.fileinfo(file_details_xml(report_id, file_id, md5))
+        provider.finish(report_id)
+        [message] = pull_all(subscription)
+        assert json.loads(message.data)["reportId"] == f"IN-{report_id}"
+        with pytest.raises(ApiError):
+            provider.finish(report_id)
+
+
+def unreachable_publisher():
+    """The real client pointed at a port nothing listens on, giving up after a few seconds."""
+    from google.api_core.retry import Retry
+    from google.cloud import pubsub_v1
+
+    previous = os.environ["PUBSUB_EMULATOR_HOST"]
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.free_port()}"
+    try:
+        return pubsub_v1.PublisherClient(publisher_options=pubsub_v1.types.PublisherOptions(
+            retry=Retry(initial=0.1, maximum=0.5, timeout=3), timeout=3))
+    finally:
+        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+def wait_for_messages(subscription, count, patience=120):
+    messages, deadline = [], time.monotonic() + patience
+    while len(messages) < count and time.monotonic() < deadline:
+        messages += pull_all(subscription)
+        time.sleep(0.5)
+    return messages
+
+
+def test_a_report_finished_while_pubsub_is_unreachable_is_published_by_the_outbox(door):
+    service, subscription, _ = door
+    real = service.intake.publisher
+    service.intake.publisher = unreachable_publisher()
+    report_id, _, _ = report_through_the_door(client(service), benign_jpeg(8))
+    assert service.intake.store.state_of(report_id) == ("finished", 0)
+    service.intake.publisher = real
+    messages = wait_for_messages(subscription, 1)
+    assert [json.loads(m.data)["reportId"] for m in messages] == [f"IN-{report_id}"]
+    assert service.intake.store.state_of(report_id) == ("finished", 1)
