@@ -288,3 +288,75 @@ def test_a_report_finished_while_pubsub_is_unreachable_is_published_by_the_outbo
     messages = wait_for_messages(subscription, 1)
     assert [json.loads(m.data)["reportId"] for m in messages] == [f"IN-{report_id}"]
     assert service.intake.store.state_of(report_id) == ("finished", 1)
+
+
+def test_json_and_public_reports_enter_the_same_stream(door):
+    from tests.conftest import example_report
+
+    service, subscription, config = door
+    image = benign_jpeg(11)
+    direct = example_report()
+    direct["reporter"] = {"espId": "esp-17"}
+    direct["files"][0].update(content=base64.b64encode(image).decode(), contentUri=None)
+    auth = ("esp-17", PASSWORDS["esp-17"])
+    answer = httpx.post(f"{service.url}/v1/reports", json=direct, auth=auth).json()
+    assert answer == {"responseCode": 0, "reportId": direct["reportId"]}
+    again = httpx.post(f"{service.url}/v1/reports", json=direct, auth=auth)
+    assert again.status_code == 409 and again.json()["responseCode"] == 5102
+    as_other = httpx.post(f"{service.url}/v1/reports", json={**direct, "reportId": "x-2"},
+                          auth=("esp-42", PASSWORDS["esp-42"]))
+    assert as_other.json()["responseCode"] == 3000
+    with_uri = {**direct, "reportId": "x-3", "files": [{**direct["files"][0], "content": None,
+                                                         "contentUri": "/etc/passwd"}]}
+    assert httpx.post(f"{service.url}/v1/reports", json=with_uri, auth=auth).json()["responseCode"] == 4100
+
+    public = {"incidentSummary": {"incidentType": "Online Enticement of Children for Sexual Acts"},
+              "reporter": {"reportingPerson": {"firstName": "Pat", "email": "pat@example.org"}},
+              "personOrUserReported": {"screenName": "someone", "ipCaptureEvents": [
+                  {"ipAddress": "216.160.83.56", "eventName": "Login"}]}}
+    answer = httpx.post(f"{service.url}/public/report", json=public).json()
+    assert answer["responseCode"] == 0 and answer["reportId"].startswith("IN-")
+    with_media = {**public, "files": [{"content": base64.b64encode(image).decode()}]}
+    assert httpx.post(f"{service.url}/public/report", json=with_media).json()["responseCode"] == 4100
+    not_json = httpx.post(f"{service.url}/public/report", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert not_json.json()["responseCode"] == 4100
+
+    messages = {json.loads(m.data)["reportId"]: json.loads(m.data) for m in pull_all(subscription)}
+    assert set(messages) == {direct["reportId"], answer["reportId"]}
+    stored = messages[direct["reportId"]]["files"][0]
+    assert stored["content"] is None and open(stored["contentUri"], "rb").read() == image
+    reporter = messages[answer["reportId"]]["reporter"]
+    assert reporter == {"kind": "public", "reportingPerson": {"firstName": "Pat", "email": "pat@example.org"}}
+
+
+def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_db):
+    from pipelines.tipline_pipeline import run
+
+    service, subscription, _ = door
+    image = benign_jpeg(21)
+    report_id, _, md5 = report_through_the_door(client(service), image, ip="216.160.83.56")
+    public = {"incidentSummary": {"incidentType": "Child Sex Trafficking"},
+              "reporter": {"reportingPerson": {"email": "pat@example.org", "phone": "+1 555 0100"}},
+              "personOrUserReported": {"ipCaptureEvents": [{"ipAddress": "81.2.69.160", "eventName": "Login"}]}}
+    public_id = httpx.post(f"{service.url}/public/report", json=public).json()["reportId"]
+    (tmp_path / "pulled.jsonl").write_bytes(b"\n".join(m.data for m in pull_all(subscription)) + b"\n")
+    summary = run(["--source", "files", "--input", str(tmp_path / "pulled.jsonl"), "--output", str(tmp_path / "out"),
+                   "--geoip-city-db", city_test_db])
+    assert (summary["read"], summary["routed"], summary["dead_lettered"]) == (2, 2, 0)
+    records = {}
+    for path in (tmp_path / "out" / "routed").rglob("*.avro"):
+        with path.open("rb") as handle:
+            records.update({record["reportId"]: record for record in fastavro.reader(handle)})
+    door_record, public_record = records[f"IN-{report_id}"], records[public_id]
+    assert door_record["jurisdiction"] == "US-WA" and door_record["espId"] == "esp-17"
+    assert door_record["reporterKind"] == "esp"
+    [file] = door_record["files"]
+    assert file["mediaStatus"] == "hashed"
+    assert {"signalType": "MD5", "value": md5, "source": "computed"}.items() <= next(
+        h for h in file["hashes"] if h["source"] == "computed" and h["signalType"] == "MD5").items()
+    assert public_record["jurisdiction"] == "GB"
+    assert (public_record["reporterKind"], public_record["espId"]) == ("public", "public")
+    everything = b"".join(path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()
+                          and "dead_letter" not in path.parts)
+    for secret in (b"pat@example.org", b"555 0100", b"quarantine", b"safety@example.net"):
+        assert secret not in everything
