@@ -13,11 +13,11 @@ import pytest
 
 from pipelines import emulator
 from pipelines.publish import ensure_subscription, ensure_topic
+from services.common.background import BackgroundServer
 from services.common.credentials import add_account
-from services.intake.app import IntakeConfig
+from services.intake.app import IntakeConfig, create_app
+from services.intake.provider_client import ApiError, CyberTiplineClient, file_details_xml, parse_response, report_xml
 from services.intake.xml_mapping import MAX_DEPTH
-from tests.cybertip_client import ApiError, CyberTiplineClient, file_details_xml, parse_response, report_xml
-from tests.intake_server import RunningService
 from tests.test_pipeline_end_to_end import benign_jpeg
 
 pytestmark = pytest.mark.emulator
@@ -42,6 +42,14 @@ def credentials(tmp_path_factory):
     return path
 
 
+class RunningService(BackgroundServer):
+    """The intake on a background uvicorn, with its state (`intake`) at hand."""
+
+    def __init__(self, config):
+        super().__init__(create_app(config))
+        self.intake = self.app.state.intake
+
+
 @pytest.fixture
 def door(pubsub, credentials, tmp_path, request):
     """A running service on a fresh topic; yields (service, subscription, config)."""
@@ -62,6 +70,10 @@ def door(pubsub, credentials, tmp_path, request):
 
 def client(service, user="esp-17", password=None):
     return CyberTiplineClient(service.url, user, password or PASSWORDS[user])
+
+
+def contract_id(service, number):
+    return service.intake.store.contract_report_id(number)
 
 
 def pull_all(subscription):
@@ -101,7 +113,7 @@ def test_a_report_reaches_the_topic_only_at_finish_with_its_files_in_quarantine(
     provider.finish(report_id)
     [message] = pull_all(subscription)
     report = json.loads(message.data)
-    assert dict(message.attributes) == {"reportId": f"IN-{report_id}", "submittedAt": report["submittedAt"]}
+    assert dict(message.attributes) == {"reportId": contract_id(service, report_id), "submittedAt": report["submittedAt"]}
     assert report["reporter"]["espId"] == "esp-17" and report["reporter"]["espName"] == "ExampleSocial"
     assert report["reporter"]["kind"] == "esp"
     assert report["incidentSummary"]["reportAnnotations"] == ["sextortion", "minorToMinorInteraction"]
@@ -141,7 +153,7 @@ def test_finish_twice_retract_after_finish_and_finish_after_retract_are_refused(
     with pytest.raises(ApiError) as refused:
         provider.upload(retracted, "y.jpg", benign_jpeg(3))
     assert refused.value.code == 5101
-    assert [json.loads(m.data)["reportId"] for m in pull_all(subscription)] == [f"IN-{finished}"]
+    assert [json.loads(m.data)["reportId"] for m in pull_all(subscription)] == [contract_id(service, finished)]
 
 
 def test_another_providers_report_and_unknown_ids_are_refused(door):
@@ -251,7 +263,7 @@ def test_open_reports_survive_a_restart_of_the_service(door):
         provider.fileinfo(file_details_xml(report_id, file_id, md5))
         provider.finish(report_id)
         [message] = pull_all(subscription)
-        assert json.loads(message.data)["reportId"] == f"IN-{report_id}"
+        assert json.loads(message.data)["reportId"] == contract_id(restarted, report_id) == contract_id(service, report_id)
         with pytest.raises(ApiError):
             provider.finish(report_id)
 
@@ -286,7 +298,7 @@ def test_a_report_finished_while_pubsub_is_unreachable_is_published_by_the_outbo
     assert service.intake.store.state_of(report_id) == ("finished", 0)
     service.intake.publisher = real
     messages = wait_for_messages(subscription, 1)
-    assert [json.loads(m.data)["reportId"] for m in messages] == [f"IN-{report_id}"]
+    assert [json.loads(m.data)["reportId"] for m in messages] == [contract_id(service, report_id)]
     assert service.intake.store.state_of(report_id) == ("finished", 1)
 
 
@@ -347,7 +359,7 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
     for path in (tmp_path / "out" / "routed").rglob("*.avro"):
         with path.open("rb") as handle:
             records.update({record["reportId"]: record for record in fastavro.reader(handle)})
-    door_record, public_record = records[f"IN-{report_id}"], records[public_id]
+    door_record, public_record = records[contract_id(service, report_id)], records[public_id]
     assert door_record["jurisdiction"] == "US-WA" and door_record["espId"] == "esp-17"
     assert door_record["reporterKind"] == "esp"
     [file] = door_record["files"]

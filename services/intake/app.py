@@ -24,7 +24,7 @@ from services.common.credentials import BasicAuthenticator
 from services.common.http import BodyTooLarge, client_address, read_body
 from services.common.rate_limit import RateLimiter
 from services.intake.quarantine import QuarantineStore
-from services.intake.store import REPORT_ID_PREFIX, IntakeStore, Refused, contract_report_id, now_rfc3339
+from services.intake.store import REPORT_ID_PREFIX, IntakeStore, Refused, now_rfc3339
 from services.intake.xml_mapping import InvalidDocument, MalformedXml, file_details_from_xml, report_from_xml
 
 log = logging.getLogger("tipline.intake")
@@ -300,7 +300,7 @@ def create_app(config, publisher=None):
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **report})
 
         def build(number):
-            report.update(reportId=contract_report_id(number), submittedAt=now_rfc3339())
+            report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())
             return json.dumps(report, separators=(",", ":")).encode("utf-8")
 
         number, message = await run_in_threadpool(intake.store.add_finished, "", build)

@@ -6,6 +6,7 @@ nothing; the message stays in the store (an outbox) until the publish is confirm
 the two publishes it at the next start instead of losing it.
 """
 import json
+import secrets
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_report ON files (report_id);
 CREATE INDEX IF NOT EXISTS unpublished ON reports (published) WHERE state = 'finished' AND published = 0;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS direct_reports (
     provider TEXT NOT NULL,
     report_id TEXT NOT NULL,
@@ -58,9 +60,6 @@ def now_rfc3339():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def contract_report_id(number):
-    """The contract reportId of the API's numeric report id."""
-    return f"{REPORT_ID_PREFIX}{number}"
 
 
 class IntakeStore:
@@ -70,7 +69,14 @@ class IntakeStore:
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute("PRAGMA foreign_keys=ON")
         self.connection.executescript(SCHEMA)
+        self.connection.execute("INSERT OR IGNORE INTO meta VALUES ('instance', ?)", (secrets.token_hex(4),))
+        (self.instance,) = self.connection.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()
         self.lock = threading.Lock()
+
+    def contract_report_id(self, number):
+        """The contract reportId of the API's numeric id: unique across stores, so a new store never
+        repeats an earlier store's ids (the pipeline would drop them as redeliveries)."""
+        return f"{REPORT_ID_PREFIX}{self.instance}-{number}"
 
     def close(self):
         self.connection.close()
@@ -127,7 +133,7 @@ class IntakeStore:
                                              (report_id,)).fetchone()
             files = db.execute("SELECT id, uri, upload_name, details FROM files WHERE report_id = ? ORDER BY id",
                                (report_id,)).fetchall()
-            report = assemble(json.loads(draft), contract_report_id(report_id), submitted_at, provider, esp_name, files)
+            report = assemble(json.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name, files)
             message = json.dumps(report, separators=(",", ":")).encode("utf-8")
             db.execute("UPDATE reports SET state = 'finished', message = ? WHERE id = ?", (message, report_id))
             return message, [row[0] for row in files]

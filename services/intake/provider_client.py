@@ -3,7 +3,7 @@
 What an existing provider integration sends: HTTP Basic on every call; `POST /submit` and `POST /fileinfo`
 with `text/xml; charset=utf-8` documents; `POST /upload` as multipart `id` + `file`; `POST /finish` and
 `POST /retract` as the form field `id`; every answer an XML document with `responseCode` (0 = success).
-Used by the tests, the benchmark and `tipline demo --pubsub`.
+Used by the tests, the benchmark and the scripted provider of `tipline demo --pubsub`.
 """
 import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape
