@@ -77,11 +77,20 @@ class BasicAuthenticator:
         self._verified = {}
         self._lock = threading.Lock()
 
-    def user_of(self, header):
+    def remembered_user(self, header):
+        """The user of credentials already verified (cheap); None when they must go through `user_of`."""
         user, password = _basic_credentials(header)
         if user is None:
             return None
-        key = hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            return user if self._verified.get(_memo_key(user, password)) == user else None
+
+    def user_of(self, header):
+        """The user of good credentials, or None; costs one scrypt unless they were verified before."""
+        user, password = _basic_credentials(header)
+        if user is None:
+            return None
+        key = _memo_key(user, password)
         with self._lock:
             if self._verified.get(key) == user:
                 return user
@@ -95,6 +104,10 @@ class BasicAuthenticator:
 
     def name_of(self, user):
         return (self.accounts.get(user) or {}).get("name")
+
+
+def _memo_key(user, password):
+    return hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogatepass")).digest()
 
 
 def _basic_credentials(header):
