@@ -63,7 +63,8 @@ def door(pubsub, credentials, tmp_path, request):
     ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
     config = IntakeConfig(store_path=str(tmp_path / "intake.sqlite"), quarantine_root=str(tmp_path / "quarantine"),
                           accounts=load_accounts(credentials), topic=topic, max_upload_bytes=256 * 1024,
-                          max_files_per_report=3, max_document_bytes=64 * 1024)
+                          max_files_per_report=3, max_document_bytes=64 * 1024, outbox_seconds=1,
+                          outbox_after_seconds=0)
     with RunningService(config) as service:
         yield service, subscription, config
 

@@ -54,7 +54,8 @@ class IntakeConfig:
     provider_burst: float = 400.0
     public_rate: float = 1.0
     public_burst: float = 5.0
-    outbox_seconds: float = 2.0
+    outbox_seconds: float = 5.0
+    outbox_after_seconds: float = 30.0
 
 
 class ApiRefusal(Exception):
@@ -113,7 +114,7 @@ class Intake:
         self.failed_logins = RateLimiter(config.public_rate, config.public_burst)
         self.validator = ReportValidator(config.max_files_per_report)
         self.publisher = publisher or _publisher()
-        self.published = 0
+        self.in_flight = set()
 
     async def provider(self, request):
         """The authenticated provider, or a refusal: bad credentials look the same whether the user exists or not."""
@@ -151,20 +152,23 @@ class Intake:
     async def publish(self, report_id, message):
         """Publishes a finished report and records it published; a failure leaves it to the outbox."""
         report = json.loads(message)
-        future = self.publisher.publish(self.config.topic, message, reportId=report["reportId"],
-                                        submittedAt=report["submittedAt"])
+        self.in_flight.add(report_id)
         try:
+            future = self.publisher.publish(self.config.topic, message, reportId=report["reportId"],
+                                            submittedAt=report["submittedAt"])
             await asyncio.wrap_future(future)
         except Exception as error:  # the outbox retries; the report is durably finished
             log.warning("publish of report %s failed (%s); the outbox will retry", report_id, type(error).__name__)
-            return False
+            return
+        finally:
+            self.in_flight.discard(report_id)
         self.store.mark_published(report_id)
-        self.published += 1
-        return True
 
     async def drain_outbox(self):
-        for report_id, message in self.store.unpublished():
-            await self.publish(report_id, message)
+        """Publishes finished reports whose publish failed or was cut short by a stop, never one in flight."""
+        for report_id, message in self.store.unpublished(self.config.outbox_after_seconds):
+            if report_id not in self.in_flight:
+                await self.publish(report_id, message)
 
     async def outbox_loop(self):
         while True:

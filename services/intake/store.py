@@ -9,6 +9,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 
 SCHEMA = """
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS reports (
     submitted_at TEXT NOT NULL,
     draft TEXT NOT NULL,
     message BLOB,
+    finished_at REAL,
     published INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS files (
@@ -135,7 +137,8 @@ class IntakeStore:
                                (report_id,)).fetchall()
             report = assemble(json.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name, files)
             message = json.dumps(report, separators=(",", ":")).encode("utf-8")
-            db.execute("UPDATE reports SET state = 'finished', message = ? WHERE id = ?", (message, report_id))
+            db.execute("UPDATE reports SET state = 'finished', message = ?, finished_at = ? WHERE id = ?",
+                       (message, time.time(), report_id))
             return message, [row[0] for row in files]
 
     def retract(self, provider, report_id):
@@ -157,18 +160,21 @@ class IntakeStore:
             cursor = db.execute("INSERT INTO reports (provider, state, submitted_at, draft) "
                                 "VALUES (?, 'finished', ?, '{}')", (provider, now_rfc3339()))
             message = build_message(cursor.lastrowid)
-            db.execute("UPDATE reports SET message = ? WHERE id = ?", (message, cursor.lastrowid))
+            db.execute("UPDATE reports SET message = ?, finished_at = ? WHERE id = ?",
+                       (message, time.time(), cursor.lastrowid))
             return cursor.lastrowid, message
 
     def mark_published(self, report_id):
         with self._transaction() as db:
             db.execute("UPDATE reports SET published = 1, message = NULL WHERE id = ?", (report_id,))
 
-    def unpublished(self):
-        """[(report id, message)] finished but not yet confirmed published (the outbox)."""
+    def unpublished(self, min_age_seconds):
+        """[(report id, message)] finished at least `min_age_seconds` ago and not yet confirmed published
+        (the outbox); the age leaves a publish in progress in another worker process alone."""
         with self.lock:
             return self.connection.execute(
-                "SELECT id, message FROM reports WHERE state = 'finished' AND published = 0 ORDER BY id").fetchall()
+                "SELECT id, message FROM reports WHERE state = 'finished' AND published = 0 AND finished_at <= ? "
+                "ORDER BY id", (time.time() - min_age_seconds,)).fetchall()
 
     def state_of(self, report_id):
         with self.lock:
