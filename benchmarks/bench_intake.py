@@ -100,20 +100,24 @@ def count_until(subscription, expected, patience=300):
 
 
 def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (load on the machine does not inflate it)."""
+    """User + system CPU seconds so far of a process and its children (the uvicorn workers); load on the
+    machine does not inflate it."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-def start_service(workdir, topic, port):
+def start_service(workdir, topic, port, workers):
     credentials = workdir / "providers.jsonl"
     add_account(credentials, USER, "Bench Social", PASSWORD)
     process = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "tipline"), "serve", "intake", "--port", str(port), "--credentials",
          str(credentials), "--store", str(workdir / "intake.sqlite"), "--quarantine-root", str(workdir / "quarantine"),
-         "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000"], start_new_session=True)
-    deadline = time.monotonic() + 60
+         "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000", "--workers", str(workers)],
+        start_new_session=True)
+    deadline = time.monotonic() + 300  # a loaded machine takes its time to start workers
     while time.monotonic() < deadline:
         try:
             httpx.get(f"http://127.0.0.1:{port}/status", auth=(USER, PASSWORD), timeout=2)
@@ -144,6 +148,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="the service's worker processes")
     args = parser.parse_args()
     from google.cloud import pubsub_v1
 
@@ -154,7 +159,7 @@ def main():
         ensure_topic(pubsub_v1.PublisherClient(), topic)
         ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
         port = emulator.free_port()
-        service = start_service(workdir, topic, port)
+        service = start_service(workdir, topic, port, args.workers)
         url = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(drive(url, min(200, args.count), args.concurrency, one_report, images))  # warm-up

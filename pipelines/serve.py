@@ -5,11 +5,13 @@
     tipline serve intake --credentials providers.jsonl --add-provider esp-17 --provider-name ExampleSocial
 """
 import argparse
+import json
 import os
 import secrets
 import sys
 
 SERVICES = {}
+WORKER_ARGS = "TIPLINE_INTAKE_WORKER_ARGS"
 
 
 def register(subparsers):
@@ -43,6 +45,8 @@ def register_intake(services):
     parser.add_argument("--max-files-per-report", type=int, default=100, help="uploads per report (100)")
     parser.add_argument("--provider-rate", type=float, default=200, help="requests/s per provider, bursts of twice that")
     parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address, bursts of 5")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="uvicorn worker processes sharing the store (rate limits apply per worker)")
     parser.set_defaults(func=main_intake)
 
 
@@ -102,6 +106,8 @@ def main_intake(args):
     from services.intake.app import create_app
 
     config = intake_config(args)
+    if args.workers < 1:
+        _refuse("--workers must be at least 1")
     if args.create_topic:
         from google.cloud import pubsub_v1
 
@@ -110,5 +116,17 @@ def main_intake(args):
         ensure_topic(pubsub_v1.PublisherClient(), config.topic)
     print(f"intake on http://{args.host}:{args.port} publishing to {config.topic}; media in {config.quarantine_root}",
           flush=True)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, access_log=False, log_level="warning")
+    if args.workers == 1:
+        uvicorn.run(create_app(config), host=args.host, port=args.port, access_log=False, log_level="warning")
+        return 0
+    os.environ[WORKER_ARGS] = json.dumps({name: value for name, value in vars(args).items() if name != "func"})
+    uvicorn.run("pipelines.serve:intake_app_for_worker", factory=True, workers=args.workers, host=args.host,
+                port=args.port, access_log=False, log_level="warning")
     return 0
+
+
+def intake_app_for_worker():
+    """The app in each worker process, from the options the parent checked."""
+    from services.intake.app import create_app
+
+    return create_app(intake_config(argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))))

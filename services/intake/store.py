@@ -66,7 +66,7 @@ def now_rfc3339():
 
 class IntakeStore:
     def __init__(self, path):
-        self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute("PRAGMA foreign_keys=ON")
