@@ -373,3 +373,51 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
                           and "dead_letter" not in path.parts)
     for secret in (b"pat@example.org", b"555 0100", b"quarantine", b"safety@example.net"):
         assert secret not in everything
+
+
+def test_the_demo_door_reports_through_the_service(pubsub):
+    from google.cloud import pubsub_v1
+
+    from pipelines.demo_door import DOOR_PROVIDER, intake_door
+
+    topic, subscription = f"projects/{PROJECT}/topics/demo-door", f"projects/{PROJECT}/subscriptions/demo-door"
+    ensure_topic(pubsub_v1.PublisherClient(), topic)
+    ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
+    with intake_door(topic, seconds=3, rate=2) as outcome:
+        pass
+    assert outcome["finished"] >= 1 and outcome["failed"] == 0, outcome
+    reports = [json.loads(message.data) for message in wait_for_messages(subscription, outcome["finished"] + 1)]
+    assert sum(report["reporter"].get("espId") == DOOR_PROVIDER for report in reports) == outcome["finished"]
+    assert [report["reportId"] for report in reports if report["reporter"]["kind"] == "public"] == [outcome["public"]]
+
+
+def test_serve_intake_refuses_a_misconfiguration_naming_the_flag(tmp_path, capsys):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "intake", "--credentials", str(tmp_path / "none.jsonl"), "--project", "p", "--topic", "t"])
+    assert stopped.value.code == 2
+    assert "--credentials: credentials file" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text('{"user": "x"}\n')
+    with pytest.raises(SystemExit):
+        main(["serve", "intake", "--credentials", str(tmp_path / "bad.jsonl"), "--project", "p", "--topic", "t"])
+    assert "bad.jsonl line 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "intake", "--credentials", str(tmp_path / "bad.jsonl")])
+    assert "--project and --topic are required" in capsys.readouterr().err
+
+
+def test_add_provider_stores_only_a_hash_owner_only(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+    from services.common.credentials import BasicAuthenticator, load_accounts
+
+    path = tmp_path / "providers.jsonl"
+    monkeypatch.setenv("TIPLINE_PROVIDER_PASSWORD", "s3cret-provider-password")
+    assert main(["serve", "intake", "--credentials", str(path), "--add-provider", "esp-9"]) == 0
+    assert "s3cret" not in capsys.readouterr().out and b"s3cret" not in path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert main(["serve", "intake", "--credentials", str(path), "--add-provider", "esp-9"]) == 2
+    authenticator = BasicAuthenticator(load_accounts(path))
+    header = "Basic " + base64.b64encode(b"esp-9:s3cret-provider-password").decode()
+    assert authenticator.user_of(header) == "esp-9" and authenticator.remembered_user(header) == "esp-9"
+    assert authenticator.user_of("Basic " + base64.b64encode(b"esp-9:wrong").decode()) is None
