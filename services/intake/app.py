@@ -38,6 +38,7 @@ HTTP_STATUS = {AUTHENTICATION_REQUIRED: 401, 3000: 403, INVALID_REQUEST: 400, VA
                MALFORMED_XML: 400, DOCUMENT_TOO_LARGE: 413, FILE_TOO_LARGE: 413, 4220: 409, RATE_LIMITED: 429,
                REPORT_DOES_NOT_EXIST: 404, 5002: 404, 5101: 409, 5102: 409, SERVER_ERROR: 500}
 XML_TYPES = ("text/xml", "application/xml")
+FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST = 1.0, 10.0  # per client address
 PUBLIC_FIELDS = ("incidentSummary", "internetDetails", "personOrUserReported", "victims", "batchedReport", "files")
 
 
@@ -111,7 +112,7 @@ class Intake:
         self.authenticator = BasicAuthenticator(config.accounts)
         self.provider_limits = RateLimiter(config.provider_rate, config.provider_burst)
         self.public_limits = RateLimiter(config.public_rate, config.public_burst)
-        self.failed_logins = RateLimiter(config.public_rate, config.public_burst)
+        self.failed_logins = RateLimiter(FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
         self.validator = ReportValidator(config.max_files_per_report)
         self.publisher = publisher or _publisher()
         self.in_flight = set()
@@ -119,10 +120,13 @@ class Intake:
     async def provider(self, request):
         """The authenticated provider, or a refusal: bad credentials look the same whether the user exists or not."""
         address, header = client_address(request), request.headers.get("authorization")
-        user = self.authenticator.remembered_user(header) or await run_in_threadpool(self.authenticator.user_of, header)
+        user = self.authenticator.remembered_user(header)
         if user is None:
-            if not self.failed_logins.allow(address):
+            if self.failed_logins.exhausted(address):  # refused before the costly scrypt
                 raise ApiRefusal(RATE_LIMITED, "too many failed logins from this address; slow down")
+            user = await run_in_threadpool(self.authenticator.user_of, header)
+        if user is None:
+            self.failed_logins.allow(address)
             raise ApiRefusal(AUTHENTICATION_REQUIRED, "authentication required: missing or wrong credentials")
         if not self.provider_limits.allow(user):
             raise ApiRefusal(RATE_LIMITED, f"rate limit of {self.config.provider_rate:g} requests/s exceeded; retry later")
