@@ -51,7 +51,8 @@ def register(subparsers):
                         help="also publish routed records to per-jurisdiction topics on the emulator")
     parser.add_argument("--no-door", dest="door", action="store_false",
                         help="without the intake service and its scripted provider")
-    parser.add_argument("--door-rate", type=float, default=5, help="reports/s the scripted provider sends through the door")
+    parser.add_argument("--door-rate", type=float, default=5,
+                        help="reports/s the scripted provider sends through the door")
     parser.set_defaults(func=main)
 
 

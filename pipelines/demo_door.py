@@ -92,5 +92,6 @@ def print_door_outcome(outcome, output_dir):
                 routed += int(record["espId"] == DOOR_PROVIDER)
                 public += int(record["reportId"] == outcome.get("public"))
     error = f": {outcome['error']}" if outcome.get("error") else ""
-    print(f"through the intake door: {outcome['finished']} provider reports finished ({outcome['failed']} failed{error}),"
+    print(f"through the intake door: {outcome['finished']} provider reports finished "
+          f"({outcome['failed']} failed{error}),"
           f" {routed} of them routed; public report {outcome.get('public')} {'routed' if public else 'not routed'}")

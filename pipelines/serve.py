@@ -39,11 +39,13 @@ def register_intake(services):
                         help="folder or gs:// prefix for uploaded media; give the pipeline the same as --media-root")
     parser.add_argument("--project", default=None, help="Pub/Sub project of --topic")
     parser.add_argument("--topic", default=None, help="topic the pipeline reads: name or projects/P/topics/T")
-    parser.add_argument("--create-topic", action="store_true", help="create the topic when missing (e.g. on the emulator)")
+    parser.add_argument("--create-topic", action="store_true",
+                        help="create the topic when missing (e.g. on the emulator)")
     parser.add_argument("--max-upload-bytes", type=int, default=25 * 2**20, help="largest uploaded file (25 MiB)")
     parser.add_argument("--max-document-bytes", type=int, default=2**20, help="largest XML or JSON document (1 MiB)")
     parser.add_argument("--max-files-per-report", type=int, default=100, help="uploads per report (100)")
-    parser.add_argument("--provider-rate", type=float, default=200, help="requests/s per provider, bursts of twice that")
+    parser.add_argument("--provider-rate", type=float, default=200,
+                        help="requests/s per provider, bursts of twice that")
     parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address, bursts of 5")
     parser.add_argument("--workers", type=int, default=1,
                         help="uvicorn worker processes sharing the store (rate limits apply per worker)")
@@ -64,7 +66,8 @@ def add_provider(args):
     except CredentialsError as error:
         print(f"tipline serve intake: {error}", file=sys.stderr)
         return 2
-    print(f"added provider {args.add_provider} to {args.credentials}" + (f"; password: {password}" if generated else ""))
+    shown = f"; password (shown once): {password}" if generated else ""
+    print(f"added provider {args.add_provider} to {args.credentials}{shown}")
     return 0
 
 

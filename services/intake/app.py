@@ -129,7 +129,8 @@ class Intake:
             self.failed_logins.allow(address)
             raise ApiRefusal(AUTHENTICATION_REQUIRED, "authentication required: missing or wrong credentials")
         if not self.provider_limits.allow(user):
-            raise ApiRefusal(RATE_LIMITED, f"rate limit of {self.config.provider_rate:g} requests/s exceeded; retry later")
+            raise ApiRefusal(RATE_LIMITED,
+                             f"rate limit of {self.config.provider_rate:g} requests/s exceeded; retry later")
         return user
 
     async def xml_body(self, request):
@@ -238,7 +239,8 @@ def create_app(config, publisher=None):
             raise ApiRefusal(INVALID_REQUEST, "multipart field 'file' (a file) is required", report_id)
         data = await upload.read()
         if len(data) > intake.config.max_upload_bytes:
-            raise ApiRefusal(FILE_TOO_LARGE, f"file exceeds the limit of {intake.config.max_upload_bytes} bytes", report_id)
+            raise ApiRefusal(FILE_TOO_LARGE, f"file exceeds the limit of {intake.config.max_upload_bytes} bytes",
+                             report_id)
         if not data:
             raise ApiRefusal(4200, "the file is empty", report_id)
         intake.store.check_open(provider, report_id)

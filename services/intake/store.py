@@ -135,7 +135,8 @@ class IntakeStore:
                                              (report_id,)).fetchone()
             files = db.execute("SELECT id, uri, upload_name, details FROM files WHERE report_id = ? ORDER BY id",
                                (report_id,)).fetchall()
-            report = assemble(json.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name, files)
+            report = assemble(json.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name,
+                              files)
             message = json.dumps(report, separators=(",", ":")).encode("utf-8")
             db.execute("UPDATE reports SET state = 'finished', message = ?, finished_at = ? WHERE id = ?",
                        (message, time.time(), report_id))

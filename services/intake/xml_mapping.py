@@ -157,7 +157,8 @@ def report_from_xml(data):
         },
         "batchedReport": None if batched is None else {
             "reason": _one_of(batched.get("reason"), ("VIRAL_POTENTIAL_MEME",), "batchedReport/@reason")},
-        "internetDetails": [detail for details in _children(root, "internetDetails") for detail in _internet_details(details)],
+        "internetDetails": [detail for details in _children(root, "internetDetails")
+                            for detail in _internet_details(details)],
         "personOrUserReported": _person_or_user(_child(root, "personOrUserReported")),
         "victims": [_victim(victim) for victim in _children(root, "victim")],
     }
