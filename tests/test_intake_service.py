@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import os
+import pathlib
 import stat
 import time
 
@@ -424,3 +425,21 @@ def test_add_provider_stores_only_a_hash_owner_only(tmp_path, monkeypatch, capsy
     header = "Basic " + base64.b64encode(b"esp-9:s3cret-provider-password").decode()
     assert authenticator.user_of(header) == "esp-9" and authenticator.remembered_user(header) == "esp-9"
     assert authenticator.user_of("Basic " + base64.b64encode(b"esp-9:wrong").decode()) is None
+
+
+def test_a_failure_inside_the_service_answers_1000_and_the_service_goes_on(door):
+    service, subscription, _ = door
+    provider = client(service)
+    report_id = provider.submit(report_xml())
+    image = benign_jpeg(30)
+    blocker = pathlib.Path(service.intake.quarantine.root, hashlib.sha256(image).hexdigest()[:2])
+    blocker.write_bytes(b"a file where the store needs a folder")  # the quarantine store cannot write this image
+    with pytest.raises(ApiError) as failed:
+        provider.upload(report_id, "b.jpg", image)
+    assert failed.value.code == 1000 and failed.value.status == 500
+    assert "not taken" in failed.value.description
+    blocker.unlink()
+    provider.upload(report_id, "b.jpg", image)
+    provider.finish(report_id)
+    [message] = pull_all(subscription)
+    assert len(json.loads(message.data)["files"]) == 1  # the failed upload left no file behind

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -203,12 +204,12 @@ def create_app(config, publisher=None):
             intake.store.close()
 
     app = FastAPI(title="tipline intake", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.route_class = _AnsweringRoute
     app.state.intake = intake
 
     @app.exception_handler(ApiRefusal)
     async def refused(request, refusal):
-        done = request.url.path == "/finish"
-        return refusal_response(refusal, done=done, as_json=request.url.path in ("/v1/reports", "/public/report"))
+        return _answer_for(request.url.path, refusal)
 
     @app.exception_handler(Refused)
     async def refused_by_store(request, refusal):
@@ -321,6 +322,30 @@ def create_app(config, publisher=None):
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
     return app
+
+
+def _answer_for(path, refusal):
+    return refusal_response(refusal, done=path == "/finish", as_json=path in ("/v1/reports", "/public/report"))
+
+
+class _AnsweringRoute(APIRoute):
+    """Routes whose unforeseen failures answer 1000 in the endpoint's own format, the connection kept; the log
+    names the error type, never the request."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def answering(request):
+            try:
+                return await handler(request)
+            except (ApiRefusal, Refused):
+                raise
+            except Exception as error:
+                log.error("%s %s failed: %s", request.method, request.url.path, type(error).__name__)
+                failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
+                return _answer_for(request.url.path, failure)
+
+        return answering
 
 
 def _mapped(mapping, data):
