@@ -14,6 +14,7 @@ RUNTIME = [
     "orjson==3.13.0",
     "numba==0.68.1",
     "pdqhash==0.2.8",
+    "publicsuffixlist==1.1.2.20261023",
     # services/: the intake service (tipline serve intake)
     "fastapi==0.163.2",
     "uvicorn[standard]==0.54.0",

@@ -99,7 +99,7 @@ def _looks_like_hash(text):
 
 
 def match_images(args):
-    matcher = HashMatcher.from_banks(args.bank, args.negative_bank)
+    matcher = HashMatcher.from_banks(args.bank, args.negative_bank, media_roots=[args.images])
     paths = image_paths(args.images)
     records = matcher.enrich_reports([{"files": [{"fileId": path.name, "contentUri": str(path)}]} for path in paths])
     for path, record in zip(paths, records):

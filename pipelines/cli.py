@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from pipelines import bank_tools, demo, explain, publish, serve, trends_cli
+from pipelines import bank_tools, demo, explain, notices_cli, publish, serve, trends_cli
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, publish, demo, serve)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, serve)
 
 
 def build_parser():

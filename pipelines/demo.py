@@ -9,6 +9,8 @@ import contextlib
 import sys
 import threading
 
+from pipelines.options import DEFAULT_OUTPUT_DIR
+
 PROJECT = "tipline-demo"
 
 
@@ -31,7 +33,7 @@ def run_demo(seconds, rate, output_dir, route_topics, door=True, door_rate=5):
     if route_topics:
         argv += ["--route-topic-template", f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", "--create-route-topics"]
     with intake_door(topic, max(seconds - 5, 1), door_rate) if door else contextlib.nullcontext() as outcome:
-        run(argv)
+        run(argv + (["--media-root", outcome["quarantine"]] if door else []))
     producer.join()
     print(f"published {published[0]} reports to {topic}" if published else "the publisher failed (see above)")
     if door:
@@ -46,7 +48,7 @@ def register(subparsers):
                         help="stream through the local Pub/Sub emulator")
     parser.add_argument("--seconds", type=float, default=30, help="how long the pipeline reads")
     parser.add_argument("--rate", type=float, default=300, help="reports published per second")
-    parser.add_argument("--output", default="./tipline-out", help="output folder")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"output folder (default {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--route-topics", action="store_true",
                         help="also publish routed records to per-jurisdiction topics on the emulator")
     parser.add_argument("--no-door", dest="door", action="store_false",

@@ -2,7 +2,8 @@
 
 The provider speaks the CyberTipline reporting API over HTTP (submit, upload, fileinfo, finish) with synthetic
 reports and benign synthetic JPEGs; a member of the public sends one report. Everything lives in a temporary
-folder (store, credentials, quarantine) removed at the end.
+folder (store, credentials, quarantine) removed at the end; the pipeline reads media from that quarantine
+store (`--media-root`).
 """
 import contextlib
 import io
@@ -61,7 +62,7 @@ def intake_door(topic, seconds, rate):
     config = IntakeConfig(store_path=os.path.join(workdir, "intake.sqlite"),
                           quarantine_root=os.path.join(workdir, "quarantine"),
                           accounts=load_accounts(os.path.join(workdir, "providers.jsonl")), topic=topic)
-    outcome = {"started": time.time()}
+    outcome = {"started": time.time(), "quarantine": config.quarantine_root}
     try:
         with BackgroundServer(create_app(config)) as server:
             print(f"intake service on {server.url}; quarantine store {config.quarantine_root}", flush=True)

@@ -349,7 +349,7 @@ def test_json_and_public_reports_enter_the_same_stream(door):
 def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_db):
     from pipelines.tipline_pipeline import run
 
-    service, subscription, _ = door
+    service, subscription, config = door
     image = benign_jpeg(21)
     report_id, _, md5 = report_through_the_door(client(service), image, ip="216.160.83.56")
     public = {"incidentSummary": {"incidentType": "Child Sex Trafficking"},
@@ -358,7 +358,7 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
     public_id = httpx.post(f"{service.url}/public/report", json=public).json()["reportId"]
     (tmp_path / "pulled.jsonl").write_bytes(b"\n".join(m.data for m in pull_all(subscription)) + b"\n")
     summary = run(["--source", "files", "--input", str(tmp_path / "pulled.jsonl"), "--output", str(tmp_path / "out"),
-                   "--geoip-city-db", city_test_db])
+                   "--geoip-city-db", city_test_db, "--media-root", config.quarantine_root])
     assert (summary["read"], summary["routed"], summary["dead_lettered"]) == (2, 2, 0)
     records = {}
     for path in (tmp_path / "out" / "routed").rglob("*.avro"):

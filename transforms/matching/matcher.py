@@ -7,7 +7,7 @@ within threshold of a negative-bank entry (known benign content) keeps its hashe
 import dataclasses
 
 from transforms.matching.banks import BankIndexes
-from transforms.matching.media import UnhashableMedia, hash_media, media_bytes
+from transforms.matching.media import MediaBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, signal_for
 
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
@@ -34,17 +34,18 @@ class FileHashes:
 
 
 class HashMatcher:
-    """Banks plus negative banks, and the signals to compute from media."""
+    """Banks plus negative banks, the signals to compute from media, and where media may be read from."""
 
-    def __init__(self, banks, negative_banks=None):
+    def __init__(self, banks, negative_banks=None, media_roots=()):
         self.banks = banks
+        self.media_roots = MediaRoots.of(media_roots)
         self.negative_banks = negative_banks or BankIndexes([])
         self.signals = tuple(COMPUTED_SIGNALS) + tuple(
             sorted(banks.signals - set(COMPUTED_SIGNALS), key=lambda signal: signal.name))
 
     @classmethod
-    def from_banks(cls, bank_paths, negative_bank_paths=()):
-        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths))
+    def from_banks(cls, bank_paths, negative_bank_paths=(), media_roots=()):
+        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths), media_roots)
 
     def enrich_report(self, report):
         """The report's `_hashes` value: per-file hashes and matches, and the report's match summary."""
@@ -52,20 +53,25 @@ class HashMatcher:
 
     def enrich_reports(self, reports):
         """`enrich_report` for a batch, with one bank lookup per signal type for the whole batch."""
-        per_report = [[self.file_hashes(file) for file in report.get("files") or []] for report in reports]
+        per_report = [self.report_file_hashes(report) for report in reports]
         self.match_files([file for files in per_report for file in files])
         return [{"files": [file.as_record() for file in files], "matchSummary": match_summary(files)}
                 for files in per_report]
 
-    def file_hashes(self, file):
+    def report_file_hashes(self, report):
+        """Each file's hashes, the report's files sharing one media budget."""
+        budget = MediaBudget()
+        return [self.file_hashes(file, budget) for file in report.get("files") or []]
+
+    def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
         hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         try:
-            data = media_bytes(file)
+            data = media_bytes(file, self.media_roots, budget=budget)
             if data is None:
                 status = "provided_only" if hashes else "no_media"
             else:
-                hashes += [(signal, value, "computed") for signal, value in hash_media(data, self.signals)]
+                hashes += [(signal, value, "computed") for signal, value in hash_media(data, self.signals, budget)]
                 status = "hashed"
         except UnhashableMedia as error:
             hashes += [(signal, value, "computed") for signal, value in getattr(error, "hashes", [])]
