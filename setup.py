@@ -17,8 +17,12 @@ RUNTIME = [
     "numba==0.68.1",
     "pdqhash==0.2.8",
     "publicsuffixlist==1.1.2.20261023",
+    # services/: the intake and agency services (tipline serve intake|agencies)
     "fastapi==0.163.2",
-    "uvicorn==0.54.0",
+    "uvicorn[standard]==0.54.0",
+    "python-multipart==0.0.34",
+    "defusedxml==0.7.1",
+    "httpx==0.28.1",
 ]
 
 setup(
@@ -35,8 +39,7 @@ setup(
     extras_require={
         # the gcp extra lets the tests build a Dataflow job graph (tests/test_dataflow_graph.py)
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7",
-                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0",
-                 "httpx==0.28.1"],
+                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0"],
         "gcp": ["apache-beam[gcp]==2.77.0"],
         "analyst": ["duckdb==2.0.0", "matplotlib==3.11.2"],
     },

@@ -22,7 +22,7 @@ from services.agencies.directory import JURISDICTION_CODE, AgencyDirectory, Dire
 from services.agencies.events import AuditLog
 from services.agencies.index import FIND_COLUMNS, UnknownReport, iso, open_index, utc_now
 
-DEFAULT_OUTPUT = "./tipline-out"
+
 
 
 def _time(text):
@@ -130,7 +130,7 @@ def run_audit(args):
 
 def _common():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--output", default=DEFAULT_OUTPUT, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT})")
+    common.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT_DIR})")
     common.add_argument("--state-dir", default=None,
                         help="index, referral/ack events and audit log (default <output>/agencies-state)")
     return common

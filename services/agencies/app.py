@@ -23,7 +23,7 @@ from services.agencies import pages
 from services.agencies.directory import credential_from_header
 from services.agencies.index import iso, utc_now
 from services.common import credentials
-from services.common.rate_limit import TokenBuckets
+from services.common.rate_limit import RateLimiter
 
 REPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CURSOR = re.compile(r"^[0-9]{1,18}$")
@@ -86,7 +86,7 @@ class Refresher:
 
 def create_app(index, directory, audit, *, rate=20.0, burst=60, refresh_seconds=5.0):
     """The ASGI app over `index` (a ReportIndex), `directory` (AgencyDirectory or WatchedDirectory) and `audit` (AuditLog)."""
-    limiter = TokenBuckets(rate, burst)
+    limiter = RateLimiter(rate, burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -1,1 +1,1 @@
-"""Helpers shared by the HTTP services: hashed credentials and rate limiting."""
+"""Small pieces the HTTP services share: hashed credentials, Basic authentication, rate limits, HTTP bodies."""

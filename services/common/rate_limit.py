@@ -1,29 +1,50 @@
-"""A token bucket per key (a client address): `rate` requests a second on average, bursts up to `burst`."""
+"""A per-key token bucket: `rate` requests a second, bursts up to `burst`, in memory (one process).
+
+Keys that have been idle long enough to be full again are dropped once there are more than `max_keys`,
+so a flood from many addresses cannot grow the table without bound.
+"""
 import threading
 import time
 
-_MAX_KEYS = 100_000
 
+class RateLimiter:
+    def __init__(self, rate, burst=None, clock=time.monotonic, max_keys=100_000):
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate, 1))
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets = {}
+        self._lock = threading.Lock()
 
-class TokenBuckets:
-    def __init__(self, rate, burst, clock=time.monotonic):
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate, self.burst, self.clock = float(rate), float(burst), clock
-        self.buckets = {}
-        self.lock = threading.Lock()
+    def _tokens(self, key, now):
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
 
     def allow(self, key):
-        """Takes a token for `key` if one is left; False means the caller is over its rate."""
+        """True and one token spent, or False when `key` has none left."""
+        if self.rate <= 0:
+            return True
         now = self.clock()
-        with self.lock:
-            if len(self.buckets) >= _MAX_KEYS and key not in self.buckets:
-                self.buckets.clear()
-            tokens, last = self.buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+        with self._lock:
+            tokens = self._tokens(key, now)
             allowed = tokens >= 1
-            self.buckets[key] = (tokens - 1 if allowed else tokens, now)
+            self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+            if len(self._buckets) > self.max_keys:
+                self._drop_full(now)
             return allowed
 
+    def exhausted(self, key):
+        """True when `key` has no token left (nothing spent): lets a caller refuse before costly work."""
+        if self.rate <= 0:
+            return False
+        with self._lock:
+            return self._tokens(key, self.clock()) < 1
+
+    def _drop_full(self, now):
+        refill = self.burst / self.rate
+        for key in [key for key, (_, last) in self._buckets.items() if now - last >= refill]:
+            del self._buckets[key]
+
     def retry_after_seconds(self):
-        return max(1, int(1 / self.rate + 0.999))
+        """What a refused caller is told to wait (a Retry-After header): the time one token takes."""
+        return max(1, int(1 / self.rate + 0.999)) if self.rate > 0 else 1
