@@ -17,6 +17,7 @@ import datetime
 import getpass
 import sys
 
+from pipelines.options import DEFAULT_OUTPUT_DIR
 from pipelines.trends_cli import print_result
 from services.agencies.directory import JURISDICTION_CODE, AgencyDirectory, DirectoryError
 from services.agencies.events import AuditLog

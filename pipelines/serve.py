@@ -16,7 +16,8 @@ import pathlib
 import secrets
 import sys
 
-from pipelines.reports_cli import DEFAULT_OUTPUT_DIR, default_agencies_table
+from pipelines.options import DEFAULT_OUTPUT_DIR
+from pipelines.reports_cli import default_agencies_table
 
 SERVICES = {}
 WORKER_ARGS = "TIPLINE_INTAKE_WORKER_ARGS"
