@@ -15,7 +15,7 @@ from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.matching.banks import bank_fingerprint
-from transforms.matching.matcher import HashMatcher
+from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.plumbing.metrics import counter
 
 STAGE = "enrich_hashes"
@@ -29,8 +29,10 @@ class HashingFailed(Exception):
 class EnrichHashes(beam.PTransform):
     """Reports -> (reports with `_hashes`, dead letters)."""
 
-    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64):
+    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64,
+                 video=VideoMatching()):
         super().__init__()
+        self.video = video
         self.bank_paths = list(bank_paths)
         self.negative_bank_paths = list(negative_bank_paths)
         self.refresh_seconds = refresh_seconds
@@ -44,7 +46,7 @@ class EnrichHashes(beam.PTransform):
         matched, failed_batches = (
             batches
             | "MatchBatches" >> beam.ParDo(
-                MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds))
+                MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.video))
             .with_exception_handling())
         enriched, failed_reports = matched | "SeparateFailures" >> beam.Map(raise_recorded_failure).with_exception_handling()
         batch_failures = failed_batches | "SplitFailedBatches" >> beam.FlatMap(
@@ -60,13 +62,15 @@ class MatchHashBatches(beam.DoFn):
     """A batch of (report, event time) -> each report with `_hashes` (or with the error that stopped it),
     back at its own event time."""
 
-    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds):
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, video=VideoMatching()):
+        self.video = video
         self.bank_paths = bank_paths
         self.negative_bank_paths = negative_bank_paths
         self.refresh_seconds = refresh_seconds
         self._shared = Shared()
         self.files_hashed = counter("files_hashed")
         self.files_unhashable = counter("files_unhashable")
+        self.videos_hashed = counter("videos_hashed")
         self.bank_matches = counter("bank_matches")
         self.bank_reloads = counter("bank_reloads")
         self.bank_reload_failures = counter("bank_reload_failures")
@@ -82,7 +86,8 @@ class MatchHashBatches(beam.DoFn):
     def _acquire(self, fingerprint):
         """The worker's matcher for these exact bank files, built by the first thread that asks."""
         return self._shared.acquire(
-            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths), tag=repr(fingerprint))
+            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.video),
+            tag=repr(fingerprint))
 
     def refresh_if_banks_changed(self):
         if time.monotonic() - self._checked_at < self.refresh_seconds:
@@ -126,6 +131,8 @@ class MatchHashBatches(beam.DoFn):
             elif file["mediaStatus"] == "unhashable":
                 self.files_unhashable.inc()
             self.bank_matches.inc(len(file["matches"]))
+            if file.get("video"):
+                self.videos_hashed.inc()
 
 
 def raise_recorded_failure(report):
