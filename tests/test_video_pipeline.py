@@ -2,6 +2,7 @@
 reports whose videos are re-encoded, resized, re-containered or trimmed copies of banked ones."""
 import argparse
 import base64
+import collections
 import dataclasses
 import json
 
@@ -11,7 +12,10 @@ import pytest
 from pipelines.bank_tools import register
 from pipelines.tipline_pipeline import run as run_pipeline
 from tests.conftest import example_report
+from transforms.demo.packaged import packaged
+from transforms.demo.synthetic import SyntheticConfig, synthetic_report
 from transforms.demo.synthetic_videos import VideoSpec, encode_video
+from transforms.matching.matcher import HashMatcher
 from transforms.matching.banks import read_bank
 from transforms.matching.signals import VPdqSignal
 
@@ -170,3 +174,17 @@ def test_no_frame_hash_video_bytes_or_uri_reaches_any_output(pipeline_run, bank,
         text = path.read_bytes().decode("latin-1")
         assert str(queries) not in text, path
         assert not any(value in text for value in frame_hashes), path
+
+
+def test_the_demo_stream_sends_a_few_videos_and_its_known_ones_match_the_demo_bank():
+    config = SyntheticConfig()
+    matcher = HashMatcher.from_banks([packaged("demo-bank.csv")], [packaged("demo-negative-bank.csv")])
+    videos = [(synthetic.report, media) for synthetic in map(lambda n: synthetic_report(config, n), range(config.count))
+              for media in synthetic.media if media.video]
+    assert 5 <= len(videos) <= 40
+    kinds = collections.Counter(media.kind for _, media in videos)
+    assert kinds["known"] >= 2 and kinds["new"] >= 2
+    for report, media in videos:
+        file = matcher.enrich_report({"files": [report["files"][media.file_index]]})["files"][0]
+        matched = {m["externalId"] for m in file["matches"] if m["signalType"] == "VPDQ"}
+        assert matched == ({f"demo-video-{media.seed}"} if media.kind == "known" else set()), (media, file)
