@@ -44,6 +44,7 @@ class VideoSpec:
     bit_rate: int = 400_000
     start: float = 0.0  # a trimmed clip starts here in the original's time
     keyframe_seconds: float = 1.0
+    encoder_options: tuple = ()  # (name, value) pairs for the encoder, e.g. (("preset", "veryfast"),)
 
 
 @functools.lru_cache(maxsize=64)
@@ -83,6 +84,7 @@ def encode_video(spec):
         stream.bit_rate = spec.bit_rate
         stream.gop_size = max(1, round(spec.keyframe_seconds * spec.fps))
         stream.time_base = fractions.Fraction(1, spec.fps)
+        stream.options = dict(spec.encoder_options)
         for number, pixels in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = number

@@ -49,6 +49,7 @@ class VideoHashes:
 
     features: list
     duration_seconds: float
+    sampled_frames: int = 0  # frames hashed, before consecutive repeats collapsed
 
     def summary(self):
         return {"signalType": "VPDQ", "frames": len(self.features),
@@ -92,10 +93,11 @@ def hash_video(data, interval=1.0, limits=VideoLimits()):
         frames, duration = _animation_frames(data, interval, limits, deadline)
     else:
         frames, duration = _container_frames(data, interval, limits, deadline)
-    features = collapse_repeats(_hashed(frames, limits))
+    hashed = list(_hashed(frames, limits))
+    features = collapse_repeats(hashed)
     if not features:
         raise UnhashableMedia("no decodable video frames")
-    return VideoHashes(features, max(duration, features[-1].timestamp))
+    return VideoHashes(features, max(duration, features[-1].timestamp), len(hashed))
 
 
 def _hashed(frames, limits):
