@@ -13,7 +13,6 @@ decode time. A file past one, truncated to nothing, without a video stream or no
 import bisect
 import dataclasses
 import io
-import logging
 import math
 import time
 import warnings
@@ -27,8 +26,6 @@ from transforms.matching.signals import PdqSignal, VPdqFeature
 
 HASH_SIDE = 512  # frames are scaled to fit 512 px before PDQ, as JPEGs are drafted to 512 px for images
 _ISO_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"jxl "}
-
-logging.getLogger("libav").setLevel(logging.CRITICAL)  # FFmpeg's warnings about hostile input are expected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +87,9 @@ def hash_video(data, interval=1.0, limits=VideoLimits()):
         raise UnhashableMedia(f"video larger than {limits.max_bytes} bytes")
     deadline = time.monotonic() + limits.max_decode_seconds
     if _is_animated_image(data):
-        frames, duration = _animation_frames(data, interval, limits, deadline)
+        hashed, duration = _animation_frames(data, interval, limits, deadline)
     else:
-        frames, duration = _container_frames(data, interval, limits, deadline)
-    hashed = list(_hashed(frames, limits))
+        hashed, duration = _container_frames(data, interval, limits, deadline)
     features = collapse_repeats(hashed)
     if not features:
         raise UnhashableMedia("no decodable video frames")
@@ -101,7 +97,8 @@ def hash_video(data, interval=1.0, limits=VideoLimits()):
 
 
 def _hashed(frames, limits):
-    """VPdqFeature per sampled (frame number, time, RGB array), counting samples against the limit."""
+    """VPdqFeature per sampled (frame number, time, RGB array), each hashed as it comes so only hashes
+    are kept, counting samples against the limit."""
     for count, (number, timestamp, pixels) in enumerate(frames, start=1):
         if count > limits.max_sampled_frames:
             raise UnhashableMedia(f"video has more than {limits.max_sampled_frames} sampled frames")
@@ -121,7 +118,7 @@ def collapse_repeats(features):
 def _container_frames(data, interval, limits, deadline):
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except av.FFmpegError as error:
+    except Exception as error:  # av.FFmpegError mostly; any failure to open is the file's, not the worker's
         raise UnhashableMedia(f"not a decodable video ({type(error).__name__})") from None
     with container:
         if not container.streams.video:
@@ -132,10 +129,12 @@ def _container_frames(data, interval, limits, deadline):
         if duration > limits.max_seconds:
             raise UnhashableMedia(f"video longer than {limits.max_seconds:g} s")
         try:
-            frames = list(_sampled_container_frames(container, stream, interval, limits, deadline))
-        except av.FFmpegError as error:
+            hashed = list(_hashed(_sampled_container_frames(container, stream, interval, limits, deadline), limits))
+        except UnhashableMedia:
+            raise
+        except Exception as error:  # FFmpeg's errors, and whatever else a hostile stream provokes in PyAV
             raise UnhashableMedia(f"video could not be decoded ({type(error).__name__})") from None
-    return frames, duration
+    return hashed, duration
 
 
 def _duration(container, stream):
@@ -215,31 +214,39 @@ def _fitted(width, height):
 
 
 def _animation_frames(data, interval, limits, deadline):
-    """Sampled frames of an animated GIF/WebP/PNG by its frame durations, and its total duration."""
+    """Hashed sampled frames of an animated GIF/WebP/PNG by its frame durations, and its total duration."""
+    durations = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_frame_size(*image.size, limits)
-            if getattr(image, "n_frames", 1) > limits.max_animation_frames:
-                raise UnhashableMedia(f"animation has more than {limits.max_animation_frames} frames")
-            frames, elapsed, target = [], 0, 0  # in milliseconds, as the formats store durations
-            step, longest = round(interval * 1000), round(limits.max_seconds * 1000)
-            for number, frame in enumerate(ImageSequence.Iterator(image)):
-                if time.monotonic() > deadline:
-                    raise UnhashableMedia(f"video decode took longer than {limits.max_decode_seconds:g} s")
-                shown_for = max(int(frame.info.get("duration") or 0), 0)
-                if elapsed + shown_for > target or (shown_for == 0 and elapsed >= target):
-                    shown_at = max(elapsed, target)
-                    frames.append((number, shown_at / 1000, np.asarray(frame.convert("RGB").resize(_fitted(*frame.size)))))
-                    target = (shown_at // step + 1) * step
-                elapsed += shown_for
-                if elapsed > longest:
-                    raise UnhashableMedia(f"video longer than {limits.max_seconds:g} s")
+        hashed = list(_hashed(_animation_samples(data, interval, limits, deadline, durations), limits))
     except UnhashableMedia:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UnhashableMedia("animation refused as a decompression bomb") from None
     except Exception as error:  # Pillow raises many types on corrupt frames
         raise UnhashableMedia(f"animation could not be decoded ({type(error).__name__})") from None
-    return frames, elapsed / 1000
+    return hashed, sum(durations) / 1000
+
+
+def _animation_samples(data, interval, limits, deadline, durations):
+    """(frame number, seconds, RGB array) of the frame shown at each multiple of `interval`; appends every
+    frame's duration (ms) to `durations`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        _check_frame_size(*image.size, limits)
+        if getattr(image, "n_frames", 1) > limits.max_animation_frames:
+            raise UnhashableMedia(f"animation has more than {limits.max_animation_frames} frames")
+        elapsed, target = 0, 0  # in milliseconds, as the formats store durations
+        step, longest = round(interval * 1000), round(limits.max_seconds * 1000)
+        for number, frame in enumerate(ImageSequence.Iterator(image)):
+            if time.monotonic() > deadline:
+                raise UnhashableMedia(f"video decode took longer than {limits.max_decode_seconds:g} s")
+            shown_for = max(int(frame.info.get("duration") or 0), 0)
+            if elapsed + shown_for > target or (shown_for == 0 and elapsed >= target):
+                shown_at = max(elapsed, target)
+                yield number, shown_at / 1000, np.asarray(frame.convert("RGB").resize(_fitted(*frame.size)))
+                target = (shown_at // step + 1) * step
+            elapsed += shown_for
+            durations.append(shown_for)
+            if elapsed > longest:
+                raise UnhashableMedia(f"video longer than {limits.max_seconds:g} s")
