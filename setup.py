@@ -14,6 +14,7 @@ RUNTIME = [
     "orjson==3.13.0",
     "numba==0.68.1",
     "pdqhash==0.2.8",
+    "publicsuffixlist==1.1.2.20261023",
     "av==18.1.0",  # PyAV: video decoding for vPDQ; its wheels ship FFmpeg
 ]
 

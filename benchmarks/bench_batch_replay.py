@@ -34,7 +34,7 @@ from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.parse import ReportValidator, decode_message  # noqa: E402
-from transforms.route import to_routed_record  # noqa: E402
+from transforms.reports.enrichment import enrich_and_route  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
 
 HASH_BATCH = 64  # EnrichHashes' batch size
@@ -90,18 +90,12 @@ def plain_python_loop(path):
             validator.validate(report)
             batch.append(report)
             if len(batch) == HASH_BATCH:
-                _enrich_and_route(batch, matcher, locator, rules)
+                enrich_and_route(batch, matcher, locator, rules)
                 batch = []
-        _enrich_and_route(batch, matcher, locator, rules)
+        enrich_and_route(batch, matcher, locator, rules)
     return time.perf_counter() - started
 
 
-def _enrich_and_route(batch, matcher, locator, rules):
-    for report, hashes in zip(batch, matcher.enrich_reports(batch)):
-        report["_hashes"] = hashes
-        report["_geo"] = locator.locate(report)
-        report["_routing"] = rules.assign(report)
-        to_routed_record(report)
 
 
 STAGE_OF_MODULE = {

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 from pipelines import emulator  # noqa: E402
 from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.publish import ensure_subscription, ensure_topic, publish  # noqa: E402
-from pipelines.streaming import count_every_bundle, local_streaming_options, run_for, tipline_counts  # noqa: E402
+from pipelines.streaming import local_streaming_options, run_for, tipline_counts  # noqa: E402
+from transforms.plumbing.direct_runner import install_local_streaming_support  # noqa: E402
 from pipelines.tipline_pipeline import build_pipeline  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
 
@@ -67,7 +68,7 @@ def stock_read(seconds, prepublish):
     """messages/s of ReadFromPubSub -> json.loads -> Map on the streaming DirectRunner."""
     topic, subscription = topic_and_subscription("stock")
     publish(benchmark_messages(1), topic, count=prepublish)
-    count_every_bundle()
+    install_local_streaming_support()
     counter = Metrics.counter("bench", "read")
     pipeline = beam.Pipeline(options=local_streaming_options([]))
     _ = (pipeline

@@ -155,7 +155,8 @@ def _looks_like_hash(text):
 
 
 def match_images(args):
-    matcher = HashMatcher.from_banks(args.bank, args.negative_bank, video_matching(args))
+    folder = args.videos or args.images
+    matcher = HashMatcher.from_banks(args.bank, args.negative_bank, media_roots=[folder], video=video_matching(args))
     paths = media_paths(args)
     records = matcher.enrich_reports([{"files": [{"fileId": path.name, "contentUri": str(path)}]} for path in paths])
     for path, record in zip(paths, records):

@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from pipelines import bank_tools, demo, explain, publish, trends_cli
+from pipelines import bank_tools, demo, explain, notices_cli, publish, trends_cli
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, publish, demo)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo)
 
 
 def build_parser():

@@ -7,6 +7,8 @@ stops the emulator.
 import sys
 import threading
 
+from pipelines.options import DEFAULT_OUTPUT_DIR
+
 PROJECT = "tipline-demo"
 
 
@@ -40,7 +42,7 @@ def register(subparsers):
                         help="stream through the local Pub/Sub emulator")
     parser.add_argument("--seconds", type=float, default=30, help="how long the pipeline reads")
     parser.add_argument("--rate", type=float, default=300, help="reports published per second")
-    parser.add_argument("--output", default="./tipline-out", help="output folder")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"output folder (default {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--route-topics", action="store_true",
                         help="also publish routed records to per-jurisdiction topics on the emulator")
     parser.set_defaults(func=main)

@@ -1,6 +1,6 @@
 """`tipline explain REPORT.json`: why one report would be located, routed and prioritised as it is.
 
-Runs the same pure cores as the pipeline (GeoLocator, JurisdictionRules, takedown_notices, and the hash
+Runs the same pure cores as the pipeline (GeoLocator, JurisdictionRules, the takedown sightings, and the hash
 matcher when banks are given) on one report and prints every decision with its reason as JSON.
 """
 import copy
@@ -10,38 +10,49 @@ import sys
 from pipelines.options import hash_bank_paths
 from transforms.demo.packaged import packaged
 from transforms.location.geoip import GeoLocator
-from transforms.location.jurisdiction_rules import JurisdictionRules, match_summary
-from transforms.notices import takedown_notices
+from transforms.location.jurisdiction_rules import JurisdictionRules, hash_verdict
+from transforms.reports.enrichment import with_hashes, with_location
+from transforms.takedown.notices import sightings
 
 
 def explain_report(report, locator, rules, hash_matcher=None):
     """A JSON-able account of the report's geo enrichment, IP choice, jurisdiction, priority and notices."""
     report = copy.deepcopy(report)
     if hash_matcher is not None:
-        report["_hashes"] = hash_matcher.enrich_report(report)
-    report["_geo"] = locator.locate(report)
+        report = with_hashes([report], hash_matcher)[0]
+    report = with_location(report, locator)
     routing = rules.explain(report)
     report["_routing"] = {key: routing[key] for key in ("jurisdiction", "jurisdictionReason", "agency",
                                                          "priority", "referralClass")}
     return {
         "reportId": report.get("reportId"),
         **routing,
-        "matchSummary": match_summary(report),
+        "matchSummary": hash_verdict(report),
         "geo": report["_geo"],
         "ipCandidates": [_public_candidate(entry) for entry in locator.consider(report)],
-        "notices": takedown_notices(report, locator),
+        "notices": [_public_notice(sighting) for _, sighting in sightings(
+            report, locator.network_of, lambda ip: (locator.city_of(ip) or [{}])[0].get("countryCode"))],
     }
+
+
+def _public_notice(sighting):
+    """Who a notice would go to and whether its URL can be checked; the URL itself stays in the report."""
+    return {"fileId": sighting.file_id, **{key: sighting.facts[key] for key in (
+        "provider", "host", "hostIsIp", "hostAsn", "hostAsOrganization", "hostingCountry", "checkable",
+        "notCheckableReason")}}
 
 
 def _public_candidate(entry):
     return {key: entry.get(key) for key in ("source", "ipAddress", "ip", "possibleProxy", "decision", "reason")}
 
 
-def load_hash_matcher(bank_paths, negative_bank_paths):
-    """The hash stage's matcher over the same banks `tipline run` would use."""
+def load_hash_matcher(bank_paths, negative_bank_paths, media_roots=()):
+    """The hash stage's matcher over the same banks and media roots `tipline run` would use."""
     from transforms.matching.matcher import HashMatcher
+    from transforms.matching.media import check_media_roots
 
-    return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths))
+    check_media_roots(media_roots)
+    return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths), media_roots=media_roots)
 
 
 def run_explain(args):
@@ -51,7 +62,7 @@ def run_explain(args):
             report = json.load(handle)
         locator = GeoLocator(args.geoip_city_db or packaged("demo-city.mmdb"), args.geoip_asn_db,
                              args.geoip_anonymous_db, args.geoip_isp_db)
-        hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks)
+        hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks, args.media_roots)
     except (OSError, ValueError) as error:
         print(f"tipline explain: {error}", file=sys.stderr)
         return 2
@@ -73,5 +84,7 @@ def register(subparsers):
                         help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
     parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                         help="bank of known benign content never reported as a match (repeatable)")
+    parser.add_argument("--media-root", dest="media_roots", action="append", default=None,
+                        help="where contentUri may point, as in `tipline run` (repeatable)")
     parser.set_defaults(func=run_explain)
     return parser

@@ -8,6 +8,7 @@ from transforms.demo.packaged import packaged
 from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
 
+DEFAULT_OUTPUT_DIR = "./tipline-out"
 
 def hash_bank_paths(hash_banks, negative_hash_banks):
     """(banks, negative banks): the demo bank and its negative bank when no bank is named; the demo data is
@@ -34,7 +35,7 @@ class TiplineOptions(PipelineOptions):
                                  "e.g. projects/P/topics/tips-{jurisdiction}")
         parser.add_argument("--create-route-topics", action="store_true",
                             help="create missing route topics (local runs and the emulator)")
-        parser.add_argument("--output", dest="output_dir", default="./tipline-out",
+        parser.add_argument("--output", dest="output_dir", default=DEFAULT_OUTPUT_DIR,
                             help="output folder: routed/, trends/, dead_letter/, summary.json")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,
                             help="GeoIP2/GeoLite2 City .mmdb (default: the synthetic demo database)")
@@ -45,6 +46,10 @@ class TiplineOptions(PipelineOptions):
                             help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
         parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                             help="bank of known benign content never reported as a match (repeatable)")
+        parser.add_argument("--media-root", dest="media_roots", action="append", default=None,
+                            help="where a report's contentUri may point: a local folder, file:///folder or a "
+                                 "Beam filesystem prefix such as gs://bucket/quarantine (repeatable); any "
+                                 "other contentUri is never opened and its file is unhashable")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
                             help="how often workers look for changed bank files")
         add_video_matching_options(parser)

@@ -18,8 +18,8 @@ import time
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.pipeline import PTransformOverride
-from apache_beam.runners.direct import executor
 
+from transforms.plumbing.direct_runner import install_local_streaming_support
 from transforms.plumbing.metrics import read_counters, top_level_counts
 from transforms.plumbing.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
 
@@ -42,26 +42,6 @@ class PullInsteadOfReadFromPubSub(PTransformOverride):
             raise ValueError("the local streaming run reads message data from a subscription")
         return PullFromPubSub(source.full_subscription, source.timestamp_attribute,
                               run_id=self.run_id, stop_at=self.stop_at)
-
-
-def count_every_bundle():
-    """Makes the bundle-based DirectRunner keep every bundle's metrics, not just the first one's.
-
-    Its worker threads cache one scoped state per step, created with the first bundle's metrics
-    container; later bundles count into that stale container and commit their own empty one, so a
-    streaming run's counters stop after one bundle per step (seen with the stock ReadFromPubSub too).
-    Clearing the cache before each bundle gives every bundle a scoped state with its own container.
-    """
-    if getattr(executor.TransformExecutor.call, "counts_every_bundle", False):
-        return
-    stock_call = executor.TransformExecutor.call
-
-    def call(self, state_sampler):
-        state_sampler._states_by_name.clear()
-        return stock_call(self, state_sampler)
-
-    call.counts_every_bundle = True
-    executor.TransformExecutor.call = call
 
 
 def local_streaming_options(argv):
@@ -98,7 +78,7 @@ def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECOND
 
 def run_for(pipeline, subscription, duration, run_id, progress=True):
     """Runs `pipeline` (built with ReadFromPubSub) for `duration` s, drains it, then acknowledges; returns its result."""
-    count_every_bundle()
+    install_local_streaming_support()
     pipeline.replace_all([PullInsteadOfReadFromPubSub(run_id, time.time() + duration)])
     run_ledger = ledger(run_id, subscription)
     start, stop = time.monotonic(), threading.Event()

@@ -26,8 +26,10 @@ from pipelines.bank_tools import video_matching
 from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
 from transforms.location.geoip import check_databases
+from transforms.matching.media import check_media_roots
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
+from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import NAMESPACE, read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
@@ -51,13 +53,13 @@ def build_pipeline(p, opts):
     lateness = int(opts.allowed_lateness_hours * 3600)
     messages = p | "ReadReports" >> ReadReports(
         opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None)
+        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
-        video=video_matching(opts))
+        media_roots=opts.media_roots, video=video_matching(opts))
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
@@ -70,7 +72,8 @@ def build_pipeline(p, opts):
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
     bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
     alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, BUNDLE_WINDOW_SECONDS, lateness)
-    notices = assigned | "TakedownNotices" >> WriteTakedownNotices(opts.output_dir, opts.geoip_asn_db)
+    notices = assigned | "TakedownNotices" >> WriteTakedownNotices(
+        opts.output_dir, opts.geoip_asn_db, opts.resolved_city_db())
     dead_letters = (
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
@@ -97,6 +100,7 @@ def run(argv=None):
         print_help()
         return None
     os.umask(OWNER_ONLY)
+    keep_elements_out_of_logs()
     opts = PipelineOptions(argv).view_as(TiplineOptions)
     bounded_local_stream = opts.source == "pubsub" and opts.duration
     options = local_streaming_options(argv) if bounded_local_stream else PipelineOptions(argv)
@@ -106,6 +110,11 @@ def run(argv=None):
     runner = options.view_as(StandardOptions).runner
     if runner in LOCAL_RUNNERS:  # elsewhere the databases are read on the workers, maybe from gs://
         check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
+        try:
+            check_media_roots(opts.media_roots)
+        except ValueError as error:
+            print(f"tipline run: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)

@@ -19,9 +19,8 @@ import json
 import pathlib
 import sys
 
+from pipelines.options import DEFAULT_OUTPUT_DIR
 from transforms.trends import DIMENSIONS, TABLES, WINDOW_KINDS
-
-DEFAULT_OUTPUT = "./tipline-out"
 
 
 def table_dimension(table):
@@ -184,7 +183,7 @@ def list_tables(args):
 
 def common_options():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--output", default=DEFAULT_OUTPUT, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT})")
+    common.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"the pipeline's output folder (default {DEFAULT_OUTPUT_DIR})")
     common.add_argument("--format", choices=("table", "csv", "json"), default="table")
     common.add_argument("--plot", metavar="FILE.png", help="also draw the result as a chart")
     common.add_argument("--limit", type=int, default=20, help="rows of top-N views")

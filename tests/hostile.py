@@ -1,14 +1,15 @@
 """Hostile reports: hypothesis strategies, a deterministic hostile corpus, and the stage chain as the pipeline runs it.
 
 `run_stages(payload)` pushes one message through the real stage functions (ReportValidator/decode_message,
-HashMatcher, GeoLocator, JurisdictionRules, to_routed_record, the routed schema check) with the exception
+then the enrichment chain of transforms/reports/enrichment.py with the routed schema check) with the exception
 handling each stage has in the pipeline, then through what the pipeline does with the result at its
 boundaries (Beam's FastPrimitivesCoder between stages, the Avro sink, the dead-letter JSON Lines sink).
 It returns ("routed", record) or ("dead_letter", letter); any exception escaping it would crash the job.
 
 `hostile_corpus()` is the fixed corpus of the one whole-pipeline run (tests/test_hostile_input.py and
-friends), built with `random.Random(seed)`: exotic but *survivable* inputs; the inputs that crash the job
-today (findings 1-3) are kept in `CRASHERS` and tested at the stage level, xfail strict.
+friends), built with `random.Random(seed)`: exotic inputs of every kind. Inputs that once crashed a whole run
+(a recursion or integer-digit limit in the JSON parser, a timestamp overflowing with its offset, a lone
+surrogate reaching a UTF-8 writer) are kept in `ONCE_CRASHED` and tested at the stage level.
 """
 import base64
 import copy
@@ -28,6 +29,8 @@ from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import dead_letter, dead_letter_from_failure, original_report_json
 from transforms.location.geoip import GeoLocator
 from transforms.matching.matcher import HashMatcher
+from transforms.plumbing.bounded_lines import HEAD_BYTES
+from transforms.reports.enrichment import routed_record, with_hashes, with_location, with_routing
 from transforms.location.jurisdiction_rules import JurisdictionRules
 from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
 
@@ -179,7 +182,7 @@ def moderately_deep(rng, report):
 def invalid_utf8(rng, report):
     data = _dump(report)
     cut = rng.randrange(len(data))
-    # (not b"\xed\xa0\x80", an encoded surrogate: it crashes the job today, CRASHERS["encoded_surrogate"])
+    # (not b"\xed\xa0\x80", an encoded surrogate: it has its own test, ONCE_CRASHED["encoded_surrogate"])
     return data[:cut] + rng.choice([b"\xff", b"\xc3\x28", b"\xf8\x88\x80\x80\x80", b"\x80"]) + data[cut:]
 
 
@@ -251,24 +254,24 @@ def not_an_object(rng, report):
 MUTATIONS = [drop_field, extra_field, wrong_type, huge_string, huge_list, moderately_deep, invalid_utf8,
              nul_bytes, far_time, exotic_ip, media_content, many_files, not_an_object]
 
-# Inputs that crash the job today (a whole run fails): findings 1-3, tested at the stage level, xfail strict.
-CRASHERS = {
-    "deep_nesting": b"[" * 100_000,                                              # finding 1: RecursionError
+# Inputs that once stopped a whole run; each must now end as a dead letter.
+ONCE_CRASHED = {
+    "deep_nesting": b"[" * 100_000,                                              # was a RecursionError
     "deep_nesting_in_field": b'{"reportId": "d", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-    "huge_integer": b'{"reportId": "i", "n": ' + b"1" * 5000 + b"}",            # finding 1: int digit limit
-    "year_1_with_offset": None,                                                  # finding 2: OverflowError
+    "huge_integer": b'{"reportId": "i", "n": ' + b"1" * 5000 + b"}",            # was Python's int digit limit
+    "year_1_with_offset": None,                                                  # was an OverflowError
     "year_9999_with_offset": None,
-    "lone_surrogate_id": None,                                                   # finding 3: UnicodeEncodeError
+    "lone_surrogate_id": None,                                                   # was a UnicodeEncodeError
     "lone_surrogate_extra": None,
-    # finding 3 again: not UTF-8, so dead-lettered, but _report_id_of re-reads it with json.loads(bytes),
-    # which lets the encoded surrogate through into the dead letter's reportId, and writing that crashes
+    # not UTF-8, so dead-lettered, but the reportId was re-read with json.loads(bytes), which let the encoded
+    # surrogate through into the dead letter's reportId, and writing that crashed
     "encoded_surrogate": b'{"reportId": "x\xed\xa0\x80", "submittedAt": "2026-11-23T10:00:00Z"}',
 }
 
 
-def crasher(name):
-    if CRASHERS.get(name) is not None:
-        return CRASHERS[name]
+def once_crashed(name):
+    if ONCE_CRASHED.get(name) is not None:
+        return ONCE_CRASHED[name]
     report = example_report()
     report["reportId"] = f"crash-{name}"
     if name == "year_1_with_offset":
@@ -338,23 +341,16 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
     except InvalidRecord as error:
         return _sink_dead_letter(dead_letter("parse", str(error), payload, _report_id_of(payload)))
     CODER.encode(report)  # DedupRedeliveries' shuffle
+    steps = (("enrich_hashes", lambda r: with_hashes([r], matcher)[0]),  # each stage's exception handling
+             ("enrich_geo", lambda r: with_location(r, locator)),
+             ("assign_jurisdiction", lambda r: with_routing(r, rules)))
+    for stage, step in steps:
+        try:
+            report = step(report)
+        except Exception as error:
+            return _sink_dead_letter(_failure(stage, report, error))
     try:
-        report = {**report, "_hashes": matcher.enrich_report(report)}
-    except Exception as error:  # MatchHashBatches + with_exception_handling
-        return _sink_dead_letter(_failure("enrich_hashes", report, error))
-    try:
-        report = {**report, "_geo": locator.locate(report)}
-    except Exception as error:
-        return _sink_dead_letter(_failure("enrich_geo", report, error))
-    try:
-        report = {**report, "_routing": rules.assign(report)}
-    except Exception as error:
-        return _sink_dead_letter(_failure("assign_jurisdiction", report, error))
-    from transforms.route import to_routed_record
-
-    try:
-        record = to_routed_record(report)
-        check_routed(record)
+        record = routed_record(report, check_routed)
     except (InvalidRecord, KeyError, TypeError, AttributeError) as error:  # _ToRoutedRecordFn's handling
         return _sink_dead_letter(dead_letter("route", f"routed record could not be built: {error}"[:500],
                                              original_report_json(report), report.get("reportId")))
@@ -379,7 +375,7 @@ def json_values_of(text):
 
 
 def unicode_text(**kwargs):
-    """Text without lone surrogates: those crash the job today (finding 3) and have their own xfail test."""
+    """Text without lone surrogates: those have their own tests (`ONCE_CRASHED`)."""
     return st.text(alphabet=st.characters(blacklist_categories=("Cs",)), **kwargs)
 
 
@@ -513,6 +509,12 @@ def read_jsonl(folder):
     for path in sorted(folder.rglob("*.jsonl")):
         found.setdefault(path.parent.name, []).extend(json.loads(line) for line in path.read_text().splitlines())
     return found
+
+
+def files_source_letter_payload(payload, max_message_bytes=1_000_000):
+    """What a dead letter of the files source holds of `payload`: all of it, or the first bytes of a line
+    too long to read whole."""
+    return payload if len(payload) <= max_message_bytes else payload[:HEAD_BYTES]
 
 
 def letter_payload(letter):

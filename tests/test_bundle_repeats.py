@@ -6,8 +6,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.test_trends import at, routed_record
-from transforms.bundles import (BundleRepeats, StampBundleIds, bundle_id, content_signature,
-                                       record_signature, report_signature, window_start_seconds)
+from transforms.bundles import BundleRepeats, StampBundleIds, bundle_id, window_start_seconds
+from transforms.reports.signatures import content_signature, record_signature, report_signature
 
 HOUR = 3600
 

@@ -64,16 +64,19 @@ def blobs(data):
     return [m for m in BASE64_BLOB.findall(data) if len(set(m)) > 8]
 
 
-def outputs(out, include_dead_letters=False):
+RESTRICTED = ("dead_letter", "notices")  # the two outputs that may hold payloads (dead letters) and URLs (notices)
+
+
+def outputs(out, include_restricted=False):
     return [path for path in out.rglob("*") if path.is_file()
-            and (include_dead_letters or "dead_letter" not in path.relative_to(out).parts)]
+            and (include_restricted or path.relative_to(out).parts[0] not in RESTRICTED)]
 
 
-def test_no_media_bytes_uris_or_base64_in_any_output_outside_dead_letters(whole_run):
+def test_no_media_bytes_uris_or_base64_in_any_output_outside_the_restricted_ones(whole_run):
     out, secrets = whole_run["out"], media_secrets(whole_run["corpus"])
     assert len(secrets) > 20  # the corpus does carry media
     files = outputs(out)
-    assert {path.relative_to(out).parts[0] for path in files} >= {"routed", "trends", "notices", "summary.json"}
+    assert {path.relative_to(out).parts[0] for path in files} >= {"routed", "trends", "bundles", "summary.json"}
     for path in files:
         forms = readable_forms(path)
         for data in forms:
@@ -121,16 +124,29 @@ def test_dead_letters_keep_the_payload_only_under_dead_letter(whole_run):
     letters = [letter for records in hostile.read_jsonl(out / "dead_letter").values() for letter in records]
     with_media = [letter for letter in letters if hostile.MEDIA_HOST in letter["payload"]]
     assert with_media, "some dead letters carry media-bearing payloads (by design: they must be replayable)"
-    assert all(hostile.letter_payload(letter) in {p for _, _, p in corpus} for letter in letters)
+    assert all(hostile.letter_payload(letter) in {hostile.files_source_letter_payload(p) for _, _, p in corpus}
+               for letter in letters)
     # nothing of a dead letter's payload appears in any other output
     others = b"".join(form for path in outputs(out) for form in readable_forms(path))
     for letter in letters:
         marker = f'"reportId": {json.dumps(letter["reportId"])}'.encode() if letter["reportId"] else None
         if marker:
             assert marker not in others, letter["reportId"]
-    for path in outputs(out, include_dead_letters=True):
+    for path in outputs(out, include_restricted=True):
         if path.suffix == ".jsonl" and "dead_letter" not in path.parts:
             assert b'"payload"' not in path.read_bytes(), path
+
+
+def test_notices_hold_the_url_to_remove_but_no_media_bytes_or_media_uri(whole_run):
+    out, corpus = whole_run["out"], whole_run["corpus"]
+    files = list((out / "notices").rglob("*.jsonl")) + list((out / "notices").rglob("*.csv"))
+    assert files, "the hostile corpus calls for notices"
+    data = b"".join(path.read_bytes() for path in files)
+    assert f"{hostile.MEDIA_HOST}/".encode() in data  # the URL the host needs, by design
+    media = {secret for secret in media_secrets(corpus) if not secret.startswith(f"{hostile.MEDIA_HOST}/".encode())}
+    for secret in media:
+        assert secret not in data, secret[:40]
+    assert not blobs(data) and b"contentUri" not in data and b'"payload"' not in data
 
 
 def test_outputs_are_readable_by_their_owner_only(whole_run):

@@ -105,7 +105,7 @@ def test_every_stage_is_in_the_graph(job):
         assert read.spec.urn == "beam:transform:pubsub_read:v1"
         assert b"projects/tipline-graph-test/subscriptions/tips" in read.spec.payload
     else:
-        assert "ReadReports/ReadFromText" in names
+        assert "ReadReports/ReadLines" in names
 
 
 def test_job_type_follows_the_source(job):
@@ -118,7 +118,7 @@ def test_demo_data_travels_as_packaged_names(job):
     _, job = job
     payloads = pickled_payloads(job)
     locate = payloads["EnrichGeo/Locate/ParDo(_LocateFn)/ParDo(_LocateFn)"]
-    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)/ParDo(MatchHashBatches)"]
+    match = payloads["EnrichHashes/MatchBatches/ParDo(MatchHashBatches)"]
     assert set(DATA_FILE.findall(locate)) == {b"packaged:demo-city.mmdb"}
     assert set(DATA_FILE.findall(match)) == {b"packaged:demo-bank.csv", b"packaged:demo-negative-bank.csv"}
 

@@ -92,7 +92,7 @@ def test_matcher_file_records(banks):
 
 
 def test_unreadable_uri_is_unhashable_without_the_uri(banks, tmp_path):
-    matcher = HashMatcher.from_banks([banks[0]])
+    matcher = HashMatcher.from_banks([banks[0]], media_roots=[str(tmp_path)])
     missing = str(tmp_path / "secret-name.jpg")
     file = matcher.enrich_report(report_with("x", {"contentUri": missing}))["files"][0]
     assert file["mediaStatus"] == "unhashable" and "secret-name" not in file["mediaError"]

@@ -7,7 +7,9 @@ import pytest
 from pipelines.explain import explain_report, register
 from tests.conftest import MAXMIND, SHARED, example_report
 from transforms.location.geoip import GeoLocator
+from transforms.demo.packaged import packaged
 from transforms.location.jurisdiction_rules import JurisdictionRules
+from transforms.matching.matcher import HashMatcher
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")
@@ -15,11 +17,9 @@ ANONYMOUS = str(MAXMIND / "GeoIP2-Anonymous-IP-Test.mmdb")
 EXAMPLE = str(SHARED / "contract" / "report-example.json")
 
 
-class FixedMatcher:
-    """A tiny matcher with HashMatcher's interface (returns the `_hashes` value): every report has new media."""
-
-    def enrich_report(self, report):
-        return {"matchSummary": "new", "files": [{"hashes": []} for _ in report.get("files") or []]}
+def demo_matcher():
+    """The real hash matcher over the demo bank: the contract example's file hashes are in no bank (new media)."""
+    return HashMatcher.from_banks([packaged("demo-bank.csv")])
 
 
 def test_explain_the_contract_example():
@@ -36,7 +36,7 @@ def test_explain_the_contract_example():
 
 def test_explain_with_anonymous_db_and_hash_matcher():
     report = example_report()
-    explanation = explain_report(report, GeoLocator(CITY, ASN, ANONYMOUS), JurisdictionRules.load(), FixedMatcher())
+    explanation = explain_report(report, GeoLocator(CITY, ASN, ANONYMOUS), JurisdictionRules.load(), demo_matcher())
     assert explanation["jurisdiction"] == "UNKNOWN" and "proxy" in explanation["jurisdictionReason"]
     assert explanation["priority"] == "P2" and explanation["matchSummary"] == "new"
     assert "_hashes" not in report  # the caller's report is left alone

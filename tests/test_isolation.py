@@ -91,13 +91,16 @@ def test_routed_folders_hold_only_their_own_jurisdiction(whole_run):
     assert {path.parent.parent.name for path in (out / "routed").rglob("*.avro")} == {"routed"}  # no escape
 
 
-def test_notice_folders_hold_only_their_own_jurisdiction(whole_run):
+def test_notice_folders_hold_only_their_own_provider_and_day(whole_run):
     notices = hostile.read_jsonl(whole_run["out"] / "notices")
     assert notices
     for folder, records in notices.items():
-        assert {f"jurisdiction={notice['jurisdiction']}" for notice in records} == {folder}
+        assert {f"provider={notice['provider']}" for notice in records} == {folder}
+    for path in (whole_run["out"] / "notices").rglob("*.jsonl"):
+        assert {json.loads(line)["day"] for line in path.open()} == {path.parent.parent.name.removeprefix("dt=")}
     routed = {r["reportId"]: r["jurisdiction"] for rs in hostile.read_routed(whole_run["out"]).values() for r in rs}
-    assert all(routed[n["reportId"]] == n["jurisdiction"] for ns in notices.values() for n in ns)
+    for notice in (n for ns in notices.values() for n in ns):
+        assert {routed[item["reportId"]] for item in notice["reports"]} == set(notice["jurisdictions"])
 
 
 def test_trend_rows_by_jurisdiction_match_the_routed_folders(whole_run):

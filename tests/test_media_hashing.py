@@ -45,17 +45,18 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
 
 def test_media_sources_and_limits(tmp_path):
     data = encode_jpeg(make_image(2), 80)
-    assert media_bytes({"content": base64.b64encode(data).decode()}) == data
+    roots = [str(tmp_path)]
+    assert media_bytes({"content": base64.b64encode(data).decode()}, roots) == data
     path = tmp_path / "secret-f1.jpg"
     path.write_bytes(data)
-    assert media_bytes({"contentUri": str(path)}) == data
-    assert media_bytes({"content": None, "contentUri": None}) is None
+    assert media_bytes({"contentUri": str(path)}, roots) == data
+    assert media_bytes({"content": None, "contentUri": None}, roots) is None
     with pytest.raises(UnhashableMedia, match="larger than 100 bytes"):
-        media_bytes({"contentUri": str(path)}, max_bytes=100)
+        media_bytes({"contentUri": str(path)}, roots, max_bytes=100)
     with pytest.raises(UnhashableMedia, match="not valid base64"):
-        media_bytes({"content": "!!not base64!!"})
+        media_bytes({"content": "!!not base64!!"}, roots)
     with pytest.raises(UnhashableMedia) as missing:
-        media_bytes({"contentUri": str(tmp_path / "secret-gone.jpg")})
+        media_bytes({"contentUri": str(tmp_path / "secret-gone.jpg")}, roots)
     assert "secret" not in str(missing.value)
 
 

@@ -93,12 +93,22 @@ def test_no_media_bytes_or_uris_in_any_output(run_output):
     out, _, reports = run_output
     secrets = [reports["r-media"]["files"][0]["content"][:40], "file:///var/tipline/media", "files.example.net/a/b.jpg"]
     for path in out.rglob("*"):
-        if path.is_file() and "dead_letter" not in path.parts:
+        restricted = path.relative_to(out).parts[0] in ("dead_letter", "notices")
+        if path.is_file() and not restricted:
             data = path.read_bytes()
             if path.suffix == ".avro":
                 data = json.dumps(list(fastavro.reader(io.BytesIO(data)))).encode()
             for secret in secrets:
                 assert secret.encode() not in data, (path, secret)
+
+
+def test_notices_carry_the_url_to_remove_and_nothing_of_the_media(run_output):
+    out, _, reports = run_output
+    notices = [json.loads(line) for path in (out / "notices").rglob("*.jsonl") for line in path.open()]
+    assert [notice["url"] for notice in notices] == ["https://files.example.net/a/b.jpg"]
+    data = b"".join(path.read_bytes() for path in (out / "notices").rglob("*") if path.is_file())
+    for secret in (reports["r-media"]["files"][0]["content"][:40], "file:///var/tipline/media"):
+        assert secret.encode() not in data
 
 
 def test_media_is_hashed_and_unreadable_media_marks_the_file(run_output):

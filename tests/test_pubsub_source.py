@@ -1,5 +1,5 @@
 """The local Pub/Sub source's ledger against a scripted client (no emulator): redeliveries dropped at the
-source (finding 10) and outages waited out for a bounded grace, then a clear error.
+source (a malformed message used to be dead-lettered once per delivery) and outages waited out for a bounded grace, then a clear error.
 
 The same behaviours through the whole pipeline on the emulator are in tests/test_faults.py.
 """
@@ -66,7 +66,7 @@ def short_grace(monkeypatch):
     monkeypatch.setattr(pubsub_source, "MAX_BACKOFF_SECONDS", 0.2)
 
 
-# --- redeliveries (finding 10) ---------------------------------------------------------------------------
+# --- redeliveries within a run ---------------------------------------------------------------------------
 
 def test_a_redelivered_message_is_dropped_at_the_source_and_its_ack_id_kept(make_ledger):
     client = ScriptedClient([delivery(1, "a1"), delivery(2, "a2")], [],

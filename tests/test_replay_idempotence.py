@@ -1,7 +1,7 @@
 """Replays (issue #7.2): the same input run twice into the same output must not duplicate a report in any sink.
 
 Files are content-addressed (transforms/plumbing/windowed_files.py): a second run yields the same names and skips
-them (finding 7, fixed). A crash mid-run followed by a full replay is the same case (the replay re-writes
+them (a replay used to write every record again). A crash mid-run followed by a full replay is the same case (the replay re-writes
 what the crashed run had committed).
 """
 import json

@@ -1,24 +1,28 @@
-"""Takedown notices: who gets one, what it names (host, ASN), and that no URL ever leaks into it."""
-import glob
+"""Takedown notices: who gets one, what it names, one per (provider, URL) and day, and strict host parsing."""
+import csv
 import json
-import os
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.conftest import MAXMIND, example_report
 from transforms.location.geoip import GeoLocator, NetworkLookup
-from transforms.notices import WriteTakedownNotices, host_of, takedown_notices
+from transforms.notices import WriteTakedownNotices
+from transforms.takedown.notices import notice_id, sightings
+from transforms.takedown.providers import provider_of, registrable_domain
+from transforms.takedown.urls import parse_url
 
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")
+CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ISP = str(MAXMIND / "GeoIP2-ISP-Test.mmdb")
-URLS = ("https://Files.Example.NET:8443/a/b.jpg?token=secret", "http://1.128.0.1/media/c.jpg", "not a url")
+URLS = ("https://cdn3.Files.Example.NET:8443/a/b.jpg?token=secret", "http://1.128.0.1/media/c.jpg", "not a url")
 
 
-def unlocated_report(urls=URLS):
+def unlocated_report(urls=URLS, report_id="ESP17-2026-000123"):
     report = example_report()
+    report["reportId"] = report_id
     template = report["files"][0]
     report["files"] = [{**template, "fileId": f"f-{i + 1}", "locationOfFile": url} for i, url in enumerate(urls)]
     report["files"].append({**template, "fileId": "private", "publiclyAvailable": False})
@@ -27,63 +31,99 @@ def unlocated_report(urls=URLS):
     return report
 
 
-def test_host_of():
-    assert host_of("https://user:pw@Files.Example.NET:8443/a") == "files.example.net"
-    assert host_of("http://[2001:db8::1]/x") == "2001:db8::1"
-    assert host_of("http://[::1") is None and host_of("not a url") is None and host_of(None) is None
+def facts_of(report, lookup=None):
+    network_of = lookup.network_of if lookup else None
+    return [(sighting.file_id, sighting.facts) for _, sighting in sightings(report, network_of)]
 
 
-def test_notices_name_the_host_and_the_asn_of_an_ip_host_but_never_the_url():
-    notices = takedown_notices(unlocated_report(), NetworkLookup(ASN, ISP))
-    assert [(n["fileId"], n["host"], n["hostIsIp"], n["hostAsn"], n["hostAsOrganization"], n["hostIsp"])
-            for n in notices] == [("f-1", "files.example.net", False, None, None, None),
-                                  ("f-2", "1.128.0.1", True, 1221, "Telstra Pty Ltd", "Telstra Internet")]
-    assert notices[0]["hashes"] == [{"signalType": "MD5", "value": "9e107d9d372bb6826bd81d3542a419d6",
-                                     "source": "provided"}]
-    assert all(n["reportId"] == "ESP17-2026-000123" and n["jurisdiction"] == "UNKNOWN" for n in notices)
-    text = json.dumps(notices)
-    for fragment in ("/a/b.jpg", "token", "secret", "/media/", "http", "file://", "contentUri"):
-        assert fragment not in text
+@pytest.mark.parametrize("url, host, problem", [
+    ("https://user:pw@Files.Example.NET:8443/a", "files.example.net", None),
+    ("http://[2001:db8::1]/x", "2001:db8::1", None),
+    ("http://1.128.0.1/x", "1.128.0.1", None),
+    ("ftp://files.example.net/x", "files.example.net", "scheme 'ftp' is not http or https"),
+    ("https://files%2Fexample.net/x", None, "host holds characters a host name cannot"),
+    ("https://files.example.net\\evil.com/x", None, "host holds characters a host name cannot"),
+    ("https://xn--bcher-kva.example/x", "xn--bcher-kva.example", "punycode (internationalised) host: an analyst checks it"),
+    ("https://bücher.example/x", None, "host is not ASCII (an internationalised name): an analyst checks it"),
+    ("https:///no-host", None, "no host"),
+    ("http://[::1", None, "URL cannot be parsed (ValueError)"),
+    ("https://files.example.net/" + "a" * 2100, None, "URL longer than 2048 characters"),
+    ("not a url", None, "no host"),
+])
+def test_hosts_are_parsed_strictly_and_never_guessed(url, host, problem):
+    parsed = parse_url(url)
+    assert (parsed.host, parsed.not_checkable) == (host, problem)
 
 
-def test_notices_use_the_hash_stage_hashes_when_present():
-    report = unlocated_report(URLS[:1])
-    report["_hashes"] = {"matchSummary": "known",
-                         "files": [{"hashes": [{"signalType": "pdq", "value": "ff00", "source": "computed"}]}]}
-    assert takedown_notices(report)[0]["hashes"] == [{"signalType": "pdq", "value": "ff00", "source": "computed"}]
+def test_the_provider_is_the_registrable_domain_or_the_network_that_announces_an_ip():
+    assert registrable_domain("cdn3.files.example.co.uk") == "example.co.uk"
+    assert provider_of(parse_url("http://1.128.0.1/x"), {"asn": 1221, "asOrganization": "Telstra Pty Ltd"}) == \
+        "Telstra Pty Ltd"
+    assert provider_of(parse_url("http://1.128.0.1/x"), {"asn": 1221}) == "AS1221"
+    assert provider_of(parse_url("http://192.0.2.7/x"), None) == "ip:192.0.2.7"
+    assert provider_of(parse_url("not a url"), None) is None
 
 
-def test_located_users_get_no_notices():
+def test_sightings_name_provider_host_network_and_country():
+    locator = GeoLocator(CITY)
+    found = dict(facts_of(unlocated_report(), NetworkLookup(ASN, ISP)))
+    assert set(found) == {"f-1", "f-2", "f-3"}  # the private file calls for nothing
+    assert (found["f-1"]["provider"], found["f-1"]["host"], found["f-1"]["checkable"]) == \
+        ("example.net", "cdn3.files.example.net", True)
+    assert (found["f-2"]["provider"], found["f-2"]["hostAsn"], found["f-2"]["hostIsp"]) == \
+        ("Telstra Pty Ltd", 1221, "Telstra Internet")
+    assert (found["f-3"]["provider"], found["f-3"]["checkable"]) == ("unknown", False)
+    country = [s.facts["hostingCountry"] for _, s in sightings(
+        unlocated_report(URLS[1:2] + ("http://89.160.20.112/d.jpg",)), None,
+        lambda ip: (locator.city_of(ip) or [{}])[0].get("countryCode"))]
+    assert country == [None, "SE"]  # unknown stays unknown: 1.128.0.1 is not in MaxMind's City test database
+
+
+def test_located_users_get_no_notices_and_an_anonymiser_does_not_hide_them():
     report = unlocated_report()
     report["_geo"] = {"locationSource": "geoip"}
-    assert takedown_notices(report) == []
-    report["_geo"] = {"locationSource": "estimatedLocation"}
-    assert takedown_notices(report) == []
-
-
-def test_a_user_hidden_behind_an_anonymiser_counts_as_unlocated():
-    report = unlocated_report(URLS[:1])
+    assert sightings(report) == []
     report["_geo"] = {"locationSource": "geoip", "anonymous": True}
-    assert [n["host"] for n in takedown_notices(report)] == ["files.example.net"]
+    assert len(sightings(report)) == 3
 
 
-def test_example_report_with_an_unlocatable_ip_calls_for_one_notice():
-    locator = GeoLocator(str(MAXMIND / "GeoIP2-City-Test.mmdb"), ASN)
-    report = example_report()
-    report["files"][0]["ipCaptureEvent"]["ipAddress"] = "10.0.0.1"
-    report["personOrUserReported"]["ipCaptureEvents"] = []
-    report["personOrUserReported"]["estimatedLocation"] = None
-    report["_geo"] = locator.locate(report)
-    assert [n["host"] for n in takedown_notices(report, locator)] == ["files.example.net"]
+def test_notice_ids_are_deterministic_per_provider_url_and_day():
+    assert notice_id("example.net", "https://x/1", "2026-11-23") == notice_id("example.net", "https://x/1", "2026-11-23")
+    assert len({notice_id("example.net", "https://x/1", day) for day in ("2026-11-23", "2026-11-24")}) == 2
 
 
-def test_write_takedown_notices_writes_json_lines_per_jurisdiction(tmp_path):
-    report = unlocated_report()
+def run_notices(tmp_path, reports):
     with TestPipeline() as p:
-        notices = (p | beam.Create([report]) | beam.Map(lambda r: TimestampedValue(r, 1795428005))
-                   | WriteTakedownNotices(str(tmp_path), asn_db=ASN))
-        assert_that(notices | beam.Map(lambda n: (n["fileId"], n["hostAsn"])), equal_to([("f-1", None), ("f-2", 1221)]))
-    files = glob.glob(os.path.join(tmp_path, "notices", "jurisdiction=UNKNOWN", "*.jsonl"))
-    lines = [json.loads(line) for path in files for line in open(path)]
-    assert sorted(n["fileId"] for n in lines) == ["f-1", "f-2"]
-    assert "/a/b.jpg" not in "".join(open(path).read() for path in files)
+        _ = (p | beam.Create(reports) | beam.Map(lambda r: TimestampedValue(r[0], r[1]))
+             | WriteTakedownNotices(str(tmp_path), asn_db=ASN, city_db=CITY))
+    notices = {}
+    for path in (tmp_path / "notices").rglob("*.jsonl"):
+        for line in path.open():
+            notice = json.loads(line)
+            notices[notice["noticeId"]] = (path.parent.relative_to(tmp_path / "notices").as_posix(), notice)
+    return notices
+
+
+def test_a_viral_url_in_many_reports_is_one_notice_per_provider_and_day(tmp_path):
+    day_one, day_two = 1795392000 + 3600, 1795392000 + 86400 + 3600  # 2026-11-23 and -24, 01:00 UTC
+    viral = [(unlocated_report(URLS[:1], f"r-{n}"), day_one + n) for n in range(30)]
+    viral.append((unlocated_report(URLS[:1], "r-next-day"), day_two))
+    swedish = "http://89.160.20.112/d.jpg"
+    notices = run_notices(tmp_path, viral + [(unlocated_report((swedish,), "r-ip"), day_one)])
+    by_folder = sorted((folder, notice["reportCount"], notice["url"]) for folder, notice in notices.values())
+    assert by_folder == [("dt=2026-11-23/provider=Bredband2_AB", 1, swedish),
+                         ("dt=2026-11-23/provider=example.net", 30, URLS[0]),
+                         ("dt=2026-11-24/provider=example.net", 1, URLS[0])]
+    bredband = next(notice for _, notice in notices.values() if notice["provider"] == "Bredband2 AB")
+    assert (bredband["hostingCountry"], bredband["hostAsn"], bredband["jurisdictions"]) == ("SE", 29518, ["UNKNOWN"])
+    rows = [row for path in (tmp_path / "notices").rglob("*.csv") for row in csv.DictReader(path.open())]
+    assert sorted(row["reportCount"] for row in rows) == ["1", "1", "30"]
+    assert {row["noticeId"] for row in rows} == set(notices)
+
+
+def test_a_url_no_machine_may_check_is_still_a_notice_with_its_reason(tmp_path):
+    notices = run_notices(tmp_path, [(unlocated_report(["https://files%2Fexample.net/x"]), 1795392000)])
+    [(folder, notice)] = notices.values()
+    assert folder == "dt=2026-11-23/provider=unknown"
+    assert (notice["checkable"], notice["host"], notice["notCheckableReason"]) == \
+        (False, None, "host holds characters a host name cannot")

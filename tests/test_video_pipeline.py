@@ -124,7 +124,7 @@ def pipeline_run(bank, queries, tmp_path_factory, city_test_db):
     reports.append(report_with_video("r-truncated", queries.parent, "truncated.mp4", inline=True))
     (root / "reports.jsonl").write_text("\n".join(json.dumps(report) for report in reports) + "\n")
     summary = run_pipeline(["--source", "files", "--input", str(root / "reports.jsonl"), "--output", str(root / "out"),
-                            "--geoip-city-db", city_test_db, "--hash-bank", bank])
+                            "--geoip-city-db", city_test_db, "--hash-bank", bank, "--media-root", str(queries)])
     records = {}
     for path in (root / "out" / "routed").rglob("*.avro"):
         with path.open("rb") as handle:

@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipelines.streaming import count_every_bundle
+from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 
 HOUR = 3600

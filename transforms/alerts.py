@@ -2,7 +2,7 @@
 
 Watched keys, each counted per fixed event-time window (hourly by default) of routed records:
   - `signature`: the content signature a report is bundled under (a bank entry or an exact hash; see
-    transforms/bundles.py), i.e. a hash or bundle going viral;
+    transforms/reports/signatures.py), i.e. a hash or bundle going viral;
   - `esp`: one provider's report volume;
   - `jurisdiction`: the volume routed to one jurisdiction.
 Rule, per key, evaluated once per window when the watermark passes its end (the on-time pane):
@@ -15,7 +15,6 @@ of history first, so a fresh run does not alert on every provider's first hour. 
 not a tally); their reports are counted in `spike_late_reports_ignored`.
 Alerts carry the key, counts and the rule: no user ids, IP addresses or media.
 """
-import collections
 import dataclasses
 import hashlib
 
@@ -26,12 +25,11 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from transforms.bundles import record_signature
-from transforms.plumbing.event_windows import late_firing_windows, utc, window_start_seconds
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.reports.signatures import record_signature
 
 DEFAULT_WINDOW_SECONDS = 3600
 DEFAULT_FORGET_AFTER_WINDOWS = 48
@@ -87,54 +85,23 @@ def watched_keys(record):
     return keys
 
 
-class CountWatchedKeys(beam.CombineFn):
-    """Streaming: a window's count per watched key, from one element (its keys) per record."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, counts, keys):
-        counts.update(keys)
-        return counts
-
-    def merge_accumulators(self, accumulators):
-        merged = collections.Counter()
-        for counts in accumulators:
-            merged.update(counts)
-        return merged
-
-    def extract_output(self, counts):
-        return counts
-
-
-def watched_keys_and_window(window_seconds):
-    """Batch: ((kind, key), window start) pairs of a routed record, counted in the global window."""
-
-    def keyed(record, timestamp=beam.DoFn.TimestampParam):
-        start = window_start_seconds(timestamp, window_seconds)
-        return [((key, start), 1) for key in watched_keys(record)]
-
-    return keyed
-
-
-def window_count_of_key(keyed_count):
-    """Batch: ((key, window start), count) -> (key, (window start, count)) for the key's timeline."""
-    (key, start), count = keyed_count
-    return key, (start, count)
+def watched_keys_counted_once(record):
+    """(the record's watched keys, 1): what CombinePerKeyAndWindow counts per key and window."""
+    return watched_keys(record), 1
 
 
 class _OnTimeCountFn(beam.DoFn):
-    """Passes each key's on-time window count on; counts what late panes add and leaves it out."""
+    """A key's window count -> (key, (window start, count)); what late panes add is counted and left out
+    (a window is judged once; a bounded run has on-time panes only)."""
 
     def __init__(self):
         self.late_ignored = counter("spike_late_reports_ignored")
 
-    def process(self, keyed_count, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        key, count = keyed_count
-        if pane.timing == PaneInfoTiming.LATE:
-            self.late_ignored.inc(count)
+    def process(self, result):
+        if result.pane["pane_timing"] == "LATE":
+            self.late_ignored.inc(result.value)
             return
-        yield key, (int(win.start.micros // 1_000_000), count)
+        yield result.key, (result.start, result.value)
 
 
 def window_end_micros(start, window_seconds):
@@ -256,27 +223,24 @@ class SpikeAlerts(beam.PTransform):
             window_seconds=None)  # a warning is written as soon as it is judged, not when its hour closes
         return alerts
 
+    def window_counts(self, routed_records):
+        """(key, (window start, count)) of each watched key's on-time windows."""
+        return (routed_records
+                | "CountWindows" >> CombinePerKeyAndWindow(
+                    watched_keys_counted_once, beam.combiners.CountCombineFn(), self.window_seconds,
+                    self.allowed_lateness_seconds, accumulate=False)
+                | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn()))
+
     def batch_alerts(self, routed_records):
-        """Counts keyed by window start in the global window, then each key's whole timeline judged at once."""
-        return (
-            routed_records
-            | "WatchedKeysAndWindow" >> beam.FlatMap(watched_keys_and_window(self.window_seconds))
-            | "Count" >> beam.CombinePerKey(sum)
-            | "WindowCountOfKey" >> beam.Map(window_count_of_key)
-            | "Timelines" >> beam.GroupByKey()
-            | "JudgeTimelines" >> beam.ParDo(
-                _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows)))
+        """Each key's whole timeline judged at once."""
+        return (self.window_counts(routed_records)
+                | "Timelines" >> beam.GroupByKey()
+                | "JudgeTimelines" >> beam.ParDo(
+                    _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows)))
 
     def streaming_alerts(self, routed_records):
-        """Hourly counts in event-time windows; a stateful detector judges each window once it is complete."""
-        return (
-            routed_records
-            | "WatchedKeys" >> beam.Map(watched_keys)
-            | "CountWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=False)
-            | "Count" >> beam.CombineGlobally(CountWatchedKeys()).without_defaults()
-            | "PerKey" >> beam.FlatMap(collections.Counter.items)
-            | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
-            | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
-            | "DetectSpikes" >> beam.ParDo(
-                _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows)))
+        """A stateful detector judges each key's window once the watermark has passed it."""
+        return (self.window_counts(routed_records)
+                | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+                | "DetectSpikes" >> beam.ParDo(
+                    _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows)))

@@ -1,13 +1,8 @@
 """Incident bundles: reports whose files share a content signature within one event-time window.
 
-A report's signature is one deterministic choice among its files' signals, so that a report belongs to
-exactly one bundle:
-  1. a bank entry it matched, `bank:<bank>:<externalId>` (perceptual matches to the same entry meet here);
-  2. otherwise an exact hash, `<type>:<hex>` (MD5, SHA1, SHA256, ...);
-  the lexicographically smallest within the first class that has one. Perceptual hashes without a bank
-  match form no signature (near-duplicates are not transitive, so they cannot name a bundle).
-A report the producer already bundled (`batchedReport`, e.g. VIRAL_POTENTIAL_MEME) is a bundle by
-itself: signature `esp-batch:<reportId>`, never merged with other reports.
+A report's signature (transforms/reports/signatures.py) is one deterministic choice among its files'
+signals, so that a report belongs to exactly one bundle: a bank entry it matched, else an exact hash; a
+report the producer already bundled (`batchedReport`) is a bundle by itself.
 
 The bundle id is a digest of (signature, window start), so `StampBundleIds` stamps each report before
 routing without waiting for its group, and `BundleRepeats` writes the matching bundle record when the
@@ -15,21 +10,19 @@ window fires. Every signature forms a bundle, a single report included: every st
 record, and a late report can still turn a bundle of one into a repeat (late pane). Bundles carry
 counts of distinct users and ESPs, never the user ids themselves.
 """
+import dataclasses
 import functools
 import hashlib
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.transforms import window
 
-from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
-                                      window_start_seconds)
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc, window_start_seconds
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.reports.signatures import record_signature, report_signature, signature_kind
 
 DEFAULT_WINDOW_SECONDS = 3600
-EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})
-ESP_BATCH = "esp-batch"
 
 BUNDLE_SCHEMA = pa.schema([
     ("bundle_id", pa.string()),
@@ -46,43 +39,6 @@ BUNDLE_SCHEMA = pa.schema([
     ("pane_index", pa.int64()),
     ("pane_timing", pa.string()),
 ])
-
-
-def normal_signal_type(signal_type):
-    """`sha-256` and `SHA256` name the same hash."""
-    return signal_type.upper().replace("-", "").replace("_", "")
-
-
-def content_signature(file_results, batched_reason, report_id):
-    """The one signature a report is bundled under, or None when its files carry no usable signal."""
-    if batched_reason:
-        return f"{ESP_BATCH}:{report_id}"
-    bank_entries = sorted(
-        f"bank:{match['bank']}:{match['externalId']}"
-        for file in file_results for match in file.get("matches") or [] if match.get("externalId"))
-    if bank_entries:
-        return bank_entries[0]
-    exact_hashes = sorted(
-        f"{normal_signal_type(digest['signalType']).lower()}:{digest['value'].lower()}"
-        for file in file_results for digest in file.get("hashes") or []
-        if normal_signal_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
-    return exact_hashes[0] if exact_hashes else None
-
-
-def report_signature(report):
-    """Signature of an enriched report (before routing: `_hashes` from EnrichHashes)."""
-    return content_signature(report.get("_hashes", {}).get("files") or [],
-                             (report.get("batchedReport") or {}).get("reason"), report["reportId"])
-
-
-def record_signature(record):
-    """Signature of a routed record (schemas/routed_report.avsc); agrees with `report_signature`."""
-    return content_signature(record.get("files") or [], record.get("batchedReason"), record["reportId"])
-
-
-def signature_kind(signature):
-    prefix = signature.split(":", 1)[0]
-    return {"bank": "bank_entry", ESP_BATCH: "esp_batch"}.get(prefix, "exact_hash")
 
 
 def bundle_id(signature, window_start):
@@ -122,89 +78,61 @@ def sighting(record, timestamp):
     return timestamp.micros / 1e6, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
 
 
-class _KeyBySignatureFn(beam.DoFn):
-    """Streaming: (signature, sighting); the window comes from the windowing that follows."""
-
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        signature = record_signature(record)
-        if signature is not None:
-            yield signature, sighting(record, timestamp)
+def signature_and_sighting(record_and_time):
+    """([the signature of a (routed record, event time)], its sighting); no key when its files have none."""
+    record, timestamp = record_and_time
+    signature = record_signature(record)
+    return ([signature] if signature is not None else []), sighting(record, timestamp)
 
 
-class _KeyBySignatureAndWindowFn(beam.DoFn):
-    """Batch: ((signature, window start), sighting), grouped in the global window."""
+@dataclasses.dataclass
+class BundleTally:
+    """What a bundle accumulates: first/last seen (epoch seconds), reports, distinct users, ESPs, jurisdictions."""
 
-    def __init__(self, window_seconds):
-        self.window_seconds = window_seconds
+    first: float = float("inf")
+    last: float = float("-inf")
+    reports: int = 0
+    users: set = dataclasses.field(default_factory=set)
+    esps: set = dataclasses.field(default_factory=set)
+    jurisdictions: set = dataclasses.field(default_factory=set)
 
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        signature = record_signature(record)
-        if signature is not None:
-            yield (signature, window_start_seconds(timestamp, self.window_seconds)), sighting(record, timestamp)
-
-
-class BundleFn(beam.CombineFn):
-    """First/last seen, report count and the distinct users, ESPs and jurisdictions of one bundle."""
-
-    def create_accumulator(self):
-        return [float("inf"), float("-inf"), 0, set(), set(), set()]
-
-    def add_input(self, acc, sighting):
+    def add(self, sighting):
         seen, user, esp, jurisdiction = sighting
-        acc[0], acc[1], acc[2] = min(acc[0], seen), max(acc[1], seen), acc[2] + 1
+        self.first, self.last, self.reports = min(self.first, seen), max(self.last, seen), self.reports + 1
         if user is not None:
-            acc[3].add(user)
-        acc[4].add(esp)
-        acc[5].add(jurisdiction)
-        return acc
+            self.users.add(user)
+        self.esps.add(esp)
+        self.jurisdictions.add(jurisdiction)
 
-    def merge_accumulators(self, accs):
-        merged = self.create_accumulator()
-        for acc in accs:
-            merged[0], merged[1], merged[2] = min(merged[0], acc[0]), max(merged[1], acc[1]), merged[2] + acc[2]
-            for index in (3, 4, 5):
-                merged[index] |= acc[index]
-        return merged
-
-    def extract_output(self, acc):
-        return acc
+    def merge(self, other):
+        self.first, self.last = min(self.first, other.first), max(self.last, other.last)
+        self.reports += other.reports
+        self.users |= other.users
+        self.esps |= other.esps
+        self.jurisdictions |= other.jurisdictions
 
 
-def bundle_record(signature, start, end, accumulator, pane):
-    """The bundle row: window bounds in epoch seconds, the combined accumulator, pane columns."""
-    first, last, reports, users, esps, jurisdictions = accumulator
+def bundle_record(signature, start, end, tally, pane):
+    """The bundle row: window bounds in epoch seconds, the combined tally, pane columns."""
     return {
         "bundle_id": bundle_id(signature, start),
         "signature": signature,
         "signature_kind": signature_kind(signature),
         "window_start": utc(start),
         "window_end": utc(end),
-        "first_seen": utc(first),
-        "last_seen": utc(last),
-        "reports": reports,
-        "users": len(users),
-        "esps": len(esps),
-        "jurisdictions": sorted(jurisdictions),
+        "first_seen": utc(tally.first),
+        "last_seen": utc(tally.last),
+        "reports": tally.reports,
+        "users": len(tally.users),
+        "esps": len(tally.esps),
+        "jurisdictions": sorted(tally.jurisdictions),
         **pane,
     }
 
 
-class _BundleRecordFn(beam.DoFn):
-    def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        signature, accumulator = keyed
-        yield bundle_record(signature, int(win.start.micros // 1_000_000), int(win.end.micros // 1_000_000),
-                            accumulator, pane_columns(pane))
-
-
-def batch_bundle_record(window_seconds):
-    """Batch: ((signature, window start), accumulator) -> the bundle row, timestamped inside its window."""
-
-    def to_record(keyed):
-        (signature, start), accumulator = keyed
-        return in_window(bundle_record(signature, start, start + window_seconds, accumulator, ON_TIME_PANE),
-                         start, window_seconds)
-
-    return to_record
+def result_bundle_record(result):
+    """A `WindowResult` of a bundle's tally -> the bundle row."""
+    return bundle_record(result.key, result.start, result.end, result.value, result.pane)
 
 
 def date_partition(row):
@@ -225,13 +153,13 @@ class BundleRepeats(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        bundles = self.batch_bundles(routed_records) if routed_records.is_bounded else (
+        bundles = (
             routed_records
-            | "KeyBySignature" >> beam.ParDo(_KeyBySignatureFn())
-            | "BundleWindows" >> late_firing_windows(
-                window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, accumulate=True)
-            | "CombineBundle" >> beam.CombinePerKey(BundleFn())
-            | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
+            | "Sightings" >> beam.Map(lambda record, ts=beam.DoFn.TimestampParam: (record, ts))
+            | "CombineBundles" >> CombinePerKeyAndWindow(
+                signature_and_sighting, TallyCombineFn(BundleTally), self.window_seconds, self.allowed_lateness_seconds,
+                accumulate=True)
+            | "ToBundleRecord" >> beam.Map(result_bundle_record))
         _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/bundles",
             destination=date_partition,
@@ -240,10 +168,3 @@ class BundleRepeats(beam.PTransform):
             window_seconds=self.window_seconds,
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return bundles
-
-    def batch_bundles(self, routed_records):
-        """Keyed by (signature, window start) in the global window: one on-time pane per bundle."""
-        return (routed_records
-                | "KeyBySignatureAndWindow" >> beam.ParDo(_KeyBySignatureAndWindowFn(self.window_seconds))
-                | "CombineBundle" >> beam.CombinePerKey(BundleFn())
-                | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.window_seconds)))

@@ -9,6 +9,7 @@ from apache_beam.utils import shared
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.geoip import GeoLocator
 from transforms.plumbing.metrics import LabelledCounters
+from transforms.reports.enrichment import with_location
 
 STAGE = "enrich_geo"
 
@@ -23,9 +24,9 @@ class _LocateFn(beam.DoFn):
         self.locator = self.shared_locator.acquire(lambda: GeoLocator(*self.databases), tag=repr(self.databases))
 
     def process(self, report):
-        geo = self.locator.locate(report)
-        self.location_sources.inc(geo["locationSource"])
-        yield {**report, "_geo": geo}
+        located = with_location(report, self.locator)
+        self.location_sources.inc(located["_geo"]["locationSource"])
+        yield located
 
 
 class EnrichGeo(beam.PTransform):

@@ -17,21 +17,19 @@ from transforms.dead_letters import dead_letter_from_failure
 from transforms.matching.banks import bank_fingerprint
 from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.plumbing.metrics import counter
+from transforms.reports.enrichment import with_hashes
 
 STAGE = "enrich_hashes"
-FAILURE_KEY = "_hashes_error"
-
-
-class HashingFailed(Exception):
-    """A report whose hashing raised an unexpected error inside its batch."""
+FAILURES = "failures"
 
 
 class EnrichHashes(beam.PTransform):
     """Reports -> (reports with `_hashes`, dead letters)."""
 
-    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64,
+    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64, media_roots=(),
                  video=VideoMatching()):
         super().__init__()
+        self.media_roots = list(media_roots or ())
         self.video = video
         self.bank_paths = list(bank_paths)
         self.negative_bank_paths = list(negative_bank_paths)
@@ -43,26 +41,20 @@ class EnrichHashes(beam.PTransform):
             reports
             | "KeepEventTime" >> beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
             | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size))
-        matched, failed_batches = (
-            batches
-            | "MatchBatches" >> beam.ParDo(
-                MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.video))
-            .with_exception_handling())
-        enriched, failed_reports = matched | "SeparateFailures" >> beam.Map(raise_recorded_failure).with_exception_handling()
-        batch_failures = failed_batches | "SplitFailedBatches" >> beam.FlatMap(
-            lambda failure: [(report, failure[1]) for report, _ in failure[0]])
-        dead_letters = (
-            (failed_reports, batch_failures)
-            | "FlattenFailures" >> beam.Flatten()
-            | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE)))
-        return enriched, dead_letters
+        matched = batches | "MatchBatches" >> beam.ParDo(
+            MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.media_roots,
+                             self.video)
+        ).with_outputs(FAILURES, main="enriched")
+        dead_letters = matched[FAILURES] | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE))
+        return matched.enriched, dead_letters
 
 
 class MatchHashBatches(beam.DoFn):
-    """A batch of (report, event time) -> each report with `_hashes` (or with the error that stopped it),
-    back at its own event time."""
+    """A batch of (report, event time) -> each report with `_hashes` back at its own event time; a report
+    whose hashing failed goes to the `failures` output as (report, (type, error, None))."""
 
-    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, video=VideoMatching()):
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=(), video=VideoMatching()):
+        self.media_roots = list(media_roots or ())
         self.video = video
         self.bank_paths = bank_paths
         self.negative_bank_paths = negative_bank_paths
@@ -86,7 +78,7 @@ class MatchHashBatches(beam.DoFn):
     def _acquire(self, fingerprint):
         """The worker's matcher for these exact bank files, built by the first thread that asks."""
         return self._shared.acquire(
-            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.video),
+            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots, self.video),
             tag=repr(fingerprint))
 
     def refresh_if_banks_changed(self):
@@ -105,24 +97,26 @@ class MatchHashBatches(beam.DoFn):
             self.bank_reloads.inc()
 
     def process(self, stamped_batch):
+        """Each report at its own event time with `_hashes`; if the batch fails, each report alone, so a
+        report that fails goes to the failures output (report, error) by itself."""
         self.refresh_if_banks_changed()
         batch = [report for report, _ in stamped_batch]
         try:
-            results = self._matcher.enrich_reports(batch)
-        except Exception:  # an unexpected error in one report: retry one by one so only it fails
-            results = [self._enrich_alone(report) for report in batch]
-        for (report, event_time), hashes in zip(stamped_batch, results):
-            if FAILURE_KEY in hashes:
-                yield TimestampedValue({**report, **hashes}, event_time)
+            enriched = with_hashes(batch, self._matcher)
+        except Exception:
+            enriched = [self._enrich_alone(report) for report in batch]
+        for (report, event_time), result in zip(stamped_batch, enriched):
+            if isinstance(result, BaseException):
+                yield beam.pvalue.TaggedOutput(FAILURES, (report, (type(result), result, None)))
                 continue
-            self._count(hashes)
-            yield TimestampedValue({**report, "_hashes": hashes}, event_time)
+            self._count(result["_hashes"])
+            yield TimestampedValue(result, event_time)
 
     def _enrich_alone(self, report):
         try:
-            return self._matcher.enrich_report(report)
+            return with_hashes([report], self._matcher)[0]
         except Exception as error:
-            return {FAILURE_KEY: f"{type(error).__name__}: {error}"}
+            return error
 
     def _count(self, hashes):
         for file in hashes["files"]:
@@ -134,9 +128,3 @@ class MatchHashBatches(beam.DoFn):
             if file.get("video"):
                 self.videos_hashed.inc()
 
-
-def raise_recorded_failure(report):
-    """Passes enriched reports through; raises for a report whose hashing failed, to dead-letter it."""
-    if FAILURE_KEY in report:
-        raise HashingFailed(report[FAILURE_KEY])
-    return report

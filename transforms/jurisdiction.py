@@ -7,6 +7,7 @@ import apache_beam as beam
 from transforms.dead_letters import dead_letter_from_failure
 from transforms.location.jurisdiction_rules import JurisdictionRules
 from transforms.plumbing.metrics import LabelledCounters
+from transforms.reports.enrichment import with_routing
 
 STAGE = "assign_jurisdiction"
 
@@ -20,10 +21,10 @@ class _AssignFn(beam.DoFn):
         self.rules = JurisdictionRules.load()
 
     def process(self, report):
-        routing = self.rules.assign(report)
-        self.priorities.inc(routing["priority"])
-        self.referral_classes.inc(routing["referralClass"])
-        yield {**report, "_routing": routing}
+        assigned = with_routing(report, self.rules)
+        self.priorities.inc(assigned["_routing"]["priority"])
+        self.referral_classes.inc(assigned["_routing"]["referralClass"])
+        yield assigned
 
 
 class AssignJurisdiction(beam.PTransform):

@@ -1,92 +1,52 @@
-"""Takedown notices: when a report's user cannot be located, ask whoever hosts public media to take it down.
+"""TakedownNotices: one notice per (provider, URL) and UTC day to whoever hosts an unlocated user's public media.
 
-A notice goes to the hosting provider of each `publiclyAvailable` file with a `locationOfFile`, for reports
-whose `_geo.locationSource` is "none". It names the host (and, for an IP-address host, its ASN, organisation
-and ISP), the report, the file, its hashes and the jurisdiction. It never carries the URL or its path:
-media URIs must not appear in any output or log, so the clearinghouse hands the URL over by its own channel.
+The decisions are in transforms/takedown/ (which files call for a notice, who the provider is, whether a
+machine may check the URL); this stage looks hosts up once per worker (ASN and City databases), counts the
+sightings of each URL per day with the windowed-combine helper (one body for batch and streaming; a late
+report fires its notice again with every report so far, the latest pane being the whole notice), and writes
+each provider's daily batch under `<output>/notices/dt=YYYY-MM-DD/provider=<provider>/` twice: JSON Lines
+for a mailer and CSV for a person. Notices hold URLs: a restricted output, written owner-only.
 """
+import functools
 import logging
-from urllib.parse import urlsplit
+import re
 
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from transforms.location.geoip import NetworkLookup, classify_ip
-from transforms.location.jurisdiction_rules import UNKNOWN
+from transforms.location.geoip import GeoLocator, NetworkLookup
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import CsvSink, JsonLinesSink, WriteWindowedFiles
+from transforms.takedown.notices import NoticeTally, notice_record, sightings
+
+DAY = 24 * 3600
+CSV_COLUMNS = ("noticeId", "day", "provider", "url", "host", "hostingCountry", "reportCount", "reportIds",
+               "checkable", "notCheckableReason", "pane_index")
 
 
-def host_of(url):
-    """The lower-case host name (or IP address) of a URL; None when it has none."""
-    try:
-        return urlsplit(url.strip()).hostname or None
-    except (AttributeError, ValueError):
-        return None
+class HostLookups:
+    """ASN (and ISP) and City lookups of host addresses, shared by a worker's threads."""
+
+    def __init__(self, city_db=None, asn_db=None, isp_db=None):
+        self.network = NetworkLookup(asn_db, isp_db)
+        self.locator = GeoLocator(city_db) if city_db else None
+
+    def country_of(self, ip):
+        placed = self.locator.city_of(ip) if self.locator is not None else None
+        return placed[0]["countryCode"] if placed else None
 
 
-def host_network(host, locator):
-    """Who runs an IP-address host (ASN, organisation, ISP); a named host is left to DNS and WHOIS."""
-    ip, problem = classify_ip(host)
-    if ip is None:
-        return {"hostIsIp": False, "hostAsn": None, "hostAsOrganization": None, "hostIsp": None}
-    network = locator.network_of(ip) if locator is not None and problem is None else {}
-    return {"hostIsIp": True, "hostAsn": network.get("asn"), "hostAsOrganization": network.get("asOrganization"),
-            "hostIsp": network.get("isp")}
-
-
-def file_hashes(report, index, file):
-    """The hash stage's hashes of the file, else the provider's original hashes."""
-    hashed_files = (report.get("_hashes") or {}).get("files") or []
-    if index < len(hashed_files):
-        return list(hashed_files[index].get("hashes") or [])
-    return [{"signalType": value.get("hashType"), "value": value.get("value"), "source": "provided"}
-            for value in file.get("originalFileHashes") or []]
-
-
-def user_unlocated(geo):
-    """No location an agency could act on: none at all, or only an anonymiser's or proxy's."""
-    return geo["locationSource"] == "none" or geo.get("anonymous") is True
-
-
-def takedown_notices(report, locator=None):
-    """The notices a report calls for (see the module docstring); `locator` needs only `network_of(ip)`."""
-    if not user_unlocated(report["_geo"]):
-        return []
-    jurisdiction = (report.get("_routing") or {}).get("jurisdiction") or UNKNOWN
-    notices = []
-    for index, file in enumerate(report.get("files") or []):
-        if file.get("publiclyAvailable") is not True or not file.get("locationOfFile"):
-            continue
-        host = host_of(file["locationOfFile"])
-        if host is None:
-            continue
-        notices.append({
-            "reportId": report["reportId"],
-            "submittedAt": report.get("submittedAt"),
-            "fileId": file.get("fileId"),
-            "host": host,
-            **host_network(host, locator),
-            "hashes": file_hashes(report, index, file),
-            "jurisdiction": jurisdiction,
-            "reason": "publicly available media of a user who could not be located",
-        })
-    return notices
-
-
-class _TakedownNoticesFn(beam.DoFn):
-    def __init__(self, asn_db, isp_db):
-        self.databases = (asn_db, isp_db)
-        self.shared_lookup = shared.Shared()
+class _SightingsFn(beam.DoFn):
+    def __init__(self, city_db, asn_db, isp_db):
+        self.databases = (city_db, asn_db, isp_db)
+        self.shared_lookups = shared.Shared()
 
     def setup(self):
-        self.lookup = self.shared_lookup.acquire(lambda: NetworkLookup(*self.databases), tag=repr(self.databases))
-        self.notices = counter("takedown_notices")
+        self.lookups = self.shared_lookups.acquire(lambda: HostLookups(*self.databases), tag=repr(self.databases))
 
     def process(self, report):
-        for notice in takedown_notices(report, self.lookup):
-            self.notices.inc()
-            yield notice
+        yield from sightings(report, self.lookups.network.network_of, self.lookups.country_of)
 
 
 def _log_failure(failure):
@@ -96,26 +56,59 @@ def _log_failure(failure):
     logging.error("takedown notices failed for report %s: %s", report.get("reportId"), exc_type.__name__)
 
 
-def notice_folder(notice):
-    return f"jurisdiction={notice['jurisdiction']}"
+def key_and_sighting(keyed):
+    """((provider, url), sighting) -> ([the key], the sighting), as CombinePerKeyAndWindow counts it."""
+    return [keyed[0]], keyed[1]
+
+
+def to_notice(result):
+    """A `WindowResult` of one URL's day -> the notice record."""
+    (provider, url), day = result.key, utc(result.start).strftime("%Y-%m-%d")
+    return notice_record(provider, url, day, result.value, result.pane)
+
+
+def batch_folder(notice):
+    """`dt=YYYY-MM-DD/provider=<provider>`: one folder per daily send to one provider."""
+    return f"dt={notice['day']}/provider={re.sub(r'[^A-Za-z0-9._-]', '_', notice['provider'])[:100]}"
+
+
+def csv_row(notice):
+    row = {column: notice.get(column) for column in CSV_COLUMNS}
+    row["reportIds"] = ";".join(sorted({item["reportId"] for item in notice["reports"]}))
+    return row
 
 
 class WriteTakedownNotices(beam.PTransform):
-    """Writes the notices as JSON Lines under `<output>/notices/jurisdiction=<code>/`; returns the notices."""
+    """Enriched, routed reports -> notices written under `<output>/notices/`; returns the notices."""
 
-    def __init__(self, output_dir, asn_db=None, isp_db=None, window_seconds=3600):
+    def __init__(self, output_dir, asn_db=None, city_db=None, isp_db=None, allowed_lateness_seconds=7 * DAY):
         super().__init__()
         self.output_dir = output_dir
-        self.asn_db = asn_db
-        self.isp_db = isp_db
-        self.window_seconds = window_seconds
+        self.databases = (city_db, asn_db, isp_db)
+        self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, reports):
-        notices, failures = reports | "Notices" >> beam.ParDo(
-            _TakedownNoticesFn(self.asn_db, self.isp_db)).with_exception_handling()
+        found, failures = reports | "Sightings" >> beam.ParDo(_SightingsFn(*self.databases)).with_exception_handling()
         _ = failures | "LogFailures" >> beam.Map(_log_failure)
-        _ = notices | "WriteNoticeFiles" >> WriteWindowedFiles(
-            f"{self.output_dir}/notices", destination=notice_folder, sink=JsonLinesSink, suffix=".jsonl",
-            window_seconds=self.window_seconds if notices.is_bounded else None,  # never drop a late one
-            json_records=True)
+        notices = (
+            found
+            | "NoticesPerDay" >> CombinePerKeyAndWindow(
+                key_and_sighting, TallyCombineFn(NoticeTally), DAY, self.allowed_lateness_seconds,
+                accumulate=True)
+            | "ToNotice" >> beam.Map(to_notice)
+            | "Count" >> beam.Map(_count_notice))
+        for name, sink, suffix, records in (
+                ("Json", JsonLinesSink, ".jsonl", notices),
+                ("Csv", functools.partial(CsvSink, CSV_COLUMNS), ".csv", notices | "CsvRows" >> beam.Map(csv_row))):
+            _ = records | f"Write{name}Files" >> WriteWindowedFiles(
+                f"{self.output_dir}/notices", destination=batch_folder, sink=sink, suffix=suffix,
+                window_seconds=DAY, allowed_lateness_seconds=self.allowed_lateness_seconds, json_records=True)
         return notices
+
+
+_NOTICES = counter("takedown_notices")
+
+
+def _count_notice(notice):
+    _NOTICES.inc()
+    return notice

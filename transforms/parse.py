@@ -13,6 +13,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas import avro_schema, reference_table
+from transforms.plumbing.bounded_lines import OversizeLine
 from transforms.plumbing.metrics import counter
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import dead_letter
@@ -125,6 +126,10 @@ class _ParseReportFn(beam.DoFn):
 
     def process(self, payload):
         self.read.inc()
+        if isinstance(payload, OversizeLine):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                STAGE, payload.reason(self.max_message_bytes), payload.head, payload.report_id()))
+            return
         try:
             report = decode_message(payload, self.max_message_bytes)
             event_time = self.validator.validate(report)

@@ -2,14 +2,18 @@
 
 - `synthetic`: the in-package generator of realistic reports (the embedded demo), split into shards so
   the runner can spread the generation;
-- `files`: JSON Lines files, or Avro files written with the contract schema (by file extension);
+- `files`: JSON Lines files, or Avro files written with the contract schema (by file extension); a line
+  over `max_message_bytes` is not read whole but passed on as an `OversizeLine` for the dead letters
+  (`transforms/plumbing/bounded_lines.py` says why Beam's ReadFromText cannot do this);
 - `pubsub`: a Pub/Sub subscription; event time comes from the `submittedAt` attribute.
 """
 import json
 
 import apache_beam as beam
-from apache_beam import coders
-from apache_beam.io import ReadFromAvro, ReadFromPubSub, ReadFromText
+from apache_beam.io import ReadFromAvro, ReadFromPubSub
+
+from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES
+from transforms.plumbing.bounded_lines import ReadBoundedLines
 
 SOURCES = ("synthetic", "files", "pubsub")
 SYNTHETIC_SHARDS = 8
@@ -18,8 +22,10 @@ SYNTHETIC_SHARDS = 8
 class ReadReports(beam.PTransform):
     """Reads report messages as bytes from `source` (one of SOURCES)."""
 
-    def __init__(self, source, input_pattern=None, subscription=None, synthetic_config=None):
+    def __init__(self, source, input_pattern=None, subscription=None, synthetic_config=None,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         super().__init__()
+        self.max_message_bytes = max_message_bytes
         if source not in SOURCES:
             raise ValueError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
         if source == "files" and not input_pattern:
@@ -41,7 +47,7 @@ class ReadReports(beam.PTransform):
             return (pbegin
                     | "ReadFromAvro" >> ReadFromAvro(self.input_pattern)
                     | "AsJson" >> beam.Map(lambda record: json.dumps(record).encode("utf-8")))
-        return pbegin | "ReadFromText" >> ReadFromText(self.input_pattern, coder=coders.BytesCoder())
+        return pbegin | "ReadLines" >> ReadBoundedLines(self.input_pattern, self.max_message_bytes)
 
 
 class _ReadSynthetic(beam.PTransform):

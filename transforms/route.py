@@ -1,7 +1,6 @@
 """RouteToSinks: each report to its own jurisdiction's sink, and to no other.
 
-A routed record (schemas/routed_report.avsc) carries the report's facts, enrichment and routing, but never
-media bytes or media URIs: `content`, `contentUri`, `locationOfFile` and internet-detail URLs stay behind.
+A routed record (schemas/routed_report.avsc, built by transforms/reports/routed_record.py) carries no media.
 Files land under `<output>/routed/jurisdiction=<code>/`: in batch one file set per event-time window; in
 streaming a file set per flush of processing time, so that no report, however late, is dropped by a
 window that has closed (its event time stays in `submittedAt`).
@@ -11,63 +10,14 @@ import functools
 import apache_beam as beam
 
 from schemas import avro_schema
-from transforms.plumbing.metrics import counter, LabelledCounters
-from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.dead_letters import dead_letter, original_report_json
-from transforms.location.jurisdiction_rules import legal_process_required
+from transforms.plumbing.metrics import counter, LabelledCounters
 from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.enrichment import routed_record
 
 STAGE = "route"
 DEAD_LETTERS = "dead_letters"
-
-
-def routed_file(file, hashes):
-    """One file of a routed record: classification, legal flag, hashes and matches; no media."""
-    return {
-        "fileId": file.get("fileId"),
-        "fileName": file.get("fileName"),
-        "industryClassification": file.get("industryClassification"),
-        "fileAnnotations": list(file.get("fileAnnotations") or []),
-        "fileViewedByEsp": file.get("fileViewedByEsp"),
-        "legalProcessRequired": legal_process_required(file),
-        "publiclyAvailable": file.get("publiclyAvailable"),
-        "mediaStatus": hashes["mediaStatus"],
-        "mediaError": hashes["mediaError"],
-        "hashes": hashes["hashes"],
-        "video": hashes.get("video"),
-        "matches": hashes["matches"],
-    }
-
-
-def to_routed_record(report):
-    """The record a jurisdiction's sink receives for an enriched, routed report."""
-    summary = report["incidentSummary"]
-    user = report.get("personOrUserReported")
-    routing = report["_routing"]
-    files = report.get("files") or []
-    return {
-        "reportId": report["reportId"],
-        "submittedAt": report["submittedAt"],
-        "espId": report["reporter"]["espId"],
-        "espName": report["reporter"].get("espName"),
-        "incidentType": summary["incidentType"],
-        "incidentDateTime": summary.get("incidentDateTime"),
-        "escalateToHighPriority": summary.get("escalateToHighPriority"),
-        "reportAnnotations": list(summary.get("reportAnnotations") or []),
-        "batchedReason": (report.get("batchedReport") or {}).get("reason"),
-        "internetDetailKinds": [detail["kind"] for detail in report.get("internetDetails") or []],
-        "reportedUser": {"espIdentifier": user.get("espIdentifier"), "screenName": user.get("screenName")} if user else None,
-        "victimCount": len(report.get("victims") or []),
-        "location": report["_geo"],
-        "jurisdiction": routing["jurisdiction"],
-        "jurisdictionReason": routing["jurisdictionReason"],
-        "agency": routing.get("agency"),
-        "priority": routing["priority"],
-        "referralClass": routing["referralClass"],
-        "matchSummary": report["_hashes"]["matchSummary"],
-        "bundleId": report.get("_bundleId"),
-        "files": [routed_file(file, hashes) for file, hashes in zip(files, report["_hashes"]["files"])],
-    }
 
 
 class _ToRoutedRecordFn(beam.DoFn):
@@ -82,8 +32,7 @@ class _ToRoutedRecordFn(beam.DoFn):
 
     def process(self, report):
         try:
-            record = to_routed_record(report)
-            self.check(record)
+            record = routed_record(report, self.check)
         except (InvalidRecord, KeyError, TypeError, AttributeError) as error:
             reason = f"routed record could not be built: {type(error).__name__}: {error}"[:500]
             yield beam.pvalue.TaggedOutput(

@@ -16,7 +16,8 @@ accumulating panes per table window; late reports within the allowed lateness fi
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
 right total. Reports later than that are dropped by the runner; they are counted as
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
-same tallies keyed by window start in the global window (transforms/plumbing/event_windows.py), one on-time pane.
+same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
+each dimension value's timeline gives its hourly and sliding rows in one pass.
 """
 import collections
 import functools
@@ -25,8 +26,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms import window
 
-from transforms.plumbing.event_windows import (ON_TIME_PANE, in_window, late_firing_windows, pane_columns, utc,
-                                      window_start_seconds)
+from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
+                                              late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -88,6 +89,8 @@ class Tally:
         self.bundles |= other.bundles
         return self
 
+    add = merge  # a record's tally is counted in by merging it
+
     def counts(self):
         return {"reports": self.reports, "files": self.files, "users": len(self.users), "bundles": len(self.bundles)}
 
@@ -98,23 +101,6 @@ class Tally:
         return isinstance(other, Tally) and self.__reduce__() == other.__reduce__()
 
 
-class MergeTallies(beam.CombineFn):
-    def create_accumulator(self):
-        return Tally()
-
-    def add_input(self, acc, tally):
-        return acc.merge(tally)
-
-    def merge_accumulators(self, accs):
-        merged = Tally()
-        for acc in accs:
-            merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc):
-        return acc
-
-
 def dimension_keys(record):
     """The (dimension, value) keys a record counts under: the total, then each dimension's value."""
     return ((TOTAL, None),) + tuple(zip(DIMENSIONS, dimension_values(record)))
@@ -123,53 +109,6 @@ def dimension_keys(record):
 def keys_and_tally(record):
     """(the record's dimension keys, its tally): one element per record, not one per dimension."""
     return dimension_keys(record), Tally.of(record)
-
-
-def hour_and_tally(record, timestamp=beam.DoFn.TimestampParam):
-    """Batch: (the record's hour start, (its dimension keys, its tally))."""
-    return window_start_seconds(timestamp, HOUR), keys_and_tally(record)
-
-
-class HourTallies(beam.CombineFn):
-    """One hour's tallies per (dimension, value), from `keys_and_tally` elements."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, keyed_tally):
-        keys, tally = keyed_tally
-        for key in keys:
-            if key in acc:
-                acc[key].merge(tally)
-            else:
-                acc[key] = Tally().merge(tally)  # a copy: the record's tally is shared by its keys
-        return acc
-
-    def merge_accumulators(self, accs):
-        merged = {}
-        for acc in accs:
-            for key, tally in acc.items():
-                if key in merged:
-                    merged[key].merge(tally)
-                else:
-                    merged[key] = tally
-        return merged
-
-    def extract_output(self, acc):
-        return acc
-
-
-class _HourlyPartialsFn(beam.DoFn):
-    """Batch: (hour, {(dimension, value): tally}) -> ((dimension, value), (hour, tally)); counts the reports."""
-
-    def __init__(self):
-        self.counted = counter("trend_counted_reports")
-
-    def process(self, hour_tallies):
-        hour, tallies = hour_tallies
-        self.counted.inc(tallies[(TOTAL, None)].reports)
-        for key, tally in tallies.items():
-            yield key, (hour, tally)
 
 
 def sliding_day_counts(hourly):
@@ -237,11 +176,16 @@ class _CountCountedFn(beam.DoFn):
     def __init__(self):
         self.counted = counter("trend_counted_reports")
 
-    def process(self, keyed):
-        (dimension, _), tally = keyed
+    def process(self, partial):
+        dimension, _ = partial.key
         if dimension == TOTAL:
-            self.counted.inc(tally.reports)
-        yield keyed
+            self.counted.inc(partial.value.reports)
+        yield partial
+
+
+def timeline_entry(partial):
+    """Batch: an hourly partial -> ((dimension, value), (hour, tally)) for the dimension value's timeline."""
+    return partial.key, (partial.start, partial.value)
 
 
 class _TrendRowFn(beam.DoFn):
@@ -272,8 +216,13 @@ class TrendCounts(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        counted = routed_records | "CountInput" >> beam.Map(_count_input)
-        rows = self.batch_rows(counted) if routed_records.is_bounded else self.streaming_rows(counted)
+        partials = (
+            routed_records
+            | "CountInput" >> beam.Map(_count_input)
+            | "HourlyPartials" >> CombinePerKeyAndWindow(
+                keys_and_tally, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False)
+            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
+        rows = self.batch_rows(partials) if routed_records.is_bounded else self.streaming_rows(partials)
         all_rows = rows | "AllTables" >> beam.Flatten()
         _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/trends",
@@ -284,31 +233,21 @@ class TrendCounts(beam.PTransform):
             allowed_lateness_seconds=self.allowed_lateness_seconds)
         return all_rows
 
-    def batch_rows(self, records):
-        """Each hour's tallies combined from one element per record, then each dimension value's timeline
-        gives its hourly and sliding rows at once."""
-        return [records
-                | "HourAndTally" >> beam.Map(hour_and_tally)
-                | "TalliesPerHour" >> beam.CombinePerKey(HourTallies())
-                | "HourlyPartials" >> beam.ParDo(_HourlyPartialsFn())
+    def batch_rows(self, partials):
+        """Each dimension value's timeline of hourly partials gives its hourly and sliding rows at once."""
+        return [partials
+                | "TimelineEntries" >> beam.Map(timeline_entry)
                 | "Timelines" >> beam.GroupByKey()
                 | "TimelineRows" >> beam.ParDo(_TimelineRowsFn())]
 
-    def streaming_rows(self, records):
-        """Discarding hourly partials, then accumulating panes per table window, re-fired by late data."""
-        partials = (
-            records
-            | "KeysAndTally" >> beam.Map(keys_and_tally)
-            | "HourlyPartials" >> late_firing_windows(
-                window.FixedWindows(HOUR), self.allowed_lateness_seconds, accumulate=False)
-            | "TalliesPerHour" >> beam.CombineGlobally(HourTallies()).without_defaults()
-            | "PerDimension" >> beam.FlatMap(dict.items)
-            | "CountCounted" >> beam.ParDo(_CountCountedFn()))
+    def streaming_rows(self, partials):
+        """Accumulating panes per table window over the hourly partials, re-fired by late data."""
+        keyed = partials | "PerDimension" >> beam.Map(lambda partial: (partial.key, partial.value))
         return [
-            partials
+            keyed
             | f"{kind.capitalize()}Windows" >> late_firing_windows(
                 window_fn, self.allowed_lateness_seconds, accumulate=True)
-            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(MergeTallies())
+            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally))
             | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
             | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
                 window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)

@@ -29,8 +29,8 @@ def legal_process_required(file):
     return file.get("fileViewedByEsp") is not True
 
 
-def match_summary(report):
-    """The hash stage's verdict, "known" | "new" | "no_media"; a report it never saw counts as "no_media"."""
+def hash_verdict(report):
+    """The hash stage's match summary, "known" | "new" | "no_media"; a report it never saw counts as "no_media"."""
     return (report.get("_hashes") or {}).get("matchSummary") or "no_media"
 
 
@@ -39,7 +39,7 @@ def priority_of(report):
     escalation = (report.get("incidentSummary") or {}).get("escalateToHighPriority")
     if isinstance(escalation, str) and escalation.strip():
         return "P1", "escalated by the provider: escalateToHighPriority is set"
-    summary = match_summary(report)
+    summary = hash_verdict(report)
     if summary == "new":
         return "P2", "new media matching no known hash: a possibly unidentified victim"
     if summary == "known":
@@ -64,7 +64,7 @@ def referral_class_of(report):
     user = report.get("personOrUserReported") or {}
     identifiers = [name for name, value in (("public IP", geo.get("ip")), ("account", user.get("espIdentifier")),
                                             ("screen name", user.get("screenName"))) if value]
-    evidence = match_summary(report) != "no_media" or any(
+    evidence = hash_verdict(report) != "no_media" or any(
         file.get("originalFileHashes") for file in report.get("files") or [])
     if identifiers and evidence:
         return "referral", f"usable identifier ({', '.join(identifiers)}) plus media or hashes"

@@ -10,7 +10,7 @@ the worker.
 import dataclasses
 
 from transforms.matching.banks import BankIndexes
-from transforms.matching.media import MAX_MEDIA_BYTES, UnhashableMedia, hash_media, media_bytes
+from transforms.matching.media import MAX_MEDIA_BYTES, MediaBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, VPdqSignal, signal_for
 from transforms.matching.video import VideoLimits, hash_video, is_video
 from transforms.matching.video_index import VideoMatch, matched_segments
@@ -51,18 +51,19 @@ class VideoMatching:
 
 
 class HashMatcher:
-    """Banks plus negative banks, and the signals to compute from media."""
+    """Banks plus negative banks, the signals to compute from media, and where media may be read from."""
 
-    def __init__(self, banks, negative_banks=None, video=VideoMatching()):
+    def __init__(self, banks, negative_banks=None, media_roots=(), video=VideoMatching()):
         self.banks = banks
+        self.media_roots = MediaRoots.of(media_roots)
         self.negative_banks = negative_banks or BankIndexes([])
         self.video = video
         self.signals = tuple(COMPUTED_SIGNALS) + tuple(
             sorted({s for s in banks.signals - set(COMPUTED_SIGNALS) if not s.video}, key=lambda signal: signal.name))
 
     @classmethod
-    def from_banks(cls, bank_paths, negative_bank_paths=(), video=VideoMatching()):
-        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths), video)
+    def from_banks(cls, bank_paths, negative_bank_paths=(), media_roots=(), video=VideoMatching()):
+        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths), media_roots, video)
 
     def enrich_report(self, report):
         """The report's `_hashes` value: per-file hashes and matches, and the report's match summary."""
@@ -70,33 +71,48 @@ class HashMatcher:
 
     def enrich_reports(self, reports):
         """`enrich_report` for a batch, with one bank lookup per signal type for the whole batch."""
-        per_report = [[self.file_hashes(file) for file in report.get("files") or []] for report in reports]
+        per_report = [self.report_file_hashes(report) for report in reports]
         self.match_files([file for files in per_report for file in files])
         return [{"files": [file.as_record() for file in files], "matchSummary": match_summary(files)}
                 for files in per_report]
 
-    def file_hashes(self, file):
+    def report_file_hashes(self, report):
+        """Each file's hashes, the report's files sharing one media budget."""
+        budget = MediaBudget()
+        return [self.file_hashes(file, budget) for file in report.get("files") or []]
+
+    def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
         hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         video = None
         try:
-            data = media_bytes(file, max_bytes=max(MAX_MEDIA_BYTES, self.video.limits.max_bytes))
+            data = media_bytes(file, self.media_roots, max_bytes=max(MAX_MEDIA_BYTES, self.video.limits.max_bytes),
+                               budget=budget)
             if data is None:
                 status = "provided_only" if hashes else "no_media"
             elif is_video(data):
                 hashes += [(signal, signal.hash_bytes(data), "computed") for signal in self.exact_signals()]
-                video = hash_video(data, self.video.seconds_per_frame, self.video.limits)
+                video = self.video_hashes(data, budget)
                 status = "hashed"
             else:
                 if len(data) > MAX_MEDIA_BYTES:
                     raise UnhashableMedia(f"media larger than {MAX_MEDIA_BYTES} bytes")
-                hashes += [(signal, value, "computed") for signal, value in hash_media(data, self.signals)]
+                hashes += [(signal, value, "computed") for signal, value in hash_media(data, self.signals, budget)]
                 status = "hashed"
         except UnhashableMedia as error:
             hashes += [(signal, value, "computed") for signal, value in getattr(error, "hashes", [])]
             notes.insert(0, str(error))
             status = "unhashable"
         return FileHashes(file.get("fileId"), status, notes, hashes, video=video)
+
+    def video_hashes(self, data, budget):
+        """The video's vPDQ, its decoding charged to the report's media budget and stopped when that is spent."""
+        if budget is None:
+            return hash_video(data, self.video.seconds_per_frame, self.video.limits)
+        budget.check_time_left()
+        limits = dataclasses.replace(self.video.limits, max_decode_seconds=min(
+            self.video.limits.max_decode_seconds, budget.seconds_left))
+        return budget.timed(lambda: hash_video(data, self.video.seconds_per_frame, limits))
 
     def exact_signals(self):
         return [signal for signal in self.signals if not signal.perceptual]

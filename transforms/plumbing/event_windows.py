@@ -7,6 +7,7 @@ without the DirectRunner's general trigger driver, which every windowed grouping
 default trigger (it was most of a batch run's time: trends 1.3 ms a report before, ~0.2 ms after).
 """
 import datetime
+import typing
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
@@ -61,3 +62,149 @@ def late_firing_windows(window_fn, allowed_lateness_seconds, accumulate):
         accumulation_mode=(trigger.AccumulationMode.ACCUMULATING if accumulate
                            else trigger.AccumulationMode.DISCARDING),
         allowed_lateness=Duration(seconds=allowed_lateness_seconds))
+
+
+class WindowResult(typing.NamedTuple):
+    """One key's combined value in one fixed event-time window (start and end in epoch seconds)."""
+    key: object
+    start: int
+    end: int
+    value: object
+    pane: dict
+
+
+class TallyCombineFn(beam.CombineFn):
+    """Combines mutable tallies: `new_tally()` makes an empty one, `tally.add(value)` counts an input in,
+    `tally.merge(other)` takes another tally in. One CombineFn for every stage that counts into a tally."""
+
+    def __init__(self, new_tally):
+        self.new_tally = new_tally
+
+    def create_accumulator(self):
+        return self.new_tally()
+
+    def add_input(self, tally, value):
+        tally.add(value)
+        return tally
+
+    def merge_accumulators(self, tallies):
+        merged = self.new_tally()
+        for tally in tallies:
+            merged.merge(tally)
+        return merged
+
+    def extract_output(self, tally):
+        return tally
+
+
+class KeyedCombineFn(beam.CombineFn):
+    """`combine_fn` per key inside one accumulator ({key: accumulator}), fed one element per record:
+    `(keys, value)` adds `value` under each of `keys`. A record counted under many keys (trend dimensions,
+    watched alert keys) then costs one element, not one per key."""
+
+    def __init__(self, combine_fn):
+        self.combine_fn = combine_fn
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulators, keys_and_value):
+        keys, value = keys_and_value
+        for key in keys:
+            found = accumulators.get(key)
+            if found is None:
+                found = self.combine_fn.create_accumulator()
+            accumulators[key] = self.combine_fn.add_input(found, value)
+        return accumulators
+
+    def merge_accumulators(self, many):
+        merged = {}
+        for accumulators in many:
+            for key, accumulator in accumulators.items():
+                merged[key] = (accumulator if key not in merged
+                               else self.combine_fn.merge_accumulators([merged[key], accumulator]))
+        return merged
+
+    def extract_output(self, accumulators):
+        return {key: self.combine_fn.extract_output(accumulator) for key, accumulator in accumulators.items()}
+
+
+class CombinePerKeyAndWindow(beam.PTransform):
+    """Elements -> a `WindowResult` per key and fixed event-time window: the one way a windowed stage
+    (trends, bundles, spike alerts) counts, so each states its logic once and gets the right form here.
+
+    `keys_and_value(element)` gives the keys an element counts under and the value it adds (no keys: not
+    counted); `combine_fn` combines one key's values. The form follows the input:
+    - bounded: one element per record keyed by its window's start, combined in the global window (no
+      trigger driver); one on-time pane per window, each result timestamped inside its window;
+    - unbounded: fixed windows firing when the watermark passes and once per late element; discarding
+      panes are combined with the keys inside one accumulator (one element per record); accumulating panes
+      per key, so a late element fires its own key again, not every key of its window.
+    """
+
+    def __init__(self, keys_and_value, combine_fn, window_seconds, allowed_lateness_seconds, accumulate):
+        super().__init__()
+        self.keys_and_value = keys_and_value
+        self.combine_fn = combine_fn
+        self.window_seconds = window_seconds
+        self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.accumulate = accumulate
+
+    def expand(self, elements):
+        if elements.is_bounded:
+            return (in_global_window(elements)
+                    | "KeysAndValueByWindow" >> beam.ParDo(_KeysAndValueByWindowFn(self.keys_and_value,
+                                                                                 self.window_seconds))
+                    | "Combine" >> beam.CombinePerKey(KeyedCombineFn(self.combine_fn))
+                    | "Results" >> beam.FlatMap(_on_time_results, self.window_seconds))
+        windowed = elements | "Windows" >> late_firing_windows(
+            window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, self.accumulate)
+        if self.accumulate:
+            return (windowed
+                    | "PerKey" >> beam.FlatMap(_per_key, self.keys_and_value)
+                    | "Combine" >> beam.CombinePerKey(self.combine_fn)
+                    | "Results" >> beam.ParDo(_KeyedResultFn()))
+        return (windowed
+                | "KeysAndValue" >> beam.Map(self.keys_and_value)
+                | "Combine" >> beam.CombineGlobally(KeyedCombineFn(self.combine_fn)).without_defaults()
+                | "Results" >> beam.ParDo(_PaneResultsFn()))
+
+
+class _KeysAndValueByWindowFn(beam.DoFn):
+    """Bounded: (start of the element's fixed window, (keys, value))."""
+
+    def __init__(self, keys_and_value, window_seconds):
+        self.keys_and_value = keys_and_value
+        self.window_seconds = window_seconds
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        yield window_start_seconds(timestamp, self.window_seconds), self.keys_and_value(element)
+
+
+def _on_time_results(keyed, window_seconds):
+    """Bounded: a window's {key: value} -> its results, each timestamped inside the window."""
+    start, combined = keyed
+    for key, value in combined.items():
+        yield in_window(WindowResult(key, start, start + window_seconds, value, ON_TIME_PANE), start, window_seconds)
+
+
+def _per_key(element, keys_and_value):
+    keys, value = keys_and_value(element)
+    return [(key, value) for key in keys]
+
+
+def _seconds(timestamp):
+    return int(timestamp.micros // 1_000_000)
+
+
+class _KeyedResultFn(beam.DoFn):
+    def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        key, value = keyed
+        yield WindowResult(key, _seconds(win.start), _seconds(win.end), value, pane_columns(pane))
+
+
+class _PaneResultsFn(beam.DoFn):
+    def process(self, combined, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        columns = pane_columns(pane)
+        for key, value in combined.items():
+            yield WindowResult(key, _seconds(win.start), _seconds(win.end), value, columns)

@@ -16,7 +16,7 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
 - a redelivery within a run (a lease lost: the same message, same `message_id` and publish time) is
   dropped here, at the source: its new ack id is kept in the ledger (acknowledged with the rest after the
   run) but the message is not emitted again, and it is counted (`redeliveries_dropped_at_source`). So a
-  malformed message is dead-lettered once per run, not once per delivery (finding 10). The set of
+  malformed message is dead-lettered once per run, not once per delivery (it used to be once per delivery). The set of
   message ids seen lives as long as the run (about 100 bytes a message). A report published twice (two
   messages, two ids) is still dropped by the pipeline's reportId dedup (`duplicates`);
 - Pub/Sub unreachable (an outage, the emulator stopped): each call (pull, lease extension, acknowledge)
@@ -36,8 +36,7 @@ import uuid
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.runners.direct.transform_evaluator import (TransformEvaluatorRegistry, TransformResult,
-                                                            _TransformEvaluator)
+from apache_beam.runners.direct.transform_evaluator import TransformResult, _TransformEvaluator
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
@@ -300,8 +299,9 @@ def _settle_run(run_id, settle):
         run_ledger.close()
 
 
-class _LocalPull(beam.PTransform):
-    """The primitive the DirectRunner evaluates with `_PullEvaluator` (registered below)."""
+class LocalPull(beam.PTransform):
+    """The primitive the DirectRunner evaluates with `PullEvaluator` (registered by
+    transforms/plumbing/direct_runner.py)."""
 
     def __init__(self, subscription, timestamp_attribute, max_messages, run_id, stop_at):
         super().__init__()
@@ -321,7 +321,7 @@ class _LocalPull(beam.PTransform):
         return beam.Windowing(GlobalWindows())
 
 
-class _PullEvaluator(_TransformEvaluator):
+class PullEvaluator(_TransformEvaluator):
     """Each bundle: pulls until `max_messages` or an empty pull, leases them, emits them.
 
     Like the stock evaluator, it reschedules itself with an empty bundle and holds the watermark at
@@ -341,7 +341,7 @@ class _PullEvaluator(_TransformEvaluator):
             return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
         run_ledger = ledger(transform.run_id, transform.subscription)
         messages, redelivered = run_ledger.pull(transform.max_messages)
-        if redelivered:  # counted in every bundle thanks to pipelines.streaming.count_every_bundle
+        if redelivered:  # counted in every bundle thanks to direct_runner.count_every_bundle
             counter(REDELIVERIES_COUNTER).inc(redelivered)
         bundles = []
         if messages:
@@ -355,8 +355,6 @@ class _PullEvaluator(_TransformEvaluator):
         again = self._evaluation_context.create_bundle(beam.pvalue.PBegin(self._applied_ptransform.transform.pipeline))
         return TransformResult(self, bundles, [again], None, {None: run_ledger.watermark})
 
-
-TransformEvaluatorRegistry._test_evaluators_overrides[_LocalPull] = _PullEvaluator
 
 
 class PullFromPubSub(beam.PTransform):
@@ -376,5 +374,5 @@ class PullFromPubSub(beam.PTransform):
         self.stop_at = stop_at
 
     def expand(self, pbegin):
-        return pbegin | "Pull" >> _LocalPull(self.subscription, self.timestamp_attribute, self.max_messages,
+        return pbegin | "Pull" >> LocalPull(self.subscription, self.timestamp_attribute, self.max_messages,
                                              self.run_id, self.stop_at)

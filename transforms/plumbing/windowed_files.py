@@ -7,6 +7,7 @@ exists already (an earlier run wrote these very records) is skipped and counted 
 A late pane holds other records, so it gets its own name beside the on-time pane's file.
 """
 import contextlib
+import csv
 import functools
 import hashlib
 import io
@@ -231,6 +232,27 @@ class JsonLinesSink(fileio.FileSink):
 
     def flush(self):
         self._fh.flush()
+
+
+class CsvSink(fileio.FileSink):
+    """CSV with a header row, the given columns in order (for a person to read; JSON Lines for machines)."""
+
+    def __init__(self, columns):
+        self.columns = columns
+
+    def open(self, fh):
+        self._fh = fh
+        self._text = io.StringIO()
+        self._writer = csv.DictWriter(self._text, fieldnames=self.columns, extrasaction="ignore")
+        self._writer.writeheader()
+
+    def write(self, record):
+        self._writer.writerow(record)
+
+    def flush(self):
+        self._fh.write(self._text.getvalue().encode("utf-8"))
+        self._text = io.StringIO()
+        self._writer = csv.DictWriter(self._text, fieldnames=self.columns, extrasaction="ignore")
 
 
 class AvroSink(fileio.FileSink):

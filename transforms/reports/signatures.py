@@ -1,0 +1,46 @@
+"""The content signature a report is bundled (and watched for spikes) under.
+
+One deterministic choice among its files' signals, so that a report belongs to exactly one bundle:
+  1. a bank entry it matched, `bank:<bank>:<externalId>` (perceptual matches to the same entry meet here);
+  2. otherwise an exact hash, `<type>:<hex>` (MD5, SHA1, SHA256, ...);
+  the lexicographically smallest within the first class that has one. Perceptual hashes without a bank
+  match form no signature (near-duplicates are not transitive, so they cannot name a bundle).
+A report the producer already bundled (`batchedReport`, e.g. VIRAL_POTENTIAL_MEME) is a bundle by
+itself: signature `esp-batch:<reportId>`, never merged with other reports.
+"""
+from transforms.matching.signals import canonical_hash_type
+
+EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})
+ESP_BATCH = "esp-batch"
+
+
+def content_signature(file_results, batched_reason, report_id):
+    """The one signature a report is bundled under, or None when its files carry no usable signal."""
+    if batched_reason:
+        return f"{ESP_BATCH}:{report_id}"
+    bank_entries = sorted(
+        f"bank:{match['bank']}:{match['externalId']}"
+        for file in file_results for match in file.get("matches") or [] if match.get("externalId"))
+    if bank_entries:
+        return bank_entries[0]
+    exact_hashes = sorted(
+        f"{canonical_hash_type(digest['signalType']).lower()}:{digest['value'].lower()}"
+        for file in file_results for digest in file.get("hashes") or []
+        if canonical_hash_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
+    return exact_hashes[0] if exact_hashes else None
+
+
+def report_signature(report):
+    """Signature of an enriched report (before routing: `_hashes` from EnrichHashes)."""
+    return content_signature(report.get("_hashes", {}).get("files") or [],
+                             (report.get("batchedReport") or {}).get("reason"), report["reportId"])
+
+
+def record_signature(record):
+    """Signature of a routed record (schemas/routed_report.avsc); agrees with `report_signature`."""
+    return content_signature(record.get("files") or [], record.get("batchedReason"), record["reportId"])
+
+
+def signature_kind(signature):
+    prefix = signature.split(":", 1)[0]
+    return {"bank": "bank_entry", ESP_BATCH: "esp_batch"}.get(prefix, "exact_hash")
