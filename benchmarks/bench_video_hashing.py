@@ -14,11 +14,10 @@ import tempfile
 import time
 
 from transforms.demo.synthetic_videos import VideoSpec, encode_video
-from transforms.matching.signals import PdqSignal, VPdqFeature
+from transforms.matching.banks import BankEntry
+from transforms.matching.signals import PdqSignal, VPdqFeature, VPdqSignal
 from transforms.matching.video import VideoLimits, hash_video
 from transforms.matching.video_index import VideoIndex
-from transforms.matching.banks import BankEntry
-from transforms.matching.signals import VPdqSignal
 
 FPS = 30
 UNLIMITED = VideoLimits(max_decode_seconds=3600)
