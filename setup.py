@@ -23,6 +23,7 @@ RUNTIME = [
     "python-multipart==0.0.34",
     "defusedxml==0.7.1",
     "httpx==0.28.1",
+    "av==18.1.0",  # PyAV: video decoding for vPDQ; its wheels ship FFmpeg
 ]
 
 setup(

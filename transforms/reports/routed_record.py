@@ -21,6 +21,7 @@ def routed_file(file, hashes):
         "mediaStatus": hashes["mediaStatus"],
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
+        "video": hashes.get("video"),
         "matches": hashes["matches"],
     }
 
