@@ -17,6 +17,13 @@ RUNTIME = [
     "numba==0.68.1",
     "pdqhash==0.2.8",
     "publicsuffixlist==1.1.2.20261023",
+    # services/: the intake and agency services (tipline serve intake|agencies)
+    "fastapi==0.163.2",
+    "uvicorn[standard]==0.54.0",
+    "python-multipart==0.0.34",
+    "defusedxml==0.7.1",
+    "httpx==0.28.1",
+    "av==18.1.0",  # PyAV: video decoding for vPDQ; its wheels ship FFmpeg
 ]
 
 setup(
@@ -24,7 +31,7 @@ setup(
     version="0.1.0",
     description="Streaming pipeline for child-protection tip lines on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas"]),
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas", "services", "services.*"]),
     package_data={
         "schemas": ["*.avsc", "*.csv"],
         "transforms.demo": ["data/*"],

@@ -1,4 +1,4 @@
-"""`tipline bank build|import` and `tipline match`: make banks and check images against them.
+"""`tipline bank build|import` and `tipline match`: make banks and check images and videos against them.
 
 `match` runs the pipeline's own `HashMatcher`, so what it prints is what the pipeline would route.
 """
@@ -9,20 +9,25 @@ import pathlib
 import sys
 
 from transforms.matching.banks import BankEntry, BankFileError, entry_from_row, write_bank
-from transforms.matching.matcher import HashMatcher
+from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.matching.media import UnhashableMedia, hash_media
-from transforms.matching.signals import signal_for
+from transforms.matching.signals import VPdqSignal, signal_for
+from transforms.matching.video import hash_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".3gp", ".flv", ".ts", ".mpg", ".mpeg", ".ogv",
+                  ".gif", ".webp", ".png", ".apng"}
 
 
 def register(subparsers):
     bank = subparsers.add_parser("bank", help="build or import hash banks")
     bank_commands = bank.add_subparsers(dest="bank_command", required=True)
 
-    build = bank_commands.add_parser("build", help="hash every image in a folder into a bank")
-    build.add_argument("--images", required=True, help="folder of images")
-    build.add_argument("--signal", required=True, choices=["phash", "dhash", "pdq", "md5"])
+    build = bank_commands.add_parser("build", help="hash every image or video in a folder into a bank")
+    _add_media_folders(build)
+    build.add_argument("--signal", required=True, choices=["phash", "dhash", "pdq", "md5", "vpdq"],
+                       help="vpdq needs --videos: one VPDQ row per video")
+    build.add_argument("--seconds-per-frame", type=float, default=1.0, help="vPDQ sampling interval (default 1)")
     build.add_argument("--out", required=True, help="BANK.parquet or BANK.csv")
     build.add_argument("--label", default=None)
     build.add_argument("--bank", default=None, help="bank name (default: the output file's stem)")
@@ -35,35 +40,86 @@ def register(subparsers):
     imported.add_argument("--hash-type", default=None, help="hash type for a one-column list, e.g. MD5")
     imported.set_defaults(func=import_bank)
 
-    match = subparsers.add_parser("match", help="hash images and list their bank matches")
+    match = subparsers.add_parser("match", help="hash images or videos and list their bank matches")
     match.add_argument("--bank", action="append", required=True)
     match.add_argument("--negative-bank", action="append", default=[])
-    match.add_argument("--images", required=True, help="folder of images")
-    match.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
+    _add_media_folders(match)
+    match.add_argument("--json", action="store_true", help="one JSON object per file (JSON Lines)")
+    add_video_matching_options(match)
     match.set_defaults(func=match_images)
+
+
+def _add_media_folders(parser):
+    folders = parser.add_mutually_exclusive_group(required=True)
+    folders.add_argument("--images", help="folder of images")
+    folders.add_argument("--videos", help="folder of videos (and animated GIF/WebP/PNG)")
+
+
+def add_video_matching_options(parser):
+    """The vPDQ thresholds, shared by `tipline match` and `tipline run`."""
+    parser.add_argument("--vpdq-query-match-percent", type=percent, default=VPdqSignal.query_match_percent,
+                        help="a video matches a banked one when at least this %% of its frames are within "
+                             "distance 31 of the banked video's frames (default 80)")
+    parser.add_argument("--vpdq-bank-match-percent", type=percent, default=VPdqSignal.bank_match_percent,
+                        help="... and they cover at least this %% of the banked video's frames "
+                             "(default 0: a clip cut from a known video matches)")
+
+
+def percent(text):
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentage between 0 and 100")
+    return value
+
+
+def video_matching(args):
+    return VideoMatching(args.vpdq_query_match_percent, args.vpdq_bank_match_percent,
+                         getattr(args, "seconds_per_frame", 1.0))
 
 
 def image_paths(folder):
     return sorted(p for p in pathlib.Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def video_paths(folder):
+    return sorted(p for p in pathlib.Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def media_paths(args):
+    return video_paths(args.videos) if args.videos else image_paths(args.images)
+
+
 def build_bank(args):
     signal = signal_for(args.signal)
+    if signal.video and not args.videos:
+        print("error: --signal vpdq hashes videos: give --videos DIR", file=sys.stderr)
+        return 2
+    if args.seconds_per_frame <= 0:
+        print("error: --seconds-per-frame must be positive", file=sys.stderr)
+        return 2
     bank = args.bank or pathlib.Path(args.out).stem
     entries, skipped = [], 0
-    for path in image_paths(args.images):
+    for path in media_paths(args):
         try:
-            hashes = dict(hash_media(path.read_bytes(), [signal]))
+            value = _hash_file(path.read_bytes(), signal, args.seconds_per_frame)
         except UnhashableMedia as error:
-            hashes = {}
+            value = None
             print(f"skipped {path.name}: {error}", file=sys.stderr)
-        if signal in hashes:
-            entries.append(BankEntry(signal, hashes[signal], bank, args.label, path.stem))
+        if value is not None:
+            entries.append(BankEntry(signal, value, bank, args.label, path.stem))
         else:
             skipped += 1
     write_bank(entries, args.out)
-    print(f"wrote {len(entries)} {signal.name} entries to {args.out} (bank {bank}); {skipped} images skipped")
+    kind = "videos" if args.videos else "images"
+    print(f"wrote {len(entries)} {signal.name} entries to {args.out} (bank {bank}); {skipped} {kind} skipped")
     return 0
+
+
+def _hash_file(data, signal, seconds_per_frame):
+    """The bank value of one file for `signal`, or None when that signal yields none."""
+    if signal.video:
+        return VPdqSignal.to_text(hash_video(data, seconds_per_frame).features)
+    return dict(hash_media(data, [signal])).get(signal)
 
 
 def import_bank(args):
@@ -95,14 +151,15 @@ def _looks_like_hash(text):
 
 
 def match_images(args):
-    matcher = HashMatcher.from_banks(args.bank, args.negative_bank, media_roots=[args.images])
-    paths = image_paths(args.images)
+    folder = args.videos or args.images
+    matcher = HashMatcher.from_banks(args.bank, args.negative_bank, media_roots=[folder], video=video_matching(args))
+    paths = media_paths(args)
     records = matcher.enrich_reports([{"files": [{"fileId": path.name, "contentUri": str(path)}]} for path in paths])
     for path, record in zip(paths, records):
         file = record["files"][0]
         if args.json:
-            print(json.dumps({"path": str(path), "hashes": file["hashes"], "matches": file["matches"],
-                              "mediaError": file["mediaError"]}))
+            print(json.dumps({"path": str(path), "hashes": file["hashes"], "video": file["video"],
+                              "matches": file["matches"], "mediaError": file["mediaError"]}))
         else:
             print(_listing(path, file))
     return 0
@@ -111,9 +168,19 @@ def match_images(args):
 def _listing(path, file):
     lines = [f"{path.name}" + (f"  ({file['mediaError']})" if file["mediaError"] else "")]
     lines += [f"  {h['signalType']:<7} {h['value']}" for h in file["hashes"]]
+    if file["video"]:
+        lines.append(f"  VPDQ    {file['video']['frames']} frames over {file['video']['durationSeconds']:g} s")
     lines += [f"  MATCH   {m['bank']:<16} {m['label'] or '-':<16} {m['signalType']:<7} distance {m['distance']}"
-              for m in file["matches"]] or ["  no match"]
+              + _video_figures(m) for m in file["matches"]] or ["  no match"]
     return "\n".join(lines)
+
+
+def _video_figures(match):
+    if match.get("queryMatchPercent") is None:
+        return ""
+    segments = ", ".join(f"{s['start']:g}-{s['end']:g} s" for s in match["segments"])
+    return (f"  query {match['queryMatchPercent']:g}%  bank {match['bankMatchPercent']:g}%"
+            f"  segments {segments}")
 
 
 def main(argv=None):

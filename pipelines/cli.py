@@ -1,10 +1,10 @@
 """The `tipline` command: `tipline run` and the tools around the pipeline."""
 import sys
 
-from pipelines import bank_tools, check, demo, explain, notices_cli, publish, trends_cli
+from pipelines import bank_tools, check, demo, explain, notices_cli, publish, reports_cli, serve, trends_cli
 from pipelines.errors import DEBUG_FLAG, OneLineArgumentParser, run_command
 
-SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check)
+SUBCOMMAND_MODULES = (bank_tools, explain, trends_cli, notices_cli, publish, demo, check, reports_cli, serve)
 
 
 def build_parser():

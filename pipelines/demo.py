@@ -2,8 +2,10 @@
 
 Starts the installed emulator on a free port, creates the topic and subscription, publishes synthetic
 reports (submitted "now") while the pipeline runs, stops after `--seconds`, prints the summary and
-stops the emulator.
+stops the emulator. With the door (the default), it also starts the intake service on a free port and a
+scripted provider reports through it over HTTP (submit, upload, fileinfo, finish), plus a public report.
 """
+import contextlib
 import sys
 import threading
 
@@ -12,10 +14,11 @@ from pipelines.options import DEFAULT_OUTPUT_DIR
 PROJECT = "tipline-demo"
 
 
-def run_demo(seconds, rate, output_dir, route_topics):
+def run_demo(seconds, rate, output_dir, route_topics, door=True, door_rate=5):
     """Publishes while `tipline run` reads the emulator for `seconds`; the run prints and writes the summary."""
     from google.cloud import pubsub_v1
 
+    from pipelines.demo_door import intake_door, print_door_outcome
     from pipelines.publish import ensure_subscription, ensure_topic, publish, synthetic_messages
     from pipelines.tipline_pipeline import run
 
@@ -30,9 +33,12 @@ def run_demo(seconds, rate, output_dir, route_topics):
             "--demo-data"]
     if route_topics:
         argv += ["--route-topic-template", f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", "--create-route-topics"]
-    run(argv)
+    with intake_door(topic, max(seconds - 5, 1), door_rate) if door else contextlib.nullcontext() as outcome:
+        run(argv + (["--media-root", outcome["quarantine"]] if door else []))
     producer.join()
     print(f"published {published[0]} reports to {topic}" if published else "the publisher failed (see above)")
+    if door:
+        print_door_outcome(outcome, output_dir)
     return 0
 
 
@@ -46,6 +52,10 @@ def register(subparsers):
     parser.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help=f"output folder (default {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--route-topics", action="store_true",
                         help="also publish routed records to per-jurisdiction topics on the emulator")
+    parser.add_argument("--no-door", dest="door", action="store_false",
+                        help="without the intake service and its scripted provider")
+    parser.add_argument("--door-rate", type=float, default=5,
+                        help="reports/s the scripted provider sends through the door")
     parser.set_defaults(func=main)
 
 
@@ -55,7 +65,7 @@ def main(args):
     try:
         with emulator.running() as running:
             print(f"Pub/Sub emulator on {running.host}", flush=True)
-            return run_demo(args.seconds, args.rate, args.output, args.route_topics)
+            return run_demo(args.seconds, args.rate, args.output, args.route_topics, args.door, args.door_rate)
     except emulator.EmulatorNotInstalled as missing:
         print(f"tipline demo --pubsub: {missing}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from pipelines.errors import UsageError
 
+from pipelines.bank_tools import add_video_matching_options
+
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.demo.packaged import packaged
 from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
@@ -124,6 +126,7 @@ class TiplineOptions(PipelineOptions):
                                  "other contentUri is never opened and its file is unhashable")
         parser.add_argument("--bank-refresh-seconds", type=int, default=60,
                             help="how often workers look for changed bank files and GeoIP databases")
+        add_video_matching_options(parser)
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
         parser.add_argument("--bundle-gap-hours", type=positive_hours, default=24,

@@ -34,6 +34,7 @@ from transforms.bundles import BundleRepeats, StampBundleIds
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedup import DedupRedeliveries
 from transforms.geo import EnrichGeo
+from pipelines.bank_tools import video_matching
 from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
 from transforms.notices import WriteTakedownNotices
@@ -68,7 +69,7 @@ def build_pipeline(p, opts):
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
-        media_roots=opts.media_roots)
+        media_roots=opts.media_roots, video=video_matching(opts))
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()

@@ -77,7 +77,8 @@ def test_matcher_file_records(banks):
         report_with("c", {"originalFileHashes": [{"hashType": "SHA-1", "value": "nothex"}]}),
         report_with("d", content(image_bytes(2)))])
     file = known["files"][0]
-    assert set(file) == {"fileId", "mediaStatus", "mediaError", "hashes", "matches"}
+    assert set(file) == {"fileId", "mediaStatus", "mediaError", "hashes", "video", "matches"}
+    assert file["video"] is None  # an image has no vPDQ frames
     assert file["mediaStatus"] == "hashed" and file["mediaError"] is None
     assert {h["signalType"] for h in file["hashes"]} == {"MD5", "SHA1", "PHASH", "PDQ"}
     assert [(m["bank"], m["label"], m["externalId"], m["signalType"]) for m in file["matches"]] == [

@@ -11,7 +11,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import dead_letter_from_failure
-from transforms.matching.matcher import HashMatcher
+from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.reference_files import RefreshedOnChange
 from transforms.reports.enrichment import with_hashes
@@ -23,9 +23,11 @@ FAILURES = "failures"
 class EnrichHashes(beam.PTransform):
     """Reports -> (reports with `_hashes`, dead letters)."""
 
-    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64, media_roots=()):
+    def __init__(self, bank_paths, negative_bank_paths=(), refresh_seconds=60, max_batch_size=64, media_roots=(),
+                 video=VideoMatching()):
         super().__init__()
         self.media_roots = list(media_roots or ())
+        self.video = video
         self.bank_paths = list(bank_paths)
         self.negative_bank_paths = list(negative_bank_paths)
         self.refresh_seconds = refresh_seconds
@@ -37,7 +39,8 @@ class EnrichHashes(beam.PTransform):
             | "KeepEventTime" >> beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
             | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size))
         matched = batches | "MatchBatches" >> beam.ParDo(
-            MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.media_roots)
+            MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.media_roots,
+                             self.video)
         ).with_outputs(FAILURES, main="enriched")
         dead_letters = matched[FAILURES] | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE))
         return matched.enriched, dead_letters
@@ -47,14 +50,16 @@ class MatchHashBatches(beam.DoFn):
     """A batch of (report, event time) -> each report with `_hashes` back at its own event time; a report
     whose hashing failed goes to the `failures` output as (report, (type, error, None))."""
 
-    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=()):
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=(), video=VideoMatching()):
         self.media_roots = list(media_roots or ())
+        self.video = video
         self.bank_paths = bank_paths
         self.negative_bank_paths = negative_bank_paths
         self.refresh_seconds = refresh_seconds
         self._shared = Shared()
         self.files_hashed = counter("files_hashed")
         self.files_unhashable = counter("files_unhashable")
+        self.videos_hashed = counter("videos_hashed")
         self.bank_matches = counter("bank_matches")
         self.bank_reloads = counter("bank_reloads")
         self.bank_reload_failures = counter("bank_reload_failures")
@@ -62,7 +67,7 @@ class MatchHashBatches(beam.DoFn):
     def setup(self):
         self._banks = RefreshedOnChange(
             self._shared, self.bank_paths + self.negative_bank_paths,
-            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots),
+            lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots, self.video),
             self.refresh_seconds, self.bank_reloads, self.bank_reload_failures, "hash bank")
 
     def process(self, stamped_batch):
@@ -94,4 +99,6 @@ class MatchHashBatches(beam.DoFn):
             elif file["mediaStatus"] == "unhashable":
                 self.files_unhashable.inc()
             self.bank_matches.inc(len(file["matches"]))
+            if file.get("video"):
+                self.videos_hashed.inc()
 

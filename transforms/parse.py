@@ -57,6 +57,7 @@ class ReportValidator:
             raise InvalidRecord(f"$.files: {len(files)} files exceed the limit of {self.max_files} per report")
         if not report["reportId"].strip():
             raise InvalidRecord("$.reportId: must not be empty")
+        self._check_reporter(report["reporter"])
         incident_type = report["incidentSummary"]["incidentType"]
         if incident_type not in self.incident_types:
             raise InvalidRecord(f"$.incidentSummary.incidentType: unknown incident type {incident_type[:80]!r}")
@@ -64,6 +65,15 @@ class ReportValidator:
         if incident_time is not None:
             self._rfc3339("$.incidentSummary.incidentDateTime", incident_time)
         return self._rfc3339("$.submittedAt", report["submittedAt"])
+
+    @staticmethod
+    def _check_reporter(reporter):
+        """A provider's report names the provider; a member of the public is no provider."""
+        public = reporter.get("kind") == "public"
+        if public and reporter.get("espId") is not None:
+            raise InvalidRecord("$.reporter.espId: a public report (kind public) has no espId")
+        if not public and reporter.get("espId") is None:
+            raise InvalidRecord("$.reporter.espId: required field is missing (a provider's report, kind esp)")
 
     @staticmethod
     def _rfc3339(path, text):

@@ -65,5 +65,5 @@ class RouteToSinks(beam.PTransform):
             suffix=".avro",
             window_seconds=self.window_seconds if records.records.is_bounded else None,
             allowed_lateness_seconds=self.allowed_lateness_seconds,
-            json_records=True)  # routed_report.avsc: strings, booleans, 32/64-bit integers, no floats
+            json_records=True)  # routed_report.avsc: JSON types only (no NaN: durations and percentages are finite)
         return records.records, records[DEAD_LETTERS]

@@ -4,7 +4,7 @@
 
 - demo-city.mmdb: a SYNTHETIC GeoIP2-City database over the networks the synthetic stream draws IPs
   from (`transforms.demo.synthetic.network_plan`);
-- demo-bank.csv: PHASH of the known synthetic pictures and the known MD5 digests;
+- demo-bank.csv: PHASH of the known synthetic pictures, the known MD5 digests and VPDQ of the known videos;
 - demo-negative-bank.csv: PHASH of the benign pictures the stream also sends.
 Needs the `test` extra (mmdb-writer).
 """
@@ -18,9 +18,12 @@ import imagehash
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from transforms.demo.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, geoip_record, known_md5s,
-                                  network_plan)
+from transforms.demo.synthetic import (BENIGN_IMAGE_SEEDS, KNOWN_IMAGE_SEEDS, KNOWN_VIDEO_SEEDS, demo_video_spec,
+                                  geoip_record, known_md5s, network_plan)
 from transforms.demo.synthetic_images import make_image
+from transforms.demo.synthetic_videos import encode_video
+from transforms.matching.signals import VPdqSignal
+from transforms.matching.video import hash_video
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OUT = pathlib.Path(__file__).resolve().parent / "data"
@@ -60,7 +63,13 @@ def known_bank_rows():
              f"demo-image-{seed}") for number, seed in enumerate(KNOWN_IMAGE_SEEDS)]
     rows += [("MD5", md5, "demo-known", f"demo-known-files-{number // SERIES_SIZE + 1}", f"demo-file-{number}")
              for number, md5 in enumerate(known_md5s())]
+    rows += [("VPDQ", vpdq_of(seed), "demo-known", "demo-known-videos", f"demo-video-{seed}")
+             for seed in KNOWN_VIDEO_SEEDS]
     return rows
+
+
+def vpdq_of(seed):
+    return VPdqSignal.to_text(hash_video(encode_video(demo_video_spec(seed))).features)
 
 
 def benign_bank_rows():
@@ -107,7 +116,8 @@ def main():
     build_city_db(OUT / "demo-city.mmdb")
     write_bank(OUT / "demo-bank.csv", known_bank_rows())
     write_bank(OUT / "demo-negative-bank.csv", benign_bank_rows())
-    print(f"wrote {len(network_plan())} places, {len(KNOWN_IMAGE_SEEDS)} + {len(known_md5s())} known and "
+    print(f"wrote {len(network_plan())} places, {len(KNOWN_IMAGE_SEEDS)} + {len(known_md5s())} + "
+          f"{len(KNOWN_VIDEO_SEEDS)} videos known and "
           f"{len(BENIGN_IMAGE_SEEDS)} benign hashes to {OUT}")
 
 

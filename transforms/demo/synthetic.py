@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 from schemas import reference_table
 from transforms.demo.synthetic_images import make_image, variant
+from transforms.demo.synthetic_videos import VARIANT_KINDS as VIDEO_VARIANT_KINDS
+from transforms.demo.synthetic_videos import VideoSpec, encode_video, variant_spec
 
 MALFORMED_KINDS = ("not_json", "truncated_json", "missing_report_id", "unknown_incident_type", "wrong_types",
                    "bad_submitted_at", "invalid_utf8", "json_array")
@@ -44,6 +46,8 @@ MALFORMED_KINDS = ("not_json", "truncated_json", "missing_report_id", "unknown_i
 KNOWN_IMAGE_SEEDS = range(1, 201)
 BENIGN_IMAGE_SEEDS = range(901, 909)
 NEW_IMAGE_SEEDS_FROM = 1_000_000
+# Videos of these seeds are in the demo bank (VPDQ); inline videos re-encode them or are new.
+KNOWN_VIDEO_SEEDS = range(1, 5)
 KNOWN_MD5_COUNT = 300
 MEDIA_SIDE = 128  # inline pictures stay a few KB
 PNG_SIGNATURE = b"\x89PNG"
@@ -112,6 +116,7 @@ class SyntheticConfig:
     media_fraction: float = 0.15
     known_media_fraction: float = 0.5
     benign_media_fraction: float = 0.05
+    video_media_fraction: float = 0.04  # of known and new inline media: a short video instead of a picture
     known_md5_fraction: float = 0.1
     redelivery_fraction: float = 0.03
     malformed_fraction: float = 0.01
@@ -146,10 +151,12 @@ class Place(NamedTuple):
 
 
 class InlineMedia(NamedTuple):
-    """What an inline picture shows: `kind` is known, benign or new; `seed` its make_image seed."""
+    """What an inline picture (or video) shows: `kind` is known, benign or new; `seed` its make_image
+    (or `demo_video_spec`) seed."""
     file_index: int
     kind: str
     seed: int
+    video: bool = False
 
 
 class SyntheticReport(NamedTuple):
@@ -470,6 +477,11 @@ def _files(config, index, rng, upload):
 
 def _pick_media(config, rng, file_index):
     chance = rng.random()
+    new_fraction = 1 - config.known_media_fraction - config.benign_media_fraction
+    if chance < config.known_media_fraction * config.video_media_fraction:
+        return InlineMedia(file_index, "known", rng.choice(KNOWN_VIDEO_SEEDS), video=True)
+    if chance >= 1 - new_fraction * config.video_media_fraction:
+        return InlineMedia(file_index, "new", NEW_IMAGE_SEEDS_FROM + rng.getrandbits(40), video=True)
     if chance < config.known_media_fraction:
         return InlineMedia(file_index, "known", rng.choice(KNOWN_IMAGE_SEEDS))
     if chance < config.known_media_fraction + config.benign_media_fraction:
@@ -477,8 +489,16 @@ def _pick_media(config, rng, file_index):
     return InlineMedia(file_index, "new", NEW_IMAGE_SEEDS_FROM + rng.getrandbits(40))
 
 
+def demo_video_spec(seed):
+    """The demo's videos: 4 s, 128x96, 8 frames/s, H.264 in MP4, a few tens of KB."""
+    return VideoSpec(f"demo-video-{seed}", seconds=4.0, fps=8, size=(128, 96), bit_rate=200_000)
+
+
 def _media_bytes(inline, rng):
-    """A re-encoding of the picture: bank pictures are cached per process, new ones drawn once."""
+    """A re-encoding of the picture (or video): bank pictures are cached per process, new ones drawn once."""
+    if inline.video:
+        spec = demo_video_spec(inline.seed)
+        return encode_video(variant_spec(spec, rng.choice(VIDEO_VARIANT_KINDS), rng) if inline.kind == "known" else spec)
     picture = make_image(inline.seed, MEDIA_SIDE) if inline.kind == "new" else _bank_picture(inline.seed)
     return variant(picture, _weighted(rng.random, VARIANT_MIX, VARIANT_CUM)[0], rng)
 
@@ -502,6 +522,10 @@ def _file(rng, index, file_index, content, upload, known_md5_fraction):
 
 
 def _extension(content):
+    if content and content[4:8] == b"ftyp":
+        return "mp4"
+    if content and content[:4] in (b"\x1a\x45\xdf\xa3", b"RIFF", b"GIF8"):
+        return {b"\x1a\x45\xdf\xa3": "mkv", b"RIFF": "avi", b"GIF8": "gif"}[content[:4]]
     return "png" if content and content.startswith(PNG_SIGNATURE) else "jpg"
 
 

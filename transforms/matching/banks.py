@@ -1,8 +1,8 @@
 """Hash banks: named lists of known hashes, read from CSV or Parquet and indexed per signal type.
 
 A bank file has exactly the columns `hash_type,hash_value,bank,label,external_id` (external_id may be
-empty or absent). Several files load into one `BankIndexes`; exact types are looked up in a dict,
-perceptual types in a `HammingIndex` at the signal's default threshold. A bad row stops the load with
+empty or absent); a `VPDQ` row holds one whole video, its frames as `VPdqSignal` text. Several files load into one `BankIndexes`; exact types are looked up in a dict,
+perceptual types in a `HammingIndex` at the signal's default threshold, vPDQ videos in a `VideoIndex`. A bad row stops the load with
 an error naming the file and line, so a broken bank is never half-loaded.
 """
 import csv
@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.matching.hamming_index import HammingIndex, codes_from_hex
-from transforms.matching.signals import signal_for
+from transforms.matching.signals import VPdqSignal, signal_for
+from transforms.matching.video_index import VideoIndex
 from transforms.plumbing.reference_files import fingerprint, stage
 
 COLUMNS = ("hash_type", "hash_value", "bank", "label", "external_id")
@@ -33,10 +34,10 @@ class BankEntry:
     label: str | None = None
     external_id: str | None = None
 
-    def as_match(self, distance):
-        """The match record every sink receives."""
+    def as_match(self, distance, **video_fields):
+        """The match record every sink receives (video matches add their percentages and segments)."""
         return {"bank": self.bank, "label": self.label, "externalId": self.external_id,
-                "signalType": self.signal.name, "distance": int(distance)}
+                "signalType": self.signal.name, "distance": int(distance), **video_fields}
 
     def as_row(self):
         return {"hash_type": self.signal.name, "hash_value": self.value, "bank": self.bank,
@@ -150,7 +151,8 @@ class BankIndexes:
         by_signal = {}
         for entry in entries:
             by_signal.setdefault(entry.signal, []).append(entry)
-        self.indexes = {signal: SignalIndex(signal, group) for signal, group in by_signal.items()}
+        self.indexes = {signal: VideoIndex(group) if signal.video else SignalIndex(signal, group)
+                        for signal, group in by_signal.items()}
 
     @classmethod
     def from_paths(cls, paths):
@@ -166,4 +168,9 @@ class BankIndexes:
     def search(self, signal, values):
         index = self.indexes.get(signal)
         return index.search(values) if index else [[] for _ in values]
+
+    def search_videos(self, queries, query_match_percent, bank_match_percent):
+        """For each query video (its VPdqFeature list), [(entry, VideoMatch)] of the banked videos it matches."""
+        index = self.indexes.get(VPdqSignal)
+        return index.search(queries, query_match_percent, bank_match_percent) if index else [[] for _ in queries]
 

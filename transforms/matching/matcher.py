@@ -3,12 +3,17 @@
 For each file of a report: gather the producer's hashes (validated) and the hashes of its media, then
 look every hash up in the banks, one index query per signal type for a whole batch of reports. A file
 within threshold of a negative-bank entry (known benign content) keeps its hashes but gets no matches.
+A video (or animated image) is hashed exactly and with vPDQ; its frames are matched against banked
+videos (per-video percentages) and banked PDQ images (frame-level hits), and only a count of them leaves
+the worker.
 """
 import dataclasses
 
 from transforms.matching.banks import BankIndexes
-from transforms.matching.media import MediaBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
-from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, signal_for
+from transforms.matching.media import MAX_MEDIA_BYTES, MediaBudget, MediaRoots, UnhashableMedia, hash_media, media_bytes
+from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal, Sha1Signal, VPdqSignal, signal_for
+from transforms.matching.video import VideoLimits, hash_video, is_video
+from transforms.matching.video_index import VideoMatch, matched_segments
 
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 
@@ -22,6 +27,7 @@ class FileHashes:
     notes: list
     hashes: list  # [(signal, value, source)]
     matches: list = dataclasses.field(default_factory=list)
+    video: object = None  # VideoHashes of a video file
 
     def as_record(self):
         return {
@@ -29,23 +35,35 @@ class FileHashes:
             "mediaStatus": self.status,
             "mediaError": "; ".join(self.notes) or None,
             "hashes": [{"signalType": s.name, "value": v, "source": source} for s, v, source in self.hashes],
+            "video": self.video.summary() if self.video else None,
             "matches": self.matches,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoMatching:
+    """How videos are sampled and when a video match counts (the reference's defaults)."""
+
+    query_match_percent: float = VPdqSignal.query_match_percent
+    bank_match_percent: float = VPdqSignal.bank_match_percent
+    seconds_per_frame: float = 1.0
+    limits: VideoLimits = VideoLimits()
 
 
 class HashMatcher:
     """Banks plus negative banks, the signals to compute from media, and where media may be read from."""
 
-    def __init__(self, banks, negative_banks=None, media_roots=()):
+    def __init__(self, banks, negative_banks=None, media_roots=(), video=VideoMatching()):
         self.banks = banks
         self.media_roots = MediaRoots.of(media_roots)
         self.negative_banks = negative_banks or BankIndexes([])
+        self.video = video
         self.signals = tuple(COMPUTED_SIGNALS) + tuple(
-            sorted(banks.signals - set(COMPUTED_SIGNALS), key=lambda signal: signal.name))
+            sorted({s for s in banks.signals - set(COMPUTED_SIGNALS) if not s.video}, key=lambda signal: signal.name))
 
     @classmethod
-    def from_banks(cls, bank_paths, negative_bank_paths=(), media_roots=()):
-        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths), media_roots)
+    def from_banks(cls, bank_paths, negative_bank_paths=(), media_roots=(), video=VideoMatching()):
+        return cls(BankIndexes.from_paths(bank_paths), BankIndexes.from_paths(negative_bank_paths), media_roots, video)
 
     def enrich_report(self, report):
         """The report's `_hashes` value: per-file hashes and matches, and the report's match summary."""
@@ -66,18 +84,38 @@ class HashMatcher:
     def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
         hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
+        video = None
         try:
-            data = media_bytes(file, self.media_roots, budget=budget)
+            data = media_bytes(file, self.media_roots, max_bytes=max(MAX_MEDIA_BYTES, self.video.limits.max_bytes),
+                               budget=budget)
             if data is None:
                 status = "provided_only" if hashes else "no_media"
+            elif is_video(data):
+                hashes += [(signal, signal.hash_bytes(data), "computed") for signal in self.exact_signals()]
+                video = self.video_hashes(data, budget)
+                status = "hashed"
             else:
+                if len(data) > MAX_MEDIA_BYTES:
+                    raise UnhashableMedia(f"media larger than {MAX_MEDIA_BYTES} bytes")
                 hashes += [(signal, value, "computed") for signal, value in hash_media(data, self.signals, budget)]
                 status = "hashed"
         except UnhashableMedia as error:
             hashes += [(signal, value, "computed") for signal, value in getattr(error, "hashes", [])]
             notes.insert(0, str(error))
             status = "unhashable"
-        return FileHashes(file.get("fileId"), status, notes, hashes)
+        return FileHashes(file.get("fileId"), status, notes, hashes, video=video)
+
+    def video_hashes(self, data, budget):
+        """The video's vPDQ, its decoding charged to the report's media budget and stopped when that is spent."""
+        if budget is None:
+            return hash_video(data, self.video.seconds_per_frame, self.video.limits)
+        budget.check_time_left()
+        limits = dataclasses.replace(self.video.limits, max_decode_seconds=min(
+            self.video.limits.max_decode_seconds, budget.seconds_left))
+        return budget.timed(lambda: hash_video(data, self.video.seconds_per_frame, limits))
+
+    def exact_signals(self):
+        return [signal for signal in self.signals if not signal.perceptual]
 
     def match_files(self, files):
         """Fills each file's matches, querying each signal's index once for all the files."""
@@ -97,9 +135,39 @@ class HashMatcher:
                     key = (entry.bank, entry.label, entry.external_id, signal.name)
                     if key not in found[number] or distance < found[number][key]["distance"]:
                         found[number][key] = entry.as_match(distance)
+        self.match_videos(files, benign, found)
         for number, file in enumerate(files):
             if number not in benign:
                 file.matches = sorted(found[number].values(), key=lambda m: (m["distance"], m["bank"]))
+
+    def match_videos(self, files, benign, found):
+        """Video files against banked videos and, frame by frame, banked PDQ images."""
+        numbers = [number for number, file in enumerate(files) if file.video]
+        queries = [files[number].video.features for number in numbers]
+        thresholds = (self.video.query_match_percent, self.video.bank_match_percent)
+        for number, hits in zip(numbers, self.negative_banks.search_videos(queries, *thresholds)):
+            if hits:
+                benign.add(number)
+        for number, hits in zip(numbers, self.banks.search_videos(queries, *thresholds)):
+            for entry, match in hits:
+                found[number][(entry.bank, entry.label, entry.external_id, VPdqSignal.name)] = (
+                    entry.as_match(match.distance, **match.as_fields()))
+        for number, query in zip(numbers, queries):
+            for entry, match in self.image_hits(query):
+                key = (entry.bank, entry.label, entry.external_id, PdqSignal.name)
+                if key not in found[number] or match.distance < found[number][key]["distance"]:
+                    found[number][key] = entry.as_match(match.distance, **match.as_fields())
+
+    def image_hits(self, features):
+        """[(banked PDQ image entry, VideoMatch)] for images some frame of the video is within threshold of."""
+        frames = VPdqSignal.matchable(features)
+        by_entry = {}
+        for frame, hits in zip(frames, self.banks.search(PdqSignal, [frame.pdq_hex for frame in frames])):
+            for entry, distance in hits:
+                by_entry.setdefault(entry, []).append((frame.timestamp, distance))
+        return [(entry, VideoMatch(100.0 * len(hits) / len(frames), 100.0, min(d for _, d in hits),
+                                   matched_segments([t for t, _ in hits], self.video.seconds_per_frame)))
+                for entry, hits in by_entry.items()]
 
 
 def provided_hashes(provided):
@@ -108,6 +176,8 @@ def provided_hashes(provided):
     for position, item in enumerate(provided, start=1):
         try:
             signal = signal_for(item.get("hashType") or "")
+            if signal.video:
+                raise ValueError(f"{signal.name} is computed from the video, not taken from producers")
             hashes.append((signal, signal.validate(item.get("value") or ""), "provided"))
         except (KeyError, ValueError) as error:
             notes.append(f"provided hash {position} ignored: {error.args[0]}")

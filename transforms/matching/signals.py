@@ -6,7 +6,9 @@ producers send (MD5, SHA-1, sha256, PDQ, ...) to the class. Every value travels 
 """
 import ctypes
 import hashlib
+import json
 import re
+from typing import NamedTuple
 
 import imagehash
 import numba
@@ -22,6 +24,7 @@ class SignalType:
     hex_length = 0
     default_threshold = 0
     perceptual = False
+    video = False
 
     @classmethod
     def validate(cls, value):
@@ -132,15 +135,18 @@ class PdqSignal(PerceptualSignal):
 
     @classmethod
     def hash_image(cls, image):
-        pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-        if _pdq_from_luma is None:
-            bits, quality = pdqhash.compute(pixels)
-            value = np.packbits(bits.astype(np.uint8)).tobytes().hex()
-        else:
-            value, quality = _pdq_hash(pixels)
+        value, quality = cls.hash_pixels(np.asarray(image.convert("RGB") if image.mode != "RGB" else image))
         if quality < cls.min_quality:
             return None
         return value
+
+    @classmethod
+    def hash_pixels(cls, pixels):
+        """(hex, quality) of an RGB uint8 array, whatever the quality (vPDQ keeps it per frame)."""
+        if _pdq_from_luma is None:
+            bits, quality = pdqhash.compute(pixels)
+            return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
+        return _pdq_hash(pixels)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -185,7 +191,84 @@ def _pdq_hash(pixels):
     return words[::-1].astype(">u2").tobytes().hex(), quality.value
 
 
-SIGNAL_TYPES = (Md5Signal, Sha1Signal, Sha256Signal, PHashSignal, DHashSignal, PdqSignal)
+class VPdqFeature(NamedTuple):
+    """One sampled video frame: its number, PDQ hash (hex), PDQ quality and time in seconds."""
+
+    frame_number: int
+    pdq_hex: str
+    quality: int
+    timestamp: float
+
+
+class VPdqSignal(SignalType):
+    """Meta's vPDQ: a video as the PDQ hashes of frames sampled at a fixed interval.
+
+    Its value is text, one frame per line, `frame_number,pdq_hex,quality,timestamp` (what the reference
+    `vpdq` tools print). python-threatexchange's signal string (a JSON list of `"pdq_hex,quality,timestamp"`)
+    is read too, its frames numbered in order. Matching is per video (`transforms/matching/video_index.py`):
+    a query matches when `query_match_percent` of its frames are within `frame_threshold` of some banked
+    frame, and it covers at least `bank_match_percent` of the banked video's frames.
+    """
+
+    name = "VPDQ"
+    video = True
+    frame_threshold = 31
+    min_quality = 50
+    query_match_percent = 80.0
+    bank_match_percent = 0.0
+    timestamp_decimals = 3
+
+    @classmethod
+    def validate(cls, value):
+        return cls.to_text(cls.parse(value))
+
+    @classmethod
+    def parse(cls, value):
+        """The features of a vPDQ value in either text form; ValueError naming the bad frame."""
+        text = str(value).strip()
+        if not text:
+            raise ValueError("invalid VPDQ hash: no frames")
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise ValueError("invalid VPDQ hash: not a JSON list of frames") from None
+            if not isinstance(items, list):
+                raise ValueError("invalid VPDQ hash: not a JSON list of frames")
+            lines = [f"{number},{item}" for number, item in enumerate(items)]
+        else:
+            lines = [line for line in re.split(r"[\r\n;]+", text) if line.strip()]
+        return [cls._feature(line, number) for number, line in enumerate(lines, start=1)]
+
+    @classmethod
+    def _feature(cls, line, number):
+        parts = [part.strip() for part in str(line).split(",")]
+        try:
+            frame, pdq_hex, quality, timestamp = parts
+            feature = VPdqFeature(int(frame), PdqSignal.validate(pdq_hex), int(quality), float(timestamp))
+        except (ValueError, TypeError):
+            raise ValueError(f"invalid VPDQ hash: frame {number} is not frame,pdq_hex,quality,timestamp") from None
+        if not 0 <= feature.quality <= 100 or feature.timestamp < 0 or feature.frame_number < 0:
+            raise ValueError(f"invalid VPDQ hash: frame {number} has a quality or time out of range")
+        return feature
+
+    @classmethod
+    def to_text(cls, features):
+        return "\n".join(f"{f.frame_number},{f.pdq_hex},{f.quality},{f.timestamp:.{cls.timestamp_decimals}f}"
+                         for f in features)
+
+    @classmethod
+    def matchable(cls, features):
+        """The frames matching uses, as the reference does: quality >= 50, each distinct hash once."""
+        seen, kept = set(), []
+        for feature in features:
+            if feature.quality >= cls.min_quality and feature.pdq_hex not in seen:
+                seen.add(feature.pdq_hex)
+                kept.append(feature)
+        return kept
+
+
+SIGNAL_TYPES = (Md5Signal, Sha1Signal, Sha256Signal, PHashSignal, DHashSignal, PdqSignal, VPdqSignal)
 _BY_NAME = {signal.name: signal for signal in SIGNAL_TYPES}
 
 
@@ -197,7 +280,7 @@ def canonical_hash_type(hash_type):
 def signal_for(hash_type):
     """The signal type for a producer's `hashType`; KeyError naming it when unknown."""
     name = canonical_hash_type(hash_type)
-    name = {"PDQHASH": "PDQ", "PERCEPTUALHASH": "PHASH", "DIFFERENCEHASH": "DHASH"}.get(name, name)
+    name = {"PDQHASH": "PDQ", "PERCEPTUALHASH": "PHASH", "DIFFERENCEHASH": "DHASH", "VIDEOPDQ": "VPDQ"}.get(name, name)
     if name not in _BY_NAME:
         raise KeyError(f"unknown hash type {hash_type!r}")
     return _BY_NAME[name]

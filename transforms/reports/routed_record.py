@@ -21,6 +21,7 @@ def routed_file(file, hashes):
         "mediaStatus": hashes["mediaStatus"],
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
+        "video": hashes.get("video"),
         "matches": hashes["matches"],
     }
 
@@ -35,7 +36,8 @@ def to_routed_record(report):
         "schemaVersion": SCHEMA_VERSION,
         "reportId": report["reportId"],
         "submittedAt": report["submittedAt"],
-        "espId": report["reporter"]["espId"],
+        "reporterKind": report["reporter"].get("kind", "esp"),
+        "espId": report["reporter"]["espId"] if report["reporter"].get("kind", "esp") == "esp" else "public",
         "espName": report["reporter"].get("espName"),
         "incidentType": summary["incidentType"],
         "incidentDateTime": summary.get("incidentDateTime"),

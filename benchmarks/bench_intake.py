@@ -1,0 +1,194 @@
+"""The intake service end to end: provider reports over HTTP -> finished -> on the Pub/Sub emulator.
+
+Starts the emulator and `tipline serve intake` in its own process (one uvicorn worker), then a load
+generator (this process, asyncio + httpx, --concurrency reports in flight) reports --count reports, each
+submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
+
+- reports accepted per second end to end: finished reports / time until the last one is on the topic
+  (counted by pulling the subscription), the goal being >= 500/s on 2 cores;
+- p50 / p99 latency of `submit`, and of a whole report;
+- the baselines measured in the same run: the same client doing 4 `GET /status` per report (the HTTP
+  stack and authentication alone), and publishing the same messages straight to the emulator.
+
+    .venv/bin/python benchmarks/bench_intake.py                  # 2,000 reports, 32 in flight
+    .venv/bin/python benchmarks/bench_intake.py --count 5000 --concurrency 64
+"""
+import argparse
+import asyncio
+import io
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines import emulator  # noqa: E402
+from pipelines.publish import ensure_subscription, ensure_topic  # noqa: E402
+from services.common.credentials import add_account  # noqa: E402
+from services.intake.provider_client import file_details_xml, parse_response, report_xml  # noqa: E402
+from transforms.demo.synthetic_images import make_image  # noqa: E402
+
+PROJECT, USER, PASSWORD = "tipline-bench", "esp-bench", "bench password"
+XML = {"Content-Type": "text/xml; charset=utf-8"}
+
+
+def small_jpeg(seed):
+    buffer = io.BytesIO()
+    make_image(seed, 96).save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def checked(response):
+    answer = parse_response(response)
+    if answer["responseCode"] != 0:
+        raise RuntimeError(f"refused: {answer}")
+    return answer
+
+
+async def one_report(http, image, submit_times, report_times):
+    started = time.perf_counter()
+    answer = checked(await http.post("/submit", content=report_xml(), headers=XML))
+    submit_times.append(time.perf_counter() - started)
+    report_id = answer["reportId"]
+    upload = checked(await http.post("/upload", data={"id": report_id}, files={"file": ("f.jpg", image)}))
+    await http.post("/fileinfo", content=file_details_xml(report_id, upload["fileId"], upload["hash"]), headers=XML)
+    checked(await http.post("/finish", data={"id": report_id}))
+    report_times.append(time.perf_counter() - started)
+
+
+async def four_status_calls(http, *_):
+    for _ in range(4):
+        checked(await http.get("/status"))
+
+
+async def drive(url, count, concurrency, work, images):
+    """Runs `work` `count` times with `concurrency` in flight; (seconds, submit latencies, report latencies)."""
+    submit_times, report_times, queue = [], [], iter(range(count))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, auth=(USER, PASSWORD), limits=limits, timeout=120) as http:
+        async def worker():
+            for index in queue:
+                await work(http, images[index % len(images)], submit_times, report_times)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, submit_times, report_times
+
+
+def count_until(subscription, expected, patience=300):
+    """Pulls and acknowledges until `expected` messages arrived; the time it took."""
+    from google.cloud import pubsub_v1
+
+    subscriber, seen, started = pubsub_v1.SubscriberClient(), 0, time.perf_counter()
+    while seen < expected and time.perf_counter() - started < patience:
+        received = subscriber.pull(subscription=subscription, max_messages=1000, timeout=30).received_messages
+        if received:
+            subscriber.acknowledge(subscription=subscription, ack_ids=[item.ack_id for item in received])
+            seen += len(received)
+    return seen
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds so far of a process and its children (the uvicorn workers); load on the
+    machine does not inflate it."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
+def start_service(workdir, topic, port, workers):
+    credentials = workdir / "providers.jsonl"
+    add_account(credentials, USER, "Bench Social", PASSWORD)
+    process = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "tipline"), "serve", "intake", "--port", str(port), "--credentials",
+         str(credentials), "--store", str(workdir / "intake.sqlite"), "--quarantine-root", str(workdir / "quarantine"),
+         "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000", "--workers", str(workers)],
+        start_new_session=True)
+    deadline = time.monotonic() + 300  # a loaded machine takes its time to start workers
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/status", auth=(USER, PASSWORD), timeout=2)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the intake service did not start")
+
+
+def direct_publish_rate(topic, count):
+    """Reports/s publishing the same kind of message straight to the emulator (no HTTP, no store)."""
+    from google.cloud import pubsub_v1
+
+    from pipelines.publish import publish
+    from tests.conftest import example_report
+    import json
+
+    message = json.dumps(example_report()).encode()
+    publisher = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=500,
+                                                                                       max_latency=0.01))
+    started = time.perf_counter()
+    publish(iter([message] * count), topic, publisher=publisher)
+    return count / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="the service's worker processes")
+    args = parser.parse_args()
+    from google.cloud import pubsub_v1
+
+    images = [small_jpeg(seed) for seed in range(50)]
+    with emulator.running(), tempfile.TemporaryDirectory(prefix="bench-intake-") as folder:
+        workdir = pathlib.Path(folder)
+        topic, subscription = f"projects/{PROJECT}/topics/intake", f"projects/{PROJECT}/subscriptions/intake"
+        ensure_topic(pubsub_v1.PublisherClient(), topic)
+        ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
+        port = emulator.free_port()
+        service = start_service(workdir, topic, port, args.workers)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(drive(url, min(200, args.count), args.concurrency, one_report, images))  # warm-up
+            count_until(subscription, min(200, args.count))
+            status_cpu = cpu_seconds(service.pid)
+            status_seconds, _, _ = asyncio.run(drive(url, args.count, args.concurrency, four_status_calls, images))
+            status_cpu = cpu_seconds(service.pid) - status_cpu
+            started, service_cpu = time.perf_counter(), cpu_seconds(service.pid)
+            seconds, submits, reports = asyncio.run(drive(url, args.count, args.concurrency, one_report, images))
+            on_topic = count_until(subscription, args.count)
+            end_to_end = time.perf_counter() - started
+            service_cpu = cpu_seconds(service.pid) - service_cpu
+        finally:
+            service.terminate()
+            service.wait(timeout=30)
+        direct = direct_publish_rate(topic, args.count)
+    accepted = on_topic / end_to_end
+    print(f"\n{args.count} reports (one {sum(map(len, images)) // len(images):,}-byte JPEG each), "
+          f"{args.concurrency} in flight, os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"end to end: {on_topic} reports on the topic in {end_to_end:.1f} s = {accepted:,.0f} reports/s "
+          f"(HTTP part {args.count / seconds:,.0f}/s; goal >= 500/s)")
+    print(f"submit latency p50 {percentile(submits, 0.5) * 1000:.1f} ms, p99 {percentile(submits, 0.99) * 1000:.1f} ms;"
+          f" whole report p50 {percentile(reports, 0.5) * 1000:.1f} ms, p99 {percentile(reports, 0.99) * 1000:.1f} ms")
+    print(f"service CPU per report {service_cpu / args.count * 1000:.2f} ms (one core: {args.count / service_cpu:,.0f} "
+          f"reports/s at most); per 4 GET /status {status_cpu / args.count * 1000:.2f} ms")
+    print(f"baseline, 4 GET /status per report: {args.count / status_seconds:,.0f} 'reports'/s "
+          f"(ratio {accepted / (args.count / status_seconds):.2f}); "
+          f"publishing straight to the emulator: {direct:,.0f}/s (ratio {accepted / direct:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP services in front of and beside the pipeline (FastAPI on uvicorn)."""

@@ -1,0 +1,1 @@
+"""Small pieces the HTTP services share: hashed credentials, Basic authentication, rate limits, HTTP bodies."""

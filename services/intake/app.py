@@ -1,0 +1,417 @@
+"""The intake service's HTTP endpoints (FastAPI): the CyberTipline reporting API, a JSON door, public reports.
+
+Nothing reaches Pub/Sub before `finish`: submit, upload and fileinfo only fill the store; finish
+assembles the contract report, marks it finished and publishes it with the `reportId` and `submittedAt`
+attributes. Every refusal is an XML `reportResponse` (JSON on the JSON endpoints) with a non-zero
+`responseCode` and a description; no request body, credential or media byte is logged.
+"""
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from services.common.credentials import BasicAuthenticator
+from services.common.http import BodyTooLarge, client_address, read_body
+from services.common.rate_limit import RateLimiter
+from services.intake.quarantine import QuarantineStore
+from services.intake.store import REPORT_ID_PREFIX, IntakeStore, Refused, now_rfc3339
+from services.intake.xml_mapping import InvalidDocument, MalformedXml, file_details_from_xml, report_from_xml
+
+log = logging.getLogger("tipline.intake")
+
+SUCCESS, SERVER_ERROR = 0, 1000
+AUTHENTICATION_REQUIRED = 2000
+INVALID_REQUEST, VALIDATION_FAILED, MALFORMED_XML = 4000, 4100, 4110
+DOCUMENT_TOO_LARGE, FILE_TOO_LARGE, RATE_LIMITED = 4120, 4210, 4290
+REPORT_DOES_NOT_EXIST = 5001
+HTTP_STATUS = {AUTHENTICATION_REQUIRED: 401, 3000: 403, INVALID_REQUEST: 400, VALIDATION_FAILED: 400,
+               MALFORMED_XML: 400, DOCUMENT_TOO_LARGE: 413, FILE_TOO_LARGE: 413, 4220: 409, RATE_LIMITED: 429,
+               REPORT_DOES_NOT_EXIST: 404, 5002: 404, 5101: 409, 5102: 409, SERVER_ERROR: 500}
+XML_TYPES = ("text/xml", "application/xml")
+FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST = 1.0, 10.0  # per client address
+PUBLIC_FIELDS = ("incidentSummary", "internetDetails", "personOrUserReported", "victims", "batchedReport", "files")
+
+
+@dataclass
+class IntakeConfig:
+    store_path: str
+    quarantine_root: str
+    accounts: dict
+    topic: str
+    max_document_bytes: int = 1 * 2**20
+    max_upload_bytes: int = 25 * 2**20
+    max_files_per_report: int = 100
+    provider_rate: float = 200.0
+    provider_burst: float = 400.0
+    public_rate: float = 1.0
+    public_burst: float = 5.0
+    outbox_seconds: float = 5.0
+    outbox_after_seconds: float = 30.0
+
+
+class ApiRefusal(Exception):
+    def __init__(self, code, description, report_id=None):
+        super().__init__(description)
+        self.code, self.description, self.report_id = code, description, report_id
+
+
+def xml_document(root, fields):
+    body = "".join(f"<{name}>{escape(str(value))}</{name}>" for name, value in fields if value is not None)
+    return f'<?xml version="1.0" encoding="UTF-8"?><{root}>{body}</{root}>'
+
+
+def report_response(code, description, status=200, **fields):
+    document = xml_document("reportResponse", [("responseCode", code), ("responseDescription", description),
+                                               *fields.items()])
+    headers = {"WWW-Authenticate": 'Basic realm="tipline intake"'} if code == AUTHENTICATION_REQUIRED else None
+    return Response(document, status_code=status, media_type="text/xml", headers=headers)
+
+
+def refusal_response(refusal, done=False, as_json=False):
+    status = HTTP_STATUS.get(refusal.code, 400)
+    log.info("refused with %d: %s", refusal.code, refusal.description)
+    if as_json:
+        return JSONResponse({"responseCode": refusal.code, "responseDescription": refusal.description},
+                            status_code=status)
+    if done:
+        document = xml_document("reportDoneResponse", [("responseCode", refusal.code), ("reportId", refusal.report_id),
+                                                      ("responseDescription", refusal.description)])
+        return Response(document, status_code=status, media_type="text/xml")
+    return report_response(refusal.code, refusal.description, status, reportId=refusal.report_id)
+
+
+def numeric_id(value, name="id"):
+    if not isinstance(value, str) or not value.strip().isdigit() or len(value.strip()) > 18:
+        raise ApiRefusal(INVALID_REQUEST, f"{name} must be a report id (a positive integer)")
+    return int(value.strip())
+
+
+class Intake:
+    """The service's state: store, quarantine, publisher, authenticator and rate limits.
+
+    Store calls run on the event loop: SQLite in WAL mode commits without an fsync in well under a
+    millisecond, less than a hop to the threadpool; media writes (fsync) and scrypt go to the threadpool.
+    """
+
+    def __init__(self, config, publisher=None):
+        from transforms.parse import ReportValidator
+
+        self.config = config
+        self.store = IntakeStore(config.store_path)
+        self.quarantine = QuarantineStore(config.quarantine_root)
+        self.authenticator = BasicAuthenticator(config.accounts)
+        self.provider_limits = RateLimiter(config.provider_rate, config.provider_burst)
+        self.public_limits = RateLimiter(config.public_rate, config.public_burst)
+        self.failed_logins = RateLimiter(FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
+        self.validator = ReportValidator(config.max_files_per_report)
+        self.publisher = publisher or _publisher()
+        self.in_flight = set()
+
+    async def provider(self, request):
+        """The authenticated provider, or a refusal: bad credentials look the same whether the user exists or not."""
+        address, header = client_address(request), request.headers.get("authorization")
+        user = self.authenticator.remembered_user(header)
+        if user is None:
+            if self.failed_logins.exhausted(address):  # refused before the costly scrypt
+                raise ApiRefusal(RATE_LIMITED, "too many failed logins from this address; slow down")
+            user = await run_in_threadpool(self.authenticator.user_of, header)
+        if user is None:
+            self.failed_logins.allow(address)
+            raise ApiRefusal(AUTHENTICATION_REQUIRED, "authentication required: missing or wrong credentials")
+        if not self.provider_limits.allow(user):
+            raise ApiRefusal(RATE_LIMITED,
+                             f"rate limit of {self.config.provider_rate:g} requests/s exceeded; retry later")
+        return user
+
+    async def xml_body(self, request):
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in XML_TYPES:
+            raise ApiRefusal(INVALID_REQUEST, f"content type {media_type[:60]!r} is not text/xml or application/xml")
+        return await self.body(request, self.config.max_document_bytes, DOCUMENT_TOO_LARGE)
+
+    async def body(self, request, limit, code):
+        try:
+            return await read_body(request, limit)
+        except BodyTooLarge as error:
+            raise ApiRefusal(code, str(error)) from None
+
+    def check_contract(self, report):
+        """Refuses what the pipeline would dead-letter, naming the field."""
+        from transforms.reports.avro_validation import InvalidRecord
+
+        try:
+            self.validator.validate(report)
+        except InvalidRecord as error:
+            raise ApiRefusal(VALIDATION_FAILED, f"not a valid report: {error}") from None
+
+    async def publish(self, report_id, message):
+        """Publishes a finished report and records it published; a failure leaves it to the outbox."""
+        report = json.loads(message)
+        self.in_flight.add(report_id)
+        try:
+            future = self.publisher.publish(self.config.topic, message, reportId=report["reportId"],
+                                            submittedAt=report["submittedAt"])
+            await asyncio.wrap_future(future)
+        except Exception as error:  # the outbox retries; the report is durably finished
+            log.warning("publish of report %s failed (%s); the outbox will retry", report_id, type(error).__name__)
+            return
+        finally:
+            self.in_flight.discard(report_id)
+        self.store.mark_published(report_id)
+
+    async def drain_outbox(self):
+        """Publishes finished reports whose publish failed or was cut short by a stop, never one in flight."""
+        for report_id, message in self.store.unpublished(self.config.outbox_after_seconds):
+            if report_id not in self.in_flight:
+                await self.publish(report_id, message)
+
+    async def outbox_loop(self):
+        while True:
+            with contextlib.suppress(Exception):
+                await self.drain_outbox()
+            await asyncio.sleep(self.config.outbox_seconds)
+
+
+def _publisher():
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01))
+
+
+def create_app(config, publisher=None):
+    intake = Intake(config, publisher)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        outbox = asyncio.create_task(intake.outbox_loop())
+        try:
+            yield
+        finally:
+            outbox.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await outbox
+            intake.store.close()
+
+    app = FastAPI(title="tipline intake", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.route_class = _AnsweringRoute
+    app.state.intake = intake
+
+    @app.exception_handler(ApiRefusal)
+    async def refused(request, refusal):
+        return _answer_for(request.url.path, refusal)
+
+    @app.exception_handler(Refused)
+    async def refused_by_store(request, refusal):
+        return await refused(request, ApiRefusal(refusal.code, refusal.description))
+
+    @app.get("/status")
+    async def status(request: Request):
+        await intake.provider(request)
+        return report_response(SUCCESS, "Server is up and running")
+
+    @app.post("/submit")
+    async def submit(request: Request):
+        provider = await intake.provider(request)
+        draft = _mapped(report_from_xml, await intake.xml_body(request))
+        intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **draft,
+                               "reporter": {**draft["reporter"], "espId": provider}})
+        report_id = intake.store.open_report(provider, draft)
+        return report_response(SUCCESS, "Success", reportId=report_id)
+
+    @app.post("/upload")
+    async def upload(request: Request):
+        provider = await intake.provider(request)
+        body = await intake.body(request, intake.config.max_upload_bytes + 64 * 1024, FILE_TOO_LARGE)
+        form = await _multipart(request, body)
+        report_id = numeric_id(form.get("id"))
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiRefusal(INVALID_REQUEST, "multipart field 'file' (a file) is required", report_id)
+        data = await upload.read()
+        if len(data) > intake.config.max_upload_bytes:
+            raise ApiRefusal(FILE_TOO_LARGE, f"file exceeds the limit of {intake.config.max_upload_bytes} bytes",
+                             report_id)
+        if not data:
+            raise ApiRefusal(4200, "the file is empty", report_id)
+        intake.store.check_open(provider, report_id)
+        uri, md5 = await run_in_threadpool(intake.quarantine.put, data)
+        file_id = intake.store.add_file(provider, report_id, md5, uri, (upload.filename or "")[:255] or None,
+                                        intake.config.max_files_per_report)
+        return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id, hash=md5)
+
+    @app.post("/fileinfo")
+    async def fileinfo(request: Request):
+        provider = await intake.provider(request)
+        report_text, file_text, details = _mapped(file_details_from_xml, await intake.xml_body(request))
+        report_id, file_id = numeric_id(report_text, "reportId"), numeric_id(file_text, "fileId")
+        intake.store.set_file_details(provider, report_id, file_id, details)
+        return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id)
+
+    @app.post("/finish")
+    async def finish(request: Request):
+        provider = await intake.provider(request)
+        report_id = numeric_id(await _form_id(request, intake))
+        try:
+            message, file_ids = intake.store.finish(provider, report_id, intake.authenticator.name_of(provider))
+        except Refused as refusal:
+            raise ApiRefusal(refusal.code, refusal.description, report_id) from None
+        await intake.publish(report_id, message)
+        files = "".join(f"<fileId>{file_id}</fileId>" for file_id in file_ids)
+        document = (f'<?xml version="1.0" encoding="UTF-8"?><reportDoneResponse><responseCode>0</responseCode>'
+                    f"<reportId>{report_id}</reportId><files>{files}</files></reportDoneResponse>")
+        return Response(document, media_type="text/xml")
+
+    @app.post("/retract")
+    async def retract(request: Request):
+        provider = await intake.provider(request)
+        report_id = numeric_id(await _form_id(request, intake))
+        intake.store.retract(provider, report_id)
+        return report_response(SUCCESS, "Success", reportId=report_id)
+
+    @app.post("/v1/reports")
+    async def direct_report(request: Request):
+        """A whole contract report in JSON, for new producers: published at once."""
+        provider = await intake.provider(request)
+        report = await _json_object(request, intake)
+        reporter = report.get("reporter") if isinstance(report.get("reporter"), dict) else {}
+        if reporter.get("espId") not in (None, provider):
+            raise ApiRefusal(3000, "reporter.espId must be the authenticated provider")
+        report["reporter"] = {**reporter, "kind": "esp", "espId": provider}
+        intake.check_contract(report)
+        if report["reportId"].startswith(REPORT_ID_PREFIX):
+            raise ApiRefusal(VALIDATION_FAILED, f"reportIds starting with {REPORT_ID_PREFIX!r} are the intake's own")
+        await run_in_threadpool(_quarantine_inline_media, intake.quarantine, report, intake.config.max_upload_bytes)
+        intake.store.accept_direct(provider, report["reportId"])
+        message = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        number, message = intake.store.add_finished(provider, lambda number: message)
+        await intake.publish(number, message)
+        return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
+
+    @app.post("/public/report")
+    async def public_report(request: Request):
+        """A report from a member of the public: no credentials, a per-address rate limit, no media."""
+        if not intake.public_limits.allow(client_address(request)):
+            raise ApiRefusal(RATE_LIMITED, "too many reports from this address; please try again later")
+        submitted = await _json_object(request, intake)
+        report = {name: submitted[name] for name in PUBLIC_FIELDS if name in submitted}
+        reporting_person = (submitted.get("reporter") or {}).get("reportingPerson") \
+            if isinstance(submitted.get("reporter"), dict) else None
+        report["reporter"] = {"kind": "public", **({"reportingPerson": reporting_person} if reporting_person else {})}
+        if any(isinstance(file, dict) and (file.get("content") or file.get("contentUri"))
+               for file in report.get("files") or []):
+            raise ApiRefusal(VALIDATION_FAILED, "a public report carries no media: give where it is (locationOfFile)")
+        intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **report})
+
+        def build(number):
+            report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())
+            return json.dumps(report, separators=(",", ":")).encode("utf-8")
+
+        number, message = intake.store.add_finished("", build)
+        await intake.publish(number, message)
+        return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
+
+    return app
+
+
+def _answer_for(path, refusal):
+    return refusal_response(refusal, done=path == "/finish", as_json=path in ("/v1/reports", "/public/report"))
+
+
+class _AnsweringRoute(APIRoute):
+    """Routes whose unforeseen failures answer 1000 in the endpoint's own format, the connection kept; the log
+    names the error type, never the request."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def answering(request):
+            try:
+                return await handler(request)
+            except (ApiRefusal, Refused):
+                raise
+            except Exception as error:
+                log.error("%s %s failed: %s", request.method, request.url.path, type(error).__name__)
+                failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
+                return _answer_for(request.url.path, failure)
+
+        return answering
+
+
+def _mapped(mapping, data):
+    try:
+        return mapping(data)
+    except MalformedXml as error:
+        raise ApiRefusal(MALFORMED_XML, str(error)) from None
+    except InvalidDocument as error:
+        raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+
+
+async def _multipart(request, body):
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ApiRefusal(INVALID_REQUEST, "upload must be multipart/form-data with the fields 'id' and 'file'")
+
+    async def chunks():
+        yield body
+
+    try:
+        return await MultiPartParser(request.headers, chunks(), max_files=1, max_fields=4, max_part_size=1024).parse()
+    except MultiPartException as error:
+        raise ApiRefusal(INVALID_REQUEST, f"multipart body refused: {error.message}") from None
+
+
+async def _form_id(request, intake):
+    """The `id` field of a urlencoded or multipart form."""
+    body = await intake.body(request, 64 * 1024, DOCUMENT_TOO_LARGE)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return (await _multipart(request, body)).get("id")
+    if media_type != "application/x-www-form-urlencoded":
+        raise ApiRefusal(INVALID_REQUEST, "send the report id as a form field 'id' (application/x-www-form-urlencoded)")
+    try:
+        values = parse_qs(body.decode("utf-8"), strict_parsing=False).get("id")
+    except UnicodeDecodeError:
+        raise ApiRefusal(INVALID_REQUEST, "form body is not UTF-8") from None
+    return values[0] if values else None
+
+
+async def _json_object(request, intake):
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiRefusal(INVALID_REQUEST, f"content type {media_type[:60]!r} is not application/json")
+    body = await intake.body(request, intake.config.max_document_bytes, DOCUMENT_TOO_LARGE)
+    from transforms.parse import decode_message
+    from transforms.reports.avro_validation import InvalidRecord
+
+    try:
+        return decode_message(body, intake.config.max_document_bytes)
+    except InvalidRecord as error:
+        raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+
+
+def _quarantine_inline_media(quarantine, report, max_bytes):
+    """Moves inline `content` into the quarantine store; a producer's own contentUri is refused."""
+    for index, file in enumerate(report.get("files") or []):
+        if file.get("contentUri"):
+            raise ApiRefusal(VALIDATION_FAILED, f"files[{index}].contentUri: send the bytes as content; "
+                                                "the intake stores them in its quarantine store")
+        if not file.get("content"):
+            continue
+        try:
+            data = base64.b64decode(file["content"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiRefusal(VALIDATION_FAILED, f"files[{index}].content is not valid base64") from None
+        if len(data) > max_bytes:
+            raise ApiRefusal(FILE_TOO_LARGE, f"files[{index}].content exceeds the limit of {max_bytes} bytes")
+        file["contentUri"], _ = quarantine.put(data)
+        file["content"] = None
