@@ -23,6 +23,7 @@ from pipelines.tipline_pipeline import run
 from tests.conftest import MAXMIND, REPO, example_report
 from tests.test_pipeline_end_to_end import variant
 from transforms.demo.packaged import packaged, resolve
+from transforms.matching.banks import read_bank
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")
@@ -60,7 +61,9 @@ def test_beam_style_snake_case_flags_are_tiplines_own(reports_file, capsys):
     assert main(files_run(reports_file, "--geoip_city_db", CITY, "--hash_bank", DEMO_BANK, "--check")) == 0
     found = capsys.readouterr().out
     assert f"--geoip-city-db: {CITY}  GeoIP2-City, built " in found
-    assert f"--hash-bank: {DEMO_BANK}  banks demo-known, 500 rows" in found
+    entries = read_bank(DEMO_BANK)
+    names = ", ".join(sorted({entry.bank for entry in entries}))
+    assert f"--hash-bank: {DEMO_BANK}  banks {names}, {len(entries)} rows" in found
     assert "DEMO DATA" not in found
 
 
