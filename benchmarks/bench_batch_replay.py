@@ -60,7 +60,7 @@ def whole_pipeline(path, out, workers=1):
     shutil.rmtree(out, ignore_errors=True)
     parallel = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)] if workers > 1 else []
     started = time.perf_counter()
-    summary = run(["--source", "files", "--input", str(path), "--output", str(out)] + parallel)
+    summary = run(["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + parallel)
     return time.perf_counter() - started, summary
 
 
@@ -113,7 +113,7 @@ def profile(path, out, top):
     shutil.rmtree(out, ignore_errors=True)
     profiler = cProfile.Profile()
     started = time.perf_counter()
-    profiler.runcall(run, ["--source", "files", "--input", str(path), "--output", str(out)])
+    profiler.runcall(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"])
     total = time.perf_counter() - started
     stats = pstats.Stats(profiler)
     print(f"\nprofile: whole pipeline {total:.1f} s under cProfile (inclusive time of tipline's DoFn methods):")

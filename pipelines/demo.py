@@ -29,7 +29,8 @@ def run_demo(seconds, rate, output_dir, route_topics, door=True, door_rate=5):
     producer = threading.Thread(daemon=True, target=lambda: published.append(
         publish(synthetic_messages(2026), topic, rate=rate, duration=max(seconds - 2, 1), live=True)))
     producer.start()
-    argv = ["--source", "pubsub", "--subscription", subscription, "--output", output_dir, "--duration", str(seconds)]
+    argv = ["--source", "pubsub", "--subscription", subscription, "--output", output_dir, "--duration", str(seconds),
+            "--demo-data"]
     if route_topics:
         argv += ["--route-topic-template", f"projects/{PROJECT}/topics/tips-{{jurisdiction}}", "--create-route-topics"]
     with intake_door(topic, max(seconds - 5, 1), door_rate) if door else contextlib.nullcontext() as outcome:

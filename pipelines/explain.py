@@ -5,8 +5,8 @@ matcher when banks are given) on one report and prints every decision with its r
 """
 import copy
 import json
-import sys
 
+from pipelines.errors import UsageError
 from pipelines.options import hash_bank_paths
 from transforms.demo.packaged import packaged
 from transforms.location.geoip import GeoLocator
@@ -56,7 +56,7 @@ def load_hash_matcher(bank_paths, negative_bank_paths, media_roots=()):
 
 
 def run_explain(args):
-    """Prints the explanation of args.report as JSON; exit code 0, or 2 for an unreadable report or database."""
+    """Prints the explanation of args.report as JSON; an unreadable report or database is a UsageError."""
     try:
         with open(args.report, encoding="utf-8") as handle:
             report = json.load(handle)
@@ -64,8 +64,8 @@ def run_explain(args):
                              args.geoip_anonymous_db, args.geoip_isp_db)
         hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks, args.media_roots)
     except (OSError, ValueError) as error:
-        print(f"tipline explain: {error}", file=sys.stderr)
-        return 2
+        named = f"{args.report}: not JSON ({error})" if isinstance(error, json.JSONDecodeError) else str(error)
+        raise UsageError(named) from error
     explanation = explain_report(report, locator, JurisdictionRules.load(), hash_matcher)
     print(json.dumps(explanation, indent=2, ensure_ascii=False))
     return 0

@@ -1,5 +1,13 @@
-"""TiplineOptions: every option of `tipline run`, as a Beam `PipelineOptions` subclass."""
-from apache_beam.options.pipeline_options import PipelineOptions
+"""TiplineOptions: every option of `tipline run`, as a Beam `PipelineOptions` subclass.
+
+Each of tipline's own flags is also accepted in Beam's snake_case spelling (`--geoip_city_db`), and any
+argument neither tipline nor Beam knows is an error naming it (Beam itself only warns and drops it).
+"""
+import difflib
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from pipelines.errors import UsageError
 
 from pipelines.bank_tools import add_video_matching_options
 
@@ -10,12 +18,59 @@ from transforms.read import SOURCES
 
 DEFAULT_OUTPUT_DIR = "./tipline-out"
 
-def hash_bank_paths(hash_banks, negative_hash_banks):
-    """(banks, negative banks): the demo bank and its negative bank when no bank is named; the demo data is
-    `packaged:NAME`, so each worker resolves it to its own installed copy."""
-    if hash_banks:
-        return list(hash_banks), list(negative_hash_banks or [])
+def hash_bank_paths(hash_banks, negative_hash_banks, no_hash_banks=False):
+    """(banks, negative banks): the demo bank and its negative bank when no bank is named (and banks are not
+    refused with --no-hash-banks); the demo data is `packaged:NAME`, so each worker resolves it to its own
+    installed copy."""
+    if hash_banks or no_hash_banks:
+        return list(hash_banks or []), list(negative_hash_banks or [])
     return [packaged("demo-bank.csv")], list(negative_hash_banks or [packaged("demo-negative-bank.csv")])
+
+
+class WithSnakeCase:
+    """A parser (or argument group) whose `add_argument("--a-b", ...)` also accepts `--a_b`, the spelling of
+    Beam's own flags, so `--geoip_city_db` is not silently dropped as unknown."""
+
+    def __init__(self, parser):
+        self.parser = parser
+
+    def add_argument(self, *flags, **kwargs):
+        snake = ["--" + flag[2:].replace("-", "_") for flag in flags if "-" in flag[2:]]
+        return self.parser.add_argument(*flags, *snake, **kwargs)
+
+
+class StrictArgumentParser(_BeamArgumentParser):
+    """Every option Beam and tipline know; its errors are one-line `UsageError`s."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see tipline run --help)")
+
+
+def known_options_parser():
+    """A parser of every registered `PipelineOptions` class (tipline's and Beam's runners'), as Beam builds it."""
+    parser = StrictArgumentParser(prog="tipline run", allow_abbrev=False)
+    classes = {}
+    for options_class in PipelineOptions.__subclasses__():
+        classes.setdefault(str(options_class), options_class)
+    for options_class in classes.values():
+        options_class._add_argparse_args(parser)
+    return parser
+
+
+def check_arguments(argv):
+    """Raises UsageError for an argument no options class knows, with the closest known flag."""
+    parser = known_options_parser()
+    _, unknown = parser.parse_known_args(argv)
+    if not unknown:
+        return
+    first = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
+    if not first.startswith("-"):
+        raise UsageError(f"unexpected argument {first!r}: tipline run takes only --flags (see tipline run --help)")
+    name = first.split("=", 1)[0]
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {closest[0]}?" if closest else " (see tipline run --help)"
+    raise UsageError(f"unknown argument {name}{hint}")
 
 
 def positive_hours(text):
@@ -29,6 +84,7 @@ def positive_hours(text):
 class TiplineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
+        parser = WithSnakeCase(parser)
         parser.add_argument("--source", choices=SOURCES, default="synthetic",
                             help="where reports come from (default: the embedded synthetic stream)")
         parser.add_argument("--input", dest="input_pattern", default=None,
@@ -44,14 +100,24 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--create-route-topics", action="store_true",
                             help="create missing route topics (local runs and the emulator)")
         parser.add_argument("--output", dest="output_dir", default=DEFAULT_OUTPUT_DIR,
-                            help="output folder: routed/, trends/, dead_letter/, summary.json")
+                            help="output folder: routed/, trends/, dead_letter/, summaries/<run id>.json, "
+                                 "summary.json (the latest run's)")
         parser.add_argument("--geoip-city-db", dest="geoip_city_db", default=None,
-                            help="GeoIP2/GeoLite2 City .mmdb (default: the synthetic demo database)")
+                            help="GeoIP2/GeoLite2 City .mmdb (--source files/pubsub need it or --demo-data)")
         parser.add_argument("--geoip-asn-db", dest="geoip_asn_db", default=None, help="GeoLite2 ASN .mmdb")
         parser.add_argument("--geoip-anonymous-db", dest="geoip_anonymous_db", default=None,
                             help="GeoIP2 Anonymous-IP .mmdb (anonymous, VPN, hosting, Tor -> UNKNOWN)")
         parser.add_argument("--hash-bank", dest="hash_banks", action="append", default=None,
-                            help="hash bank, CSV or Parquet (repeatable; default: the demo bank)")
+                            help="hash bank, CSV or Parquet (repeatable; --source files/pubsub need one, "
+                                 "--no-hash-banks or --demo-data)")
+        parser.add_argument("--no-hash-banks", dest="no_hash_banks", action="store_true",
+                            help="match against no hash bank (hashes are still computed and routed)")
+        parser.add_argument("--demo-data", dest="demo_data", action="store_true",
+                            help="--source files/pubsub: use the embedded synthetic demo GeoIP database and "
+                                 "banks for what is not given (never for real reports)")
+        parser.add_argument("--check", dest="check_only", action="store_true",
+                            help="preflight only: open every database, parse every bank, check the output, "
+                                 "print the reference data found, and exit")
         parser.add_argument("--negative-hash-bank", dest="negative_hash_banks", action="append", default=None,
                             help="bank of known benign content never reported as a match (repeatable)")
         parser.add_argument("--media-root", dest="media_roots", action="append", default=None,
@@ -79,14 +145,33 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--synthetic-hours", type=float, default=4,
                             help="--source synthetic: hours of event time the stream spans")
 
-    def uses_demo_data(self):
-        return self.geoip_city_db is None or self.hash_banks is None
+    def demo_data_used(self):
+        """The demo files this run would fall back to, by flag (empty when every reference file is named)."""
+        used = {}
+        if self.geoip_city_db is None:
+            used["--geoip-city-db"] = [self.resolved_city_db()]
+        if not self.hash_banks and not self.no_hash_banks:
+            used["--hash-bank"] = self.resolved_hash_banks() + self.resolved_negative_hash_banks()
+        return used
+
+    def check_reference_data(self):
+        """Demo data only on purpose: files and Pub/Sub runs name their reference data or pass --demo-data."""
+        if self.hash_banks and self.no_hash_banks:
+            raise UsageError("--hash-bank and --no-hash-banks contradict each other; pass one of them")
+        if self.source == "synthetic" or self.demo_data:
+            return
+        missing = list(self.demo_data_used())
+        if missing:
+            wanted = " and ".join("--hash-bank (or --no-hash-banks)" if flag == "--hash-bank" else flag
+                                  for flag in missing)
+            raise UsageError(f"--source {self.source} needs real reference data: {wanted} missing "
+                             "(or --demo-data to run on the synthetic demo data on purpose)")
 
     def resolved_city_db(self):
         return self.geoip_city_db or packaged("demo-city.mmdb")
 
     def resolved_hash_banks(self):
-        return hash_bank_paths(self.hash_banks, self.negative_hash_banks)[0]
+        return hash_bank_paths(self.hash_banks, self.negative_hash_banks, self.no_hash_banks)[0]
 
     def resolved_negative_hash_banks(self):
-        return hash_bank_paths(self.hash_banks, self.negative_hash_banks)[1]
+        return hash_bank_paths(self.hash_banks, self.negative_hash_banks, self.no_hash_banks)[1]

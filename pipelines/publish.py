@@ -4,15 +4,41 @@
     tipline publish --project P --topic tips --from replay.jsonl
 
 Works against the emulator (PUBSUB_EMULATOR_HOST set) and real Pub/Sub alike (application credentials).
+Pub/Sub unreachable for `--give-up-seconds` (30) ends the command with one line saying so, instead of the
+client's own 600 s of retries.
 """
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
 LEASE_SECONDS = 600
+GIVE_UP_SECONDS = 30
+
+
+class PubSubUnreachable(RuntimeError):
+    """Pub/Sub did not answer within the bounded time `tipline publish` allows."""
+
+
+def bounded_retry(seconds):
+    """The client's retry of transient errors (UNAVAILABLE...), given up after `seconds` in all."""
+    from google.api_core import exceptions
+    from google.api_core.retry import Retry, if_exception_type
+
+    transient = if_exception_type(exceptions.ServiceUnavailable, exceptions.DeadlineExceeded,
+                                  exceptions.InternalServerError, exceptions.Aborted, exceptions.Unknown)
+    return Retry(predicate=transient, initial=0.2, maximum=5, multiplier=2, timeout=seconds)
+
+
+def unreachable(topic, seconds, error):
+    from pipelines.errors import first_line
+
+    host = os.environ.get("PUBSUB_EMULATOR_HOST") or "pubsub.googleapis.com"
+    return PubSubUnreachable(f"Pub/Sub at {host} unreachable for {topic}: gave up after {seconds:g} s "
+                             f"(--give-up-seconds; {first_line(error)})")
 
 
 def resource_path(project, kind, name):
@@ -43,22 +69,27 @@ def restamp(payload, now):
     return json.dumps(report).encode("utf-8")
 
 
-def ensure_topic(publisher, topic):
-    from google.api_core.exceptions import AlreadyExists
+def ensure_topic(publisher, topic, give_up=GIVE_UP_SECONDS):
+    from google.api_core.exceptions import AlreadyExists, GoogleAPIError
 
     try:
-        publisher.create_topic(name=topic)
+        publisher.create_topic(name=topic, retry=bounded_retry(give_up), timeout=give_up)
     except AlreadyExists:
         pass
+    except GoogleAPIError as error:
+        raise unreachable(topic, give_up, error) from error
 
 
-def ensure_subscription(subscriber, subscription, topic):
-    from google.api_core.exceptions import AlreadyExists
+def ensure_subscription(subscriber, subscription, topic, give_up=GIVE_UP_SECONDS):
+    from google.api_core.exceptions import AlreadyExists, GoogleAPIError
 
     try:
-        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=LEASE_SECONDS)
+        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=LEASE_SECONDS,
+                                       retry=bounded_retry(give_up), timeout=give_up)
     except AlreadyExists:
         pass
+    except GoogleAPIError as error:
+        raise unreachable(subscription, give_up, error) from error
 
 
 def synthetic_messages(seed):
@@ -99,16 +130,19 @@ class Progress:
         self.stream.flush()
 
 
-def publish(messages, topic, rate=None, count=None, duration=None, live=False, progress=None, publisher=None):
+def publish(messages, topic, rate=None, count=None, duration=None, live=False, progress=None, publisher=None,
+            give_up=GIVE_UP_SECONDS):
     """Publishes `messages` (bytes) to `topic`, paced to `rate`/s, until `count` or `duration` s; returns the count.
 
     An empty message is skipped and counted in a warning: Pub/Sub refuses a message with neither data nor
-    attributes, and with it the whole batch it was sent in."""
+    attributes, and with it the whole batch it was sent in. A batch Pub/Sub does not take within `give_up`
+    seconds raises PubSubUnreachable."""
     from google.cloud import pubsub_v1
 
     publisher = publisher or pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.02))
     start = time.monotonic()
+    retry = bounded_retry(give_up)
     futures, published, empty = [], 0, 0
     for payload in messages if count is None else itertools.islice(messages, count):
         elapsed = time.monotonic() - start
@@ -123,13 +157,13 @@ def publish(messages, topic, rate=None, count=None, duration=None, live=False, p
             continue
         if live:
             payload = restamp(payload, datetime.now(timezone.utc))
-        futures.append(publisher.publish(topic, payload, **report_attributes(payload)))
+        futures.append(publisher.publish(topic, payload, retry=retry, timeout=give_up, **report_attributes(payload)))
         published += 1
         if len(futures) >= 5000:
-            _settle(futures)
+            _settle(futures, topic, give_up)
         if progress:
             progress.update(published)
-    _settle(futures)
+    _settle(futures, topic, give_up)
     if progress:
         progress.update(published, force=True)
         progress.stream.write("\n")
@@ -138,9 +172,14 @@ def publish(messages, topic, rate=None, count=None, duration=None, live=False, p
     return published
 
 
-def _settle(futures):
-    for future in futures:
-        future.result()
+def _settle(futures, topic, give_up):
+    from google.api_core.exceptions import GoogleAPIError
+
+    try:
+        for future in futures:
+            future.result()
+    except GoogleAPIError as error:
+        raise unreachable(topic, give_up, error) from error
     futures.clear()
 
 
@@ -159,6 +198,8 @@ def register(subparsers):
     parser.add_argument("--create", action="store_true", help="create the topic (and --subscription) when missing")
     parser.add_argument("--subscription", action="append", default=[],
                         help="with --create: a subscription to create on the topic (repeatable)")
+    parser.add_argument("--give-up-seconds", type=float, default=GIVE_UP_SECONDS,
+                        help=f"stop with an error when Pub/Sub is unreachable this long (default {GIVE_UP_SECONDS})")
     parser.set_defaults(func=main)
 
 
@@ -173,13 +214,15 @@ def main(args):
 
     topic = resource_path(args.project, "topics", args.topic)
     if args.create:
-        ensure_topic(pubsub_v1.PublisherClient(), topic)
+        ensure_topic(pubsub_v1.PublisherClient(), topic, args.give_up_seconds)
         subscriber = pubsub_v1.SubscriberClient()
         for name in args.subscription:
-            ensure_subscription(subscriber, resource_path(args.project, "subscriptions", name), topic)
+            ensure_subscription(subscriber, resource_path(args.project, "subscriptions", name), topic,
+                                args.give_up_seconds)
     messages = file_messages(args.from_file) if args.from_file else synthetic_messages(args.seed)
     count = args.count if args.count is not None or args.duration is not None or args.from_file else 1000
     progress = Progress(count) if sys.stderr.isatty() else None
-    published = publish(messages, topic, args.rate, count, args.duration, args.live, progress)
+    published = publish(messages, topic, args.rate, count, args.duration, args.live, progress,
+                        give_up=args.give_up_seconds)
     print(f"published {published} messages to {topic}")
     return 0

@@ -21,7 +21,7 @@ from apache_beam.pipeline import PTransformOverride
 
 from transforms.plumbing.direct_runner import install_local_streaming_support
 from transforms.plumbing.metrics import read_counters, top_level_counts
-from transforms.plumbing.pubsub_source import PubSubUnavailable, PullFromPubSub, acknowledge_run, ledger, release_run
+from transforms.plumbing.pubsub_source import PullFromPubSub, acknowledge_run, ledger, release_run
 
 PROGRESS_EVERY_SECONDS = 5
 
@@ -68,12 +68,19 @@ def format_progress(elapsed, pulled, counts, watermark, redelivered=0):
             f"dead-lettered {counts.get('dead_lettered', 0)}  watermark {mark}")
 
 
-def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECONDS, out=print):
+def print_every(stop, every, line, out=print):
+    """Prints `line()` every `every` seconds until `stop` is set (the progress line of batch and streaming)."""
     while not stop.wait(every):
+        out(line(), flush=True)
+
+
+def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECONDS, out=print):
+    def line():
         with run_ledger.lock:
             pulled, redelivered, watermark = run_ledger.pulled, run_ledger.redeliveries, run_ledger.watermark
-        out(format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark, redelivered),
-            flush=True)
+        return format_progress(time.monotonic() - start, pulled, tipline_counts(result), watermark, redelivered)
+
+    print_every(stop, every, line, out)
 
 
 def run_for(pipeline, subscription, duration, run_id, progress=True):
@@ -88,10 +95,8 @@ def run_for(pipeline, subscription, duration, run_id, progress=True):
         reporter.start()
     try:
         result.wait_until_finish()
-    except BaseException as error:
-        if isinstance(error, PubSubUnavailable):
-            logging.error("%s", error)
-        release_run(run_id)  # tried once, bounded: the run's own error is what is raised
+    except BaseException:
+        release_run(run_id)  # tried once, bounded: the run's own error is what is raised (and reported once)
         raise
     finally:
         stop.set()

@@ -13,7 +13,6 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.plumbing.metrics import NAMESPACE
 
 
-
 def summarize(totals):
     """The summary dict of a run from its counters."""
     count = lambda name: totals.get((NAMESPACE, name), 0)
@@ -38,10 +37,14 @@ def summarize(totals):
 
 
 def write_summary(summary, output_dir):
-    path = FileSystems.join(output_dir, "summary.json")
-    with FileSystems.create(path) as handle:
-        handle.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
-    return path
+    """Writes the run's own account, `summaries/<run id>.json`, and `summary.json`, the latest run's; a later
+    run (even an empty one) never erases an earlier one's. Returns the path of the run's own file."""
+    text = json.dumps(summary, indent=2, sort_keys=True).encode("utf-8")
+    own = FileSystems.join(output_dir, "summaries", f"{summary['run_id']}.json")
+    for path in (own, FileSystems.join(output_dir, "summary.json")):
+        with FileSystems.create(path) as handle:
+            handle.write(text)
+    return own
 
 
 def format_summary(summary):

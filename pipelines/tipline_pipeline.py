@@ -2,21 +2,30 @@
 
     tipline run                                   # embedded demo: synthetic stream, demo bank and GeoIP db
     tipline run --source files --input 'reports/*.jsonl' --geoip-city-db GeoIP2-City.mmdb --hash-bank bank.parquet
+    tipline run --check ...                       # preflight only: what the run would read and write
     python -m pipelines.tipline_pipeline --help   # the same entry point
+
+Flags are strict: one neither tipline nor Beam knows is an error; tipline's `--a-b` flags also take Beam's
+spelling `--a_b`. `--source files` and `pubsub` need `--geoip-city-db` and `--hash-bank` (or
+`--no-hash-banks`), or `--demo-data`. `--debug` shows the traceback of a failure.
 """
 import argparse
 import logging
 import os
 import sys
 import uuid
+from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions, GoogleCloudOptions,
                                                   PipelineOptions, PortableOptions, SetupOptions,
                                                   SparkRunnerOptions, StandardOptions, WorkerOptions)
 
+from pipelines.batch_progress import add_taps, run_with_progress
 from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
-from pipelines.options import TiplineOptions
+from pipelines.errors import UsageError, first_line, run_command
+from pipelines.options import TiplineOptions, check_arguments
+from pipelines.preflight import format_reference, preflight
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.submission import submission_lines
 from pipelines.summary import format_summary, summarize, write_summary
@@ -28,8 +37,6 @@ from transforms.geo import EnrichGeo
 from pipelines.bank_tools import video_matching
 from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
-from transforms.location.geoip import check_databases
-from transforms.matching.media import check_media_roots
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
@@ -97,54 +104,79 @@ def print_help():
     parser.print_help()
 
 
+def new_run_id():
+    """Sortable and unique: the UTC start time and a random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 def run(argv=None):
     """Runs the pipeline to the end on a local runner and returns the summary (also written to
-    <output>/summary.json); on a remote runner, submits the job and returns None."""
+    <output>/summaries/<run id>.json and <output>/summary.json); on a remote runner, submits the job and
+    returns None; with --check, only checks and returns the reference data. Misconfiguration raises
+    UsageError before anything runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         print_help()
         return None
+    check_arguments(argv)
     os.umask(OWNER_ONLY)
     keep_elements_out_of_logs()
     opts = PipelineOptions(argv).view_as(TiplineOptions)
+    reference = preflight(opts)
+    if opts.check_only:
+        print(format_reference(reference))
+        print("preflight passed: every database, bank and the output folder checked; nothing was run")
+        return reference
+    if reference["demo_data"]:
+        print(f"tipline run: using the embedded synthetic demo data for {', '.join(reference['demo_data'])} "
+              "(not for real reports)", file=sys.stderr, flush=True)
+    run_id = new_run_id()
     bounded_local_stream = opts.source == "pubsub" and opts.duration
     options = local_streaming_options(argv) if bounded_local_stream else PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = False
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
-    if runner in LOCAL_RUNNERS + DASK_RUNNER_NAMES:  # elsewhere they are read on the workers, maybe from gs://
-        check_databases(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db)
-        try:
-            check_media_roots(opts.media_roots)
-        except ValueError as error:
-            print(f"tipline run: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-    if opts.uses_demo_data():
-        logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
-        return report_summary(run_on_dask(options, opts), opts.output_dir)
+        return report_summary(run_on_dask(options, opts), opts.output_dir, run_id, reference)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, opts)
+    try:
+        outputs = build_pipeline(pipeline, opts)
+    except ValueError as error:  # Beam validates names and patterns as the graph is built
+        raise UsageError(first_line(error)) from error
     if runner not in LOCAL_RUNNERS:  # Dataflow, Flink, Spark: submitted; the counts live in the runner's metrics
         print("\n".join(submission_lines(runner, pipeline.run(), options)))
         return None
     if bounded_local_stream:
-        result = run_for(pipeline, opts.subscription, opts.duration, uuid.uuid4().hex)
-    else:
+        result = run_for(pipeline, opts.subscription, opts.duration, run_id)
+    elif options.view_as(StandardOptions).streaming:
         result = pipeline.run()
         result.wait_until_finish()
-    return report_summary(summarize(read_counters(result)), opts.output_dir)
+    else:
+        in_process = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+        if in_process:
+            add_taps(outputs, run_id)
+        result = run_with_progress(pipeline, run_id, in_process)
+    return report_summary(summarize(read_counters(result)), opts.output_dir, run_id, reference)
 
 
-def report_summary(summary, output_dir):
-    """Writes <output>/summary.json, prints the summary; returns it."""
+def report_summary(summary, output_dir, run_id, reference):
+    """Writes <output>/summaries/<run id>.json and <output>/summary.json with the run's reference data,
+    prints the summary; returns it."""
+    summary = {**summary, "run_id": run_id, "reference_data": reference}
     path = write_summary(summary, output_dir)
     print(format_summary(summary))
+    print(format_reference(reference))
     print(f"summary: {path}")
     return summary
 
 
+def run_and_report(argv):
+    """`tipline run`: the run, with its exit code (errors are reported by `run_command`)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
-    run()
+    sys.exit(run_command("tipline run", run_and_report, sys.argv[1:]))

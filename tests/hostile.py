@@ -483,7 +483,8 @@ def _hostile_run(root):
         os.dup2(stdio.fileno(), 2)
         try:
             summary = run(["--source", "files", "--input", str(root / "reports.jsonl"), "--output",
-                           str(root / "out"), "--geoip-city-db", CITY_DB, "--max-message-bytes", str(1_000_000)])
+                           str(root / "out"), "--geoip-city-db", CITY_DB, "--demo-data",
+                           "--max-message-bytes", str(1_000_000)])
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)

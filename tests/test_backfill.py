@@ -42,7 +42,7 @@ def routed_ids(out):
 
 def replay(tmp_path, input_path, *extra):
     out = tmp_path / "out"
-    summary = run(["--source", "files", "--input", str(input_path), "--output", str(out), *extra])
+    summary = run(["--source", "files", "--input", str(input_path), "--output", str(out), "--demo-data", *extra])
     return summary, routed_ids(out)
 
 

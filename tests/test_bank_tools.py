@@ -1,20 +1,16 @@
-"""`tipline bank build|import` and `tipline match`, run in-process through their argparse wiring."""
-import argparse
+"""`tipline bank build|import` and `tipline match`, run in-process through the `tipline` command."""
 import json
 import random
 
 import pytest
 
-from pipelines.bank_tools import register
+from pipelines.cli import main
 from transforms.matching.banks import read_bank
 from transforms.demo.synthetic_images import encode_jpeg, make_image, variant
 
 
 def run(*argv):
-    parser = argparse.ArgumentParser(prog="tipline")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_a_50_mb_line_reaches_the_dead_letters_and_the_run_reconciles(tmp_path):
     path.write_text(json.dumps(good) + "\n" + json.dumps(oversize) + "\n")
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "pipelines.tipline_pipeline", "--source", "files", "--input", str(path),
-                    "--output", str(out)], cwd=REPO, check=True, capture_output=True, timeout=900)
+                    "--output", str(out), "--demo-data"], cwd=REPO, check=True, capture_output=True, timeout=900)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["read"], summary["routed"], summary["dead_lettered"], summary["reconciled"]) == (2, 1, 1, True)
     [letter] = [json.loads(line) for f in out.glob("dead_letter/stage=parse/*.jsonl") for line in f.open()]

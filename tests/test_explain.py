@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from pipelines.cli import main
 from pipelines.explain import explain_report, register
 from tests.conftest import MAXMIND, SHARED, example_report
 from transforms.location.geoip import GeoLocator
@@ -74,6 +75,6 @@ def test_register_adds_the_explain_subcommand(capsys):
     (["explain", EXAMPLE, "--geoip-city-db", CITY, "--geoip-anonymous-db", "/nope.mmdb"], "--geoip-anonymous-db"),
 ])
 def test_explain_fails_clearly_on_a_bad_file(capsys, argv, message):
-    args = parse(argv)
-    assert args.func(args) == 2
-    assert message in capsys.readouterr().err
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("tipline explain: error: ") and message in line

@@ -47,7 +47,7 @@ def blocked_sink_run(tmp_path_factory, city_test_db):
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a folder")
     argv = ["--source", "files", "--input", str(root / "in.jsonl"), "--output", str(root / "out"),
-            "--geoip-city-db", city_test_db]
+            "--geoip-city-db", city_test_db, "--demo-data"]
     with pytest.raises(Exception) as stopped:  # noqa: PT011 - the runner wraps the sink's IOError
         run(argv)
     leftovers = sorted(str(path) for path in (root / "out").rglob(".*.tmp"))
@@ -184,7 +184,7 @@ def expiring_leases_run(pubsub, tmp_path_factory, city_test_db):
         patch.setattr(pubsub_source, "LEASE_SECONDS", 1)
         patch.setattr(pubsub_source._Ledger, "acknowledge_all", acknowledge_all)
         summary = run(["--source", "pubsub", "--subscription", subscription, "--duration", "6",
-                       "--output", str(root / "out"), "--geoip-city-db", city_test_db])
+                       "--output", str(root / "out"), "--geoip-city-db", city_test_db, "--demo-data"])
     [ledger] = settled
     return root / "out", summary, reports, malformed, subscription, ledger
 
@@ -296,7 +296,7 @@ def test_an_emulator_stopped_mid_run_stops_the_run_with_a_clear_error(own_emulat
     publish(iter([json.dumps(report).encode() for report in reports]), topic)
     out = tmp_path / "out"
     running = BackgroundRun(["--source", "pubsub", "--subscription", subscription, "--duration", "30",
-                             "--output", str(out), "--geoip-city-db", city_test_db])
+                             "--output", str(out), "--geoip-city-db", city_test_db, "--demo-data"])
     ledger_of(subscription, pulled=len(reports))
     kill(own_emulator[0])
     killed = time.monotonic()
@@ -331,7 +331,7 @@ def test_an_emulator_restarted_within_the_grace_lets_the_run_go_on(own_emulator,
     publish(encode(before), topic)
     out = tmp_path / "out"
     running = BackgroundRun(["--source", "pubsub", "--subscription", subscription, "--duration", "12",
-                             "--output", str(out), "--geoip-city-db", city_test_db])
+                             "--output", str(out), "--geoip-city-db", city_test_db, "--demo-data"])
     run_ledger = ledger_of(subscription, pulled=len(before))
     port = int(own_emulator[0].host.rsplit(":", 1)[1])
     kill(own_emulator[0])

@@ -358,7 +358,7 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
     public_id = httpx.post(f"{service.url}/public/report", json=public).json()["reportId"]
     (tmp_path / "pulled.jsonl").write_bytes(b"\n".join(m.data for m in pull_all(subscription)) + b"\n")
     summary = run(["--source", "files", "--input", str(tmp_path / "pulled.jsonl"), "--output", str(tmp_path / "out"),
-                   "--geoip-city-db", city_test_db, "--media-root", config.quarantine_root])
+                   "--geoip-city-db", city_test_db, "--media-root", config.quarantine_root, "--demo-data"])
     assert (summary["read"], summary["routed"], summary["dead_lettered"]) == (2, 2, 0)
     records = {}
     for path in (tmp_path / "out" / "routed").rglob("*.avro"):

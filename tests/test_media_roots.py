@@ -186,7 +186,8 @@ def test_a_run_hashes_media_from_its_root_and_refuses_the_rest(quarantine, tmp_p
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "pipelines.tipline_pipeline", "--source", "files",
-                    "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--media-root", str(root)],
+                    "--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--media-root", str(root),
+                    "--demo-data"],
                    cwd=REPO, check=True, capture_output=True, timeout=600)
     files = {}
     for path in out.glob("routed/jurisdiction=*/*.avro"):
@@ -208,7 +209,7 @@ def test_a_missing_media_root_stops_the_start_with_exit_2(tmp_path):
                            "--media-root", str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"tipline run: --media-root {tmp_path / 'nowhere'}: not a folder"
+    assert done.stderr.strip() == f"tipline run: error: --media-root {tmp_path / 'nowhere'}: not a folder"
 
 
 def test_explain_reads_media_from_its_roots_only(quarantine, tmp_path):
@@ -228,4 +229,4 @@ def test_explain_reads_media_from_its_roots_only(quarantine, tmp_path):
     missing = subprocess.run(explain + [str(tmp_path / "nowhere")], cwd=REPO, capture_output=True, text=True,
                              timeout=300)
     assert (missing.returncode, missing.stderr.strip()) == (
-        2, f"tipline explain: --media-root {tmp_path / 'nowhere'}: not a folder")
+        2, f"tipline explain: error: --media-root {tmp_path / 'nowhere'}: not a folder")

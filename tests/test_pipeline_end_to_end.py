@@ -53,7 +53,7 @@ def run_output(tmp_path_factory, city_test_db):
     lines += [lines[0], lines[2], "{not json", json.dumps({"reportId": "r-bad"})]
     (root / "reports.jsonl").write_text("\n".join(lines) + "\n")
     summary = run(["--source", "files", "--input", str(root / "reports.jsonl"), "--output", str(root / "out"),
-                   "--geoip-city-db", city_test_db])
+                   "--geoip-city-db", city_test_db, "--demo-data"])
     return root / "out", summary, {report["reportId"]: report for report in reports}
 
 

@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timezone
 
 import maxminddb
 
@@ -213,9 +213,16 @@ def anonymity_reasons(record):
     return reasons or (("anonymous (Anonymous-IP db)",) if record.get("is_anonymous") else ())
 
 
+# What each flag's database must declare in its metadata (`database_type`): a word of the type name.
+# ISP databases also carry the ASN fields, Enterprise databases the City ones.
+EXPECTED_DATABASE_TYPES = {"--geoip-city-db": ("City", "Enterprise"), "--geoip-asn-db": ("ASN", "ISP"),
+                           "--geoip-anonymous-db": ("Anonymous",), "--geoip-isp-db": ("ISP",)}
+
+
 def open_reader(path, flag):
     """A memory-mapped C-extension reader of a local copy of `path` (any Beam filesystem, staged once per
-    worker); a clear error naming the command-line flag when it cannot open."""
+    worker) of the type `flag` needs; a clear error naming the flag when the file cannot be opened or
+    declares another type (a City database read as Anonymous-IP flags nothing)."""
     try:
         path = stage(path)
     except ValueError as error:
@@ -223,9 +230,31 @@ def open_reader(path, flag):
     if not path or not os.path.isfile(path):
         raise ValueError(f"{flag}: GeoIP database file not found: {path!r}")
     try:
-        return maxminddb.open_database(path, maxminddb.MODE_MMAP_EXT)
+        reader = maxminddb.open_database(path, maxminddb.MODE_MMAP_EXT)
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
         raise ValueError(f"{flag}: cannot read GeoIP database {path!r}: {error}") from error
+    check_database_type(reader.metadata().database_type, path, flag)
+    return reader
+
+
+def check_database_type(database_type, path, flag):
+    """Raises ValueError naming the flag when `database_type` is not one the flag's lookups can read."""
+    expected = EXPECTED_DATABASE_TYPES.get(flag, ())
+    if expected and not any(word in database_type.split("-") for word in expected):
+        raise ValueError(f"{flag}: {path!r} is a {database_type} database; {flag} needs a "
+                         + " or ".join(f"*-{word}*" for word in expected) + " database")
+
+
+def database_provenance(path, flag):
+    """{path, database_type, build_date} of a GeoIP database, checked as `open_reader` checks it."""
+    reader = open_reader(path, flag)
+    try:
+        metadata = reader.metadata()
+    finally:
+        reader.close()
+    built = datetime.fromtimestamp(metadata.build_epoch, tz=timezone.utc)
+    return {"path": path, "database_type": metadata.database_type, "build_date": built.strftime("%Y-%m-%d"),
+            "build_epoch": metadata.build_epoch}
 
 
 def check_databases(city_db, asn_db=None, anonymous_db=None, isp_db=None):

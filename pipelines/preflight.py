@@ -1,0 +1,144 @@
+"""Preflight: everything `tipline run` depends on is checked before the pipeline starts.
+
+Every GeoIP database is opened and its declared type checked against the flag it was given to; every bank
+is parsed in full (a bad row names its file and line); a local --input must match a file; the output folder
+must be writable; every --media-root must be usable. What was found is the run's reference data: each
+database's type and build date, each bank's names, rows and content digest, the jurisdiction tables' digest
+and tipline's version. It goes into the summary, so "why did this report come to us" can be answered after
+the banks change. `tipline run --check` stops here.
+
+Paths on a remote filesystem (gs://...) are read on the workers and only named here.
+"""
+import hashlib
+import os
+from importlib import metadata, resources
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.errors import UsageError
+from transforms.demo.packaged import resolve
+from transforms.location.geoip import database_provenance
+from transforms.matching.banks import BankFileError, read_bank
+from transforms.matching.media import check_media_roots
+
+JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
+
+
+def is_remote(path):
+    return "://" in path
+
+
+def tipline_version():
+    try:
+        return metadata.version("tipline")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def geoip_reference(opts):
+    """{flag: provenance} of each GeoIP database the run reads; a database of the wrong type is a UsageError."""
+    found = {}
+    for flag, path in (("--geoip-city-db", opts.resolved_city_db()), ("--geoip-asn-db", opts.geoip_asn_db),
+                       ("--geoip-anonymous-db", opts.geoip_anonymous_db)):
+        if path is None:
+            continue
+        if is_remote(path):
+            found[flag] = {"path": path, "checked": "on the workers"}
+            continue
+        try:
+            found[flag] = database_provenance(path, flag)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    return found
+
+
+def file_digest(path):
+    digest = hashlib.sha256()
+    with FileSystems.open(resolve(path)) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bank_reference(path, flag):
+    """{path, banks, rows, sha256} of one bank file, parsed in full; a bad row is a UsageError naming it."""
+    if is_remote(path):
+        return {"path": path, "checked": "on the workers"}
+    try:
+        entries = read_bank(path)
+    except (BankFileError, OSError) as error:
+        raise UsageError(f"{flag} {error}") from None
+    return {"path": path, "banks": sorted({entry.bank for entry in entries}), "rows": len(entries),
+            "sha256": file_digest(path)}
+
+
+def jurisdiction_tables_reference():
+    """One digest over the routing tables shipped in schemas/, and each table's own."""
+    combined, tables = hashlib.sha256(), {}
+    for name in JURISDICTION_TABLES:
+        content = resources.files("schemas").joinpath(f"{name}.csv").read_bytes()
+        tables[f"{name}.csv"] = hashlib.sha256(content).hexdigest()
+        combined.update(name.encode() + b"\0" + content)
+    return {"sha256": combined.hexdigest(), "tables": tables}
+
+
+def check_input(opts):
+    """`--source files`: the --input pattern must match a file (checked here only for local patterns)."""
+    pattern = opts.input_pattern
+    if opts.source != "files" or not pattern or is_remote(pattern):
+        return
+    if not FileSystems.match([pattern])[0].metadata_list:
+        raise UsageError(f"--input {pattern}: no file matches; name JSON Lines or .avro files that exist")
+
+
+def check_output(output_dir):
+    """The output folder, or the nearest folder it would be made in, must be a writable folder."""
+    if is_remote(output_dir):
+        return
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--output {output_dir}: {existing} is a file, not a folder; name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {output_dir}: {existing} is not writable; name a folder you can write")
+
+
+def preflight(opts):
+    """Checks what the run reads and writes; returns its reference data (or raises UsageError)."""
+    opts.check_reference_data()
+    reference = {
+        "tipline_version": tipline_version(),
+        "demo_data": sorted(opts.demo_data_used()),
+        "geoip": geoip_reference(opts),
+        "hash_banks": [bank_reference(path, "--hash-bank") for path in opts.resolved_hash_banks()],
+        "negative_hash_banks": [bank_reference(path, "--negative-hash-bank")
+                                for path in opts.resolved_negative_hash_banks()],
+        "jurisdiction_tables": jurisdiction_tables_reference(),
+    }
+    check_input(opts)
+    check_output(opts.output_dir)
+    try:
+        check_media_roots(opts.media_roots)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return reference
+
+
+def format_reference(reference):
+    """The reference-data block printed by --check and at the end of every run."""
+    lines = [f"reference data (tipline {reference['tipline_version']}):"]
+    for flag, db in reference["geoip"].items():
+        lines.append(f"  {flag}: {db['path']}  " + (
+            f"{db['database_type']}, built {db['build_date']}" if "database_type" in db else db["checked"]))
+    for kind in ("hash_banks", "negative_hash_banks"):
+        for bank in reference[kind]:
+            lines.append(f"  {'--hash-bank' if kind == 'hash_banks' else '--negative-hash-bank'}: {bank['path']}  "
+                         + (f"banks {', '.join(bank['banks']) or '-'}, {bank['rows']} rows, sha256 {bank['sha256'][:16]}"
+                            if "rows" in bank else bank["checked"]))
+    if not reference["hash_banks"]:
+        lines.append("  --hash-bank: none (--no-hash-banks)")
+    lines.append(f"  jurisdiction tables: sha256 {reference['jurisdiction_tables']['sha256'][:16]}")
+    if reference["demo_data"]:
+        lines.append(f"  DEMO DATA for {', '.join(reference['demo_data'])}: synthetic, not for real reports")
+    return "\n".join(lines)
