@@ -44,6 +44,8 @@ def priority_of(report):
         return "P2", "new media matching no known hash: a possibly unidentified victim"
     if summary == "known":
         return "P3", "media matches known hashes only"
+    if summary == "known_benign":
+        return "P3", "media matches known benign content (a negative-bank entry) only"
     return "P3", "no media to assess"
 
 

@@ -20,6 +20,7 @@ def routed_file(file, hashes):
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
         "matches": hashes["matches"],
+        "benignMatch": hashes.get("benignMatch"),
     }
 
 
