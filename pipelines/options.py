@@ -3,7 +3,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.demo.packaged import packaged
-from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
+from transforms.parse import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
 
 DEFAULT_OUTPUT_DIR = "./tipline-out"
@@ -60,6 +60,9 @@ class TiplineOptions(PipelineOptions):
                             help="larger messages are dead-lettered")
         parser.add_argument("--max-files-per-report", type=int, default=DEFAULT_MAX_FILES_PER_REPORT,
                             help="reports with more files are dead-lettered")
+        parser.add_argument("--max-clock-skew-hours", type=float, default=DEFAULT_MAX_CLOCK_SKEW_HOURS,
+                            help="reports whose submittedAt (body or Pub/Sub attribute) or incidentDateTime is "
+                                 "more than this past the run's clock are dead-lettered")
         parser.add_argument("--synthetic-count", type=int, default=3000,
                             help="--source synthetic: number of reports")
         parser.add_argument("--synthetic-seed", type=int, default=2026, help="--source synthetic: random seed")

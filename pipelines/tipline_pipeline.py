@@ -54,7 +54,8 @@ def build_pipeline(p, opts):
         opts.source, opts.input_pattern, opts.subscription,
         synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
-        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
+        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
+        max_clock_skew_hours=opts.max_clock_skew_hours)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
