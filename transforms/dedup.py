@@ -2,7 +2,9 @@
 
 The semantics of Beam's `DeduplicatePerKey(event_time_duration=...)`: a reportId is remembered until the
 watermark passes its event time plus the horizon, so a redelivery arriving within that horizon — late or
-out of order included — never reaches a sink twice. Written out here (the same few lines) because the
+out of order included — never reaches a sink twice. A report older than the horizon when it arrives (a
+backlog, a redelivery after an outage) would be forgotten as soon as it is seen, since the watermark of a
+live stream follows the clock: so the horizon starts at the later of its event time and its arrival. Written out here (the same few lines) because the
 stock DoFn also declares a processing-time timer, which makes the DirectRunner fall back from the
 FnApiRunner to its much slower bundle-based runner even in batch, and because it drops duplicates
 silently where this one counts them. Runs in the global window, so a redelivery is caught across windows.
@@ -16,7 +18,7 @@ from apache_beam.coders import BooleanCoder
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
@@ -38,7 +40,7 @@ class _FirstReportPerIdFn(beam.DoFn):
             self.duplicates.inc()
             return
         seen.write(True)
-        forget.set(ts + self.horizon)
+        forget.set(max(ts, Timestamp.now()) + self.horizon)
         yield keyed[1]
 
     @userstate.on_timer(FORGET)
