@@ -33,7 +33,7 @@ from transforms.plumbing.metrics import NAMESPACE, read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY
 from transforms.read import ReadReports
-from transforms.route import RouteToSinks
+from transforms.route import RouteToSinks, routed_report_ids
 from transforms.trends import TrendCounts
 
 
@@ -56,7 +56,8 @@ def build_pipeline(p, opts):
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
         max_clock_skew_hours=opts.max_clock_skew_hours)
-    unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
+    unique = reports | "DedupRedeliveries" >> DedupRedeliveries(
+        opts.dedup_horizon_hours, already_routed=routed_report_ids(opts.output_dir))
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots)

@@ -76,6 +76,22 @@ def test_a_report_older_than_the_horizon_is_remembered_for_the_horizon_after_it_
         assert_that(kept, equal_to([("old", 0)]))
 
 
+def test_batch_keeps_the_earliest_copy_then_the_smallest_digest_whatever_the_order():
+    """Copies 0 and 1 share the earliest event time; copy 1's canonical JSON has the smaller SHA-256."""
+    copies = [report("a", 5, copy=2), report("a", 3, copy=1), report("a", 3, copy=0), report("b", 1)]
+    for order in (copies, copies[::-1]):
+        with TestPipeline() as p:
+            kept = p | beam.Create(order) | DedupRedeliveries() | beam.Map(lambda r: (r["reportId"], r["copy"]))
+            assert_that(kept, equal_to([("a", 1), ("b", 0)]))
+
+
+def test_reports_the_output_holds_already_are_dropped_as_duplicates():
+    with TestPipeline() as p:
+        kept = (p | beam.Create([report("a", 0), report("b", 0), report("b", 0, 1)])
+                | DedupRedeliveries(already_routed={"b"}) | beam.Map(lambda r: r["reportId"]))
+        assert_that(kept, equal_to(["a"]))
+
+
 def test_batch_dedups_over_the_whole_input():
     with TestPipeline() as p:
         kept = (p | beam.Create([report("a", 0), report("a", 0, 1), report("b", 5 * HOUR), report("a", 0, 2)])
