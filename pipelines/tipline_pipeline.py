@@ -31,7 +31,7 @@ from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import NAMESPACE, read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
-from transforms.plumbing.windowed_files import OWNER_ONLY
+from transforms.plumbing.windowed_files import OWNER_ONLY, remove_stale_temporaries
 from transforms.read import ReadReports
 from transforms.route import RouteToSinks, routed_report_ids
 from transforms.trends import TrendCounts
@@ -116,6 +116,9 @@ def run(argv=None):
         except ValueError as error:
             print(f"tipline run: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        removed = remove_stale_temporaries(opts.output_dir)
+        if removed:
+            logging.warning("removed %d temporary files a killed run left under %s", removed, opts.output_dir)
     if opts.uses_demo_data():
         logging.info("using the embedded demo data (synthetic GeoIP database and hash bank)")
     pipeline = beam.Pipeline(options=options)

@@ -70,6 +70,45 @@ def test_a_replay_after_the_fix_routes_every_report_once(blocked_sink_run):
     assert replay["routed"] + replay["other_counts"].get("already_in_output", 0) == 6 and replay["reconciled"]
 
 
+# --- a run killed (SIGKILL) while it writes a file ---------------------------------------------------------
+
+KILLED_WRITER = """
+import sys, time
+from transforms.plumbing.windowed_files import JsonLinesSink, _WriteContentAddressedFn
+
+class StalledSink(JsonLinesSink):  # stands in for a slow disk: the process is killed mid-write
+    def write(self, record):
+        time.sleep(3600)
+
+writer = _WriteContentAddressedFn(sys.argv[1], StalledSink, ".jsonl", as_lines=False)
+writer.setup()
+list(writer.process((("jurisdiction=GB", "2026-11-23T10:00:00--2026-11-23T11:00:00"), [{"reportId": "r"}])))
+"""
+
+
+def test_a_temporary_file_left_by_a_killed_run_is_removed_by_the_next(tmp_path, city_test_db):
+    """The real file writer, killed with SIGKILL while its temporary is open, left a 0-byte `.…tmp` file
+    that later runs kept; the next run into the output removes it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out / "routed")])
+    try:
+        deadline = time.monotonic() + 120  # the writer's start only; generous for a loaded machine
+        while not list(out.rglob(".*.tmp")) and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [temporary] = list(out.rglob(".*.tmp"))
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert temporary.stat().st_size == 0
+    (tmp_path / "in.jsonl").write_text(json.dumps(variant("r-after-kill", ip="81.2.69.160")) + "\n")
+    summary = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+                   "--geoip-city-db", city_test_db])
+    assert summary["routed"] == 1 and not temporary.exists() and not list(out.rglob(".*.tmp"))
+
+
 # --- a bank file replaced mid-run -----------------------------------------------------------------------
 
 def md5_report(report_id, data):
