@@ -47,12 +47,16 @@ def synthetic_config(opts):
     return SyntheticConfig(count=opts.synthetic_count, seed=opts.synthetic_seed, hours=opts.synthetic_hours)
 
 
-def build_pipeline(p, opts):
-    """Adds every stage to `p`; returns the named outputs (for tests and callers that add more)."""
+def build_pipeline(p, opts, messages=None):
+    """Adds every stage to `p`; returns the named outputs (for tests and callers that add more).
+
+    `messages` replaces the source (tests feed a TestStream); they are then stamped with their event time
+    as `opts.source` would stamp them."""
     lateness = int(opts.allowed_lateness_hours * 3600)
-    messages = p | "ReadReports" >> ReadReports(
-        opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
+    if messages is None:
+        messages = p | "ReadReports" >> ReadReports(
+            opts.source, opts.input_pattern, opts.subscription,
+            synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
         max_clock_skew_hours=opts.max_clock_skew_hours)
