@@ -26,8 +26,8 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--subscription", default=None,
                             help="--source pubsub: projects/P/subscriptions/S")
         parser.add_argument("--duration", type=float, default=None,
-                            help="--source pubsub on the DirectRunner: read this many seconds, drain, "
-                                 "acknowledge, summarize")
+                            help="--source pubsub on the DirectRunner: read this many seconds (from the "
+                                 "first pull), drain, acknowledge, summarize")
         parser.add_argument("--route-topic-template", default=None,
                             help="also publish each routed record to its jurisdiction's topic, "
                                  "e.g. projects/P/topics/tips-{jurisdiction}")

@@ -5,6 +5,7 @@
     python -m pipelines.tipline_pipeline --help   # the same entry point
 """
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -61,7 +62,7 @@ def build_pipeline(p, opts, messages=None):
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
         max_clock_skew_hours=opts.max_clock_skew_hours)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(
-        opts.dedup_horizon_hours, already_routed=routed_report_ids(opts.output_dir))
+        opts.dedup_horizon_hours, already_routed=functools.partial(routed_report_ids, opts.output_dir))
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots)

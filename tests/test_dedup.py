@@ -88,7 +88,7 @@ def test_batch_keeps_the_earliest_copy_then_the_smallest_digest_whatever_the_ord
 def test_reports_the_output_holds_already_are_dropped_as_duplicates():
     with TestPipeline() as p:
         kept = (p | beam.Create([report("a", 0), report("b", 0), report("b", 0, 1)])
-                | DedupRedeliveries(already_routed={"b"}) | beam.Map(lambda r: r["reportId"]))
+                | DedupRedeliveries(already_routed=lambda: {"b"}) | beam.Map(lambda r: r["reportId"]))
         assert_that(kept, equal_to(["a"]))
 
 

@@ -226,7 +226,7 @@ def reading_until(done, longest=180):
 
     def finish_bundle(evaluator):
         transform = evaluator.transform
-        if not done(pubsub_source.ledger(transform.run_id, transform.subscription)):
+        if transform.stop_at is not None and not done(pubsub_source.ledger(transform.run_id, transform.subscription)):
             transform.stop_at = max(transform.stop_at, min(time.time() + 1, give_up))
         return stock_finish_bundle(evaluator)
 

@@ -14,8 +14,8 @@ it groups by reportId instead, which gives the same result without per-key state
 cache measures every state value's size, ~3 ms a report here). There the copy kept does not depend on input
 order: the earliest event time, then the smallest digest of the report's canonical JSON.
 
-Across runs: a reportId the output already holds (`already_routed`, read from its routed files before the
-run starts) is dropped and counted as a duplicate too, so replays in any order, a producer's retry with a
+Across runs: a reportId the output already holds (`already_routed()`, read from its routed files by each
+worker as it starts, so that building the pipeline reads nothing) is dropped and counted as a duplicate too, so replays in any order, a producer's retry with a
 new `submittedAt`, or a batch backfill over a streaming run's output never route a report twice.
 """
 import hashlib
@@ -72,10 +72,13 @@ class _FirstOfGroupFn(beam.DoFn):
 class _DropAlreadyRoutedFn(beam.DoFn):
     """Drops (and counts as duplicates) the reports whose reportId the output holds already."""
 
-    def __init__(self, already_routed):
-        self.already_routed = already_routed
+    def __init__(self, read_already_routed):
+        self.read_already_routed = read_already_routed
         self.duplicates = counter("duplicates")
         self.already_in_output = counter("already_in_output")
+
+    def setup(self):
+        self.already_routed = frozenset(self.read_already_routed())
 
     def process(self, report):
         if report["reportId"] in self.already_routed:
@@ -88,13 +91,14 @@ class _DropAlreadyRoutedFn(beam.DoFn):
 class DedupRedeliveries(beam.PTransform):
     """Keeps the first report per reportId within `horizon_hours` of event time; counts the rest."""
 
-    def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=frozenset()):
+    def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=None):
+        """`already_routed`: a function giving the reportIds the output holds (None: no output to consult)."""
         super().__init__()
         self.horizon = Duration(seconds=int(horizon_hours * 3600))
-        self.already_routed = frozenset(already_routed)
+        self.already_routed = already_routed
 
     def expand(self, reports):
-        if self.already_routed:
+        if self.already_routed is not None:
             reports = reports | "DropAlreadyRouted" >> beam.ParDo(_DropAlreadyRoutedFn(self.already_routed))
         reports = in_global_window(reports)
         if reports.is_bounded:

@@ -47,9 +47,8 @@ class _ToRoutedRecordFn(beam.DoFn):
 
 
 def routed_report_ids(output_dir):
-    """Every reportId in the routed files under `output_dir` (any Beam filesystem): what a new run into
-    the same output must not route again. Reads whole records (Avro has no projection here): ~1 s per
-    100,000 routed reports."""
+    """Every reportId in the routed files under `output_dir` (any Beam filesystem): what a run into the
+    same output must not route again. Reads whole records (fastavro has no projection)."""
     ids = set()
     pattern = FileSystems.join(output_dir, "routed", "jurisdiction=*", "*.avro")
     for metadata in FileSystems.match([pattern])[0].metadata_list:
