@@ -55,9 +55,8 @@ def check_event_time(moment, latest):
                          "the allowed skew, --max-clock-skew-hours)")
 
 
-def latest_event_time(max_clock_skew_hours):
-    """The run's clock plus the skew allowed to producers' clocks."""
-    return datetime.now(timezone.utc) + timedelta(hours=max_clock_skew_hours)
+def now_utc():
+    return datetime.now(timezone.utc)
 
 
 class ReportValidator:
@@ -67,7 +66,7 @@ class ReportValidator:
         self.check_schema = compile_validator(avro_schema("report"))
         self.incident_types = frozenset(row["incident_type"] for row in reference_table("incident_types"))
         self.max_files = max_files
-        self.latest = latest_event_time(max_clock_skew_hours)
+        self.skew = timedelta(hours=max_clock_skew_hours)
 
     def validate(self, report):
         """The report's event time (UTC datetime); raises `InvalidRecord` with the reason otherwise."""
@@ -88,15 +87,20 @@ class ReportValidator:
     def _rfc3339(self, path, text):
         try:
             moment = parse_rfc3339(text)
-            check_event_time(moment, self.latest)
+            check_event_time(moment, self.latest())
             return moment
         except ValueError as error:
             raise InvalidRecord(f"{path}: {error}") from None
 
+    def latest(self):
+        """The clock now plus the skew allowed to producers' clocks (read per report: a streaming worker
+        lives for days)."""
+        return now_utc() + self.skew
+
     def check_source_time(self, timestamp):
         """The event time a source stamped (Pub/Sub's `submittedAt` attribute) obeys the body's rules."""
         try:
-            check_event_time(utc_of(timestamp), self.latest)
+            check_event_time(utc_of(timestamp), self.latest())
         except (ValueError, OverflowError) as error:
             raise InvalidRecord(f"the submittedAt attribute: {error}") from None
 
