@@ -61,6 +61,12 @@ def test_a_batch_run_with_far_event_times_finishes_and_dead_letters_them(tmp_pat
     assert sorted(letter["reportId"] for letter in letters) == sorted(report["reportId"] for report in far)
     assert all("$.submittedAt" in letter["reason"] for letter in letters)
     assert not [path for path in out.rglob("dt=*") if not path.name.startswith("dt=2026-")]
+    # the reasons do not quote the clock: a replay writes the very same dead-letter file, and skips it
+    letter_files = sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl"))
+    replay = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+                  "--geoip-city-db", city_test_db])
+    assert sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl")) == letter_files
+    assert replay["other_counts"]["files_already_written"] == len(letter_files)
 
 
 @pytest.mark.emulator

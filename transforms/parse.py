@@ -45,14 +45,15 @@ def parse_rfc3339(text):
         raise ValueError(f"{text!r} is not a valid date-time") from None
 
 
-def check_event_time(moment, latest):
+def check_event_time(moment, latest, skew):
     """Refuses an event time (aware datetime) before 1970 or after `latest` (the run's clock plus the allowed
-    skew): windows, `dt=` partitions and sinks cannot all represent it, or no producer could have meant it."""
+    `skew`): windows, `dt=` partitions and sinks cannot all represent it, or no producer could have meant it.
+    The reason does not quote the clock, so a replay writes the same dead letter (and skips its file)."""
     if moment < EARLIEST_EVENT_TIME:
         raise ValueError(f"{moment.isoformat()} is before {EARLIEST_EVENT_TIME.isoformat()}")
     if moment > latest:
-        raise ValueError(f"{moment.isoformat()} is later than {latest.isoformat()} (the run's clock plus "
-                         "the allowed skew, --max-clock-skew-hours)")
+        raise ValueError(f"{moment.isoformat()} is later than the run's clock plus {skew.total_seconds() / 3600:g} "
+                         "hours (--max-clock-skew-hours)")
 
 
 def now_utc():
@@ -87,7 +88,7 @@ class ReportValidator:
     def _rfc3339(self, path, text):
         try:
             moment = parse_rfc3339(text)
-            check_event_time(moment, self.latest())
+            check_event_time(moment, self.latest(), self.skew)
             return moment
         except ValueError as error:
             raise InvalidRecord(f"{path}: {error}") from None
@@ -100,7 +101,7 @@ class ReportValidator:
     def check_source_time(self, timestamp):
         """The event time a source stamped (Pub/Sub's `submittedAt` attribute) obeys the body's rules."""
         try:
-            check_event_time(utc_of(timestamp), self.latest())
+            check_event_time(utc_of(timestamp), self.latest(), self.skew)
         except (ValueError, OverflowError) as error:
             raise InvalidRecord(f"the submittedAt attribute: {error}") from None
 
