@@ -209,7 +209,7 @@ def expiring_leases_run(pubsub, tmp_path_factory, city_test_db):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pubsub_source, "LEASE_SECONDS", 1)
         patch.setattr(pubsub_source._Ledger, "acknowledge_all", acknowledge_all)
-        patch.setattr(pubsub_source._PullEvaluator, "finish_bundle",
+        patch.setattr(pubsub_source.PullEvaluator, "finish_bundle",
                       reading_until(lambda led: led.redeliveries >= len(reports) + len(malformed)))
         summary = run(["--source", "pubsub", "--subscription", subscription, "--duration", "6",
                        "--output", str(root / "out"), "--geoip-city-db", city_test_db])
@@ -221,7 +221,7 @@ def reading_until(done, longest=180):
     """The source's `finish_bundle`, reading past its --duration until `done(ledger)` holds (at most `longest`
     s more): on a loaded machine a run's start can eat its whole duration before the fault the test
     stages has happened (leases expired and redelivered, an emulator restarted and republished to)."""
-    stock_finish_bundle = pubsub_source._PullEvaluator.finish_bundle
+    stock_finish_bundle = pubsub_source.PullEvaluator.finish_bundle
     give_up = time.time() + longest
 
     def finish_bundle(evaluator):
@@ -372,7 +372,7 @@ def test_an_emulator_restarted_within_the_grace_lets_the_run_go_on(own_emulator,
     before = [variant(f"r-before-{i}", ip="81.2.69.160") for i in range(10)]
     after = [variant(f"r-after-{i}", ip="216.160.83.56") for i in range(10)]
     # read until the 20 messages published after the restart have been pulled too
-    monkeypatch.setattr(pubsub_source._PullEvaluator, "finish_bundle",
+    monkeypatch.setattr(pubsub_source.PullEvaluator, "finish_bundle",
                         reading_until(lambda led: led.pulled >= len(before) * 2 + len(after)))
     encode = lambda reports: iter([json.dumps(report).encode() for report in reports])  # noqa: E731
     publish(encode(before), topic)

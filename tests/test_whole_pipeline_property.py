@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipelines.options import TiplineOptions
-from pipelines.streaming import count_every_bundle, local_streaming_options
+from pipelines.streaming import local_streaming_options
 from pipelines.summary import summarize
 from pipelines.tipline_pipeline import build_pipeline, run
 from tests import hostile
 from tests.conftest import example_report
+from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.metrics import read_counters
 
 # a whole run costs seconds: a few examples, not shrunk (a failure prints its reports as drawn)
