@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all test-under-load bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)  ## the test suite (the Pub/Sub tests start the installed emulato
 
 test-all: $(STAMP)  ## the suite plus the long fuzz and soak profile
 	$(VENV)/bin/pytest -n 2 -q --run-slow
+
+test-under-load: $(STAMP)  ## the suite with every core saturated by a background CPU load (tests/load.sh)
+	tests/load.sh start
+	$(VENV)/bin/pytest -n 2 -q; status=$$?; tests/load.sh stop; exit $$status
 
 clean:
 	rm -rf tipline-out build *.egg-info

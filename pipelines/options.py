@@ -13,7 +13,7 @@ from pipelines.bank_tools import add_video_matching_options
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.demo.packaged import packaged
-from transforms.parse import DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
+from transforms.parse import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
 
 DEFAULT_OUTPUT_DIR = "./tipline-out"
@@ -92,8 +92,8 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--subscription", default=None,
                             help="--source pubsub: projects/P/subscriptions/S")
         parser.add_argument("--duration", type=float, default=None,
-                            help="--source pubsub on the DirectRunner: read this many seconds, drain, "
-                                 "acknowledge, summarize")
+                            help="--source pubsub on the DirectRunner: read this many seconds (from the "
+                                 "first pull), drain, acknowledge, summarize")
         parser.add_argument("--route-topic-template", default=None,
                             help="also publish each routed record to its jurisdiction's topic, "
                                  "e.g. projects/P/topics/tips-{jurisdiction}")
@@ -139,6 +139,9 @@ class TiplineOptions(PipelineOptions):
                             help="larger messages are dead-lettered")
         parser.add_argument("--max-files-per-report", type=int, default=DEFAULT_MAX_FILES_PER_REPORT,
                             help="reports with more files are dead-lettered")
+        parser.add_argument("--max-clock-skew-hours", type=float, default=DEFAULT_MAX_CLOCK_SKEW_HOURS,
+                            help="reports whose submittedAt (body or Pub/Sub attribute) or incidentDateTime is "
+                                 "more than this past the run's clock are dead-lettered")
         parser.add_argument("--synthetic-count", type=int, default=3000,
                             help="--source synthetic: number of reports")
         parser.add_argument("--synthetic-seed", type=int, default=2026, help="--source synthetic: random seed")

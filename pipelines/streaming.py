@@ -29,9 +29,9 @@ PROGRESS_EVERY_SECONDS = 5
 class PullInsteadOfReadFromPubSub(PTransformOverride):
     """Replaces each `ReadFromPubSub` of a subscription with the local pull source of this run."""
 
-    def __init__(self, run_id, stop_at):
+    def __init__(self, run_id, read_seconds):
         self.run_id = run_id
-        self.stop_at = stop_at
+        self.read_seconds = read_seconds
 
     def matches(self, applied_ptransform):
         return isinstance(applied_ptransform.transform, ReadFromPubSub)
@@ -41,7 +41,7 @@ class PullInsteadOfReadFromPubSub(PTransformOverride):
         if not source.subscription_name or source.with_attributes:
             raise ValueError("the local streaming run reads message data from a subscription")
         return PullFromPubSub(source.full_subscription, source.timestamp_attribute,
-                              run_id=self.run_id, stop_at=self.stop_at)
+                              run_id=self.run_id, read_seconds=self.read_seconds)
 
 
 def local_streaming_options(argv):
@@ -84,9 +84,10 @@ def report_progress(result, run_ledger, start, stop, every=PROGRESS_EVERY_SECOND
 
 
 def run_for(pipeline, subscription, duration, run_id, progress=True):
-    """Runs `pipeline` (built with ReadFromPubSub) for `duration` s, drains it, then acknowledges; returns its result."""
+    """Runs `pipeline` (built with ReadFromPubSub), reads for `duration` s from its first pull, drains it, then
+    acknowledges; returns its result."""
     install_local_streaming_support()
-    pipeline.replace_all([PullInsteadOfReadFromPubSub(run_id, time.time() + duration)])
+    pipeline.replace_all([PullInsteadOfReadFromPubSub(run_id, duration)])
     run_ledger = ledger(run_id, subscription)
     start, stop = time.monotonic(), threading.Event()
     result = pipeline.run()

@@ -10,6 +10,7 @@ spelling `--a_b`. `--source files` and `pubsub` need `--geoip-city-db` and `--ha
 `--no-hash-banks`), or `--demo-data`. `--debug` shows the traceback of a failure.
 """
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -42,9 +43,9 @@ from transforms.parse import ParseReports
 from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
-from transforms.plumbing.windowed_files import OWNER_ONLY
+from transforms.plumbing.windowed_files import OWNER_ONLY, remove_stale_temporaries
 from transforms.read import ReadReports
-from transforms.route import RouteToSinks
+from transforms.route import RouteToSinks, routed_report_ids
 from transforms.trends import TrendCounts
 
 
@@ -58,15 +59,21 @@ def synthetic_config(opts):
     return SyntheticConfig(count=opts.synthetic_count, seed=opts.synthetic_seed, hours=opts.synthetic_hours)
 
 
-def build_pipeline(p, opts):
-    """Adds every stage to `p`; returns the named outputs (for tests and callers that add more)."""
+def build_pipeline(p, opts, messages=None):
+    """Adds every stage to `p`; returns the named outputs (for tests and callers that add more).
+
+    `messages` replaces the source (tests feed a TestStream); they are then stamped with their event time
+    as `opts.source` would stamp them."""
     lateness = int(opts.allowed_lateness_hours * 3600)
-    messages = p | "ReadReports" >> ReadReports(
-        opts.source, opts.input_pattern, opts.subscription,
-        synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
+    if messages is None:
+        messages = p | "ReadReports" >> ReadReports(
+            opts.source, opts.input_pattern, opts.subscription,
+            synthetic_config(opts) if opts.source == "synthetic" else None, opts.max_message_bytes)
     reports, parse_failures = messages | "ParseReports" >> ParseReports(
-        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report)
-    unique = reports | "DedupRedeliveries" >> DedupRedeliveries(opts.dedup_horizon_hours)
+        opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
+        max_clock_skew_hours=opts.max_clock_skew_hours)
+    unique = reports | "DedupRedeliveries" >> DedupRedeliveries(
+        opts.dedup_horizon_hours, already_routed=functools.partial(routed_report_ids, opts.output_dir))
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots, video=video_matching(opts))
@@ -137,6 +144,10 @@ def run(argv=None):
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
+    if runner in LOCAL_RUNNERS + DASK_RUNNER_NAMES:  # what a killed local run left is cleared first
+        removed = remove_stale_temporaries(opts.output_dir)
+        if removed:
+            logging.warning("removed %d temporary files a killed run left under %s", removed, opts.output_dir)
     if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
         return report_summary(run_on_dask(options, opts), opts.output_dir, run_id, reference)
     pipeline = beam.Pipeline(options=options)

@@ -1,4 +1,6 @@
 """DedupRedeliveries: the event-time semantics of redelivery dedup, pinned with TestStream."""
+import time
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -46,15 +48,48 @@ def test_duplicates_across_window_boundaries_are_still_duplicates():
 
 
 def test_a_redelivery_after_the_horizon_has_passed_is_not_recognised():
-    """The documented limit: state is kept only until the watermark passes event time + horizon."""
+    """The documented limit: state is kept only until the watermark passes event time + horizon (here the
+    event time is later than the clock, so the horizon starts there)."""
+    soon = int(time.time()) + HOUR
     stream = (TestStream()
-              .add_elements([report("a", 0)])
-              .advance_watermark_to(2 * HOUR)
-              .add_elements([report("a", 0, copy=1)])
+              .add_elements([report("a", soon)])
+              .advance_watermark_to(soon + 2 * HOUR)
+              .add_elements([report("a", soon, copy=1)])
               .advance_watermark_to_infinity())
     with streaming_pipeline() as p:
         kept = p | stream | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: (r["reportId"], r["copy"]))
         assert_that(kept, equal_to([("a", 0), ("a", 1)]))
+
+
+def test_a_report_older_than_the_horizon_is_remembered_for_the_horizon_after_it_arrives():
+    """A backlog report (event time days behind the clock, so behind a live stream's watermark) redelivered
+    soon after was routed twice: its forget timer was already due when it was first seen."""
+    now = int(time.time())
+    stream = (TestStream()
+              .advance_watermark_to(now)
+              .add_elements([report("old", now - 9 * 24 * HOUR)])
+              .advance_watermark_to(now + 60)
+              .add_elements([report("old", now - 9 * 24 * HOUR, copy=1)])
+              .advance_watermark_to_infinity())
+    with streaming_pipeline() as p:
+        kept = p | stream | DedupRedeliveries(horizon_hours=1) | beam.Map(lambda r: (r["reportId"], r["copy"]))
+        assert_that(kept, equal_to([("old", 0)]))
+
+
+def test_batch_keeps_the_earliest_copy_then_the_smallest_digest_whatever_the_order():
+    """Copies 0 and 1 share the earliest event time; copy 1's canonical JSON has the smaller SHA-256."""
+    copies = [report("a", 5, copy=2), report("a", 3, copy=1), report("a", 3, copy=0), report("b", 1)]
+    for order in (copies, copies[::-1]):
+        with TestPipeline() as p:
+            kept = p | beam.Create(order) | DedupRedeliveries() | beam.Map(lambda r: (r["reportId"], r["copy"]))
+            assert_that(kept, equal_to([("a", 1), ("b", 0)]))
+
+
+def test_reports_the_output_holds_already_are_dropped_as_duplicates():
+    with TestPipeline() as p:
+        kept = (p | beam.Create([report("a", 0), report("b", 0), report("b", 0, 1)])
+                | DedupRedeliveries(already_routed=lambda: {"b"}) | beam.Map(lambda r: r["reportId"]))
+        assert_that(kept, equal_to(["a"]))
 
 
 def test_batch_dedups_over_the_whole_input():

@@ -10,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import example_report
 from transforms.hashes import EnrichHashes, MatchHashBatches
+from transforms.location.jurisdiction_rules import priority_of
 from transforms.matching.banks import BankEntry, write_bank
 from transforms.matching.matcher import HashMatcher
 from transforms.matching.signals import Md5Signal, PHashSignal
@@ -63,7 +64,7 @@ def test_pipeline_known_new_no_media_negative_unhashable_and_bad_provided_hash(b
     with TestPipeline() as pipeline:
         enriched, dead = pipeline | beam.Create(reports) | EnrichHashes([positive], [negative])
         assert_that(enriched | "Summaries" >> beam.Map(summary_of), equal_to([
-            ("known", "known"), ("new", "new"), ("no-media", "no_media"), ("benign", "new"),
+            ("known", "known"), ("new", "new"), ("no-media", "no_media"), ("benign", "known_benign"),
             ("broken", "new"), ("bad-provided", "no_media"), ("provided-md5", "known")]), label="Summaries")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
 
@@ -77,8 +78,8 @@ def test_matcher_file_records(banks):
         report_with("c", {"originalFileHashes": [{"hashType": "SHA-1", "value": "nothex"}]}),
         report_with("d", content(image_bytes(2)))])
     file = known["files"][0]
-    assert set(file) == {"fileId", "mediaStatus", "mediaError", "hashes", "video", "matches"}
-    assert file["video"] is None  # an image has no vPDQ frames
+    assert set(file) == {"fileId", "mediaStatus", "mediaError", "hashes", "video", "matches", "benignMatch"}
+    assert file["video"] is None and file["benignMatch"] is None  # an image has no vPDQ frames
     assert file["mediaStatus"] == "hashed" and file["mediaError"] is None
     assert {h["signalType"] for h in file["hashes"]} == {"MD5", "SHA1", "PHASH", "PDQ"}
     assert [(m["bank"], m["label"], m["externalId"], m["signalType"]) for m in file["matches"]] == [
@@ -88,7 +89,21 @@ def test_matcher_file_records(banks):
     assert broken_file["mediaStatus"] == "unhashable" and broken_file["mediaError"] == "not a recognised image format"
     assert {h["signalType"] for h in broken_file["hashes"]} == {"MD5", "SHA1"}
     assert bad["files"][0]["mediaStatus"] == "no_media" and "SHA1" in bad["files"][0]["mediaError"]
-    assert benign["files"][0]["matches"] == [] and benign["matchSummary"] == "new"
+    assert benign["files"][0]["matches"] == [] and benign["matchSummary"] == "known_benign"
+    assert benign["files"][0]["benignMatch"] == {"bank": "benign", "label": "meme", "externalId": None,
+                                                 "signalType": "PHASH", "distance": 0}
+
+
+def test_a_file_suppressed_by_a_negative_bank_is_known_benign_p3_not_new_p2(banks):
+    """Known benign content is no sign of an unidentified victim; a new file beside it still is."""
+    positive, negative = banks
+    matcher = HashMatcher.from_banks([positive], [negative])
+    alone, beside_new = (dict(report, _hashes=matcher.enrich_report(report)) for report in (
+        report_with("benign", content(image_bytes(2))),
+        report_with("benign+new", content(image_bytes(2)), content(image_bytes(3)))))
+    assert priority_of(alone) == ("P3", "media matches known benign content (a negative-bank entry) only")
+    assert alone["_hashes"]["matchSummary"] == "known_benign"
+    assert beside_new["_hashes"]["matchSummary"] == "new" and priority_of(beside_new)[0] == "P2"
 
 
 def test_unreadable_uri_is_unhashable_without_the_uri(banks, tmp_path):

@@ -10,6 +10,7 @@ from schemas import avro_schema
 from tests.conftest import MAXMIND, example_report
 from transforms.geo import EnrichGeo
 from transforms.location.geoip import LOCATION_FIELDS, GeoLocator, check_databases, classify_ip
+from transforms.location.jurisdiction_rules import JurisdictionRules
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 ASN = str(MAXMIND / "GeoLite2-ASN-Test.mmdb")
@@ -226,3 +227,47 @@ def test_enrich_geo_composite_adds_geo_and_dead_letters_failures():
                     equal_to([(good["reportId"], "WA", False)]), label="Enriched")
         assert_that(dead | "Who" >> beam.Map(lambda d: (d["stage"], d["reportId"], d["reason"].split(":")[0])),
                     equal_to([("enrich_geo", "broken", "enrich_geo failed")]), label="DeadLetters")
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.1", "not-an-ip", "100.64.1.1"])
+def test_possible_proxy_on_an_unusable_ip_still_hides_the_user(locator, ip):
+    """The estimated location in California used to send these to a state task force."""
+    estimated = {"countryCode": "US", "region": "CA", "city": "Los Angeles"}
+    geo = locator.locate(report_with(file_events=[event(ip, "Upload", proxy=True)], estimated=estimated))
+    assert geo["anonymous"] is True and "possibleProxy flagged by the provider" in geo["ipChoiceReason"]
+    assert JurisdictionRules.load().jurisdiction_of(geo)[0] == "UNKNOWN"
+
+
+def test_possible_proxy_on_any_candidate_hides_the_user_whichever_ip_locates(locator):
+    geo = locator.locate(report_with(file_events=[event("10.0.0.1", "Upload", proxy=True),
+                                                  event("216.160.83.56", "Upload")]))
+    assert geo["ip"] == "216.160.83.56" and geo["anonymous"] is True
+    assert JurisdictionRules.load().jurisdiction_of(geo)[0] == "UNKNOWN"
+
+
+@pytest.mark.parametrize("estimated, country, region", [
+    ({"countryCode": "81.2.69.142"}, None, None),       # an IP address is no country
+    ({"countryCode": "uſ", "region": "WA"}, None, "WA"),  # "uſ".upper() == "US"
+    ({"countryCode": "ıe"}, None, None),                # "ıe".upper() == "IE"
+    ({"countryCode": "ZZ"}, None, None),                # well-formed, not in schemas/jurisdictions.csv
+    ({"countryCode": "us", "region": "ẘa"}, "US", None),
+    ({"countryCode": "us", "region": "wa"}, "US", "WA"),
+])
+def test_estimated_codes_are_validated_against_the_tables_before_they_route_or_count(locator, estimated, country,
+                                                                                    region):
+    geo = locator.locate(report_with(file_events=[event("10.0.0.1", "Upload")],
+                                     estimated={"region": None, "city": None, **estimated}))
+    assert (geo["countryCode"], geo["subdivisionCode"]) == (country, region)
+    if country is None:
+        assert "is not an ISO 3166 alpha-2 code" in geo["unlocatedReason"]
+        assert not JurisdictionRules.load().jurisdiction_of(geo)[0].startswith(("US", "IE"))
+
+
+def test_a_state_or_city_that_only_folds_to_ascii_matches_nothing():
+    rules = JurisdictionRules.load()
+    assert rules.jurisdiction_of({"locationSource": "geoip", "countryCode": "US", "subdivisionCode": "ẘa"})[0] == "UNKNOWN"
+    folded = rules.jurisdiction_of({"locationSource": "geoip", "countryCode": "US", "subdivisionCode": "CA",
+                                    "city": "Loſ Angeles"})
+    plain = rules.jurisdiction_of({"locationSource": "geoip", "countryCode": "US", "subdivisionCode": "CA",
+                                   "city": "los angeles"})
+    assert (folded[0], plain[0]) == ("US-CA", "US-CA-LA")

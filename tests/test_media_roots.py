@@ -167,7 +167,7 @@ def test_matcher_hashes_only_what_is_inside_the_roots(quarantine):
     inside, shadow = matcher.enrich_report(report)["files"]
     assert inside["mediaStatus"] == "hashed" and {"MD5", "SHA1", "PHASH"} <= {h["signalType"] for h in inside["hashes"]}
     assert shadow == {"fileId": "shadow", "mediaStatus": "unhashable", "mediaError": OUTSIDE, "hashes": [],
-                      "video": None, "matches": []}
+                      "video": None, "matches": [], "benignMatch": None}
 
 
 def test_a_run_hashes_media_from_its_root_and_refuses_the_rest(quarantine, tmp_path):

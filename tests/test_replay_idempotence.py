@@ -1,8 +1,9 @@
 """Replays (issue #7.2): the same input run twice into the same output must not duplicate a report in any sink.
 
 Files are content-addressed (transforms/plumbing/windowed_files.py): a second run yields the same names and skips
-them (a replay used to write every record again). A crash mid-run followed by a full replay is the same case (the replay re-writes
-what the crashed run had committed).
+them (a replay used to write every record again); and a run reads the reportIds its output already holds and
+routes none of them again (counted as duplicates), so a replay adds no routed record, trend row, bundle, alert
+or notice at all.
 """
 import json
 
@@ -39,10 +40,13 @@ def ids(routed):
     return sorted(record["reportId"] for records in routed.values() for record in records)
 
 
-def test_each_run_alone_routes_every_report_once(two_runs):
+def test_the_first_run_routes_every_report_once_and_the_replay_none_again(two_runs):
     out, first, second, after_first, reports = two_runs
     assert ids(after_first) == sorted(report["reportId"] for report in reports)
-    assert first["routed"] == second["routed"] == len(reports) and first["reconciled"] and second["reconciled"]
+    assert first["routed"] == len(reports) and first["reconciled"] and second["reconciled"]
+    # the replay reads the reportIds the output holds and routes none of them again
+    assert (second["routed"], second["duplicates"]) == (0, len(reports) + 1)
+    assert second["other_counts"]["already_in_output"] == len(reports) + 1
 
 
 def test_a_replay_into_the_same_output_does_not_duplicate_routed_reports(two_runs):
@@ -56,12 +60,14 @@ def test_a_replay_into_the_same_output_does_not_duplicate_dead_letters(two_runs)
     assert sorted(letters) == ["[]", "{not json"]
 
 
-def test_the_replay_skips_every_file_the_first_run_wrote(two_runs):
+def test_the_replay_writes_no_file_and_skips_the_dead_letters_the_first_run_wrote(two_runs):
     out, first, second, _, _ = two_runs
     files = [path for path in out.rglob("*")
              if path.is_file() and path.name != "summary.json" and path.parent.name != "summaries"]
+    letter_files = [path for path in files if "dead_letter" in path.parts]
     assert first["other_counts"].get("files_already_written", 0) == 0
-    assert second["other_counts"]["files_already_written"] == len(files)
+    assert second["other_counts"]["files_already_written"] == len(letter_files) > 0
+    assert len({path.name for path in files}) == len(files)  # one file per pane: nothing written twice
     assert not [path for path in files if path.name.startswith(".")]  # no temporary file left behind
 
 

@@ -5,7 +5,7 @@ letter with the original payload and the reason; the job keeps going.
 """
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
 import orjson
@@ -25,6 +25,10 @@ DEFAULT_MAX_FILES_PER_REPORT = 1000  # each file may be media to fetch and hash
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+DEFAULT_MAX_CLOCK_SKEW_HOURS = 24  # how far past the run's clock a producer's clock may run
+# Event times must fit every window, partition and sink: no report predates the Unix epoch (nor the
+# CyberTipline), and a day-long sliding window, a `dt=YYYY-MM-DD` partition and a datetime must all hold it.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
 
 
@@ -41,13 +45,29 @@ def parse_rfc3339(text):
         raise ValueError(f"{text!r} is not a valid date-time") from None
 
 
+def check_event_time(moment, latest, skew):
+    """Refuses an event time (aware datetime) before 1970 or after `latest` (the run's clock plus the allowed
+    `skew`): windows, `dt=` partitions and sinks cannot all represent it, or no producer could have meant it.
+    The reason does not quote the clock, so a replay writes the same dead letter (and skips its file)."""
+    if moment < EARLIEST_EVENT_TIME:
+        raise ValueError(f"{moment.isoformat()} is before {EARLIEST_EVENT_TIME.isoformat()}")
+    if moment > latest:
+        raise ValueError(f"{moment.isoformat()} is later than the run's clock plus {skew.total_seconds() / 3600:g} "
+                         "hours (--max-clock-skew-hours)")
+
+
+def now_utc():
+    return datetime.now(timezone.utc)
+
+
 class ReportValidator:
     """Checks a decoded message against schemas/report.avsc and the rules Avro cannot express."""
 
-    def __init__(self, max_files=DEFAULT_MAX_FILES_PER_REPORT):
+    def __init__(self, max_files=DEFAULT_MAX_FILES_PER_REPORT, max_clock_skew_hours=DEFAULT_MAX_CLOCK_SKEW_HOURS):
         self.check_schema = compile_validator(avro_schema("report"))
         self.incident_types = frozenset(row["incident_type"] for row in reference_table("incident_types"))
         self.max_files = max_files
+        self.skew = timedelta(hours=max_clock_skew_hours)
 
     def validate(self, report):
         """The report's event time (UTC datetime); raises `InvalidRecord` with the reason otherwise."""
@@ -75,12 +95,33 @@ class ReportValidator:
         if not public and reporter.get("espId") is None:
             raise InvalidRecord("$.reporter.espId: required field is missing (a provider's report, kind esp)")
 
-    @staticmethod
-    def _rfc3339(path, text):
+    def _rfc3339(self, path, text):
         try:
-            return parse_rfc3339(text)
+            moment = parse_rfc3339(text)
+            check_event_time(moment, self.latest(), self.skew)
+            return moment
         except ValueError as error:
             raise InvalidRecord(f"{path}: {error}") from None
+
+    def latest(self):
+        """The clock now plus the skew allowed to producers' clocks (read per report: a streaming worker
+        lives for days)."""
+        return now_utc() + self.skew
+
+    def check_source_time(self, timestamp):
+        """The event time a source stamped (Pub/Sub's `submittedAt` attribute) obeys the body's rules."""
+        try:
+            check_event_time(utc_of(timestamp), self.latest(), self.skew)
+        except (ValueError, OverflowError) as error:
+            raise InvalidRecord(f"the submittedAt attribute: {error}") from None
+
+
+def utc_of(timestamp):
+    """A Beam Timestamp as an aware datetime; beyond datetime's years 1-9999 it is clamped to them."""
+    try:
+        return timestamp.to_utc_datetime(has_tz=True)
+    except (OverflowError, ValueError):
+        return (datetime.min if timestamp.micros < 0 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def decode_message(payload, max_bytes):
@@ -124,17 +165,18 @@ def _refuse_lone_surrogates(report):
 
 
 class _ParseReportFn(beam.DoFn):
-    def __init__(self, max_message_bytes, max_files, stamp_event_time):
+    def __init__(self, max_message_bytes, max_files, stamp_event_time, max_clock_skew_hours):
         self.max_message_bytes = max_message_bytes
         self.max_files = max_files
         self.stamp_event_time = stamp_event_time
+        self.max_clock_skew_hours = max_clock_skew_hours
         self.read = counter("read")
         self.valid = counter("valid")
 
     def setup(self):
-        self.validator = ReportValidator(self.max_files)
+        self.validator = ReportValidator(self.max_files, self.max_clock_skew_hours)
 
-    def process(self, payload):
+    def process(self, payload, timestamp=beam.DoFn.TimestampParam):
         self.read.inc()
         if isinstance(payload, OversizeLine):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
@@ -143,6 +185,8 @@ class _ParseReportFn(beam.DoFn):
         try:
             report = decode_message(payload, self.max_message_bytes)
             event_time = self.validator.validate(report)
+            if not self.stamp_event_time:
+                self.validator.check_source_time(timestamp)
         except InvalidRecord as error:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(STAGE, str(error), payload, _report_id_of(payload)))
             return
@@ -173,13 +217,14 @@ class ParseReports(beam.PTransform):
     """
 
     def __init__(self, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, stamp_event_time=True,
-                 max_files=DEFAULT_MAX_FILES_PER_REPORT):
+                 max_files=DEFAULT_MAX_FILES_PER_REPORT, max_clock_skew_hours=DEFAULT_MAX_CLOCK_SKEW_HOURS):
         super().__init__()
         self.max_message_bytes = max_message_bytes
         self.max_files = max_files
         self.stamp_event_time = stamp_event_time
+        self.max_clock_skew_hours = max_clock_skew_hours
 
     def expand(self, messages):
         parsed = messages | "Parse" >> beam.ParDo(
-            _ParseReportFn(self.max_message_bytes, self.max_files, self.stamp_event_time)).with_outputs(DEAD_LETTERS, main="reports")
+            _ParseReportFn(self.max_message_bytes, self.max_files, self.stamp_event_time, self.max_clock_skew_hours)).with_outputs(DEAD_LETTERS, main="reports")
         return parsed.reports, parsed[DEAD_LETTERS]

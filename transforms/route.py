@@ -8,6 +8,9 @@ window that has closed (its event time stays in `submittedAt`).
 import functools
 
 import apache_beam as beam
+import fastavro
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from schemas import avro_schema
 from transforms.dead_letters import dead_letter, original_report_json
@@ -41,6 +44,17 @@ class _ToRoutedRecordFn(beam.DoFn):
         self.routed.inc()
         self.routed_by_jurisdiction.inc(record["jurisdiction"])
         yield record
+
+
+def routed_report_ids(output_dir):
+    """Every reportId in the routed files under `output_dir` (any Beam filesystem): what a run into the
+    same output must not route again. Reads whole records (fastavro has no projection)."""
+    ids = set()
+    pattern = FileSystems.join(output_dir, "routed", "jurisdiction=*", "*.avro")
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            ids.update(record["reportId"] for record in fastavro.reader(handle))
+    return ids
 
 
 def jurisdiction_folder(record):

@@ -13,11 +13,13 @@ import bisect
 import functools
 import ipaddress
 import os
+import re
 import socket
 from datetime import datetime, timezone
 
 import maxminddb
 
+from schemas import reference_table
 from transforms.plumbing.reference_files import stage
 
 DEFAULT_CACHE_SIZE = 65536
@@ -356,9 +358,7 @@ class GeoLocator:
         fields, hiding = self.city_of(chosen["ip"])
         location = {"ip": chosen["ip"], "ipSource": chosen["source"], **fields,
                     **self._network_fields(chosen["ip"]), "locationSource": "geoip", "unlocatedReason": None}
-        hiding = list(hiding)
-        if chosen.get("possibleProxy"):
-            hiding.append("possibleProxy flagged by the provider")
+        hiding = list(hiding) + flagged_proxies(considered)
         anonymity = self.anonymity_of(chosen["ip"])
         hiding.extend(anonymity or ())
         location["anonymous"] = True if hiding else (False if anonymity is not None else None)
@@ -368,11 +368,12 @@ class GeoLocator:
     def _unlocated_ip(self, first_public, considered):
         location = dict.fromkeys(LOCATION_FIELDS)
         location["locationSource"] = "none"
+        hiding = flagged_proxies(considered)
         if first_public is None:
-            location["ipChoiceReason"] = choice_reason(None, considered, ())
+            location["ipChoiceReason"] = choice_reason(None, considered, hiding)
             location["unlocatedReason"] = "no usable IP" if considered else "no IP in the report"
+            location["anonymous"] = True if hiding else None
             return location
-        hiding = ["possibleProxy flagged by the provider"] if first_public.get("possibleProxy") else []
         anonymity = self.anonymity_of(first_public["ip"])
         hiding.extend(anonymity or ())
         location.update({"ip": first_public["ip"], "ipSource": first_public["source"],
@@ -386,6 +387,13 @@ class GeoLocator:
     def _network_fields(self, ip):
         network = self.network_of(ip)
         return {"asn": network["asn"], "asOrganization": network["asOrganization"]}
+
+
+def flagged_proxies(considered):
+    """The provider's possibleProxy flags on any candidate IP, usable or not: a flagged proxy hides the user
+    whichever address ends up locating the report, so none of them may send it to a state task force."""
+    flagged = [str(entry.get("ipAddress"))[:60] for entry in considered if entry.get("possibleProxy") is True]
+    return [f"possibleProxy flagged by the provider on {', '.join(flagged)}"] if flagged else []
 
 
 def choice_reason(chosen, considered, hiding):
@@ -410,10 +418,38 @@ def _with_estimated_location(location, report):
     country, region, city = (_clean(estimate.get(key)) for key in ("countryCode", "region", "city"))
     if not (country or region or city):
         return location
-    location.update({"countryCode": country.upper() if country else None, "subdivisionCode": region, "city": city,
+    refused = [f"{key} {value[:40]!r} is not {what}" for key, value, what in (
+        ("countryCode", country, "an ISO 3166 alpha-2 code in schemas/jurisdictions.csv"), ("region", region, "an ISO 3166-2 subdivision code"))
+        if value and not _well_formed_code(key, value)]
+    country, region = (value if value and _well_formed_code(key, value) else None
+                       for key, value in (("countryCode", country), ("region", region)))
+    location.update({"countryCode": ascii_upper(country), "subdivisionCode": ascii_upper(region), "city": city,
                      "accuracyRadiusKm": None, "locationSource": "estimatedLocation"})
-    location["unlocatedReason"] = (location["unlocatedReason"] or "") + "; used the provider's estimatedLocation"
+    location["unlocatedReason"] = ((location["unlocatedReason"] or "") + "; used the provider's estimatedLocation"
+                                   + "".join(f" ({reason}: ignored)" for reason in refused))
     return location
+
+
+COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
+SUBDIVISION_CODE = re.compile(r"([A-Za-z]{2}-)?[A-Za-z0-9]{1,3}")
+
+
+def _well_formed_code(key, value):
+    """ASCII letters (and digits for a subdivision) only, and a country in the jurisdiction table: `str.upper`
+    folds "ſ" to "S" and "ı" to "I", so a non-ASCII look-alike must be refused before any case is changed."""
+    if key == "countryCode":
+        return COUNTRY_CODE.fullmatch(value) is not None and value.upper() in known_country_codes()
+    return SUBDIVISION_CODE.fullmatch(value) is not None
+
+
+@functools.cache
+def known_country_codes():
+    return frozenset(row["country_code"] for row in reference_table("jurisdictions"))
+
+
+def ascii_upper(text):
+    """Upper case for ASCII text only; None for None or anything else (see `_well_formed_code`)."""
+    return text.upper() if isinstance(text, str) and text.isascii() else None
 
 
 def _clean(value):

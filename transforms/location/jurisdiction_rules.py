@@ -17,11 +17,16 @@ country code outside the table, a subdivision without a country, a US location w
 import functools
 
 from schemas import reference_table
-from transforms.location.geoip import PSEUDO_COUNTRY_CODES
+from transforms.location.geoip import PSEUDO_COUNTRY_CODES, ascii_upper
 
 UNKNOWN = "UNKNOWN"
 TRIAGE_AGENCY = "US federal law enforcement / INTERPOL triage via the clearinghouse"
 US_STATE_ROUTE = "US-<state>"
+
+
+def ascii_casefold(text):
+    """Lower case for ASCII text only ("" otherwise): Unicode folding would let "Loſ Angeles" pass as "los angeles"."""
+    return text.lower() if isinstance(text, str) and text.isascii() else ""
 
 
 def legal_process_required(file):
@@ -30,7 +35,8 @@ def legal_process_required(file):
 
 
 def hash_verdict(report):
-    """The hash stage's match summary, "known" | "new" | "no_media"; a report it never saw counts as "no_media"."""
+    """The hash stage's match summary, "known" | "known_benign" | "new" | "no_media"; a report it never saw
+    counts as "no_media"."""
     return (report.get("_hashes") or {}).get("matchSummary") or "no_media"
 
 
@@ -44,6 +50,8 @@ def priority_of(report):
         return "P2", "new media matching no known hash: a possibly unidentified victim"
     if summary == "known":
         return "P3", "media matches known hashes only"
+    if summary == "known_benign":
+        return "P3", "media matches known benign content (a negative-bank entry) only"
     return "P3", "no media to assess"
 
 
@@ -84,7 +92,7 @@ class JurisdictionRules:
         self.state_task_forces = {}
         for row in task_forces:
             self.state_task_forces.setdefault(row["state"], []).append(row)
-        self.city_task_forces = {(row["state"], row["city"].casefold()): row for row in city_task_forces}
+        self.city_task_forces = {(row["state"], ascii_casefold(row["city"])): row for row in city_task_forces}
 
     @classmethod
     @functools.cache
@@ -115,14 +123,14 @@ class JurisdictionRules:
         return row["jurisdiction"], f"{row['country_name']} ({country}) by {geo['locationSource']}", row["agency"]
 
     def _us_jurisdiction(self, subdivision, city, source):
-        state = (subdivision or "").upper().removeprefix("US-")
+        state = (ascii_upper(subdivision) or "").removeprefix("US-")
         task_forces = self.state_task_forces.get(state)
         if not task_forces or not any(row["lead_agency"] for row in task_forces):
             detail = f"subdivision {subdivision!r} is not a state with an ICAC task force" if subdivision else "no state"
             return UNKNOWN, f"US location ({source}) with {detail}", TRIAGE_AGENCY
         if len(task_forces) == 1:
             return f"US-{state}", f"US state {state} by {source}: one ICAC task force", _task_force_agency(task_forces[0])
-        refined = self.city_task_forces.get((state, (city or "").casefold()))
+        refined = self.city_task_forces.get((state, ascii_casefold(city)))
         if refined is not None:
             task_force = self.task_forces[refined["task_force_id"]]
             return task_force["task_force_id"], (

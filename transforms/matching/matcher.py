@@ -2,7 +2,8 @@
 
 For each file of a report: gather the producer's hashes (validated) and the hashes of its media, then
 look every hash up in the banks, one index query per signal type for a whole batch of reports. A file
-within threshold of a negative-bank entry (known benign content) keeps its hashes but gets no matches.
+within threshold of a negative-bank entry (known benign content) keeps its hashes but gets no matches: it
+names the nearest such entry as its `benignMatch` instead, and alone it makes a report `known_benign`, not new.
 A video (or animated image) is hashed exactly and with vPDQ; its frames are matched against banked
 videos (per-video percentages) and banked PDQ images (frame-level hits), and only a count of them leaves
 the worker.
@@ -28,6 +29,7 @@ class FileHashes:
     hashes: list  # [(signal, value, source)]
     matches: list = dataclasses.field(default_factory=list)
     video: object = None  # VideoHashes of a video file
+    benign_match: dict | None = None
 
     def as_record(self):
         return {
@@ -37,6 +39,7 @@ class FileHashes:
             "hashes": [{"signalType": s.name, "value": v, "source": source} for s, v, source in self.hashes],
             "video": self.video.summary() if self.video else None,
             "matches": self.matches,
+            "benignMatch": self.benign_match,
         }
 
 
@@ -123,13 +126,14 @@ class HashMatcher:
         for number, file in enumerate(files):
             for signal, value, _ in file.hashes:
                 by_signal.setdefault(signal, []).append((number, value))
-        benign = set()
+        benign = {}  # file number -> its nearest negative-bank entry, as a match record
         found = {number: {} for number in range(len(files))}
         for signal, pairs in by_signal.items():
             values = [value for _, value in pairs]
             for (number, _), hits in zip(pairs, self.negative_banks.search(signal, values)):
-                if hits:
-                    benign.add(number)
+                for entry, distance in hits:
+                    if number not in benign or distance < benign[number]["distance"]:
+                        benign[number] = entry.as_match(distance)
             for (number, _), hits in zip(pairs, self.banks.search(signal, values)):
                 for entry, distance in hits:
                     key = (entry.bank, entry.label, entry.external_id, signal.name)
@@ -137,6 +141,7 @@ class HashMatcher:
                         found[number][key] = entry.as_match(distance)
         self.match_videos(files, benign, found)
         for number, file in enumerate(files):
+            file.benign_match = benign.get(number)
             if number not in benign:
                 file.matches = sorted(found[number].values(), key=lambda m: (m["distance"], m["bank"]))
 
@@ -185,9 +190,13 @@ def provided_hashes(provided):
 
 
 def match_summary(files):
-    """known: some file matched; new: some file had media or hashes; no_media: nothing to match on."""
+    """known: some file matched; new: some file not known benign had media or hashes; known_benign: the only
+    media is known benign content (a negative-bank entry), which is no sign of an unidentified victim;
+    no_media: nothing to match on."""
     if any(file.matches for file in files):
         return "known"
-    if any(file.hashes or file.status in ("hashed", "unhashable") for file in files):
+    if any((file.hashes or file.status in ("hashed", "unhashable")) and file.benign_match is None for file in files):
         return "new"
+    if any(file.benign_match for file in files):
+        return "known_benign"
     return "no_media"

@@ -303,13 +303,14 @@ class LocalPull(beam.PTransform):
     """The primitive the DirectRunner evaluates with `PullEvaluator` (registered by
     transforms/plumbing/direct_runner.py)."""
 
-    def __init__(self, subscription, timestamp_attribute, max_messages, run_id, stop_at):
+    def __init__(self, subscription, timestamp_attribute, max_messages, run_id, stop_at, read_seconds=None):
         super().__init__()
         self.subscription = subscription
         self.timestamp_attribute = timestamp_attribute
         self.max_messages = max_messages
         self.run_id = run_id
         self.stop_at = stop_at
+        self.read_seconds = read_seconds
 
     def expand(self, pbegin):
         return beam.pvalue.PCollection(pbegin.pipeline, is_bounded=False)
@@ -337,6 +338,8 @@ class PullEvaluator(_TransformEvaluator):
 
     def finish_bundle(self):
         transform = self.transform
+        if transform.stop_at is None and transform.read_seconds is not None:  # the first pull starts the clock
+            transform.stop_at = time.time() + transform.read_seconds
         if transform.stop_at is not None and time.time() >= transform.stop_at:
             return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
         run_ledger = ledger(transform.run_id, transform.subscription)
@@ -360,19 +363,21 @@ class PullEvaluator(_TransformEvaluator):
 class PullFromPubSub(beam.PTransform):
     """Message data (bytes) from `subscription`, timestamped from `timestamp_attribute` (DirectRunner only).
 
-    `stop_at` (epoch seconds) ends the read so the pipeline drains; `run_id` names the ledger that
-    `acknowledge_run` acknowledges once the run has finished.
+    `stop_at` (epoch seconds), or `read_seconds` after the first pull, ends the read so the pipeline drains
+    (counted from the first pull, a slow start on a busy machine does not eat the reading time); `run_id`
+    names the ledger that `acknowledge_run` acknowledges once the run has finished.
     """
 
     def __init__(self, subscription, timestamp_attribute=None, max_messages=DEFAULT_MAX_MESSAGES,
-                 run_id=None, stop_at=None):
+                 run_id=None, stop_at=None, read_seconds=None):
         super().__init__()
         self.subscription = subscription
         self.timestamp_attribute = timestamp_attribute
         self.max_messages = max_messages
         self.run_id = run_id or uuid.uuid4().hex
         self.stop_at = stop_at
+        self.read_seconds = read_seconds
 
     def expand(self, pbegin):
         return pbegin | "Pull" >> LocalPull(self.subscription, self.timestamp_attribute, self.max_messages,
-                                             self.run_id, self.stop_at)
+                                            self.run_id, self.stop_at, self.read_seconds)

@@ -87,6 +87,19 @@ def content_order_of_lines(lines):
     return digest_of(lines), [line_record(line) for line in lines]
 
 
+def remove_stale_temporaries(output_dir):
+    """Removes the hidden `.<digest>-<uuid>.tmp` files a killed run left under `output_dir`; returns how many.
+
+    A run's own temporaries live only while one file is written, so at the start of a run every one found
+    is another run's leftover (readers skip them meanwhile: Hive-style readers ignore names starting with a
+    dot). A run still writing into the same output would see its rename fail and retry the bundle."""
+    pattern = FileSystems.join(output_dir, "**", ".*.tmp")
+    stale = [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+    return len(stale)
+
+
 class _KeyByDestinationAndWindow(beam.DoFn):
     """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
     grouping in the global window does the work of a windowed one (transforms/plumbing/event_windows.py)."""

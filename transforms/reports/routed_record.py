@@ -23,6 +23,7 @@ def routed_file(file, hashes):
         "hashes": hashes["hashes"],
         "video": hashes.get("video"),
         "matches": hashes["matches"],
+        "benignMatch": hashes.get("benignMatch"),
     }
 
 

@@ -1,0 +1,106 @@
+"""Event times the windows, `dt=` partitions and sinks cannot represent, or implausibly far past the run's
+clock, are refused at parse with a reason, in the body and in the Pub/Sub `submittedAt` attribute alike;
+a run with such a report beside good ones finishes, routes the good ones and dead-letters the bad.
+
+Before: `9999-12-31T23:30:00Z` crashed a batch run in BundleRepeats/ToBundleRecord (OverflowError),
+`0001-01-01T00:00:00Z` in TrendCounts/TimelineRows, a year before 1000 wrote `dt=999-06-01` partitions, and
+in streaming the run failed without acknowledging anything, the good reports blocked for ever.
+"""
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipelines.tipline_pipeline import run
+from tests import hostile
+from tests.test_pipeline_end_to_end import variant
+from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F401 - pubsub is a fixture
+from transforms import parse
+from transforms.parse import ReportValidator
+from transforms.reports.avro_validation import InvalidRecord
+
+FAR = ["9999-12-31T23:30:00Z", "0001-01-01T00:00:00Z", "0999-06-01T00:00:00Z", "1969-12-31T23:59:59Z"]
+
+
+def rfc3339(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def in_hours(hours):
+    return rfc3339(datetime.now(timezone.utc) + timedelta(hours=hours))
+
+
+@pytest.mark.parametrize("field", [("submittedAt",), ("incidentSummary", "incidentDateTime")])
+@pytest.mark.parametrize("moment", FAR + ["in two days"])
+def test_parse_refuses_event_times_outside_what_sinks_hold_or_the_clock_allows(field, moment):
+    report = variant("r-far")
+    moment = in_hours(48) if moment == "in two days" else moment
+    hostile._set(report, field, moment)
+    with pytest.raises(InvalidRecord, match=r"is before 1970-01-01|is later than .*--max-clock-skew-hours"):
+        ReportValidator().validate(report)
+
+
+def test_the_allowed_skew_is_configurable_and_the_past_since_1970_is_fine():
+    ahead = variant("r-ahead", submittedAt=in_hours(30))
+    with pytest.raises(InvalidRecord, match="--max-clock-skew-hours"):
+        ReportValidator().validate(ahead)
+    assert ReportValidator(max_clock_skew_hours=48).validate(ahead)
+    for moment in ("1970-01-01T00:00:00Z", "2003-05-01T12:00:00Z", in_hours(1)):
+        assert ReportValidator().validate(variant("r-ok", submittedAt=moment))
+
+
+def test_a_batch_run_with_far_event_times_finishes_and_dead_letters_them(tmp_path, city_test_db):
+    good = [variant(f"r-good-{i}", ip="81.2.69.160") for i in range(3)]
+    far = [variant(f"r-far-{i}", submittedAt=moment) for i, moment in enumerate(FAR + [in_hours(48)])]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(report) + "\n" for report in good + far))
+    out = tmp_path / "out"
+    summary = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+                   "--geoip-city-db", city_test_db])
+    assert (summary["routed"], summary["dead_lettered"], summary["reconciled"]) == (3, len(far), True)
+    letters = hostile.read_jsonl(out / "dead_letter")["stage=parse"]
+    assert sorted(letter["reportId"] for letter in letters) == sorted(report["reportId"] for report in far)
+    assert all("$.submittedAt" in letter["reason"] for letter in letters)
+    assert not [path for path in out.rglob("dt=*") if not path.name.startswith("dt=2026-")]
+    # the reasons do not quote the clock: a replay writes the very same dead-letter file, and skips it
+    letter_files = sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl"))
+    replay = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+                  "--geoip-city-db", city_test_db])
+    assert sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl")) == letter_files
+    assert replay["other_counts"]["files_already_written"] == len(letter_files)
+
+
+@pytest.mark.emulator
+def test_a_stream_with_far_times_in_body_or_attribute_routes_the_good_reports_and_acknowledges_all(
+        pubsub, tmp_path, city_test_db):  # noqa: F811 - pubsub is a fixture
+    from google.cloud import pubsub_v1
+
+    topic, subscription = make_topic()
+    publisher = pubsub_v1.PublisherClient()
+    good = [variant(f"s-good-{i}", ip="81.2.69.160") for i in range(3)]
+    in_body = variant("s-far-body", submittedAt="9999-12-31T23:30:00Z")
+    in_attribute = variant("s-far-attribute")  # a valid body; only its attribute is in year 9999
+    messages = [(report, {"reportId": report["reportId"], "submittedAt": report["submittedAt"]})
+                for report in good + [in_body]]
+    messages.append((in_attribute, {"reportId": in_attribute["reportId"], "submittedAt": "9999-12-31T23:30:00Z"}))
+    for report, attributes in messages:
+        publisher.publish(topic, json.dumps(report).encode(), **attributes).result(timeout=30)
+    out = tmp_path / "out"
+    summary = run(["--source", "pubsub", "--subscription", subscription, "--duration", "8",
+                   "--output", str(out), "--geoip-city-db", city_test_db])
+    routed = sorted(r["reportId"] for records in hostile.read_routed(out).values() for r in records)
+    assert routed == [report["reportId"] for report in good]
+    letters = {letter["reportId"]: letter["reason"]
+               for letter in hostile.read_jsonl(out / "dead_letter")["stage=parse"]}
+    assert set(letters) == {"s-far-body", "s-far-attribute"}
+    assert "the submittedAt attribute" in letters["s-far-attribute"]
+    assert summary["reconciled"] and summary["read"] == 5
+    assert pull_all(subscription) == []  # everything acknowledged: nothing blocked
+
+
+def test_the_clock_is_read_per_report_not_once_per_worker(monkeypatch):
+    """A streaming worker lives for days: a bound fixed when it started would refuse every report after a day."""
+    started = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
+    monkeypatch.setattr(parse, "now_utc", lambda: started)
+    validator = ReportValidator()
+    monkeypatch.setattr(parse, "now_utc", lambda: started + timedelta(days=3))
+    assert validator.validate(variant("r-later", submittedAt=rfc3339(started + timedelta(days=2, hours=23))))
