@@ -55,7 +55,7 @@ def test_a_batch_run_with_far_event_times_finishes_and_dead_letters_them(tmp_pat
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(report) + "\n" for report in good + far))
     out = tmp_path / "out"
     summary = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
-                   "--geoip-city-db", city_test_db])
+                   "--geoip-city-db", city_test_db, "--demo-data"])
     assert (summary["routed"], summary["dead_lettered"], summary["reconciled"]) == (3, len(far), True)
     letters = hostile.read_jsonl(out / "dead_letter")["stage=parse"]
     assert sorted(letter["reportId"] for letter in letters) == sorted(report["reportId"] for report in far)
@@ -64,7 +64,7 @@ def test_a_batch_run_with_far_event_times_finishes_and_dead_letters_them(tmp_pat
     # the reasons do not quote the clock: a replay writes the very same dead-letter file, and skips it
     letter_files = sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl"))
     replay = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
-                  "--geoip-city-db", city_test_db])
+                  "--geoip-city-db", city_test_db, "--demo-data"])
     assert sorted(path.name for path in (out / "dead_letter").rglob("*.jsonl")) == letter_files
     assert replay["other_counts"]["files_already_written"] == len(letter_files)
 
@@ -86,7 +86,7 @@ def test_a_stream_with_far_times_in_body_or_attribute_routes_the_good_reports_an
         publisher.publish(topic, json.dumps(report).encode(), **attributes).result(timeout=30)
     out = tmp_path / "out"
     summary = run(["--source", "pubsub", "--subscription", subscription, "--duration", "8",
-                   "--output", str(out), "--geoip-city-db", city_test_db])
+                   "--output", str(out), "--geoip-city-db", city_test_db, "--demo-data"])
     routed = sorted(r["reportId"] for records in hostile.read_routed(out).values() for r in records)
     assert routed == [report["reportId"] for report in good]
     letters = {letter["reportId"]: letter["reason"]

@@ -105,7 +105,7 @@ def test_a_temporary_file_left_by_a_killed_run_is_removed_by_the_next(tmp_path, 
     assert temporary.stat().st_size == 0
     (tmp_path / "in.jsonl").write_text(json.dumps(variant("r-after-kill", ip="81.2.69.160")) + "\n")
     summary = run(["--source", "files", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
-                   "--geoip-city-db", city_test_db])
+                   "--geoip-city-db", city_test_db, "--demo-data"])
     assert summary["routed"] == 1 and not temporary.exists() and not list(out.rglob(".*.tmp"))
 
 

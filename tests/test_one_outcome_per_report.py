@@ -25,7 +25,7 @@ def write_jsonl(path, reports):
 
 
 def batch(input_path, out, city_db):
-    return run(["--source", "files", "--input", str(input_path), "--output", str(out), "--geoip-city-db", city_db])
+    return run(["--source", "files", "--input", str(input_path), "--output", str(out), "--geoip-city-db", city_db, "--demo-data"])
 
 
 def routed_ids(out):
@@ -72,7 +72,7 @@ def test_a_batch_backfill_over_a_streaming_runs_output_adds_no_copy(pubsub, tmp_
     publish(iter([json.dumps(report).encode() for report in reports]), topic)
     out = tmp_path / "out"
     streamed = run(["--source", "pubsub", "--subscription", subscription, "--duration", "6",
-                    "--output", str(out), "--geoip-city-db", city_test_db])
+                    "--output", str(out), "--geoip-city-db", city_test_db, "--demo-data"])
     assert streamed["routed"] == 3
     backfill = batch(write_jsonl(tmp_path / "backfill.jsonl", reports), out, city_test_db)
     assert {rid: len(folders) for rid, folders in routed_ids(out).items()} == {"s-0": 1, "s-1": 1, "s-2": 1}

@@ -124,6 +124,7 @@ def test_a_negative_bank_video_suppresses_the_match(original_bytes):
     matcher = HashMatcher(BankIndexes([entry]), BankIndexes([benign]))
     record = file_record(matcher, encode_video(dataclasses.replace(ORIGINAL, bit_rate=150_000)))
     assert record["files"][0]["matches"] == [] and record["files"][0]["video"]["frames"] > 0
+    assert record["files"][0]["benignMatch"]["bank"] == "benign" and record["matchSummary"] == "known_benign"
 
 
 def test_exact_hashes_of_a_video_match_too(original_bytes):

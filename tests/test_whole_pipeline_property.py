@@ -72,7 +72,7 @@ def test_a_batch_run_over_edge_values_in_every_field_finishes_and_reconciles(tmp
     root = tmp_path_factory.mktemp("edges")
     (root / "in.jsonl").write_bytes(b"".join(payload.replace(b"\n", b" ") + b"\n" for payload, _ in reports))
     summary = run(["--source", "files", "--input", str(root / "in.jsonl"), "--output", str(root / "out"),
-                   "--geoip-city-db", city_test_db])
+                   "--geoip-city-db", city_test_db, "--demo-data"])
     check_outcome(summary, root / "out", len(reports))
 
 

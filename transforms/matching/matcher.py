@@ -151,8 +151,9 @@ class HashMatcher:
         queries = [files[number].video.features for number in numbers]
         thresholds = (self.video.query_match_percent, self.video.bank_match_percent)
         for number, hits in zip(numbers, self.negative_banks.search_videos(queries, *thresholds)):
-            if hits:
-                benign.add(number)
+            for entry, match in hits:  # the nearest known-benign video names the file's benignMatch
+                if number not in benign or match.distance < benign[number]["distance"]:
+                    benign[number] = entry.as_match(match.distance, **match.as_fields())
         for number, hits in zip(numbers, self.banks.search_videos(queries, *thresholds)):
             for entry, match in hits:
                 found[number][(entry.bank, entry.label, entry.external_id, VPdqSignal.name)] = (
