@@ -33,7 +33,7 @@ from pipelines.tipline_pipeline import run  # noqa: E402
 from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
-from transforms.parse import ReportValidator, decode_message  # noqa: E402
+from transforms.reports.validation import ReportValidator, decode_message  # noqa: E402
 from transforms.reports.enrichment import enrich_and_route  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
 

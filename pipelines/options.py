@@ -13,7 +13,7 @@ from pipelines.bank_tools import add_video_matching_options
 
 from transforms.dedup import DEFAULT_HORIZON_HOURS
 from transforms.demo.packaged import packaged
-from transforms.parse import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
+from transforms.reports.validation import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
 
 DEFAULT_OUTPUT_DIR = "./tipline-out"

@@ -32,7 +32,7 @@ from transforms.matching.matcher import HashMatcher
 from transforms.plumbing.bounded_lines import HEAD_BYTES
 from transforms.reports.enrichment import routed_record, with_hashes, with_location, with_routing
 from transforms.location.jurisdiction_rules import JurisdictionRules
-from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, _report_id_of
+from transforms.reports.validation import DEFAULT_MAX_MESSAGE_BYTES, ReportValidator, decode_message, report_id_of
 
 CITY_DB = str(MAXMIND / "GeoIP2-City-Test.mmdb")
 INCIDENT_TYPES = [
@@ -339,7 +339,7 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         report = decode_message(payload, max_message_bytes)
         validator.validate(report)
     except InvalidRecord as error:
-        return _sink_dead_letter(dead_letter("parse", str(error), payload, _report_id_of(payload)))
+        return _sink_dead_letter(dead_letter("parse", str(error), payload, report_id_of(payload)))
     CODER.encode(report)  # DedupRedeliveries' shuffle
     steps = (("enrich_hashes", lambda r: with_hashes([r], matcher)[0]),  # each stage's exception handling
              ("enrich_geo", lambda r: with_location(r, locator)),

@@ -15,8 +15,8 @@ from pipelines.tipline_pipeline import run
 from tests import hostile
 from tests.test_pipeline_end_to_end import variant
 from tests.test_pubsub_emulator import make_topic, pubsub, pull_all  # noqa: F401 - pubsub is a fixture
-from transforms import parse
-from transforms.parse import ReportValidator
+from transforms.reports import validation
+from transforms.reports.validation import ReportValidator
 from transforms.reports.avro_validation import InvalidRecord
 
 FAR = ["9999-12-31T23:30:00Z", "0001-01-01T00:00:00Z", "0999-06-01T00:00:00Z", "1969-12-31T23:59:59Z"]
@@ -100,7 +100,7 @@ def test_a_stream_with_far_times_in_body_or_attribute_routes_the_good_reports_an
 def test_the_clock_is_read_per_report_not_once_per_worker(monkeypatch):
     """A streaming worker lives for days: a bound fixed when it started would refuse every report after a day."""
     started = datetime(2026, 11, 23, 10, tzinfo=timezone.utc)
-    monkeypatch.setattr(parse, "now_utc", lambda: started)
+    monkeypatch.setattr(validation, "now_utc", lambda: started)
     validator = ReportValidator()
-    monkeypatch.setattr(parse, "now_utc", lambda: started + timedelta(days=3))
+    monkeypatch.setattr(validation, "now_utc", lambda: started + timedelta(days=3))
     assert validator.validate(variant("r-later", submittedAt=rfc3339(started + timedelta(days=2, hours=23))))

@@ -17,7 +17,7 @@ from tests.conftest import example_report
 from transforms.reports.avro_validation import InvalidRecord
 from transforms.location.geoip import LOCATION_FIELDS, classify_ip
 from transforms.matching.media import MAX_MEDIA_BYTES, UnhashableMedia, decode_image, media_bytes
-from transforms.parse import ReportValidator, decode_message
+from transforms.reports.validation import ReportValidator, decode_message
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

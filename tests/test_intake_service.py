@@ -133,7 +133,7 @@ def test_a_report_reaches_the_topic_only_at_finish_with_its_files_in_quarantine(
         assert stored.read() == image
     assert stat.S_IMODE(os.stat(file["contentUri"]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(file["contentUri"])).st_mode) == 0o700
-    from transforms.parse import ReportValidator
+    from transforms.reports.validation import ReportValidator
 
     ReportValidator().validate(report)
 

@@ -9,7 +9,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import example_report
 from transforms.reports.avro_validation import InvalidRecord
-from transforms.parse import ParseReports, ReportValidator, decode_message
+from transforms.reports.validation import ReportValidator, decode_message
+from transforms.parse import ParseReports
 
 
 def payload(report):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from schemas import avro_schema, reference_table
 from transforms.reports.avro_validation import InvalidRecord
-from transforms.parse import ReportValidator, decode_message, parse_rfc3339
+from transforms.reports.validation import ReportValidator, decode_message, parse_rfc3339
 from transforms.demo.synthetic import (MALFORMED_KINDS, SyntheticConfig, expected_counts, generate_messages,
                                   network_plan, synthetic_report)
 from transforms.demo.synthetic_images import VARIANT_KINDS, make_image, variant

@@ -12,7 +12,7 @@ import json
 import apache_beam as beam
 from apache_beam.io import ReadFromAvro, ReadFromPubSub
 
-from transforms.parse import DEFAULT_MAX_MESSAGE_BYTES
+from transforms.reports.validation import DEFAULT_MAX_MESSAGE_BYTES
 from transforms.plumbing.bounded_lines import ReadBoundedLines
 
 SOURCES = ("synthetic", "files", "pubsub")

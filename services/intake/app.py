@@ -105,7 +105,7 @@ class Intake:
     """
 
     def __init__(self, config, publisher=None):
-        from transforms.parse import ReportValidator
+        from transforms.reports.validation import ReportValidator
 
         self.config = config
         self.store = IntakeStore(config.store_path)
@@ -390,7 +390,7 @@ async def _json_object(request, intake):
     if media_type != "application/json":
         raise ApiRefusal(INVALID_REQUEST, f"content type {media_type[:60]!r} is not application/json")
     body = await intake.body(request, intake.config.max_document_bytes, DOCUMENT_TOO_LARGE)
-    from transforms.parse import decode_message
+    from transforms.reports.validation import decode_message
     from transforms.reports.avro_validation import InvalidRecord
 
     try:
