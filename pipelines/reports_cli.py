@@ -17,6 +17,7 @@ import datetime
 import getpass
 import sys
 
+from pipelines.errors import UsageError
 from pipelines.options import DEFAULT_OUTPUT_DIR
 from pipelines.trends_cli import print_result
 from services.agencies.directory import JURISDICTION_CODE, AgencyDirectory, DirectoryError
@@ -62,12 +63,16 @@ def run_find(args):
     return 0
 
 
-def run_refer(args):
+def load_directory(args):
+    """The agencies table of --agencies; UsageError (exit 2) naming the flag when it cannot be used."""
     try:
-        directory = AgencyDirectory.load(args.agencies)
+        return AgencyDirectory.load(args.agencies)
     except (OSError, DirectoryError) as error:
-        print(f"tipline reports refer: --agencies: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--agencies: {error}") from None
+
+
+def run_refer(args):
+    directory = load_directory(args)
     receivers = [agency.agency_id for agency in directory.agencies.values() if args.to in agency.jurisdictions]
     if not JURISDICTION_CODE.match(args.to) or not receivers:
         print(f"tipline reports refer: --to {args.to!r} is no jurisdiction code an agency in {args.agencies} receives",
@@ -89,11 +94,7 @@ def run_refer(args):
 
 
 def run_unacked(args):
-    try:
-        directory = AgencyDirectory.load(args.agencies)
-    except (OSError, DirectoryError) as error:
-        print(f"tipline reports unacked: --agencies: {error}", file=sys.stderr)
-        return 2
+    directory = load_directory(args)
     _open(args)
     older_than = utc_now() - datetime.timedelta(minutes=args.minutes)
     rows = args.index.unacknowledged(args.priority, older_than)

@@ -20,6 +20,7 @@ from services.intake.app import IntakeConfig, create_app
 from services.intake.provider_client import ApiError, CyberTiplineClient, file_details_xml, parse_response, report_xml
 from services.intake.xml_mapping import MAX_DEPTH
 from tests.test_pipeline_end_to_end import benign_jpeg
+from tests.test_pubsub_emulator import pull_all
 
 pytestmark = pytest.mark.emulator
 PROJECT = "tipline-intake-test"
@@ -76,19 +77,6 @@ def client(service, user="esp-17", password=None):
 
 def contract_id(service, number):
     return service.intake.store.contract_report_id(number)
-
-
-def pull_all(subscription):
-    from google.cloud import pubsub_v1
-
-    subscriber, messages = pubsub_v1.SubscriberClient(), []
-    while True:
-        received = subscriber.pull(subscription=subscription, max_messages=100, return_immediately=True,
-                                   timeout=10).received_messages
-        if not received:
-            return messages
-        subscriber.acknowledge(subscription=subscription, ack_ids=[item.ack_id for item in received])
-        messages.extend(item.message for item in received)
 
 
 def report_through_the_door(provider, image, ip="81.2.69.142"):
