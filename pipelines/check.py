@@ -15,8 +15,8 @@ import apache_beam as beam
 import maxminddb
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipelines.options import TiplineOptions
-from transforms.location.geoip import DATABASE_FLAGS, open_reader
+from pipelines.options import DATABASE_FLAGS, TiplineOptions, naming_the_flag
+from transforms.location.geoip import GeoIPDatabaseError, open_reader
 from transforms.matching.banks import read_bank
 from transforms.plumbing.reference_files import recorded_digest, sha256_of, stage
 
@@ -40,7 +40,10 @@ def digest_of(path):
 
 
 def database_line(kind, path):
-    reader = open_reader(path, DATABASE_FLAGS[kind])
+    try:
+        reader = open_reader(path, kind)
+    except GeoIPDatabaseError as error:
+        raise naming_the_flag(error) from None
     try:
         metadata = reader.metadata()
         built = datetime.datetime.fromtimestamp(metadata.build_epoch, datetime.timezone.utc).date()

@@ -7,9 +7,9 @@ import copy
 import json
 
 from pipelines.errors import UsageError
-from pipelines.options import hash_bank_paths
+from pipelines.options import hash_bank_paths, naming_the_flag
 from transforms.demo.packaged import packaged
-from transforms.location.geoip import GeoLocator
+from transforms.location.geoip import GeoIPDatabaseError, GeoLocator
 from transforms.location.jurisdiction_rules import JurisdictionRules, hash_verdict
 from transforms.reports.enrichment import with_hashes, with_location
 from transforms.takedown.notices import sightings
@@ -51,7 +51,10 @@ def load_hash_matcher(bank_paths, negative_bank_paths, media_roots=()):
     from transforms.matching.matcher import HashMatcher
     from transforms.matching.media import check_media_roots
 
-    check_media_roots(media_roots)
+    try:
+        check_media_roots(media_roots)
+    except ValueError as error:
+        raise UsageError(f"--media-root {error}") from None
     return HashMatcher.from_banks(*hash_bank_paths(bank_paths, negative_bank_paths), media_roots=media_roots)
 
 
@@ -63,6 +66,8 @@ def run_explain(args):
         locator = GeoLocator(args.geoip_city_db or packaged("demo-city.mmdb"), args.geoip_asn_db,
                              args.geoip_anonymous_db, args.geoip_isp_db)
         hash_matcher = load_hash_matcher(args.hash_banks, args.negative_hash_banks, args.media_roots)
+    except GeoIPDatabaseError as error:
+        raise naming_the_flag(error) from error
     except (OSError, ValueError) as error:
         named = f"{args.report}: not JSON ({error})" if isinstance(error, json.JSONDecodeError) else str(error)
         raise UsageError(named) from error

@@ -17,6 +17,14 @@ from transforms.reports.validation import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_
 from transforms.read import SOURCES
 
 DEFAULT_OUTPUT_DIR = "./tipline-out"
+DATABASE_FLAGS = {"city": "--geoip-city-db", "asn": "--geoip-asn-db", "anonymous": "--geoip-anonymous-db",
+                  "isp": "--geoip-isp-db"}
+DATABASE_KIND_OF_FLAG = {flag: kind for kind, flag in DATABASE_FLAGS.items()}
+
+
+def naming_the_flag(error):
+    """A GeoIP database error as the user's error: a UsageError naming the flag the database was given to."""
+    return UsageError(f"{DATABASE_FLAGS[error.kind]}: {error.detail}")
 
 def hash_bank_paths(hash_banks, negative_hash_banks, no_hash_banks=False):
     """(banks, negative banks): the demo bank and its negative bank when no bank is named (and banks are not

@@ -16,8 +16,9 @@ from importlib import metadata, resources
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.errors import UsageError
+from pipelines.options import DATABASE_KIND_OF_FLAG, naming_the_flag
 from transforms.demo.packaged import resolve
-from transforms.location.geoip import database_provenance
+from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
 
@@ -46,9 +47,9 @@ def geoip_reference(opts):
             found[flag] = {"path": path, "checked": "on the workers"}
             continue
         try:
-            found[flag] = database_provenance(path, flag)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+            found[flag] = database_provenance(path, DATABASE_KIND_OF_FLAG[flag])
+        except GeoIPDatabaseError as error:
+            raise naming_the_flag(error) from None
     return found
 
 
@@ -121,7 +122,7 @@ def preflight(opts):
     try:
         check_media_roots(opts.media_roots)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(f"--media-root {error}") from None
     return reference
 
 

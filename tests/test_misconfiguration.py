@@ -112,7 +112,7 @@ def test_a_database_of_the_wrong_type_is_refused_naming_its_flag(reports_file, c
     argv = files_run(reports_file, "--geoip-city-db", CITY, "--no-hash-banks")
     assert main(argv + [flag, database]) == 2
     (line,) = stderr_lines(capsys.readouterr().err)
-    assert line.startswith(f"tipline run: error: {flag}: '{database}' is a {declared} database; {flag} needs")
+    assert line.startswith(f"tipline run: error: {flag}: '{database}' is a {declared} database; this needs a *-")
 
 
 def test_databases_of_the_right_type_pass(reports_file, capsys):

@@ -76,9 +76,9 @@ def test_a_rewritten_source_is_a_new_copy_and_the_old_one_goes(bucket):
     assert len(read_bank(url)) == 2
 
 
-def test_a_missing_remote_database_names_its_flag(bucket):
-    with pytest.raises(ValueError, match=r"^--geoip-city-db: fakegcs://ref/nope.mmdb: expected one file, found 0"):
-        open_reader("fakegcs://ref/nope.mmdb", "--geoip-city-db")
+def test_a_missing_remote_database_names_its_kind(bucket):
+    with pytest.raises(ValueError, match=r"^City database: fakegcs://ref/nope.mmdb: expected one file, found 0"):
+        open_reader("fakegcs://ref/nope.mmdb", "city")
     with pytest.raises(ReferenceFileError):
         read_bank("fakegcs://ref/nope.csv")
 

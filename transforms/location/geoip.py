@@ -24,8 +24,7 @@ from transforms.plumbing.reference_files import stage
 
 DEFAULT_CACHE_SIZE = 65536
 
-DATABASE_FLAGS = {"city": "--geoip-city-db", "asn": "--geoip-asn-db", "anonymous": "--geoip-anonymous-db",
-                  "isp": "--geoip-isp-db"}
+DATABASE_KINDS = {"city": "City", "asn": "ASN", "anonymous": "Anonymous-IP", "isp": "ISP"}
 
 LOCATION_FIELDS = ("ip", "ipSource", "ipChoiceReason", "countryCode", "subdivisionCode", "city",
                    "accuracyRadiusKm", "asn", "asOrganization", "anonymous", "locationSource", "unlocatedReason")
@@ -215,41 +214,50 @@ def anonymity_reasons(record):
     return reasons or (("anonymous (Anonymous-IP db)",) if record.get("is_anonymous") else ())
 
 
-# What each flag's database must declare in its metadata (`database_type`): a word of the type name.
+# What each kind of database must declare in its metadata (`database_type`): a word of the type name.
 # ISP databases also carry the ASN fields, Enterprise databases the City ones.
-EXPECTED_DATABASE_TYPES = {"--geoip-city-db": ("City", "Enterprise"), "--geoip-asn-db": ("ASN", "ISP"),
-                           "--geoip-anonymous-db": ("Anonymous",), "--geoip-isp-db": ("ISP",)}
+EXPECTED_DATABASE_TYPES = {"city": ("City", "Enterprise"), "asn": ("ASN", "ISP"), "anonymous": ("Anonymous",),
+                           "isp": ("ISP",)}
 
 
-def open_reader(path, flag):
+class GeoIPDatabaseError(ValueError):
+    """A GeoIP database that cannot serve as its `kind` (city, asn, anonymous, isp); the options layer names
+    the flag it came from (pipelines/options.py)."""
+
+    def __init__(self, kind, detail):
+        super().__init__(f"{DATABASE_KINDS[kind]} database: {detail}")
+        self.kind, self.detail = kind, detail
+
+
+def open_reader(path, kind):
     """A memory-mapped C-extension reader of a local copy of `path` (any Beam filesystem, staged once per
-    worker) of the type `flag` needs; a clear error naming the flag when the file cannot be opened or
+    worker) of the type a `kind` database must be; `GeoIPDatabaseError` when the file cannot be opened or
     declares another type (a City database read as Anonymous-IP flags nothing)."""
     try:
         path = stage(path)
     except ValueError as error:
-        raise ValueError(f"{flag}: {error}") from None
+        raise GeoIPDatabaseError(kind, str(error)) from None
     if not path or not os.path.isfile(path):
-        raise ValueError(f"{flag}: GeoIP database file not found: {path!r}")
+        raise GeoIPDatabaseError(kind, f"GeoIP database file not found: {path!r}")
     try:
         reader = maxminddb.open_database(path, maxminddb.MODE_MMAP_EXT)
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
-        raise ValueError(f"{flag}: cannot read GeoIP database {path!r}: {error}") from error
-    check_database_type(reader.metadata().database_type, path, flag)
+        raise GeoIPDatabaseError(kind, f"cannot read GeoIP database {path!r}: {error}") from error
+    check_database_type(reader.metadata().database_type, path, kind)
     return reader
 
 
-def check_database_type(database_type, path, flag):
-    """Raises ValueError naming the flag when `database_type` is not one the flag's lookups can read."""
-    expected = EXPECTED_DATABASE_TYPES.get(flag, ())
-    if expected and not any(word in database_type.split("-") for word in expected):
-        raise ValueError(f"{flag}: {path!r} is a {database_type} database; {flag} needs a "
-                         + " or ".join(f"*-{word}*" for word in expected) + " database")
+def check_database_type(database_type, path, kind):
+    """`GeoIPDatabaseError` when `database_type` is not one a `kind` database's lookups can read."""
+    expected = EXPECTED_DATABASE_TYPES[kind]
+    if not any(word in database_type.split("-") for word in expected):
+        raise GeoIPDatabaseError(kind, f"{path!r} is a {database_type} database; this needs a "
+                                 + " or ".join(f"*-{word}*" for word in expected) + " database")
 
 
-def database_provenance(path, flag):
+def database_provenance(path, kind):
     """{path, database_type, build_date} of a GeoIP database, checked as `open_reader` checks it."""
-    reader = open_reader(path, flag)
+    reader = open_reader(path, kind)
     try:
         metadata = reader.metadata()
     finally:
@@ -260,19 +268,19 @@ def database_provenance(path, flag):
 
 
 def check_databases(city_db, asn_db=None, anonymous_db=None, isp_db=None):
-    """Opens each given database once so a bad path fails at start-up, naming its flag (raises ValueError)."""
+    """Opens each given database once so a bad path fails at start-up (raises GeoIPDatabaseError)."""
     for kind, path in (("city", city_db), ("asn", asn_db), ("anonymous", anonymous_db), ("isp", isp_db)):
         if path is None and kind != "city":
             continue
-        open_reader(path, DATABASE_FLAGS[kind]).close()
+        open_reader(path, kind).close()
 
 
 class NetworkLookup:
     """Who runs an address: ASN and organisation (ASN db), ISP (ISP db). Used for users' and hosts' IPs."""
 
     def __init__(self, asn_db=None, isp_db=None, cache_size=DEFAULT_CACHE_SIZE):
-        self.asn_reader = open_reader(asn_db, DATABASE_FLAGS["asn"]) if asn_db else None
-        self.isp_reader = open_reader(isp_db, DATABASE_FLAGS["isp"]) if isp_db else None
+        self.asn_reader = open_reader(asn_db, "asn") if asn_db else None
+        self.isp_reader = open_reader(isp_db, "isp") if isp_db else None
         self.network_of = functools.lru_cache(maxsize=cache_size)(self._network_of)
 
     def _network_of(self, ip):
@@ -291,8 +299,8 @@ class GeoLocator:
     """Chooses a report's IP and locates it with the City (and optional ASN, Anonymous-IP, ISP) databases."""
 
     def __init__(self, city_db, asn_db=None, anonymous_db=None, isp_db=None, cache_size=DEFAULT_CACHE_SIZE):
-        self.city_reader = open_reader(city_db, DATABASE_FLAGS["city"])
-        self.anonymous_reader = open_reader(anonymous_db, DATABASE_FLAGS["anonymous"]) if anonymous_db else None
+        self.city_reader = open_reader(city_db, "city")
+        self.anonymous_reader = open_reader(anonymous_db, "anonymous") if anonymous_db else None
         self.network = NetworkLookup(asn_db, isp_db, cache_size)
         self.city_of = functools.lru_cache(maxsize=cache_size)(self._city_of)
         self.anonymity_of = functools.lru_cache(maxsize=cache_size)(self._anonymity_of)

@@ -73,21 +73,22 @@ class MediaRoots:
 
 
 def check_media_roots(roots):
-    """Fails at start-up on a `--media-root` that cannot be one (raises ValueError naming the flag)."""
+    """Fails at start-up on a media root that cannot be one (ValueError naming the root; the options layer
+    adds the flag)."""
     for root in roots or ():
         if not _is_local(root):
             scheme_end = root.index("://") + 3
             if not root[scheme_end:].strip("/"):
-                raise ValueError(f"--media-root {root}: names no bucket or folder")
+                raise ValueError(f"{root}: names no bucket or folder")
             continue
         try:
             path = _local_path(root)
         except UnhashableMedia:
-            raise ValueError(f"--media-root {root}: not a local file:// URI") from None
+            raise ValueError(f"{root}: not a local file:// URI") from None
         if not os.path.isdir(path):
-            raise ValueError(f"--media-root {root}: not a folder")
+            raise ValueError(f"{root}: not a folder")
         if os.path.realpath(path) == os.path.realpath(os.sep):
-            raise ValueError(f"--media-root {root}: the filesystem root would let reports read any file")
+            raise ValueError(f"{root}: the filesystem root would let reports read any file")
 
 
 def media_bytes(file, roots, max_bytes=MAX_MEDIA_BYTES, timeout_seconds=READ_TIMEOUT_SECONDS, budget=None):
