@@ -361,4 +361,16 @@ def register(subparsers):
     add_options(free, ("format",), "lines when the result has a time column, else bars")
     free.add_argument("query")
     free.set_defaults(func=lambda args: run_query(args, args.query))
+    takedown = views.add_parser("takedown", help="time to takedown per provider (notice_outcomes/, as "
+                                                 "tipline notices takedown)")
+    takedown.add_argument("--output", default=DEFAULT_OUTPUT_DIR, help="the pipeline's output folder")
+    takedown.add_argument("--json", action="store_true", help="JSON instead of a table")
+    takedown.add_argument("--plot", metavar="FILE.png", help="also draw the figures per provider as a chart")
+    takedown.set_defaults(func=run_takedown_view)
     return trends
+
+
+def run_takedown_view(args):
+    from pipelines.notices_cli import run_takedown
+
+    return run_takedown(args)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import notices_cli
+from pipelines.cli import main
 from tests.conftest import REPO
 from transforms.takedown.checker import CheckPolicy, check_url
 
@@ -260,5 +261,8 @@ def test_the_demo_lifecycle_against_local_stand_in_hosts(tmp_path, capsys):
     assert {status for status, _ in expected.values()} == {"removed", "escalated"}
     assert "example.org" in capsys.readouterr().out
     chart = tmp_path / "takedown.png"
-    notices_cli.run_takedown(argparse.Namespace(output=str(tmp_path), json=False, plot=str(chart)))
+    capsys.readouterr()
+    assert main(["trends", "takedown", "--output", str(tmp_path), "--json", "--plot", str(chart)]) == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = json.loads(capsys.readouterr().out)
+    assert figures == notices_cli.takedown_summary(str(tmp_path)) and figures[0]["provider"] == "example.org"
