@@ -20,20 +20,11 @@ from services.intake.app import IntakeConfig, create_app
 from services.intake.provider_client import ApiError, CyberTiplineClient, file_details_xml, parse_response, report_xml
 from services.intake.xml_mapping import MAX_DEPTH
 from tests.test_pipeline_end_to_end import benign_jpeg
-from tests.test_pubsub_emulator import pull_all
+from tests.test_pubsub_emulator import pubsub, pull_all  # noqa: F401 - pubsub is a fixture
 
 pytestmark = pytest.mark.emulator
 PROJECT = "tipline-intake-test"
 PASSWORDS = {"esp-17": "correct horse battery staple", "esp-42": "another provider's secret"}
-
-
-@pytest.fixture(scope="module")
-def pubsub():
-    try:
-        with emulator.running() as running:
-            yield running
-    except emulator.EmulatorNotInstalled as missing:
-        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="module")
