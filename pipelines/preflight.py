@@ -21,6 +21,7 @@ from transforms.demo.packaged import resolve
 from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
+from transforms.plumbing.reference_files import sha256_of
 
 JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
 
@@ -53,14 +54,6 @@ def geoip_reference(opts):
     return found
 
 
-def file_digest(path):
-    digest = hashlib.sha256()
-    with FileSystems.open(resolve(path)) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bank_reference(path, flag):
     """{path, banks, rows, sha256} of one bank file, parsed in full; a bad row is a UsageError naming it."""
     if is_remote(path):
@@ -70,7 +63,7 @@ def bank_reference(path, flag):
     except (BankFileError, OSError) as error:
         raise UsageError(f"{flag} {error}") from None
     return {"path": path, "banks": sorted({entry.bank for entry in entries}), "rows": len(entries),
-            "sha256": file_digest(path)}
+            "sha256": sha256_of(resolve(path))}
 
 
 def jurisdiction_tables_reference():
