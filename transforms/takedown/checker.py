@@ -126,8 +126,9 @@ def _address(host, port, policy):
             raise OSError(f"name does not resolve ({type(error).__name__})") from None
     for candidate in candidates:
         address = ipaddress.ip_address(candidate.split("%")[0])
-        if _forbidden(address) and f"{address}:{port}" not in policy.allowed_private:
-            raise Refused(f"resolves to a {_forbidden(address)} address")
+        forbidden = _forbidden(address)
+        if forbidden and f"{address}:{port}" not in policy.allowed_private:
+            raise Refused(f"resolves to a {forbidden} address")
     return candidates[0], port
 
 
