@@ -7,7 +7,7 @@ database's type and build date, each bank's names, rows and content digest, the 
 and tipline's version. It goes into the summary, so "why did this report come to us" can be answered after
 the banks change. `tipline run --check` stops here.
 
-Paths on a remote filesystem (gs://...) are read on the workers and only named here.
+Paths on a remote filesystem (gs://...) are read on the workers and only named here; `file://` URIs are local paths.
 """
 import hashlib
 import os
@@ -17,17 +17,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.errors import UsageError
 from pipelines.options import DATABASE_KIND_OF_FLAG, naming_the_flag
-from transforms.demo.packaged import resolve
 from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
-from transforms.plumbing.reference_files import sha256_of
+from transforms.plumbing.reference_files import is_remote, local_path, sha256_of, stage
 
 JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
-
-
-def is_remote(path):
-    return "://" in path
 
 
 def tipline_version():
@@ -63,7 +58,7 @@ def bank_reference(path, flag):
     except (BankFileError, OSError) as error:
         raise UsageError(f"{flag} {error}") from None
     return {"path": path, "banks": sorted({entry.bank for entry in entries}), "rows": len(entries),
-            "sha256": sha256_of(resolve(path))}
+            "sha256": sha256_of(stage(path))}
 
 
 def jurisdiction_tables_reference():
@@ -81,7 +76,7 @@ def check_input(opts):
     pattern = opts.input_pattern
     if opts.source != "files" or not pattern or is_remote(pattern):
         return
-    if not FileSystems.match([pattern])[0].metadata_list:
+    if not FileSystems.match([local_path(pattern)])[0].metadata_list:
         raise UsageError(f"--input {pattern}: no file matches; name JSON Lines or .avro files that exist")
 
 
@@ -89,7 +84,7 @@ def check_output(output_dir):
     """The output folder, or the nearest folder it would be made in, must be a writable folder."""
     if is_remote(output_dir):
         return
-    existing = os.path.abspath(output_dir)
+    existing = os.path.abspath(local_path(output_dir))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):

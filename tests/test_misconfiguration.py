@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -121,6 +122,16 @@ def test_databases_of_the_right_type_pass(reports_file, capsys):
     assert main(argv) == 0
     found = capsys.readouterr().out
     assert "GeoLite2-ASN, built 2026-02-04" in found and "GeoIP2-Anonymous-IP, built 2026-02-04" in found
+
+
+def test_file_uris_are_checked_like_the_paths_they_name(reports_file, capsys):
+    """`file:///...` reference files were waved through as "checked on the workers", which then failed."""
+    city_uri = pathlib.Path(CITY).as_uri()
+    assert main(files_run(reports_file, "--geoip-city-db", city_uri, "--no-hash-banks", "--check")) == 0
+    assert f"--geoip-city-db: {city_uri}  GeoIP2-City, built 2026-02-04" in capsys.readouterr().out
+    assert main(files_run(reports_file, "--geoip-city-db", city_uri + ".missing", "--no-hash-banks", "--check")) == 2
+    (line,) = stderr_lines(capsys.readouterr().err)
+    assert line.startswith("tipline run: error: --geoip-city-db") and "not found" in line
 
 
 # --- 3 and 6. the reference data of each run, in its own summary; 5. the batch progress line ---------------

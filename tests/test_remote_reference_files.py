@@ -88,6 +88,14 @@ def test_a_local_path_is_used_where_it_is(bucket):
     assert not (bucket / "cache").exists()
 
 
+def test_a_file_uri_is_the_local_path_it_names(bucket):
+    """The contract's own form for local files, `file:///...`, once passed preflight and then failed on
+    the workers with "file not found"."""
+    assert stage((MAXMIND / DATABASES["city"]).as_uri()) == str(MAXMIND / DATABASES["city"])
+    assert open_reader((MAXMIND / DATABASES["city"]).as_uri(), "city").metadata().database_type == "GeoIP2-City"
+    assert not (bucket / "cache").exists()
+
+
 def routed(out):
     records = []
     for path in sorted((out / "routed").rglob("*.avro")):
@@ -110,11 +118,11 @@ def test_the_pipeline_runs_with_every_reference_file_remote(bucket):
     lines = ("\n".join(json.dumps(r) for r in reports) + "\n").encode()
     remote = {kind: upload(bucket, f"geoip/{name}", (MAXMIND / name).read_bytes()) for kind, name in DATABASES.items()}
     remote.update(bank=upload(bucket, "banks/known.csv", bank), negative=upload(bucket, "banks/benign.csv", negative))
-    local = {kind: str(MAXMIND / name) for kind, name in DATABASES.items()}
+    local = {kind: (MAXMIND / name).as_uri() for kind, name in DATABASES.items()}  # the file:// form
     (bucket / "local").mkdir()
     (bucket / "local" / "known.csv").write_bytes(bank)
     (bucket / "local" / "benign.csv").write_bytes(negative)
-    local.update(bank=str(bucket / "local" / "known.csv"), negative=str(bucket / "local" / "benign.csv"))
+    local.update(bank=(bucket / "local" / "known.csv").as_uri(), negative=str(bucket / "local" / "benign.csv"))
     (bucket / "local" / "reports.jsonl").write_bytes(lines)
 
     summary = run_with(remote, upload(bucket, "in/reports.jsonl", lines), bucket / "remote-out")

@@ -12,7 +12,7 @@ later caller the same copy:
   recomputed whenever the copy is reused, so a truncated or altered cache is fetched again;
 - a file lock makes concurrent processes of one worker wait for one download instead of each making one.
 
-Local paths and `packaged:NAME` are returned as local paths without copying.
+Local paths, `file://` URIs and `packaged:NAME` are returned as local paths without copying.
 """
 import contextlib
 import dataclasses
@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+import urllib.parse
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -52,6 +53,15 @@ def is_remote(path):
     return isinstance(path, str) and "://" in path and FileSystems.get_scheme(path) not in (None, "file")
 
 
+def local_path(path):
+    """`file:///folder/x` as `/folder/x` (open() and maxminddb take paths, not URIs); other paths unchanged."""
+    if isinstance(path, str) and path.startswith("file://"):
+        parsed = urllib.parse.urlsplit(path)
+        if parsed.netloc in ("", "localhost"):
+            return urllib.parse.unquote(parsed.path)
+    return path
+
+
 def describe_source(path):
     """Size and last-updated time of exactly one file behind `path` (any Beam filesystem)."""
     try:
@@ -68,14 +78,14 @@ def fingerprint(paths):
     """(path, size, last updated) of each file: cheap to re-check, changes when a file is rewritten."""
     found = []
     for path in paths:
-        metadata = FileSystems.match([resolve(path)])[0].metadata_list
+        metadata = FileSystems.match([local_path(resolve(path))])[0].metadata_list
         found.extend((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in metadata)
     return tuple(found)
 
 
 def stage(path):
     """A local file path holding the content of `path`; remote files are copied once per worker."""
-    local = resolve(path)
+    local = local_path(resolve(path))
     if not is_remote(local):
         return local
     source = describe_source(local)
