@@ -9,6 +9,7 @@ the banks change. `tipline run --check` stops here.
 
 Paths on a remote filesystem (gs://...) are read on the workers and only named here; `file://` URIs are local paths.
 """
+import collections
 import hashlib
 import os
 from importlib import metadata, resources
@@ -20,7 +21,8 @@ from pipelines.options import DATABASE_KIND_OF_FLAG, naming_the_flag
 from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
-from transforms.plumbing.reference_files import is_remote, local_path, sha256_of, stage
+from transforms.plumbing.reference_files import (ReferenceFileError, is_remote, local_path, recorded_digest,
+                                                 sha256_of, stage)
 
 JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
 
@@ -32,33 +34,43 @@ def tipline_version():
         return "unknown (not installed)"
 
 
-def geoip_reference(opts):
-    """{flag: provenance} of each GeoIP database the run reads; a database of the wrong type is a UsageError."""
+def geoip_reference(opts, open_remote=False):
+    """{flag: provenance} of each GeoIP database the run reads; a database of the wrong type is a UsageError.
+    A remote database is only named unless `open_remote` (then it is staged and opened as a worker would)."""
     found = {}
     for flag, path in (("--geoip-city-db", opts.resolved_city_db()), ("--geoip-asn-db", opts.geoip_asn_db),
                        ("--geoip-anonymous-db", opts.geoip_anonymous_db)):
         if path is None:
             continue
-        if is_remote(path):
+        if is_remote(path) and not open_remote:
             found[flag] = {"path": path, "checked": "on the workers"}
             continue
         try:
-            found[flag] = database_provenance(path, DATABASE_KIND_OF_FLAG[flag])
+            found[flag] = {**database_provenance(path, DATABASE_KIND_OF_FLAG[flag]), **file_facts(path)}
         except GeoIPDatabaseError as error:
             raise naming_the_flag(error) from None
     return found
 
 
-def bank_reference(path, flag):
-    """{path, banks, rows, sha256} of one bank file, parsed in full; a bad row is a UsageError naming it."""
-    if is_remote(path):
+def bank_reference(path, flag, open_remote=False):
+    """{path, banks, rows, rows_by_signal, bytes, sha256} of one bank file, parsed in full; a bad row or an
+    unreadable file is a UsageError naming it. A remote bank is only named unless `open_remote`."""
+    if is_remote(path) and not open_remote:
         return {"path": path, "checked": "on the workers"}
     try:
         entries = read_bank(path)
-    except (BankFileError, OSError) as error:
+        facts = file_facts(path)
+    except (BankFileError, ReferenceFileError, OSError) as error:
         raise UsageError(f"{flag} {error}") from None
+    by_signal = collections.Counter(entry.signal.name for entry in entries)
     return {"path": path, "banks": sorted({entry.bank for entry in entries}), "rows": len(entries),
-            "sha256": sha256_of(stage(path))}
+            "rows_by_signal": dict(sorted(by_signal.items())), **facts}
+
+
+def file_facts(path):
+    """Size and SHA-256 of a reference file's local copy (the digest recorded when a remote file was staged)."""
+    local = stage(path)
+    return {"bytes": os.path.getsize(local), "sha256": recorded_digest(local) or sha256_of(local)}
 
 
 def jurisdiction_tables_reference():
@@ -93,15 +105,16 @@ def check_output(output_dir):
         raise UsageError(f"--output {output_dir}: {existing} is not writable; name a folder you can write")
 
 
-def preflight(opts):
-    """Checks what the run reads and writes; returns its reference data (or raises UsageError)."""
+def preflight(opts, open_remote=False):
+    """Checks what the run reads and writes; returns its reference data (or raises UsageError).
+    `open_remote` (`tipline check`): remote reference files are staged and opened too, as a worker would."""
     opts.check_reference_data()
     reference = {
         "tipline_version": tipline_version(),
         "demo_data": sorted(opts.demo_data_used()),
-        "geoip": geoip_reference(opts),
-        "hash_banks": [bank_reference(path, "--hash-bank") for path in opts.resolved_hash_banks()],
-        "negative_hash_banks": [bank_reference(path, "--negative-hash-bank")
+        "geoip": geoip_reference(opts, open_remote),
+        "hash_banks": [bank_reference(path, "--hash-bank", open_remote) for path in opts.resolved_hash_banks()],
+        "negative_hash_banks": [bank_reference(path, "--negative-hash-bank", open_remote)
                                 for path in opts.resolved_negative_hash_banks()],
         "jurisdiction_tables": jurisdiction_tables_reference(),
     }
@@ -115,19 +128,29 @@ def preflight(opts):
 
 
 def format_reference(reference):
-    """The reference-data block printed by --check and at the end of every run."""
+    """The reference-data block printed by --check, by `tipline check` and at the end of every run."""
     lines = [f"reference data (tipline {reference['tipline_version']}):"]
     for flag, db in reference["geoip"].items():
         lines.append(f"  {flag}: {db['path']}  " + (
-            f"{db['database_type']}, built {db['build_date']}" if "database_type" in db else db["checked"]))
-    for kind in ("hash_banks", "negative_hash_banks"):
+            f"{db['database_type']}, built {db['build_date']}, {file_line(db)}" if "database_type" in db
+            else db["checked"]))
+    for kind, flag in (("hash_banks", "--hash-bank"), ("negative_hash_banks", "--negative-hash-bank")):
         for bank in reference[kind]:
-            lines.append(f"  {'--hash-bank' if kind == 'hash_banks' else '--negative-hash-bank'}: {bank['path']}  "
-                         + (f"banks {', '.join(bank['banks']) or '-'}, {bank['rows']} rows, sha256 {bank['sha256'][:16]}"
-                            if "rows" in bank else bank["checked"]))
+            lines.append(f"  {flag}: {bank['path']}  " + (
+                f"banks {', '.join(bank['banks']) or '-'}, {bank['rows']:,} rows{signal_counts(bank)}, {file_line(bank)}"
+                if "rows" in bank else bank["checked"]))
     if not reference["hash_banks"]:
         lines.append("  --hash-bank: none (--no-hash-banks)")
     lines.append(f"  jurisdiction tables: sha256 {reference['jurisdiction_tables']['sha256'][:16]}")
     if reference["demo_data"]:
         lines.append(f"  DEMO DATA for {', '.join(reference['demo_data'])}: synthetic, not for real reports")
     return "\n".join(lines)
+
+
+def file_line(facts):
+    return f"{facts['bytes']:,} bytes, sha256 {facts['sha256'][:16]}"
+
+
+def signal_counts(bank):
+    counts = ", ".join(f"{name} {count:,}" for name, count in bank["rows_by_signal"].items())
+    return f" ({counts})" if counts else ""
