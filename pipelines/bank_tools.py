@@ -8,6 +8,7 @@ import json
 import pathlib
 import sys
 
+from pipelines.errors import UsageError
 from transforms.matching.banks import BankEntry, BankFileError, entry_from_row, write_bank
 from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.matching.media import UnhashableMedia, hash_media
@@ -92,11 +93,9 @@ def media_paths(args):
 def build_bank(args):
     signal = signal_for(args.signal)
     if signal.video and not args.videos:
-        print("error: --signal vpdq hashes videos: give --videos DIR", file=sys.stderr)
-        return 2
+        raise UsageError("--signal vpdq hashes videos: give --videos DIR")
     if args.seconds_per_frame <= 0:
-        print("error: --seconds-per-frame must be positive", file=sys.stderr)
-        return 2
+        raise UsageError(f"--seconds-per-frame {args.seconds_per_frame}: must be positive")
     bank = args.bank or pathlib.Path(args.out).stem
     entries, skipped = [], 0
     for path in media_paths(args):
@@ -182,14 +181,3 @@ def _video_figures(match):
     return (f"  query {match['queryMatchPercent']:g}%  bank {match['bankMatchPercent']:g}%"
             f"  segments {segments}")
 
-
-def main(argv=None):
-    """`python -m pipelines.bank_tools ...` until the `tipline` command wires these in."""
-    parser = argparse.ArgumentParser(prog="tipline")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

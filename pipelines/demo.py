@@ -6,9 +6,9 @@ stops the emulator. With the door (the default), it also starts the intake servi
 scripted provider reports through it over HTTP (submit, upload, fileinfo, finish), plus a public report.
 """
 import contextlib
-import sys
 import threading
 
+from pipelines.errors import UsageError
 from pipelines.options import DEFAULT_OUTPUT_DIR
 
 PROJECT = "tipline-demo"
@@ -67,5 +67,4 @@ def main(args):
             print(f"Pub/Sub emulator on {running.host}", flush=True)
             return run_demo(args.seconds, args.rate, args.output, args.route_topics, args.door, args.door_rate)
     except emulator.EmulatorNotInstalled as missing:
-        print(f"tipline demo --pubsub: {missing}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--pubsub: {missing}") from None

@@ -75,9 +75,7 @@ def run_refer(args):
     directory = load_directory(args)
     receivers = [agency.agency_id for agency in directory.agencies.values() if args.to in agency.jurisdictions]
     if not JURISDICTION_CODE.match(args.to) or not receivers:
-        print(f"tipline reports refer: --to {args.to!r} is no jurisdiction code an agency in {args.agencies} receives",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"--to {args.to!r}: no agency in {args.agencies} receives this jurisdiction code")
     _open(args)
     args.audited = {"to": args.to, "reason": args.reason[:200]}
     try:

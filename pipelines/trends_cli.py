@@ -23,6 +23,7 @@ import json
 import pathlib
 import sys
 
+from pipelines.errors import UsageError
 from pipelines.options import DEFAULT_OUTPUT_DIR
 from schemas.tables import ALERT_SCHEMA, BUNDLE_SCHEMA, DIMENSIONS, TABLES, WINDOW_KIND_NAMES
 UTC = datetime.timezone.utc
@@ -261,8 +262,7 @@ def period_shown(connection, args):
 
 
 def no_trend_tables(args):
-    print(f"no trend tables under {args.output} (run the pipeline first, or pass --output)", file=sys.stderr)
-    return 2
+    raise UsageError(f"--output {args.output}: no trend tables there (run the pipeline first, or pass --output)")
 
 
 def run_query(args, sql, parameters=(), view=None):

@@ -342,3 +342,17 @@ def test_every_failure_becomes_one_line_with_its_exit_code(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "tipline x: error: --a: not a folder", "tipline x: error: --connect-to: expected HOST:PORT",
         "tipline x: failed: RuntimeError: boom (--debug shows the traceback)"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bank", "build", "--signal", "vpdq", "--images", ".", "--out", "x.csv"],
+     "tipline bank: error: --signal vpdq hashes videos: give --videos DIR"),
+    (["bank", "build", "--signal", "vpdq", "--videos", ".", "--seconds-per-frame", "0", "--out", "x.csv"],
+     "tipline bank: error: --seconds-per-frame 0.0: must be positive"),
+])
+def test_every_subcommand_refuses_a_bad_flag_with_the_same_one_line_form(argv, expected, capsys, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert stderr_lines(capsys.readouterr().err) == [expected]
+    assert not (tmp_path / "x.csv").exists()
