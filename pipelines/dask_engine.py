@@ -22,6 +22,7 @@ and dead letters by stage; `other_counts` (files hashed, bank matches...) and `t
 not available on Dask.
 """
 import contextlib
+import logging
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -274,6 +275,21 @@ def dask_scheduler(address, workers):
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         yield cluster.scheduler_address
+        with nanny_warnings_quiet():
+            cluster.close()
+
+
+@contextlib.contextmanager
+def nanny_warnings_quiet():
+    """A worker process that imported Beam, numba and pyarrow can take over the nanny's 4 s to exit on a busy
+    machine; the nanny then kills it and warns, after the run has finished and its outputs are complete."""
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    nanny.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        nanny.setLevel(level)
 
 
 def run_on_dask(options, opts):
