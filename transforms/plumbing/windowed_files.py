@@ -127,15 +127,19 @@ class _KeyByDestinationAndWindow(beam.DoFn):
 
 
 class _KeyByDestination(beam.DoFn):
-    """Streaming: keys each element by (destination, None); the window label is read from the pane's window."""
+    """Streaming: keys each element by (destination, None), the window label then read from the pane's
+    window; or, with `label_seconds`, by (destination, label of the element's fixed event-time window of that
+    size), so that files flushed by processing time are named as a batch run names them."""
 
-    def __init__(self, destination, as_line):
+    def __init__(self, destination, as_line, label_seconds=None):
         self.destination = destination
         self.as_line = as_line
+        self.label_seconds = label_seconds
 
-    def process(self, element):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else None
         try:
-            yield (self.destination(element), None), record_line(element) if self.as_line else element
+            yield (self.destination(element), label), record_line(element) if self.as_line else element
         except Exception as error:  # a record no folder can be named for is refused alone
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
@@ -235,6 +239,10 @@ class WriteWindowedFiles(beam.PTransform):
     With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
     messages) elements stay in the global window: a bounded run writes one file at its end, an
     unbounded one a file every `flush_seconds` of processing time, and the rest when the input ends.
+    `label_seconds` then still names (and splits) an unbounded run's files by each record's fixed event-time
+    window of that size, as a bounded run with `window_seconds=label_seconds` names them: a stream flushed
+    by processing time so that no late record is dropped (routed reports) and a batch backfill name their
+    files alike.
 
     `json_records=True` says the records hold JSON types only (no datetimes, NaN or 64-bit overflow): they
     are then grouped as their canonical JSON lines, which a grouping moves, and a streaming runner copies,
@@ -246,8 +254,9 @@ class WriteWindowedFiles(beam.PTransform):
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
                  allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, json_records=False,
-                 with_refusals=False):
+                 with_refusals=False, label_seconds=None):
         super().__init__()
+        self.label_seconds = label_seconds
         self.with_refusals = with_refusals
         self.json_records = json_records
         self.path = path
@@ -282,8 +291,9 @@ class WriteWindowedFiles(beam.PTransform):
         else:
             keyed = (elements
                      | "Window" >> self.streaming_windowing()
-                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination, self.json_records)
-                                                        ).with_outputs(REFUSED, main="keyed"))
+                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(
+                         self.destination, self.json_records, self.label_seconds if self.window_seconds is None else None)
+                     ).with_outputs(REFUSED, main="keyed"))
         written = (keyed.keyed
                    | "GroupPane" >> beam.GroupByKey()
                    | "WriteFiles" >> beam.ParDo(
