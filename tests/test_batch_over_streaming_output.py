@@ -15,6 +15,8 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.coders import BytesCoder
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -27,6 +29,10 @@ from tests import hostile
 from tests.test_pipeline_end_to_end import variant
 from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.metrics import read_counters
+from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+
+HOUR = 3600
+MIDNIGHT = 1795392000  # 2026-11-23T00:00:00Z
 
 IPS = {"GB": "81.2.69.160", "US-WA": "216.160.83.56", "SE": "89.160.20.112"}
 BAD_MESSAGE = b"{not json"
@@ -128,3 +134,28 @@ def test_a_second_run_of_the_other_kind_into_the_same_output_counts_nothing_twic
     assert (second["routed"], second["duplicates"], second["dead_lettered"]) == (0, len(reports()), 1)
     assert data_files(out) == after_first  # the second run wrote no file: its one dead letter had the same name
     check_nothing_counted_twice(out, len(reports()))
+
+
+def test_a_stream_flushed_by_processing_time_names_its_files_by_event_time_window_as_batch_does(tmp_path):
+    """`label_seconds`: records of two event-time hours in one flush go to two files, named as a bounded run
+    with hourly windows names them, the same records giving the same names."""
+    records = [TimestampedValue({"id": n, "dest": "GB"}, MIDNIGHT + n * 1200) for n in range(5)]  # 00:00-01:20
+
+    def names(streaming):
+        out = tmp_path / ("streaming" if streaming else "batch")
+        options = PipelineOptions()
+        options.view_as(StandardOptions).streaming = streaming
+        if streaming:
+            count_every_bundle()
+        with TestPipeline(options=options) as p:
+            source = (TestStream().add_elements(records).advance_watermark_to_infinity() if streaming
+                      else beam.Create(records))
+            _ = p | source | WriteWindowedFiles(
+                str(out), destination=lambda r: f"dest={r['dest']}", sink=JsonLinesSink, suffix=".jsonl",
+                window_seconds=None if streaming else HOUR, label_seconds=HOUR, json_records=True)
+        return sorted(path.name for path in out.rglob("*.jsonl"))
+
+    batch = names(streaming=False)
+    assert [name[:35] for name in batch] == ["20261123T000000Z--20261123T010000Z-",
+                                            "20261123T010000Z--20261123T020000Z-"]
+    assert names(streaming=True) == batch
