@@ -162,3 +162,33 @@ def test_side_stage_failures_are_counted_apart_from_the_reconciliation():
     assert summary["side_stage_failures_by_stage"] == {"notices": 1, "trends": 2}
     assert "side_stage_failures" not in summary["other_counts"]
     assert "side-stage failures: 3 (notices 1, trends 2;" in format_summary(summary)
+
+
+def without_location(record):
+    """Fault injector (test only): a routed record as no valid report can make it, without `location`."""
+    return {key: value for key, value in record.items() if key != "location"}
+
+
+def test_in_a_whole_run_a_side_stage_failure_keeps_the_report_routed_and_the_run_reconciled(tmp_path, city_test_db):
+    """The whole pipeline over valid reports, with a second trends branch fed by a fault injector: the run
+    finishes, every report is routed once, the failures are side-stage dead letters on disk, and
+    read = routed + duplicates + dead_lettered still holds with them counted apart."""
+    from pipelines.options import TiplineOptions
+    from pipelines.tipline_pipeline import build_pipeline
+    from tests.test_pipeline_end_to_end import variant
+    from transforms.plumbing.metrics import read_counters
+
+    out = tmp_path / "out"
+    payloads = [json.dumps(variant(f"r-{n}", ip="81.2.69.160")).encode() for n in range(3)] + [b"{not json"]
+    options = beam.options.pipeline_options.PipelineOptions(
+        ["--source", "files", "--output", str(out), "--geoip-city-db", city_test_db, "--demo-data"])
+    with TestPipeline(options=options) as p:
+        outputs = build_pipeline(p, options.view_as(TiplineOptions), messages=p | beam.Create(payloads))
+        _ = (outputs["routed"] | "FaultInjector" >> beam.Map(without_location)
+             | "InjectedTrends" >> TrendCounts(str(tmp_path / "injected")))
+    summary = summarize(read_counters(p.result))
+    assert (summary["read"], summary["routed"], summary["dead_lettered"]) == (4, 3, 1) and summary["reconciled"]
+    assert summary["side_stage_failures"] == len(letters(tmp_path / "injected", "trends")) == 3
+    assert summary["side_stage_failures_by_stage"] == {"trends": 3}
+    assert "side-stage failures: 3 (trends 3;" in format_summary(summary)
+    assert sum(row["reports"] for row in table_rows(out, "hourly_total")) == 3  # the real branch counted all
