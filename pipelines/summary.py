@@ -5,6 +5,11 @@ lease lost) is dropped by the source before it is read, and counted apart as
 `redeliveries_dropped_at_source`; deliveries pulled = read + redeliveries_dropped_at_source. `duplicates`
 are other messages carrying a reportId already seen (a producer publishing a report twice, a redelivery
 from an earlier run).
+
+`side_stage_failures` counts what a stage after routing (bundles, trends, alerts, notices, their sinks)
+could not do with an element: the report was routed and is counted as routed; only its bundle, trend row,
+alert or notice is missing, and the dead letter under `dead_letter/stage=<stage>/` says why. They are kept
+out of the reconciliation, which counts each message once.
 """
 import json
 
@@ -26,10 +31,12 @@ def summarize(totals):
         "redeliveries_dropped_at_source": count("redeliveries_dropped_at_source"),
         "routed_by_jurisdiction": by("routed_by_jurisdiction"),
         "dead_lettered_by_stage": by("dead_lettered_by_stage"),
+        "side_stage_failures": count("side_stage_failures"),
+        "side_stage_failures_by_stage": by("side_stage_failures_by_stage"),
         "other_counts": {name: value for (ns, name), value in sorted(totals.items())
                          if ns == NAMESPACE and name not in
                          ("read", "routed", "duplicates", "dead_lettered", "redeliveries_dropped_at_source",
-                          "trend_input_reports", "trend_counted_reports")},
+                          "side_stage_failures", "trend_input_reports", "trend_counted_reports")},
     }
     summary["too_late_for_trends"] = count("trend_input_reports") - count("trend_counted_reports")
     summary["reconciled"] = summary["read"] == summary["routed"] + summary["duplicates"] + summary["dead_lettered"]
@@ -64,4 +71,8 @@ def format_summary(summary):
     if summary["dead_lettered_by_stage"]:
         lines.append("dead-lettered by stage: " + ", ".join(
             f"{stage} {count}" for stage, count in summary["dead_lettered_by_stage"].items()))
+    if summary.get("side_stage_failures"):
+        lines.append(f"side-stage failures: {summary['side_stage_failures']} ("  + ", ".join(
+            f"{stage} {count}" for stage, count in summary["side_stage_failures_by_stage"].items())
+            + "; reports routed, their bundle, trend row, alert or notice dead-lettered; not in the reconciliation)")
     return "\n".join(lines)

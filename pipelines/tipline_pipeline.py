@@ -81,7 +81,7 @@ def build_pipeline(p, opts, messages=None):
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
     bundle_gap = opts.bundle_gap_hours * 3600
-    stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness)
+    stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness, opts.output_dir)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
         opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:

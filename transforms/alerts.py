@@ -14,6 +14,8 @@ of history first, so a fresh run does not alert on every provider's first hour. 
 `forget_after_windows` is forgotten. Late panes do not re-evaluate a past window (an alert is a warning,
 not a tally); their reports are counted in `spike_late_reports_ignored`.
 Alerts carry the key, counts and the rule: no user ids, IP addresses or media.
+A record whose watched keys cannot be made, a timeline that cannot be judged (batch) or an alert the sink
+refuses fails alone, as a side-stage dead letter `stage=alerts` (transforms/dead_letters.py).
 """
 import dataclasses
 import hashlib
@@ -26,11 +28,13 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature
 
+STAGE = "alerts"
 DEFAULT_WINDOW_SECONDS = 3600
 DEFAULT_FORGET_AFTER_WINDOWS = 48
 
@@ -86,8 +90,15 @@ def watched_keys(record):
 
 
 def watched_keys_counted_once(record):
-    """(the record's watched keys, 1): what CombinePerKeyAndWindow counts per key and window."""
-    return watched_keys(record), 1
+    """(the record's watched keys, 1): what CombinePerKeyAndWindow counts per key and window. The keys are
+    hashed here, so a value no grouping could hold fails with its record, not inside the combine."""
+    keys = tuple(watched_keys(record))
+    hash(keys)
+    return keys, 1
+
+
+def already_keyed(keys_and_count):
+    return keys_and_count
 
 
 class _OnTimeCountFn(beam.DoFn):
@@ -213,34 +224,42 @@ class SpikeAlerts(beam.PTransform):
         self.forget_after_windows = forget_after_windows
 
     def expand(self, routed_records):
-        alerts = (self.batch_alerts(routed_records) if routed_records.is_bounded
-                  else self.streaming_alerts(routed_records))
-        _ = alerts | "WriteAlertFiles" >> WriteWindowedFiles(
+        keyed, key_failures = routed_records | "WatchedKeys" >> beam.Map(
+            watched_keys_counted_once).with_exception_handling()
+        counts = self.window_counts(keyed)
+        alerts, judge_failures = (self.batch_alerts(counts) if routed_records.is_bounded
+                                  else self.streaming_alerts(counts))
+        _, refused = alerts | "WriteAlertFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/alerts",
             destination=alert_partition,
             sink=JsonLinesSink,
             suffix=".jsonl",
-            window_seconds=None)  # a warning is written as soon as it is judged, not when its hour closes
+            window_seconds=None,  # a warning is written as soon as it is judged, not when its hour closes
+            with_refusals=True)
+        _ = (key_failures, refused, *judge_failures) | "WriteFailures" >> WriteSideStageFailures(
+            self.output_dir, STAGE)
         return alerts
 
-    def window_counts(self, routed_records):
+    def window_counts(self, keyed_records):
         """(key, (window start, count)) of each watched key's on-time windows."""
-        return (routed_records
+        return (keyed_records
                 | "CountWindows" >> CombinePerKeyAndWindow(
-                    watched_keys_counted_once, beam.combiners.CountCombineFn(), self.window_seconds,
+                    already_keyed, beam.combiners.CountCombineFn(), self.window_seconds,
                     self.allowed_lateness_seconds, accumulate=False)
                 | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn()))
 
-    def batch_alerts(self, routed_records):
-        """Each key's whole timeline judged at once."""
-        return (self.window_counts(routed_records)
-                | "Timelines" >> beam.GroupByKey()
-                | "JudgeTimelines" >> beam.ParDo(
-                    _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows)))
+    def batch_alerts(self, counts):
+        """Each key's whole timeline judged at once; (alerts, [failures])."""
+        alerts, failures = (counts
+                            | "Timelines" >> beam.GroupByKey()
+                            | "JudgeTimelines" >> beam.ParDo(
+                                _SpikeTimelineFn(self.rules, self.window_seconds, self.forget_after_windows)
+                            ).with_exception_handling())
+        return alerts, [failures]
 
-    def streaming_alerts(self, routed_records):
-        """A stateful detector judges each key's window once the watermark has passed it."""
-        return (self.window_counts(routed_records)
+    def streaming_alerts(self, counts):
+        """A stateful detector judges each key's window once the watermark has passed it; (alerts, [])."""
+        return (counts
                 | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
                 | "DetectSpikes" >> beam.ParDo(
-                    _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows)))
+                    _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows))), []

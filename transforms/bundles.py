@@ -24,6 +24,10 @@ records by bundle id in session windows of the same gap (in batch, by bundle id)
 report, window_end the last report plus the gap. Every signature forms a bundle, a single report included; a late
 report can turn a bundle of one into a repeat (late pane). Bundles carry counts of distinct users and ESPs,
 never the user ids themselves.
+
+A report or record whose signature, sighting or bundle row cannot be made, or a row the Parquet sink
+refuses, fails alone as a side-stage dead letter `stage=bundles` (transforms/dead_letters.py): a report whose
+signature fails is routed all the same, without a bundle id.
 """
 import dataclasses
 import functools
@@ -38,12 +42,14 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.tables import BUNDLE_SCHEMA
+from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
                                               pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
 
+STAGE = "bundles"
 DEFAULT_GAP_SECONDS = 24 * 3600
 
 def bundle_id(signature, first_micros):
@@ -74,11 +80,16 @@ def stamp_in_time_order(timed_reports, gap_micros):
 
 @beam.typehints.with_output_types(beam.typehints.KV[str, beam.typehints.Any])
 class _SplitBySignatureFn(beam.DoFn):
-    """(signature, (event micros, report)) for reports with a signature; the others pass on untouched."""
+    """(signature, (event micros, report)) for reports with a signature; the others pass on untouched (a
+    report whose signature fails too, and its failure to the failures output)."""
     UNSIGNED = "unsigned"
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
-        signature = report_signature(report)
+        try:
+            signature = report_signature(report)
+        except Exception as error:  # bundling must not cost a report its routing
+            yield failed(report, error)
+            signature = None
         if signature is None:
             yield beam.pvalue.TaggedOutput(self.UNSIGNED, report)
         else:
@@ -128,17 +139,25 @@ class _StampIncidentsFn(beam.DoFn):
 
 class StampBundleIds(beam.PTransform):
     """Adds `_bundleId` (its incident's bundle id) to each enriched report that has a signature (a copy;
-    routing is untouched). Output in the global window, each report at its own event time."""
+    routing is untouched). Output in the global window, each report at its own event time.
 
-    def __init__(self, gap_seconds=DEFAULT_GAP_SECONDS, allowed_lateness_seconds=24 * 3600):
+    A report whose signature fails goes on without a bundle id; its failure is a side-stage dead letter
+    under `output_dir`, or, without one, stops the run."""
+
+    def __init__(self, gap_seconds=DEFAULT_GAP_SECONDS, allowed_lateness_seconds=24 * 3600, output_dir=None):
         super().__init__()
         self.gap_seconds = gap_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.output_dir = output_dir
 
     def expand(self, reports):
         split = (in_global_window(reports)
                  | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
-                     _SplitBySignatureFn.UNSIGNED, main="signed"))
+                     _SplitBySignatureFn.UNSIGNED, FAILURES, main="signed"))
+        if self.output_dir is None:
+            _ = split[FAILURES] | "StopOnFailure" >> beam.Map(_stop_on_failure)
+        else:
+            _ = (split[FAILURES],) | "WriteFailures" >> WriteSideStageFailures(self.output_dir, STAGE)
         if reports.is_bounded:
             stamped_reports = (split.signed | "SignatureTimelines" >> beam.GroupByKey()
                                | "StampTimelines" >> beam.ParDo(_StampSignatureTimelineFn(self.gap_seconds)))
@@ -146,6 +165,11 @@ class StampBundleIds(beam.PTransform):
             stamped_reports = split.signed | "StampIncidents" >> beam.ParDo(
                 _StampIncidentsFn(self.gap_seconds, self.allowed_lateness_seconds))
         return (stamped_reports, split[_SplitBySignatureFn.UNSIGNED]) | "Stamped" >> beam.Flatten()
+
+
+def _stop_on_failure(failure):
+    _, (error_type, error, _) = failure
+    raise RuntimeError(f"bundle signature failed: {error_type.__name__}: {error}")
 
 
 def sighting(record, timestamp):
@@ -158,10 +182,15 @@ class _KeyByBundleFn(beam.DoFn):
     """((bundle id, signature), sighting) of each routed record that carries a bundle id."""
 
     def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        bundle = record.get("bundleId")
-        signature = record_signature(record)
-        if bundle and signature is not None:
-            yield (bundle, signature), sighting(record, timestamp)
+        try:
+            bundle = record.get("bundleId")
+            signature = record_signature(record)
+            if bundle and signature is not None:
+                keyed = (bundle, signature), sighting(record, timestamp)
+                hash(keyed)  # a value no key or set could hold fails here, with its record, not in the combine
+                yield keyed
+        except Exception as error:  # one record's failure: a dead letter, the others are bundled
+            yield failed(record, error)
 
 
 @dataclasses.dataclass
@@ -217,8 +246,13 @@ class _BundleRecordFn(beam.DoFn):
     """Streaming: a session window's combined bundle -> its row."""
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        (bundle, signature), tally = keyed
-        yield bundle_record(bundle, signature, win.start.micros, win.end.micros, tally, pane_columns(pane))
+        try:
+            (bundle, signature), tally = keyed
+            row = bundle_record(bundle, signature, win.start.micros, win.end.micros, tally, pane_columns(pane))
+        except Exception as error:  # one bundle's row: a dead letter, the others are written
+            yield failed(keyed, error)
+            return
+        yield row
 
 
 def batch_bundle_record(gap_seconds):
@@ -255,22 +289,27 @@ class BundleRepeats(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
-        keyed = routed_records | "KeyByBundle" >> beam.ParDo(_KeyByBundleFn())
+        keyed = routed_records | "KeyByBundle" >> beam.ParDo(_KeyByBundleFn()).with_outputs(FAILURES, main="keyed")
         if routed_records.is_bounded:
-            bundles = (in_global_window(keyed)
-                       | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
-                       | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)))
+            bundles, record_failures = (
+                in_global_window(keyed.keyed)
+                | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)).with_exception_handling())
         else:
-            bundles = (keyed
-                       | "IncidentSessions" >> late_firing_windows(
-                           window.Sessions(self.gap_seconds), self.allowed_lateness_seconds, accumulate=True)
-                       | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
-                       | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()))
-        _ = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
+            made = (keyed.keyed
+                    | "IncidentSessions" >> late_firing_windows(
+                        window.Sessions(self.gap_seconds), self.allowed_lateness_seconds, accumulate=True)
+                    | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                    | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()).with_outputs(FAILURES, main="bundles"))
+            bundles, record_failures = made.bundles, made[FAILURES]
+        _, refused = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/bundles",
             destination=date_partition,
             sink=functools.partial(ParquetSink, BUNDLE_SCHEMA),
             suffix=".parquet",
             window_seconds=24 * 3600,  # files per day the incidents end in
-            allowed_lateness_seconds=self.allowed_lateness_seconds)
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            with_refusals=True)
+        _ = (keyed[FAILURES], record_failures, refused) | "WriteFailures" >> WriteSideStageFailures(
+            self.output_dir, STAGE)
         return bundles

@@ -6,20 +6,24 @@ sightings of each URL per day with the windowed-combine helper (one body for bat
 report fires its notice again with every report so far, the latest pane being the whole notice), and writes
 each provider's daily batch under `<output>/notices/dt=YYYY-MM-DD/provider=<provider>/` twice: JSON Lines
 for a mailer and CSV for a person. Notices hold URLs: a restricted output, written owner-only.
+
+A report whose sightings cannot be made, a notice that cannot be built or a record a sink refuses fails
+alone, as a side-stage dead letter `stage=notices` (transforms/dead_letters.py; restricted too).
 """
 import functools
-import logging
 import re
 
 import apache_beam as beam
 from apache_beam.utils import shared
 
+from transforms.dead_letters import WriteSideStageFailures
 from transforms.location.geoip import GeoLocator, NetworkLookup
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import CsvSink, JsonLinesSink, WriteWindowedFiles
 from transforms.takedown.notices import NoticeTally, notice_record, sightings
 
+STAGE = "notices"
 DAY = 24 * 3600
 CSV_COLUMNS = ("noticeId", "day", "provider", "url", "host", "hostingCountry", "reportCount", "reportIds",
                "checkable", "notCheckableReason", "pane_index")
@@ -47,13 +51,6 @@ class _SightingsFn(beam.DoFn):
 
     def process(self, report):
         yield from sightings(report, self.lookups.network.network_of, self.lookups.country_of)
-
-
-def _log_failure(failure):
-    """Logs which report failed and the error type only: the message could quote a media URL."""
-    report, (exc_type, _, _) = failure[0], failure[1][:3]
-    counter("takedown_notice_failures").inc()
-    logging.error("takedown notices failed for report %s: %s", report.get("reportId"), exc_type.__name__)
 
 
 def key_and_sighting(keyed):
@@ -88,21 +85,26 @@ class WriteTakedownNotices(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, reports):
-        found, failures = reports | "Sightings" >> beam.ParDo(_SightingsFn(*self.databases)).with_exception_handling()
-        _ = failures | "LogFailures" >> beam.Map(_log_failure)
-        notices = (
+        found, sighting_failures = reports | "Sightings" >> beam.ParDo(
+            _SightingsFn(*self.databases)).with_exception_handling()
+        notices, notice_failures = (
             found
             | "NoticesPerDay" >> CombinePerKeyAndWindow(
                 key_and_sighting, TallyCombineFn(NoticeTally), DAY, self.allowed_lateness_seconds,
                 accumulate=True)
-            | "ToNotice" >> beam.Map(to_notice)
-            | "Count" >> beam.Map(_count_notice))
+            | "ToNotice" >> beam.Map(to_notice).with_exception_handling())
+        notices = notices | "Count" >> beam.Map(_count_notice)
+        rows, row_failures = notices | "CsvRows" >> beam.Map(csv_row).with_exception_handling()
+        failures = [sighting_failures, notice_failures, row_failures]
         for name, sink, suffix, records in (
                 ("Json", JsonLinesSink, ".jsonl", notices),
-                ("Csv", functools.partial(CsvSink, CSV_COLUMNS), ".csv", notices | "CsvRows" >> beam.Map(csv_row))):
-            _ = records | f"Write{name}Files" >> WriteWindowedFiles(
+                ("Csv", functools.partial(CsvSink, CSV_COLUMNS), ".csv", rows)):
+            _, refused = records | f"Write{name}Files" >> WriteWindowedFiles(
                 f"{self.output_dir}/notices", destination=batch_folder, sink=sink, suffix=suffix,
-                window_seconds=DAY, allowed_lateness_seconds=self.allowed_lateness_seconds, json_records=True)
+                window_seconds=DAY, allowed_lateness_seconds=self.allowed_lateness_seconds, json_records=True,
+                with_refusals=True)
+            failures.append(refused)
+        _ = tuple(failures) | "WriteFailures" >> WriteSideStageFailures(self.output_dir, STAGE)
         return notices
 
 

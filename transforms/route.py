@@ -78,6 +78,7 @@ class RouteToSinks(beam.PTransform):
             sink=functools.partial(AvroSink, "routed_report"),
             suffix=".avro",
             window_seconds=self.window_seconds if records.records.is_bounded else None,
+            label_seconds=self.window_seconds,  # a stream's flushes are named by event-time window, as in batch
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             json_records=True)  # routed_report.avsc: JSON types only (no NaN: durations and percentages are finite)
         return records.records, records[DEAD_LETTERS]

@@ -19,6 +19,11 @@ right total. Reports later than that are dropped by the runner; they are counted
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
 each dimension value's timeline gives its hourly and sliding rows in one pass.
+
+What one record or row can make fail (a record without a field a dimension reads, a value the table's
+column cannot hold) fails alone: each record's keys and tally are made in a guarded step before any
+combine, rows are made and written guarded, and the failure is a side-stage dead letter `stage=trends`
+(transforms/dead_letters.py); the report stays routed.
 """
 import collections
 import functools
@@ -27,11 +32,13 @@ import apache_beam as beam
 from apache_beam.transforms import window
 
 from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
+from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
+STAGE = "trends"
 HOUR = 3600
 DAY = 24 * HOUR
 WINDOW_KINDS = {
@@ -92,8 +99,15 @@ def dimension_keys(record):
 
 
 def keys_and_tally(record):
-    """(the record's dimension keys, its tally): one element per record, not one per dimension."""
-    return dimension_keys(record), Tally.of(record)
+    """(the record's dimension keys, its tally): one element per record, not one per dimension. The keys
+    are hashed here, so a value no grouping could hold fails with its record, not inside a combine."""
+    keys = dimension_keys(record)
+    hash(keys)
+    return keys, Tally.of(record)
+
+
+def already_keyed(keys_and_value):
+    return keys_and_value
 
 
 def sliding_day_counts(hourly):
@@ -178,8 +192,13 @@ class _TrendRowFn(beam.DoFn):
         self.kind = kind
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        (dimension, value), tally = keyed
-        yield trend_row(self.kind, dimension, value, tally.counts(), win.start, win.end, pane_columns(pane))
+        try:
+            (dimension, value), tally = keyed
+            row = trend_row(self.kind, dimension, value, tally.counts(), win.start, win.end, pane_columns(pane))
+        except Exception as error:  # one window's row: its failure is a dead letter, the others are written
+            yield failed(keyed, error)
+            return
+        yield row
 
 
 def schema_of_row(row):
@@ -201,42 +220,51 @@ class TrendCounts(beam.PTransform):
         self.allowed_lateness_seconds = allowed_lateness_seconds
 
     def expand(self, routed_records):
+        tallied, tally_failures = routed_records | "KeysAndTally" >> beam.Map(
+            keys_and_tally).with_exception_handling()
         partials = (
-            routed_records
+            tallied
             | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
-                keys_and_tally, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False)
+                already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False)
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
-        rows = self.batch_rows(partials) if routed_records.is_bounded else self.streaming_rows(partials)
+        rows, row_failures = (self.batch_rows(partials) if routed_records.is_bounded
+                              else self.streaming_rows(partials))
         all_rows = rows | "AllTables" >> beam.Flatten()
-        _ = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
+        _, refused = all_rows | "WriteTrendFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/trends",
             destination=partition_folder,
             sink=functools.partial(ParquetSink, schema_of_row),
             suffix=".parquet",
             window_seconds=DAY,  # one file per table, day and firing: hourly files would be tiny and many
-            allowed_lateness_seconds=self.allowed_lateness_seconds)
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            with_refusals=True)
+        _ = (tally_failures, refused, *row_failures) | "WriteFailures" >> WriteSideStageFailures(
+            self.output_dir, STAGE)
         return all_rows
 
     def batch_rows(self, partials):
         """Each dimension value's timeline of hourly partials gives its hourly and sliding rows at once."""
-        return [partials
-                | "TimelineEntries" >> beam.Map(timeline_entry)
-                | "Timelines" >> beam.GroupByKey()
-                | "TimelineRows" >> beam.ParDo(_TimelineRowsFn())]
+        rows, failures = (partials
+                          | "TimelineEntries" >> beam.Map(timeline_entry)
+                          | "Timelines" >> beam.GroupByKey()
+                          | "TimelineRows" >> beam.ParDo(_TimelineRowsFn()).with_exception_handling())
+        return [rows], [failures]
 
     def streaming_rows(self, partials):
         """Accumulating panes per table window over the hourly partials, re-fired by late data."""
         keyed = partials | "PerDimension" >> beam.Map(lambda partial: (partial.key, partial.value))
-        return [
-            keyed
-            | f"{kind.capitalize()}Windows" >> late_firing_windows(
-                window_fn, self.allowed_lateness_seconds, accumulate=True)
-            | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally))
-            | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind))
-            | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
-                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False)
-            for kind, window_fn in WINDOW_KINDS.items()]
+        rows, failures = [], []
+        for kind, window_fn in WINDOW_KINDS.items():
+            made = (keyed
+                    | f"{kind.capitalize()}Windows" >> late_firing_windows(
+                        window_fn, self.allowed_lateness_seconds, accumulate=True)
+                    | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally))
+                    | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
+            rows.append(made.rows | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
+                window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False))
+            failures.append(made[FAILURES])
+        return rows, failures
 
 
 _INPUT = counter("trend_input_reports")

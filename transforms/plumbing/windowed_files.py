@@ -6,6 +6,12 @@ taken over its sorted records. It is written under a hidden temporary name (`.<d
 neither a `*.parquet`/`*.avro` glob nor Hadoop/Spark, which skip hidden files, pick up) and renamed; a final name that
 exists already (an earlier run wrote these very records) is skipped and counted as `files_already_written`.
 A late pane holds other records, so it gets its own name beside the on-time pane's file.
+
+A record the sink cannot encode (a value a Parquet column cannot hold, a string no UTF-8 writer takes) is
+refused alone: when a file's write fails, each of its records is encoded by itself in memory; the refused
+ones go to the `refused` output as (record, (type, repr(error), None)) and the rest are written under the digest of
+what the file then holds. When every record encodes (an OSError is storage's, never a record's), the failure
+was the filesystem's: the run stops.
 """
 import contextlib
 import csv
@@ -100,6 +106,9 @@ def remove_stale_temporaries(output_dir):
     return len(stale)
 
 
+REFUSED = "refused"
+
+
 class _KeyByDestinationAndWindow(beam.DoFn):
     """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
     grouping in the global window does the work of a windowed one (transforms/plumbing/event_windows.py)."""
@@ -111,22 +120,33 @@ class _KeyByDestinationAndWindow(beam.DoFn):
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = window_label(fixed_window(timestamp, self.window_seconds)) if self.window_seconds else "unwindowed"
-        yield (self.destination(element), label), record_line(element) if self.as_line else element
+        try:
+            yield (self.destination(element), label), record_line(element) if self.as_line else element
+        except Exception as error:  # a record no folder can be named for is refused alone
+            yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
 
 class _KeyByDestination(beam.DoFn):
-    """Streaming: keys each element by (destination, None); the window label is read from the pane's window."""
+    """Streaming: keys each element by (destination, None), the window label then read from the pane's
+    window; or, with `label_seconds`, by (destination, label of the element's fixed event-time window of that
+    size), so that files flushed by processing time are named as a batch run names them."""
 
-    def __init__(self, destination, as_line):
+    def __init__(self, destination, as_line, label_seconds=None):
         self.destination = destination
         self.as_line = as_line
+        self.label_seconds = label_seconds
 
-    def process(self, element):
-        yield (self.destination(element), None), record_line(element) if self.as_line else element
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else None
+        try:
+            yield (self.destination(element), label), record_line(element) if self.as_line else element
+        except Exception as error:  # a record no folder can be named for is refused alone
+            yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
 
 class _WriteContentAddressedFn(beam.DoFn):
-    """((destination, label), records) of one pane -> one file named by its window and its records' digest."""
+    """((destination, label), records) of one pane -> one file named by its window and its records' digest;
+    records the sink cannot encode -> the `refused` output."""
 
     def __init__(self, path, sink, suffix, as_lines):
         self.path = path
@@ -134,6 +154,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         self.suffix = suffix
         self.as_lines = as_lines
         self.already_written = counter("files_already_written")
+        self.refused = counter("records_refused_by_sinks")
 
     def setup(self):
         os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
@@ -146,13 +167,44 @@ class _WriteContentAddressedFn(beam.DoFn):
             return
         digest, ordered = content_order_of_lines(records) if self.as_lines else content_order(records)
         folder = FileSystems.join(self.path, destination)
-        final = FileSystems.join(folder, f"{label or window_label(win)}-{digest}{self.suffix}")
         self.ensure_folder(folder)
+        try:
+            yield from self.write_unless_written(ordered, digest, folder, label or window_label(win))
+        except IOError:
+            accepted, refusals = self.refusals(ordered)
+            if not refusals:
+                raise  # every record encodes: the filesystem failed
+            for refusal in refusals:
+                self.refused.inc()
+                yield beam.pvalue.TaggedOutput(REFUSED, refusal)
+            if accepted:
+                yield from self.write_unless_written(
+                    accepted, content_order(accepted)[0], folder, label or window_label(win))
+
+    def write_unless_written(self, ordered, digest, folder, label):
+        final = FileSystems.join(folder, f"{label}-{digest}{self.suffix}")
         if FileSystems.exists(final):  # an earlier run (or attempt) wrote these very records
             self.already_written.inc()
             return
         self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final)
         yield final
+
+    def refusals(self, records):
+        """(records the sink encodes alone, [(record, (type, repr(error), None)) of those it refuses]), in memory."""
+        accepted, refusals = [], []
+        for record in records:
+            try:
+                sink = self.sink()
+                sink.open(io.BytesIO())
+                sink.write(record)
+                sink.flush()
+            except OSError:  # storage failing, not this record: the write's own error stops the run
+                accepted.append(record)
+            except Exception as error:  # whatever else the sink raises on this record alone is the record's
+                refusals.append((record, (type(error), repr(error), None)))
+            else:
+                accepted.append(record)
+        return accepted, refusals
 
     def ensure_folder(self, folder):
         """Once per worker and folder: a remote filesystem's existence check costs a request."""
@@ -187,15 +239,25 @@ class WriteWindowedFiles(beam.PTransform):
     With `window_seconds=None` (for records without a trustworthy event time, such as unparseable
     messages) elements stay in the global window: a bounded run writes one file at its end, an
     unbounded one a file every `flush_seconds` of processing time, and the rest when the input ends.
+    `label_seconds` then still names (and splits) an unbounded run's files by each record's fixed event-time
+    window of that size, as a bounded run with `window_seconds=label_seconds` names them: a stream flushed
+    by processing time so that no late record is dropped (routed reports) and a batch backfill name their
+    files alike.
 
     `json_records=True` says the records hold JSON types only (no datetimes, NaN or 64-bit overflow): they
     are then grouped as their canonical JSON lines, which a grouping moves, and a streaming runner copies,
     far faster than dicts.
+
+    Returns the paths written; with `with_refusals=True`, `(paths, refused)`, `refused` holding
+    (record, (type, repr(error), None)) for each record the sink could not encode (else such a record stops the run).
     """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
-                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, json_records=False):
+                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, json_records=False,
+                 with_refusals=False, label_seconds=None):
         super().__init__()
+        self.label_seconds = label_seconds
+        self.with_refusals = with_refusals
         self.json_records = json_records
         self.path = path
         self.destination = destination
@@ -224,15 +286,32 @@ class WriteWindowedFiles(beam.PTransform):
         if elements.is_bounded:
             keyed = (in_global_window(elements)
                      | "KeyByDestinationAndWindow" >> beam.ParDo(
-                         _KeyByDestinationAndWindow(self.destination, self.window_seconds, self.json_records)))
+                         _KeyByDestinationAndWindow(self.destination, self.window_seconds, self.json_records)
+                     ).with_outputs(REFUSED, main="keyed"))
         else:
             keyed = (elements
                      | "Window" >> self.streaming_windowing()
-                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(self.destination, self.json_records)))
-        return (keyed
-                | "GroupPane" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(
-                    _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)))
+                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(
+                         self.destination, self.json_records, self.label_seconds if self.window_seconds is None else None)
+                     ).with_outputs(REFUSED, main="keyed"))
+        written = (keyed.keyed
+                   | "GroupPane" >> beam.GroupByKey()
+                   | "WriteFiles" >> beam.ParDo(
+                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)
+                   ).with_outputs(REFUSED, main="paths"))
+        refused = ((keyed[REFUSED] | "UnwindowUnkeyable" >> beam.WindowInto(window.GlobalWindows()),
+                    written[REFUSED] | "UnwindowUnwritable" >> beam.WindowInto(window.GlobalWindows()))
+                   | "Refused" >> beam.Flatten())
+        if self.with_refusals:
+            return written.paths, refused
+        _ = refused | "StopOnRefusal" >> beam.Map(_stop_on_refusal)
+        return written.paths
+
+
+def _stop_on_refusal(refusal):
+    """Without a place for refused records, one stops the run (as before refusals had an output)."""
+    _, (error_type, error, _) = refusal
+    raise IOError(f"a record could not be written: {error_type.__name__}: {error}")
 
 
 class JsonLinesSink(fileio.FileSink):
