@@ -26,6 +26,7 @@ DEFAULT_CACHE_SIZE = 65536
 
 DATABASE_KINDS = {"city": "City", "asn": "ASN", "anonymous": "Anonymous-IP", "isp": "ISP"}
 
+UNPLACED_PUBLIC_IP = "public, but the GeoIP City database places it in no country"
 LOCATION_FIELDS = ("ip", "ipSource", "ipChoiceReason", "countryCode", "subdivisionCode", "city",
                    "accuracyRadiusKm", "asn", "asOrganization", "anonymous", "locationSource", "unlocatedReason")
 
@@ -334,21 +335,22 @@ class GeoLocator:
         """Every candidate IP in policy order with its decision: chosen, skipped (and why) or not needed."""
         considered, chosen = [], None
         for source, event in candidate_events(report):
-            entry = {"source": source, "ipAddress": event.get("ipAddress"), "possibleProxy": event.get("possibleProxy")}
+            address, proxy = event.get("ipAddress"), event.get("possibleProxy")
             if chosen is not None:
-                considered.append({**entry, "decision": "not needed", "reason": "an earlier IP was chosen"})
+                considered.append({"source": source, "ipAddress": address, "possibleProxy": proxy,
+                                   "decision": "not needed", "reason": "an earlier IP was chosen"})
                 continue
-            ip, problem = classify_ip(event.get("ipAddress"))
-            entry["ip"] = ip
-            if problem is None and self.city_of(ip) is None:
-                problem = "public, but the GeoIP City database places it in no country"
-                entry["public"] = True
+            ip, problem = classify_ip(address)
             if problem:
-                considered.append({**entry, "decision": "skipped", "reason": problem})
-                continue
-            chosen = {**entry, "decision": "chosen", "reason": "first IP in policy order placed in a country",
-                      "public": True}
-            considered.append(chosen)
+                considered.append({"source": source, "ipAddress": address, "possibleProxy": proxy, "ip": ip,
+                                   "decision": "skipped", "reason": problem})
+            elif self.city_of(ip) is None:
+                considered.append({"source": source, "ipAddress": address, "possibleProxy": proxy, "ip": ip,
+                                   "public": True, "decision": "skipped", "reason": UNPLACED_PUBLIC_IP})
+            else:
+                chosen = {"source": source, "ipAddress": address, "possibleProxy": proxy, "ip": ip,
+                          "decision": "chosen", "reason": "first IP in policy order placed in a country", "public": True}
+                considered.append(chosen)
         return considered
 
     def locate(self, report):

@@ -5,6 +5,7 @@ validator, hasher, distance and default match threshold, and a registry from the
 producers send (MD5, SHA-1, sha256, PDQ, ...) to the class. Every value travels as lowercase hex.
 """
 import ctypes
+import functools
 import hashlib
 import json
 import re
@@ -15,6 +16,11 @@ import numba
 import numpy as np
 import pdqhash
 from PIL import Image
+
+
+@functools.cache
+def _hex_digits(length):
+    return re.compile(f"[0-9a-f]{{{length}}}")
 
 
 class SignalType:
@@ -30,7 +36,7 @@ class SignalType:
     def validate(cls, value):
         """The value as canonical lowercase hex; ValueError when it is not a hash of this type."""
         text = str(value).strip().lower()
-        if not re.fullmatch(f"[0-9a-f]{{{cls.hex_length}}}", text):
+        if not _hex_digits(cls.hex_length).fullmatch(text):
             raise ValueError(f"invalid {cls.name} hash: expected {cls.hex_length} hex characters")
         return text
 
@@ -272,15 +278,25 @@ SIGNAL_TYPES = (Md5Signal, Sha1Signal, Sha256Signal, PHashSignal, DHashSignal, P
 _BY_NAME = {signal.name: signal for signal in SIGNAL_TYPES}
 
 
+_SPELLING_MARKS = re.compile(r"[\s_\-]")
+_ALIASES = {"PDQHASH": "PDQ", "PERCEPTUALHASH": "PHASH", "DIFFERENCEHASH": "DHASH", "VIDEOPDQ": "VPDQ"}
+
+
 def canonical_hash_type(hash_type):
     """'sha-1', 'SHA_1', ' Sha1 ' -> 'SHA1': producers spell hash types freely."""
-    return re.sub(r"[\s_\-]", "", str(hash_type)).upper()
+    return _canonical_spelling(str(hash_type))
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_spelling(text):
+    """Cached: every routed file's hashes are respelled again by the bundle, trend and alert stages."""
+    return _SPELLING_MARKS.sub("", text).upper()
 
 
 def signal_for(hash_type):
     """The signal type for a producer's `hashType`; KeyError naming it when unknown."""
     name = canonical_hash_type(hash_type)
-    name = {"PDQHASH": "PDQ", "PERCEPTUALHASH": "PHASH", "DIFFERENCEHASH": "DHASH", "VIDEOPDQ": "VPDQ"}.get(name, name)
+    name = _ALIASES.get(name, name)
     if name not in _BY_NAME:
         raise KeyError(f"unknown hash type {hash_type!r}")
     return _BY_NAME[name]

@@ -1,0 +1,126 @@
+"""The generated acceptor says yes exactly where the path-naming validator and fastavro do, and the fast
+validator refuses with the path-naming validator's reason."""
+import copy
+
+import fastavro
+import pytest
+from fastavro.validation import validate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import avro_schema
+from tests.conftest import example_report
+from tests.hostile import json_paths
+from transforms.reports.avro_acceptor import compile_acceptor, fast_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
+
+REPORT = avro_schema("report")
+# Every kind of type the contract schemas use, and some they do not yet: multi-branch unions, numbers,
+# a recursive named type, an enum with a default that is not null.
+VARIETY = {
+    "type": "record", "name": "test.Variety", "fields": [
+        {"name": "small", "type": "int"},
+        {"name": "big", "type": ["null", "long"], "default": None},
+        {"name": "ratio", "type": "double", "default": 0.5},
+        {"name": "flag", "type": "boolean", "default": False},
+        {"name": "either", "type": ["null", "string", "int", {"type": "array", "items": "float"}], "default": None},
+        {"name": "colour", "type": {"type": "enum", "name": "test.Colour", "symbols": ["RED", "BLUE"]},
+         "default": "RED"},
+        {"name": "child", "type": ["null", "test.Variety"], "default": None},
+        {"name": "tags", "type": {"type": "array", "items": {
+            "type": "record", "name": "test.Tag", "fields": [{"name": "label", "type": "string"}]}}, "default": []},
+    ]}
+
+ODD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False), st.text(max_size=5),
+    st.lists(st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=2)), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(["A1", "Upload", "sextortion", "VIRAL_POTENTIAL_MEME", "RED", "esp", "public"]))
+
+
+def replaced(value, path, new):
+    value = copy.deepcopy(value)
+    target = value
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new
+    return value
+
+
+def deleted(value, path):
+    value = copy.deepcopy(value)
+    target = value
+    for step in path[:-1]:
+        target = target[step]
+    del target[path[-1]]
+    return value
+
+
+def accepted_by_fastavro(record, schema):
+    try:
+        return validate(record, schema, raise_errors=True, strict=False)
+    except (fastavro.validation.ValidationError, ValueError, TypeError):
+        return False
+
+
+def verdicts(record, schema):
+    """(acceptor, path-naming validator, fastavro) verdicts on a record."""
+    try:
+        compile_validator(schema)(record)
+        named = True
+    except InvalidRecord:
+        named = False
+    return compile_acceptor(schema)(record), named, accepted_by_fastavro(record, schema)
+
+
+REPORT_PATHS = [path for path in json_paths(example_report()) if path]
+VARIETY_EXAMPLE = {"small": 1, "big": 2**40, "either": [1.5, 2], "colour": "BLUE", "tags": [{"label": "b"}],
+                   "child": {"small": -3, "child": {"small": 4, "either": "x"}}}
+VARIETY_PATHS = [path for path in json_paths(VARIETY_EXAMPLE) if path]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(REPORT_PATHS), ODD_VALUES)
+def test_agrees_on_mutated_reports(path, new):
+    acceptor, named, fastavro_says = verdicts(replaced(example_report(), path, new), REPORT)
+    assert acceptor == named == fastavro_says
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(REPORT_PATHS))
+def test_agrees_on_reports_missing_a_field(path):
+    acceptor, named, fastavro_says = verdicts(deleted(example_report(), path), REPORT)
+    assert acceptor == named == fastavro_says
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(VARIETY_PATHS), ODD_VALUES)
+def test_agrees_on_every_kind_of_type(path, new):
+    acceptor, named, fastavro_says = verdicts(replaced(VARIETY_EXAMPLE, path, new), VARIETY)
+    assert acceptor == named == fastavro_says
+
+
+def test_accepts_valid_records_and_refuses_non_records():
+    assert compile_acceptor(REPORT)(example_report())
+    assert compile_acceptor(VARIETY)(VARIETY_EXAMPLE)
+    for value in (None, [], "report", 3):
+        assert not compile_acceptor(REPORT)(value)
+
+
+@pytest.mark.parametrize("path,new", [
+    (("files", 0, "industryClassification"), "Z9"),
+    (("reporter", "espId"), 17),
+    (("personOrUserReported", "ipCaptureEvents", 1, "port"), 2**40),
+    (("victims",), {"ageEstimate": 3}),
+])
+def test_fast_validator_refuses_with_the_path_naming_reason(path, new):
+    record = replaced(example_report(), path, new)
+    with pytest.raises(InvalidRecord) as named:
+        compile_validator(REPORT)(record)
+    with pytest.raises(InvalidRecord) as fast:
+        fast_validator(REPORT)(record)
+    assert str(fast.value) == str(named.value)
+
+
+def test_fast_validator_accepts_what_the_schema_accepts():
+    fast_validator(REPORT)(example_report())
