@@ -54,10 +54,12 @@ def register_intake(services):
     parser.add_argument("--max-document-bytes", type=int, default=2**20, help="largest XML or JSON document (1 MiB)")
     parser.add_argument("--max-files-per-report", type=int, default=100, help="uploads per report (100)")
     parser.add_argument("--provider-rate", type=float, default=200,
-                        help="requests/s per provider, bursts of twice that")
-    parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address, bursts of 5")
+                        help="requests/s per provider (all workers together)")
+    parser.add_argument("--provider-burst", type=float, default=None,
+                        help="requests a provider may make at once above the rate (default twice the rate)")
+    parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address (all workers together), bursts of 5")
     parser.add_argument("--workers", type=int, default=1,
-                        help="uvicorn worker processes sharing the store (rate limits apply per worker)")
+                        help="uvicorn worker processes sharing the store and the rate limits")
     parser.set_defaults(func=main_intake)
 
 
@@ -146,7 +148,7 @@ def intake_config(args):
                         topic=resource_path(args.project, "topics", args.topic),
                         max_document_bytes=args.max_document_bytes, max_upload_bytes=args.max_upload_bytes,
                         max_files_per_report=args.max_files_per_report, provider_rate=args.provider_rate,
-                        provider_burst=2 * args.provider_rate, public_rate=args.public_rate)
+                        provider_burst=args.provider_burst or 2 * args.provider_rate, public_rate=args.public_rate)
 
 
 def _refuse(message):

@@ -1,4 +1,4 @@
-"""The intake service's HTTP endpoints (FastAPI): the CyberTipline reporting API, a JSON door, public reports.
+"""The intake service's HTTP endpoints (Starlette): the CyberTipline reporting API, a JSON door, public reports.
 
 Nothing reaches Pub/Sub before `finish`: submit, upload and fileinfo only fill the store; finish
 assembles the contract report, marks it finished and publishes it with the `reportId` and `submittedAt`
@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from services.common.credentials import BasicAuthenticator
 from services.common.http import BodyTooLarge, client_address, read_body
-from services.common.rate_limit import RateLimiter
+from services.common.rate_limit import SharedBuckets
 from services.intake.quarantine import QuarantineStore
 from services.intake.store import REPORT_ID_PREFIX, IntakeStore, Refused, now_rfc3339
 from services.intake.xml_mapping import InvalidDocument, MalformedXml, file_details_from_xml, report_from_xml
@@ -100,6 +100,9 @@ def numeric_id(value, name="id"):
 class Intake:
     """The service's state: store, quarantine, publisher, authenticator and rate limits.
 
+    Rate limits live in a file beside the store (`<store>-limits`) that every worker process maps, so they
+    hold across `--workers`.
+
     Store calls run on the event loop: SQLite in WAL mode commits without an fsync in well under a
     millisecond, less than a hop to the threadpool; media writes (fsync) and scrypt go to the threadpool.
     """
@@ -111,9 +114,10 @@ class Intake:
         self.store = IntakeStore(config.store_path)
         self.quarantine = QuarantineStore(config.quarantine_root)
         self.authenticator = BasicAuthenticator(config.accounts)
-        self.provider_limits = RateLimiter(config.provider_rate, config.provider_burst)
-        self.public_limits = RateLimiter(config.public_rate, config.public_burst)
-        self.failed_logins = RateLimiter(FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
+        self.buckets = SharedBuckets(f"{config.store_path}-limits")
+        self.provider_limits = self.buckets.limiter("provider", config.provider_rate, config.provider_burst)
+        self.public_limits = self.buckets.limiter("public", config.public_rate, config.public_burst)
+        self.failed_logins = self.buckets.limiter("failed-login", FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
         self.validator = ReportValidator(config.max_files_per_report)
         self.publisher = publisher or _publisher()
         self.in_flight = set()
@@ -202,26 +206,13 @@ def create_app(config, publisher=None):
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox
             intake.store.close()
+            intake.buckets.close()
 
-    app = FastAPI(title="tipline intake", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.router.route_class = _AnsweringRoute
-    app.state.intake = intake
-
-    @app.exception_handler(ApiRefusal)
-    async def refused(request, refusal):
-        return _answer_for(request.url.path, refusal)
-
-    @app.exception_handler(Refused)
-    async def refused_by_store(request, refusal):
-        return await refused(request, ApiRefusal(refusal.code, refusal.description))
-
-    @app.get("/status")
-    async def status(request: Request):
+    async def status(request):
         await intake.provider(request)
         return report_response(SUCCESS, "Server is up and running")
 
-    @app.post("/submit")
-    async def submit(request: Request):
+    async def submit(request):
         provider = await intake.provider(request)
         draft = _mapped(report_from_xml, await intake.xml_body(request))
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **draft,
@@ -229,8 +220,7 @@ def create_app(config, publisher=None):
         report_id = intake.store.open_report(provider, draft)
         return report_response(SUCCESS, "Success", reportId=report_id)
 
-    @app.post("/upload")
-    async def upload(request: Request):
+    async def upload(request):
         provider = await intake.provider(request)
         body = await intake.body(request, intake.config.max_upload_bytes + 64 * 1024, FILE_TOO_LARGE)
         form = await _multipart(request, body)
@@ -250,16 +240,14 @@ def create_app(config, publisher=None):
                                         intake.config.max_files_per_report)
         return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id, hash=md5)
 
-    @app.post("/fileinfo")
-    async def fileinfo(request: Request):
+    async def fileinfo(request):
         provider = await intake.provider(request)
         report_text, file_text, details = _mapped(file_details_from_xml, await intake.xml_body(request))
         report_id, file_id = numeric_id(report_text, "reportId"), numeric_id(file_text, "fileId")
         intake.store.set_file_details(provider, report_id, file_id, details)
         return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id)
 
-    @app.post("/finish")
-    async def finish(request: Request):
+    async def finish(request):
         provider = await intake.provider(request)
         report_id = numeric_id(await _form_id(request, intake))
         try:
@@ -272,15 +260,13 @@ def create_app(config, publisher=None):
                     f"<reportId>{report_id}</reportId><files>{files}</files></reportDoneResponse>")
         return Response(document, media_type="text/xml")
 
-    @app.post("/retract")
-    async def retract(request: Request):
+    async def retract(request):
         provider = await intake.provider(request)
         report_id = numeric_id(await _form_id(request, intake))
         intake.store.retract(provider, report_id)
         return report_response(SUCCESS, "Success", reportId=report_id)
 
-    @app.post("/v1/reports")
-    async def direct_report(request: Request):
+    async def direct_report(request):
         """A whole contract report in JSON, for new producers: published at once."""
         provider = await intake.provider(request)
         report = await _json_object(request, intake)
@@ -298,8 +284,7 @@ def create_app(config, publisher=None):
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
-    @app.post("/public/report")
-    async def public_report(request: Request):
+    async def public_report(request):
         """A report from a member of the public: no credentials, a per-address rate limit, no media."""
         if not intake.public_limits.allow(client_address(request)):
             raise ApiRefusal(RATE_LIMITED, "too many reports from this address; please try again later")
@@ -321,6 +306,13 @@ def create_app(config, publisher=None):
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
+    routes = [Route("/status", answering(status), methods=["GET"])]
+    routes += [Route(f"/{endpoint.__name__}", answering(endpoint), methods=["POST"])
+               for endpoint in (submit, upload, fileinfo, finish, retract)]
+    routes += [Route("/v1/reports", answering(direct_report), methods=["POST"]),
+               Route("/public/report", answering(public_report), methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.intake = intake
     return app
 
 
@@ -328,24 +320,22 @@ def _answer_for(path, refusal):
     return refusal_response(refusal, done=path == "/finish", as_json=path in ("/v1/reports", "/public/report"))
 
 
-class _AnsweringRoute(APIRoute):
-    """Routes whose unforeseen failures answer 1000 in the endpoint's own format, the connection kept; the log
-    names the error type, never the request."""
+def answering(endpoint):
+    """The endpoint, answering every refusal in its own format and an unforeseen failure with 1000, the
+    connection kept; the log names the error type, never the request."""
 
-    def get_route_handler(self):
-        handler = super().get_route_handler()
+    async def answer(request):
+        try:
+            return await endpoint(request)
+        except ApiRefusal as refusal:
+            return _answer_for(request.scope["path"], refusal)
+        except Refused as refusal:
+            return _answer_for(request.scope["path"], ApiRefusal(refusal.code, refusal.description))
+        except Exception as error:
+            log.error("%s %s failed: %s", request.method, request.scope["path"], type(error).__name__)
+            return _answer_for(request.scope["path"], ApiRefusal(SERVER_ERROR, "server error; the request was not taken"))
 
-        async def answering(request):
-            try:
-                return await handler(request)
-            except (ApiRefusal, Refused):
-                raise
-            except Exception as error:
-                log.error("%s %s failed: %s", request.method, request.url.path, type(error).__name__)
-                failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
-                return _answer_for(request.url.path, failure)
-
-        return answering
+    return answer
 
 
 def _mapped(mapping, data):
