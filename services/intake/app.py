@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -212,6 +213,13 @@ def create_app(config, publisher=None):
         await intake.provider(request)
         return report_response(SUCCESS, "Server is up and running")
 
+    schema = (Path(__file__).parent / "intake.xsd").read_bytes()
+
+    async def xsd(request):
+        """The XML schema of the `report` and `fileDetails` documents this service takes."""
+        await intake.provider(request)
+        return Response(schema, media_type="text/xml")
+
     async def submit(request):
         provider = await intake.provider(request)
         draft = _mapped(report_from_xml, await intake.xml_body(request))
@@ -306,7 +314,7 @@ def create_app(config, publisher=None):
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
-    routes = [Route("/status", answering(status), methods=["GET"])]
+    routes = [Route("/status", answering(status), methods=["GET"]), Route("/xsd", answering(xsd), methods=["GET"])]
     routes += [Route(f"/{endpoint.__name__}", answering(endpoint), methods=["POST"])
                for endpoint in (submit, upload, fileinfo, finish, retract)]
     routes += [Route("/v1/reports", answering(direct_report), methods=["POST"]),
