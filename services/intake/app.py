@@ -293,18 +293,29 @@ def create_app(config, publisher=None):
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
     async def public_report(request):
-        """A report from a member of the public: no credentials, a per-address rate limit, no media."""
+        """A report from a member of the public: no credentials, a per-address rate limit; JSON, or multipart
+        with the JSON as the field `report` and up to --max-files-per-report `file`s, quarantined like a
+        provider's uploads."""
         if not intake.public_limits.allow(client_address(request)):
             raise ApiRefusal(RATE_LIMITED, "too many reports from this address; please try again later")
-        submitted = await _json_object(request, intake)
+        submitted, uploads = await _public_submission(request, intake)
         report = {name: submitted[name] for name in PUBLIC_FIELDS if name in submitted}
         reporting_person = (submitted.get("reporter") or {}).get("reportingPerson") \
             if isinstance(submitted.get("reporter"), dict) else None
         report["reporter"] = {"kind": "public", **({"reportingPerson": reporting_person} if reporting_person else {})}
         if any(isinstance(file, dict) and (file.get("content") or file.get("contentUri"))
                for file in report.get("files") or []):
-            raise ApiRefusal(VALIDATION_FAILED, "a public report carries no media: give where it is (locationOfFile)")
+            raise ApiRefusal(VALIDATION_FAILED, "a JSON public report carries no media: attach files (multipart) "
+                                                "or give where they are (locationOfFile)")
+        files = list(report.get("files") or [])
+        if len(files) + len(uploads) > intake.config.max_files_per_report:
+            raise ApiRefusal(4220, f"more than {intake.config.max_files_per_report} files in one report")
+        attached = [{"fileId": str(len(files) + index + 1), "fileName": name, "contentUri": "quarantine"}
+                    for index, (name, _) in enumerate(uploads)]
+        report["files"] = files + attached
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **report})
+        for file, (_, data) in zip(attached, uploads):
+            file["contentUri"], _ = await run_in_threadpool(intake.quarantine.put, data)
 
         def build(number):
             report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())
@@ -395,6 +406,47 @@ async def _json_object(request, intake):
         return decode_message(body, intake.config.max_document_bytes)
     except InvalidRecord as error:
         raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+
+
+async def _public_submission(request, intake):
+    """(the report's JSON object, [(file name, bytes)]) of a JSON or multipart public report."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        return await _json_object(request, intake), []
+    limits = intake.config
+    body = await intake.body(request, limits.max_files_per_report * (limits.max_upload_bytes + 1024)
+                             + limits.max_document_bytes, FILE_TOO_LARGE)
+
+    async def chunks():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, chunks(), max_files=limits.max_files_per_report, max_fields=2,
+                                     max_part_size=limits.max_document_bytes).parse()
+    except MultiPartException as error:
+        code = 4220 if error.message.startswith("Too many files") else INVALID_REQUEST
+        raise ApiRefusal(code, f"multipart body refused: {error.message}") from None
+    document = form.get("report")
+    if not isinstance(document, str):
+        raise ApiRefusal(INVALID_REQUEST, "multipart public report needs the field 'report' (the report's JSON)")
+    from transforms.reports.avro_validation import InvalidRecord
+    from transforms.reports.validation import decode_message
+
+    try:
+        submitted = decode_message(document.encode("utf-8"), limits.max_document_bytes)
+    except InvalidRecord as error:
+        raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+    uploads = []
+    for name, upload in form.multi_items():
+        if name != "file" or isinstance(upload, str):
+            continue
+        data = await upload.read()
+        if len(data) > limits.max_upload_bytes:
+            raise ApiRefusal(FILE_TOO_LARGE, f"file exceeds the limit of {limits.max_upload_bytes} bytes")
+        if not data:
+            raise ApiRefusal(4200, "a file is empty")
+        uploads.append(((upload.filename or "")[:255] or None, data))
+    return submitted, uploads
 
 
 def _quarantine_inline_media(quarantine, report, max_bytes):
