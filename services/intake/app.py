@@ -9,13 +9,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -162,7 +162,7 @@ class Intake:
 
     async def publish(self, report_id, message):
         """Publishes a finished report and records it published; a failure leaves it to the outbox."""
-        report = json.loads(message)
+        report = orjson.loads(message)
         self.in_flight.add(report_id)
         try:
             future = self.publisher.publish(self.config.topic, message, reportId=report["reportId"],
@@ -287,7 +287,7 @@ def create_app(config, publisher=None):
             raise ApiRefusal(VALIDATION_FAILED, f"reportIds starting with {REPORT_ID_PREFIX!r} are the intake's own")
         await run_in_threadpool(_quarantine_inline_media, intake.quarantine, report, intake.config.max_upload_bytes)
         intake.store.accept_direct(provider, report["reportId"])
-        message = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        message = orjson.dumps(report)
         number, message = intake.store.add_finished(provider, lambda number: message)
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
@@ -319,7 +319,7 @@ def create_app(config, publisher=None):
 
         def build(number):
             report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())
-            return json.dumps(report, separators=(",", ":")).encode("utf-8")
+            return orjson.dumps(report)
 
         number, message = intake.store.add_finished("", build)
         await intake.publish(number, message)
