@@ -1,17 +1,20 @@
 """The intake service end to end: provider reports over HTTP -> finished -> on the Pub/Sub emulator.
 
-Starts the emulator and `tipline serve intake` in its own process (one uvicorn worker), then a load
-generator (this process, asyncio + httpx, --concurrency reports in flight) reports --count reports, each
+Starts the emulator and `tipline serve intake` in its own process (--workers uvicorn workers), then a load
+generator (this process, asyncio writing prebuilt HTTP/1.1 requests on keep-alive connections, or httpx
+with --client httpx; --concurrency reports in flight) reports --count reports, each
 submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
 
 - reports accepted per second end to end: finished reports / time until the last one is on the topic
   (counted by pulling the subscription), the goal being >= 500/s on 2 cores;
 - p50 / p99 latency of `submit`, and of a whole report;
+- the CPU the service (all its processes) and the load generator spent a report: the figures that do not
+  how busy the shared machine is;
 - the baselines measured in the same run: the same client doing 4 `GET /status` per report (the HTTP
   stack and authentication alone), and publishing the same messages straight to the emulator.
 
     .venv/bin/python benchmarks/bench_intake.py                  # 2,000 reports, 32 in flight
-    .venv/bin/python benchmarks/bench_intake.py --count 5000 --concurrency 64
+    .venv/bin/python benchmarks/bench_intake.py --count 4000 --workers 2
 """
 import argparse
 import asyncio
@@ -249,7 +252,8 @@ def main():
             asyncio.run(drive(url, min(200, args.count), args.concurrency, one_report, images, args.client))  # warm-up
             count_until(subscription, min(200, args.count))
             status_cpu = cpu_seconds(service.pid)
-            status_seconds, _, _ = asyncio.run(drive(url, args.count, args.concurrency, four_status_calls, images, args.client))
+            status_seconds, _, _ = asyncio.run(drive(url, args.count, args.concurrency, four_status_calls, images,
+                                                     args.client))
             status_cpu = cpu_seconds(service.pid) - status_cpu
             started, service_cpu, client_cpu = time.perf_counter(), cpu_seconds(service.pid), own_cpu_seconds()
             seconds, submits, reports = asyncio.run(drive(url, args.count, args.concurrency, one_report, images,
@@ -263,7 +267,8 @@ def main():
             service.wait(timeout=30)
         direct = direct_publish_rate(topic, args.count)
     accepted = on_topic / end_to_end
-    print(f"\n{args.client} load generator; {args.count} reports (one {sum(map(len, images)) // len(images):,}-byte JPEG each), "
+    print(f"\n{args.client} load generator; {args.count} reports "
+          f"(one {sum(map(len, images)) // len(images):,}-byte JPEG each), "
           f"{args.concurrency} in flight, os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     print(f"end to end: {on_topic} reports on the topic in {end_to_end:.1f} s = {accepted:,.0f} reports/s "
           f"(HTTP part {args.count / seconds:,.0f}/s; goal >= 500/s)")

@@ -18,9 +18,9 @@ from xml.sax.saxutils import escape
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from services.common.credentials import BasicAuthenticator
 from services.common.http import BodyTooLarge, client_address, read_body
@@ -295,7 +295,7 @@ def create_app(config, publisher=None):
     async def public_report(request):
         """A report from a member of the public: no credentials, a per-address rate limit; JSON, or multipart
         with the JSON as the field `report` and up to --max-files-per-report `file`s, quarantined like a
-        provider's uploads."""
+        provider's uploads once the report is known to be valid."""
         if not intake.public_limits.allow(client_address(request)):
             raise ApiRefusal(RATE_LIMITED, "too many reports from this address; please try again later")
         submitted, uploads = await _public_submission(request, intake)
@@ -352,7 +352,8 @@ def answering(endpoint):
             return _answer_for(request.scope["path"], ApiRefusal(refusal.code, refusal.description))
         except Exception as error:
             log.error("%s %s failed: %s", request.method, request.scope["path"], type(error).__name__)
-            return _answer_for(request.scope["path"], ApiRefusal(SERVER_ERROR, "server error; the request was not taken"))
+            failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
+            return _answer_for(request.scope["path"], failure)
 
     return answer
 
