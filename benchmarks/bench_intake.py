@@ -8,7 +8,7 @@ submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
 - reports accepted per second end to end: finished reports / time until the last one is on the topic
   (counted by pulling the subscription), the goal being >= 500/s on 2 cores;
 - p50 / p99 latency of `submit`, and of a whole report;
-- the CPU the service (all its processes) and the load generator spent a report: the figures that do not
+- the CPU the service (all its processes) and the load generator spent a report: the figures that depend least on
   how busy the shared machine is;
 - the baselines measured in the same run: the same client doing 4 `GET /status` per report (the HTTP
   stack and authentication alone), and publishing the same messages straight to the emulator.
