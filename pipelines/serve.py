@@ -21,6 +21,9 @@ from pipelines.reports_cli import default_agencies_table
 
 SERVICES = {}
 WORKER_ARGS = "TIPLINE_INTAKE_WORKER_ARGS"
+# uvicorn kills and restarts a worker that does not answer its health check in time (default 5 s); on a
+# loaded machine a worker still importing its app missed that, over and over, and never served.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def register(subparsers):
@@ -179,7 +182,8 @@ def main_intake(args):
         return 0
     os.environ[WORKER_ARGS] = json.dumps({name: value for name, value in vars(args).items() if name != "func"})
     uvicorn.run("pipelines.serve:intake_app_for_worker", factory=True, workers=args.workers, host=args.host,
-                port=args.port, access_log=False, log_level="warning")
+                port=args.port, access_log=False, log_level="warning",
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
     return 0
 
 

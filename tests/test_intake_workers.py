@@ -36,7 +36,9 @@ class Response:
 
 
 def worker_pids(parent):
-    return [int(pid) for pid in pathlib.Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+    """The child processes of `parent` (from every one of its threads)."""
+    return [int(pid) for task in pathlib.Path(f"/proc/{parent}/task").iterdir()
+            for pid in (task / "children").read_text().split()]
 
 
 def serving_pid(connection, server_port, pids):
@@ -87,22 +89,26 @@ def two_workers(pubsub, tmp_path_factory):
 def connections_on_two_workers(service, port, patience=300):
     """Keep-alive connections, one per worker, each checked to be served by its worker (after a 404 that
     touches no limit)."""
-    by_worker, deadline = {}, time.monotonic() + patience
+    by_worker, seen, deadline = {}, [], time.monotonic() + patience
     while len(by_worker) < 2 and time.monotonic() < deadline:
         if service.poll() is not None:
             raise RuntimeError("the intake service stopped")
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
             call(connection, "GET", "/no-such-endpoint")
-        except OSError:
+        except OSError as error:
+            seen.append(type(error).__name__)
+            connection.close()
             time.sleep(0.5)
             continue
-        pid = serving_pid(connection, port, worker_pids(service.pid))
+        pids = worker_pids(service.pid)
+        pid = serving_pid(connection, port, pids)
+        seen.append((pid, pids))
         if pid is None or pid in by_worker:
             connection.close()
         else:
             by_worker[pid] = connection
-    assert len(by_worker) == 2, "could not reach both workers"
+    assert len(by_worker) == 2, f"could not reach both workers: {seen[-10:]}"
     return list(by_worker.values())
 
 
