@@ -35,12 +35,14 @@ setup(
     package_data={
         "schemas": ["*.avsc", "*.csv"],
         "transforms.demo": ["data/*"],
+        "services.intake": ["*.xsd"],
     },
     install_requires=RUNTIME,
     extras_require={
         # the gcp extra lets the tests build a Dataflow job graph (tests/test_dataflow_graph.py)
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "mmdb-writer==0.2.7",
-                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0"],
+                 "netaddr==1.3.0", "apache-beam[gcp]==2.77.0",
+                 "xmlschema==4.3.2"],  # tests/test_intake_xsd.py validates documents against GET /xsd
         "gcp": ["apache-beam[gcp]==2.77.0"],
         "analyst": ["duckdb==2.0.0", "matplotlib==3.11.2"],
     },

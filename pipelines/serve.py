@@ -21,6 +21,9 @@ from pipelines.reports_cli import default_agencies_table
 
 SERVICES = {}
 WORKER_ARGS = "TIPLINE_INTAKE_WORKER_ARGS"
+# uvicorn kills and restarts a worker that does not answer its health check in time (default 5 s); on a
+# loaded machine a worker still importing its app missed that, over and over, and never served.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def register(subparsers):
@@ -54,10 +57,12 @@ def register_intake(services):
     parser.add_argument("--max-document-bytes", type=int, default=2**20, help="largest XML or JSON document (1 MiB)")
     parser.add_argument("--max-files-per-report", type=int, default=100, help="uploads per report (100)")
     parser.add_argument("--provider-rate", type=float, default=200,
-                        help="requests/s per provider, bursts of twice that")
-    parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address, bursts of 5")
+                        help="requests/s per provider (all workers together)")
+    parser.add_argument("--provider-burst", type=float, default=None,
+                        help="requests a provider may make at once above the rate (default twice the rate)")
+    parser.add_argument("--public-rate", type=float, default=1, help="public reports/s per client address (all workers together), bursts of 5")
     parser.add_argument("--workers", type=int, default=1,
-                        help="uvicorn worker processes sharing the store (rate limits apply per worker)")
+                        help="uvicorn worker processes sharing the store and the rate limits")
     parser.set_defaults(func=main_intake)
 
 
@@ -146,7 +151,7 @@ def intake_config(args):
                         topic=resource_path(args.project, "topics", args.topic),
                         max_document_bytes=args.max_document_bytes, max_upload_bytes=args.max_upload_bytes,
                         max_files_per_report=args.max_files_per_report, provider_rate=args.provider_rate,
-                        provider_burst=2 * args.provider_rate, public_rate=args.public_rate)
+                        provider_burst=args.provider_burst or 2 * args.provider_rate, public_rate=args.public_rate)
 
 
 def _refuse(message):
@@ -177,7 +182,8 @@ def main_intake(args):
         return 0
     os.environ[WORKER_ARGS] = json.dumps({name: value for name, value in vars(args).items() if name != "func"})
     uvicorn.run("pipelines.serve:intake_app_for_worker", factory=True, workers=args.workers, host=args.host,
-                port=args.port, access_log=False, log_level="warning")
+                port=args.port, access_log=False, log_level="warning",
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
     return 0
 
 

@@ -334,7 +334,9 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
     public = {"incidentSummary": {"incidentType": "Child Sex Trafficking"},
               "reporter": {"reportingPerson": {"email": "pat@example.org", "phone": "+1 555 0100"}},
               "personOrUserReported": {"ipCaptureEvents": [{"ipAddress": "81.2.69.160", "eventName": "Login"}]}}
-    public_id = httpx.post(f"{service.url}/public/report", json=public).json()["reportId"]
+    public_image = benign_jpeg(22)
+    public_id = httpx.post(f"{service.url}/public/report", data={"report": json.dumps(public)},
+                           files=[("file", ("seen.jpg", public_image))]).json()["reportId"]
     (tmp_path / "pulled.jsonl").write_bytes(b"\n".join(m.data for m in pull_all(subscription)) + b"\n")
     summary = run(["--source", "files", "--input", str(tmp_path / "pulled.jsonl"), "--output", str(tmp_path / "out"),
                    "--geoip-city-db", city_test_db, "--media-root", config.quarantine_root, "--demo-data"])
@@ -351,6 +353,10 @@ def test_the_pipeline_routes_what_the_door_published(door, tmp_path, city_test_d
     assert {"signalType": "MD5", "value": md5, "source": "computed"}.items() <= next(
         h for h in file["hashes"] if h["source"] == "computed" and h["signalType"] == "MD5").items()
     assert public_record["jurisdiction"] == "GB"
+    [public_file] = public_record["files"]
+    assert public_file["mediaStatus"] == "hashed"  # read from the quarantine root given as --media-root
+    assert {"signalType": "MD5", "value": hashlib.md5(public_image).hexdigest(), "source": "computed"}.items() <= next(
+        h for h in public_file["hashes"] if h["source"] == "computed" and h["signalType"] == "MD5").items()
     assert (public_record["reporterKind"], public_record["espId"]) == ("public", "public")
     everything = b"".join(path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()
                           and "dead_letter" not in path.parts)
@@ -422,3 +428,41 @@ def test_a_failure_inside_the_service_answers_1000_and_the_service_goes_on(door)
     provider.finish(report_id)
     [message] = pull_all(subscription)
     assert len(json.loads(message.data)["files"]) == 1  # the failed upload left no file behind
+
+
+def test_a_public_report_may_attach_files_within_the_limits(door):
+    service, subscription, config = door
+    report = {"incidentSummary": {"incidentType": "Child Sex Trafficking"},
+              "files": [{"fileId": "1", "locationOfFile": "https://files.example.net/x"}]}
+    images = [benign_jpeg(40), benign_jpeg(41)]
+
+    def send(files, address_report=report):
+        return httpx.post(f"{service.url}/public/report", data={"report": json.dumps(address_report)},
+                          files=[("file", (f"{index}.jpg", data)) for index, data in enumerate(files)]).json()
+
+    answer = send(images)
+    assert answer["responseCode"] == 0
+    assert send([os.urandom(config.max_upload_bytes + 1)])["responseCode"] == 4210
+    assert send(images * 2)["responseCode"] == 4220  # 4 uploads; 3 files a report
+    assert send([*images, benign_jpeg(42)])["responseCode"] == 4220  # 3 uploads and a file given by location
+    assert send([b""])["responseCode"] == 4200
+    [message] = pull_all(subscription)
+    published = json.loads(message.data)
+    assert published["reportId"] == answer["reportId"] and published["reporter"] == {"kind": "public"}
+    located, *attached = published["files"]
+    assert located["locationOfFile"] == "https://files.example.net/x" and not located.get("contentUri")
+    for file, data in zip(attached, images, strict=True):
+        sha256 = hashlib.sha256(data).hexdigest()
+        assert file["contentUri"] == os.path.join(os.path.realpath(config.quarantine_root), sha256[:2], sha256)
+        assert not file.get("content") and open(file["contentUri"], "rb").read() == data
+        assert stat.S_IMODE(os.stat(file["contentUri"]).st_mode) == 0o600
+
+
+def test_public_reports_are_rate_limited_per_address(door):
+    service, subscription, config = door
+    service.intake.public_limits = service.intake.buckets.limiter("public", rate=0.001, burst=5)  # no refill
+    report = {"incidentSummary": {"incidentType": "Child Sex Trafficking"}}
+    codes = [httpx.post(f"{service.url}/public/report", data={"report": json.dumps(report)},
+                        files=[("file", ("a.jpg", benign_jpeg(50)))]).json()["responseCode"] for _ in range(7)]
+    assert codes[:5] == [0] * 5 and codes[5:] == [4290, 4290]
+    assert len(pull_all(subscription)) == 5

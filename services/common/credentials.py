@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -98,44 +99,52 @@ def load_accounts(path, missing_ok=False):
 
 class BasicAuthenticator:
     """Checks an `Authorization: Basic ...` header against accounts; returns the user, or None for anything
-    wrong. A successful check is remembered (keyed by a digest of the credentials, in memory only) so that a
-    provider's steady stream of requests does not pay scrypt each time."""
+    wrong. A successful check is remembered for `remember_seconds` so that a provider's steady stream of
+    requests does not pay scrypt each time: keyed by an HMAC of the header under a key this process drew at
+    random, so the table in memory gives no fast way to test password guesses. Failures are not remembered:
+    each costs one scrypt, known provider or not."""
 
-    def __init__(self, accounts):
+    def __init__(self, accounts, remember_seconds=300.0, clock=time.monotonic):
         self.accounts = accounts
+        self.remember_seconds, self.clock = remember_seconds, clock
+        self._memo_key = hmac.new(secrets.token_bytes(32), digestmod=hashlib.sha256)
         self._verified = {}
         self._lock = threading.Lock()
 
     def remembered_user(self, header):
         """The user of credentials already verified (cheap); None when they must go through `user_of`."""
-        user, password = basic_credentials(header)
-        if user is None:
+        if not header:
             return None
+        key = self._key(header)
         with self._lock:
-            return user if self._verified.get(_memo_key(user, password)) == user else None
+            user, until = self._verified.get(key, (None, 0.0))
+        return user if self.clock() < until else None
 
     def user_of(self, header):
         """The user of good credentials, or None; costs one scrypt unless they were verified before."""
+        remembered = self.remembered_user(header)
+        if remembered is not None:
+            return remembered
         user, password = basic_credentials(header)
         if user is None:
             return None
-        key = _memo_key(user, password)
-        with self._lock:
-            if self._verified.get(key) == user:
-                return user
         account = self.accounts.get(user)
         if not verify(account["hash"] if account else None, password):
             return None
         with self._lock:
-            self._verified[key] = user
+            if len(self._verified) > 10_000:
+                now = self.clock()
+                self._verified = {key: entry for key, entry in self._verified.items() if entry[1] > now}
+            self._verified[self._key(header)] = (user, self.clock() + self.remember_seconds)
         return user
+
+    def _key(self, header):
+        mac = self._memo_key.copy()
+        mac.update(header.encode("utf-8", "surrogatepass"))
+        return mac.digest()
 
     def name_of(self, user):
         return (self.accounts.get(user) or {}).get("name")
-
-
-def _memo_key(user, password):
-    return hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogatepass")).digest()
 
 
 def basic_credentials(header):

@@ -1,4 +1,4 @@
-"""The intake service's HTTP endpoints (FastAPI): the CyberTipline reporting API, a JSON door, public reports.
+"""The intake service's HTTP endpoints (Starlette): the CyberTipline reporting API, a JSON door, public reports.
 
 Nothing reaches Pub/Sub before `finish`: submit, upload and fileinfo only fill the store; finish
 assembles the contract report, marks it finished and publishes it with the `reportId` and `submittedAt`
@@ -9,21 +9,22 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+import orjson
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from services.common.credentials import BasicAuthenticator
 from services.common.http import BodyTooLarge, client_address, read_body
-from services.common.rate_limit import RateLimiter
+from services.common.rate_limit import SharedBuckets
 from services.intake.quarantine import QuarantineStore
 from services.intake.store import REPORT_ID_PREFIX, IntakeStore, Refused, now_rfc3339
 from services.intake.xml_mapping import InvalidDocument, MalformedXml, file_details_from_xml, report_from_xml
@@ -100,6 +101,9 @@ def numeric_id(value, name="id"):
 class Intake:
     """The service's state: store, quarantine, publisher, authenticator and rate limits.
 
+    Rate limits live in a file beside the store (`<store>-limits`) that every worker process maps, so they
+    hold across `--workers`.
+
     Store calls run on the event loop: SQLite in WAL mode commits without an fsync in well under a
     millisecond, less than a hop to the threadpool; media writes (fsync) and scrypt go to the threadpool.
     """
@@ -111,9 +115,10 @@ class Intake:
         self.store = IntakeStore(config.store_path)
         self.quarantine = QuarantineStore(config.quarantine_root)
         self.authenticator = BasicAuthenticator(config.accounts)
-        self.provider_limits = RateLimiter(config.provider_rate, config.provider_burst)
-        self.public_limits = RateLimiter(config.public_rate, config.public_burst)
-        self.failed_logins = RateLimiter(FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
+        self.buckets = SharedBuckets(f"{config.store_path}-limits")
+        self.provider_limits = self.buckets.limiter("provider", config.provider_rate, config.provider_burst)
+        self.public_limits = self.buckets.limiter("public", config.public_rate, config.public_burst)
+        self.failed_logins = self.buckets.limiter("failed-login", FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
         self.validator = ReportValidator(config.max_files_per_report)
         self.publisher = publisher or _publisher()
         self.in_flight = set()
@@ -157,7 +162,7 @@ class Intake:
 
     async def publish(self, report_id, message):
         """Publishes a finished report and records it published; a failure leaves it to the outbox."""
-        report = json.loads(message)
+        report = orjson.loads(message)
         self.in_flight.add(report_id)
         try:
             future = self.publisher.publish(self.config.topic, message, reportId=report["reportId"],
@@ -202,26 +207,20 @@ def create_app(config, publisher=None):
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox
             intake.store.close()
+            intake.buckets.close()
 
-    app = FastAPI(title="tipline intake", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.router.route_class = _AnsweringRoute
-    app.state.intake = intake
-
-    @app.exception_handler(ApiRefusal)
-    async def refused(request, refusal):
-        return _answer_for(request.url.path, refusal)
-
-    @app.exception_handler(Refused)
-    async def refused_by_store(request, refusal):
-        return await refused(request, ApiRefusal(refusal.code, refusal.description))
-
-    @app.get("/status")
-    async def status(request: Request):
+    async def status(request):
         await intake.provider(request)
         return report_response(SUCCESS, "Server is up and running")
 
-    @app.post("/submit")
-    async def submit(request: Request):
+    schema = (Path(__file__).parent / "intake.xsd").read_bytes()
+
+    async def xsd(request):
+        """The XML schema of the `report` and `fileDetails` documents this service takes."""
+        await intake.provider(request)
+        return Response(schema, media_type="text/xml")
+
+    async def submit(request):
         provider = await intake.provider(request)
         draft = _mapped(report_from_xml, await intake.xml_body(request))
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **draft,
@@ -229,8 +228,7 @@ def create_app(config, publisher=None):
         report_id = intake.store.open_report(provider, draft)
         return report_response(SUCCESS, "Success", reportId=report_id)
 
-    @app.post("/upload")
-    async def upload(request: Request):
+    async def upload(request):
         provider = await intake.provider(request)
         body = await intake.body(request, intake.config.max_upload_bytes + 64 * 1024, FILE_TOO_LARGE)
         form = await _multipart(request, body)
@@ -250,16 +248,14 @@ def create_app(config, publisher=None):
                                         intake.config.max_files_per_report)
         return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id, hash=md5)
 
-    @app.post("/fileinfo")
-    async def fileinfo(request: Request):
+    async def fileinfo(request):
         provider = await intake.provider(request)
         report_text, file_text, details = _mapped(file_details_from_xml, await intake.xml_body(request))
         report_id, file_id = numeric_id(report_text, "reportId"), numeric_id(file_text, "fileId")
         intake.store.set_file_details(provider, report_id, file_id, details)
         return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id)
 
-    @app.post("/finish")
-    async def finish(request: Request):
+    async def finish(request):
         provider = await intake.provider(request)
         report_id = numeric_id(await _form_id(request, intake))
         try:
@@ -272,15 +268,13 @@ def create_app(config, publisher=None):
                     f"<reportId>{report_id}</reportId><files>{files}</files></reportDoneResponse>")
         return Response(document, media_type="text/xml")
 
-    @app.post("/retract")
-    async def retract(request: Request):
+    async def retract(request):
         provider = await intake.provider(request)
         report_id = numeric_id(await _form_id(request, intake))
         intake.store.retract(provider, report_id)
         return report_response(SUCCESS, "Success", reportId=report_id)
 
-    @app.post("/v1/reports")
-    async def direct_report(request: Request):
+    async def direct_report(request):
         """A whole contract report in JSON, for new producers: published at once."""
         provider = await intake.provider(request)
         report = await _json_object(request, intake)
@@ -293,34 +287,51 @@ def create_app(config, publisher=None):
             raise ApiRefusal(VALIDATION_FAILED, f"reportIds starting with {REPORT_ID_PREFIX!r} are the intake's own")
         await run_in_threadpool(_quarantine_inline_media, intake.quarantine, report, intake.config.max_upload_bytes)
         intake.store.accept_direct(provider, report["reportId"])
-        message = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        message = orjson.dumps(report)
         number, message = intake.store.add_finished(provider, lambda number: message)
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
-    @app.post("/public/report")
-    async def public_report(request: Request):
-        """A report from a member of the public: no credentials, a per-address rate limit, no media."""
+    async def public_report(request):
+        """A report from a member of the public: no credentials, a per-address rate limit; JSON, or multipart
+        with the JSON as the field `report` and up to --max-files-per-report `file`s, quarantined like a
+        provider's uploads once the report is known to be valid."""
         if not intake.public_limits.allow(client_address(request)):
             raise ApiRefusal(RATE_LIMITED, "too many reports from this address; please try again later")
-        submitted = await _json_object(request, intake)
+        submitted, uploads = await _public_submission(request, intake)
         report = {name: submitted[name] for name in PUBLIC_FIELDS if name in submitted}
         reporting_person = (submitted.get("reporter") or {}).get("reportingPerson") \
             if isinstance(submitted.get("reporter"), dict) else None
         report["reporter"] = {"kind": "public", **({"reportingPerson": reporting_person} if reporting_person else {})}
         if any(isinstance(file, dict) and (file.get("content") or file.get("contentUri"))
                for file in report.get("files") or []):
-            raise ApiRefusal(VALIDATION_FAILED, "a public report carries no media: give where it is (locationOfFile)")
+            raise ApiRefusal(VALIDATION_FAILED, "a JSON public report carries no media: attach files (multipart) "
+                                                "or give where they are (locationOfFile)")
+        files = list(report.get("files") or [])
+        if len(files) + len(uploads) > intake.config.max_files_per_report:
+            raise ApiRefusal(4220, f"more than {intake.config.max_files_per_report} files in one report")
+        attached = [{"fileId": str(len(files) + index + 1), "fileName": name, "contentUri": "quarantine"}
+                    for index, (name, _) in enumerate(uploads)]
+        report["files"] = files + attached
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **report})
+        for file, (_, data) in zip(attached, uploads):
+            file["contentUri"], _ = await run_in_threadpool(intake.quarantine.put, data)
 
         def build(number):
             report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())
-            return json.dumps(report, separators=(",", ":")).encode("utf-8")
+            return orjson.dumps(report)
 
         number, message = intake.store.add_finished("", build)
         await intake.publish(number, message)
         return JSONResponse({"responseCode": SUCCESS, "reportId": report["reportId"]})
 
+    routes = [Route("/status", answering(status), methods=["GET"]), Route("/xsd", answering(xsd), methods=["GET"])]
+    routes += [Route(f"/{endpoint.__name__}", answering(endpoint), methods=["POST"])
+               for endpoint in (submit, upload, fileinfo, finish, retract)]
+    routes += [Route("/v1/reports", answering(direct_report), methods=["POST"]),
+               Route("/public/report", answering(public_report), methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.intake = intake
     return app
 
 
@@ -328,24 +339,23 @@ def _answer_for(path, refusal):
     return refusal_response(refusal, done=path == "/finish", as_json=path in ("/v1/reports", "/public/report"))
 
 
-class _AnsweringRoute(APIRoute):
-    """Routes whose unforeseen failures answer 1000 in the endpoint's own format, the connection kept; the log
-    names the error type, never the request."""
+def answering(endpoint):
+    """The endpoint, answering every refusal in its own format and an unforeseen failure with 1000, the
+    connection kept; the log names the error type, never the request."""
 
-    def get_route_handler(self):
-        handler = super().get_route_handler()
+    async def answer(request):
+        try:
+            return await endpoint(request)
+        except ApiRefusal as refusal:
+            return _answer_for(request.scope["path"], refusal)
+        except Refused as refusal:
+            return _answer_for(request.scope["path"], ApiRefusal(refusal.code, refusal.description))
+        except Exception as error:
+            log.error("%s %s failed: %s", request.method, request.scope["path"], type(error).__name__)
+            failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
+            return _answer_for(request.scope["path"], failure)
 
-        async def answering(request):
-            try:
-                return await handler(request)
-            except (ApiRefusal, Refused):
-                raise
-            except Exception as error:
-                log.error("%s %s failed: %s", request.method, request.url.path, type(error).__name__)
-                failure = ApiRefusal(SERVER_ERROR, "server error; the request was not taken")
-                return _answer_for(request.url.path, failure)
-
-        return answering
+    return answer
 
 
 def _mapped(mapping, data):
@@ -397,6 +407,47 @@ async def _json_object(request, intake):
         return decode_message(body, intake.config.max_document_bytes)
     except InvalidRecord as error:
         raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+
+
+async def _public_submission(request, intake):
+    """(the report's JSON object, [(file name, bytes)]) of a JSON or multipart public report."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        return await _json_object(request, intake), []
+    limits = intake.config
+    body = await intake.body(request, limits.max_files_per_report * (limits.max_upload_bytes + 1024)
+                             + limits.max_document_bytes, FILE_TOO_LARGE)
+
+    async def chunks():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, chunks(), max_files=limits.max_files_per_report, max_fields=2,
+                                     max_part_size=limits.max_document_bytes).parse()
+    except MultiPartException as error:
+        code = 4220 if error.message.startswith("Too many files") else INVALID_REQUEST
+        raise ApiRefusal(code, f"multipart body refused: {error.message}") from None
+    document = form.get("report")
+    if not isinstance(document, str):
+        raise ApiRefusal(INVALID_REQUEST, "multipart public report needs the field 'report' (the report's JSON)")
+    from transforms.reports.avro_validation import InvalidRecord
+    from transforms.reports.validation import decode_message
+
+    try:
+        submitted = decode_message(document.encode("utf-8"), limits.max_document_bytes)
+    except InvalidRecord as error:
+        raise ApiRefusal(VALIDATION_FAILED, str(error)) from None
+    uploads = []
+    for name, upload in form.multi_items():
+        if name != "file" or isinstance(upload, str):
+            continue
+        data = await upload.read()
+        if len(data) > limits.max_upload_bytes:
+            raise ApiRefusal(FILE_TOO_LARGE, f"file exceeds the limit of {limits.max_upload_bytes} bytes")
+        if not data:
+            raise ApiRefusal(4200, "a file is empty")
+        uploads.append(((upload.filename or "")[:255] or None, data))
+    return submitted, uploads
 
 
 def _quarantine_inline_media(quarantine, report, max_bytes):

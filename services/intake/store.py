@@ -5,7 +5,7 @@ and marks the report finished in one transaction, so a retried finish finds it f
 nothing; the message stays in the store (an outbox) until the publish is confirmed, so a crash between
 the two publishes it at the next start instead of losing it.
 """
-import json
+import orjson
 import secrets
 import sqlite3
 import threading
@@ -90,7 +90,7 @@ class IntakeStore:
         """A new open report's numeric id."""
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO reports (provider, state, submitted_at, draft) VALUES (?, 'open', ?, ?)",
-                                (provider, now_rfc3339(), json.dumps(draft)))
+                                (provider, now_rfc3339(), orjson.dumps(draft)))
             return cursor.lastrowid
 
     def _open_report_of(self, db, provider, report_id):
@@ -116,14 +116,15 @@ class IntakeStore:
             return cursor.lastrowid
 
     def check_open(self, provider, report_id):
-        with self._transaction() as db:
-            self._open_report_of(db, provider, report_id)
+        """Refuses early (no write lock taken) what `add_file` would refuse for the report's state."""
+        with self.lock:
+            self._open_report_of(self.connection, provider, report_id)
 
     def set_file_details(self, provider, report_id, file_id, details):
         with self._transaction() as db:
             self._open_report_of(db, provider, report_id)
             cursor = db.execute("UPDATE files SET details = ? WHERE id = ? AND report_id = ?",
-                                (json.dumps(details), file_id, report_id))
+                                (orjson.dumps(details), file_id, report_id))
             if cursor.rowcount == 0:
                 raise Refused(FILE_DOES_NOT_EXIST, f"file {file_id} does not exist in report {report_id}")
 
@@ -135,9 +136,9 @@ class IntakeStore:
                                              (report_id,)).fetchone()
             files = db.execute("SELECT id, uri, upload_name, details FROM files WHERE report_id = ? ORDER BY id",
                                (report_id,)).fetchall()
-            report = assemble(json.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name,
+            report = assemble(orjson.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name,
                               files)
-            message = json.dumps(report, separators=(",", ":")).encode("utf-8")
+            message = orjson.dumps(report)
             db.execute("UPDATE reports SET state = 'finished', message = ?, finished_at = ? WHERE id = ?",
                        (message, time.time(), report_id))
             return message, [row[0] for row in files]
@@ -204,7 +205,7 @@ def assemble(draft, report_id, submitted_at, provider, esp_name, files):
     reporter = {**draft.get("reporter", {}), "kind": "esp", "espId": provider, "espName": esp_name}
     report = {"reportId": report_id, "submittedAt": submitted_at, **draft, "reporter": reporter, "files": []}
     for file_id, uri, upload_name, details in files:
-        details = json.loads(details) if details else {}
+        details = orjson.loads(details) if details else {}
         report["files"].append({
             "fileId": str(file_id),
             "fileName": details.get("fileName") or upload_name,
