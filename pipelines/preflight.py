@@ -9,9 +9,7 @@ the banks change. `tipline run --check` stops here.
 
 Paths on a remote filesystem (gs://...) are read on the workers and only named here.
 """
-import hashlib
 import os
-from importlib import metadata, resources
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -22,19 +20,11 @@ from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
 from transforms.plumbing.reference_files import sha256_of
-
-JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
+from transforms.reports.reference_versions import jurisdiction_tables_reference, tipline_version
 
 
 def is_remote(path):
     return "://" in path
-
-
-def tipline_version():
-    try:
-        return metadata.version("tipline")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def geoip_reference(opts):
@@ -64,16 +54,6 @@ def bank_reference(path, flag):
         raise UsageError(f"{flag} {error}") from None
     return {"path": path, "banks": sorted({entry.bank for entry in entries}), "rows": len(entries),
             "sha256": sha256_of(resolve(path))}
-
-
-def jurisdiction_tables_reference():
-    """One digest over the routing tables shipped in schemas/, and each table's own."""
-    combined, tables = hashlib.sha256(), {}
-    for name in JURISDICTION_TABLES:
-        content = resources.files("schemas").joinpath(f"{name}.csv").read_bytes()
-        tables[f"{name}.csv"] = hashlib.sha256(content).hexdigest()
-        combined.update(name.encode() + b"\0" + content)
-    return {"sha256": combined.hexdigest(), "tables": tables}
 
 
 def check_input(opts):
