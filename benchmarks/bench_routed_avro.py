@@ -42,12 +42,13 @@ from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa
 from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
-from transforms.plumbing.windowed_files import AvroSink, content_order_of_lines, record_line  # noqa: E402
+from transforms.plumbing.windowed_files import content_order_of_lines, record_line  # noqa: E402
 from transforms.reports.avro_validation import compile_validator  # noqa: E402
 from transforms.reports.enrichment import with_hashes, with_location, with_routing  # noqa: E402
 from transforms.reports.reference_versions import decided_with  # noqa: E402
 from transforms.reports.routed_record import now_micros, to_routed_record  # noqa: E402
 from transforms.reports.validation import ReportValidator, decode_message  # noqa: E402
+from transforms.route import ROUTED_SINK  # noqa: E402
 
 HASH_BATCH = 64  # EnrichHashes' batch size
 
@@ -83,7 +84,7 @@ def baseline_encoding(records, schema):
 def new_encoding(records):
     """The AvroSink of this branch, as the file sink drives it."""
     handle = io.BytesIO()
-    sink = AvroSink("routed_report")
+    sink = ROUTED_SINK()
     sink.open(handle)
     for record in records:
         sink.write(record)

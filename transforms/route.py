@@ -31,6 +31,7 @@ from transforms.reports.routed_record import to_routed_record
 
 STAGE = "route"
 DEAD_LETTERS = "dead_letters"
+ROUTED_SINK = functools.partial(AvroSink, "routed_report", repeated=("decidedWith",))  # the same in every record
 
 
 class _DecidedWith:
@@ -114,7 +115,7 @@ class RouteToSinks(beam.PTransform):
         _ = records.records | "WriteRoutedFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/routed",
             destination=jurisdiction_folder,
-            sink=functools.partial(AvroSink, "routed_report"),
+            sink=ROUTED_SINK,
             suffix=".avro",
             window_seconds=self.window_seconds if records.records.is_bounded else None,
             allowed_lateness_seconds=self.allowed_lateness_seconds,

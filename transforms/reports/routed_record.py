@@ -13,6 +13,7 @@ from transforms.reports.validation import parse_rfc3339
 
 SCHEMA_VERSION = 3  # schemas/routed_report.avsc: raise it with every change of the schema
 TIMESTAMP_FIELDS = ("submittedAt", "routedAt", "incidentDateTime")  # and decidedWith.geoipDatabases[].builtAt
+VIDEO_MATCH_FIELDS = {"queryMatchPercent": None, "bankMatchPercent": None, "segments": None}
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -31,6 +32,12 @@ def iso_of_micros(micros):
     return (EPOCH + micros * MICROSECOND).isoformat().replace("+00:00", "Z")
 
 
+def with_every_match_field(match):
+    """A match with the video fields an image match has not (null), so every record holds every field (the
+    Avro sink's fast encoder takes no defaults)."""
+    return None if match is None else {**VIDEO_MATCH_FIELDS, **match}
+
+
 def routed_file(file, hashes):
     """One file of a routed record: classification, legal flag, hashes and matches; no media."""
     return {
@@ -45,8 +52,8 @@ def routed_file(file, hashes):
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
         "video": hashes.get("video"),
-        "matches": hashes["matches"],
-        "benignMatch": hashes.get("benignMatch"),
+        "matches": [with_every_match_field(match) for match in hashes["matches"]],
+        "benignMatch": with_every_match_field(hashes.get("benignMatch")),
     }
 
 
