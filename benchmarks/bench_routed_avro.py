@@ -8,10 +8,11 @@ The records are real routed records: the batch benchmark's synthetic reports (Sy
 `to_routed_record`, with the demo run's `decidedWith`, then through the canonical JSON lines the file sink
 groups them as (what the sink receives). Not timed: building them.
 
-- baseline: main's path, reproduced here: the compiled validator's check (RouteToSinks) then fastavro's
-  `Writer.write` per record into a deflate container (AvroSink);
-- new: the same check (still made once, in RouteToSinks), then the sink's compiled encoder and container
-  writer (transforms/plumbing/avro_files.py);
+- baseline: main's path, reproduced here: the nested-closure validator's check (RouteToSinks; main's
+  `compile_validator`, kept as `compile_nested_validator`) then fastavro's `Writer.write` per record into a
+  deflate container (AvroSink);
+- new: the straight-line check (`compile_validator`, still made once, in RouteToSinks), then the sink's
+  compiled encoder and container writer (transforms/plumbing/avro_files.py);
 - the sink's encoding alone, each way (the issue's "Avro encoding" figure), and the ratio.
 
 Both files are decoded with fastavro and must give the same records (asserted), and the same ones again
@@ -43,7 +44,7 @@ from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.plumbing.windowed_files import content_order_of_lines, record_line  # noqa: E402
-from transforms.reports.avro_validation import compile_validator  # noqa: E402
+from transforms.reports.avro_validation import compile_nested_validator, compile_validator  # noqa: E402
 from transforms.reports.enrichment import with_hashes, with_location, with_routing  # noqa: E402
 from transforms.reports.reference_versions import decided_with  # noqa: E402
 from transforms.reports.routed_record import now_micros, to_routed_record  # noqa: E402
@@ -121,7 +122,7 @@ def main():
     print(f"building {args.count} routed records (not timed) ...", flush=True)
     records = routed_records(args.count)
     schema = avro_schema("routed_report")
-    check = compile_validator(schema)
+    old_check, new_check = compile_nested_validator(schema), compile_validator(schema)
     count = len(records)
 
     old_file, new_file = baseline_encoding(records, schema), new_encoding(records)
@@ -129,16 +130,18 @@ def main():
     assert old_records == list(fastavro.reader(io.BytesIO(new_file))), "the two paths decode differently"
     assert new_encoding(records) == new_file, "the new path's bytes are not deterministic"
 
-    check_figures = timed(lambda: checked(records, check), args.rounds, count)
+    old_check_figures = timed(lambda: checked(records, old_check), args.rounds, count)
+    new_check_figures = timed(lambda: checked(records, new_check), args.rounds, count)
     old_figures = timed(lambda: baseline_encoding(records, schema), args.rounds, count)
     new_figures = timed(lambda: new_encoding(records), args.rounds, count)
     print(f"{count} records, {os.cpu_count()} cores, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"file size: baseline {len(old_file) / count:.0f} bytes/record, new {len(new_file) / count:.0f}")
-    print(line("schema check (RouteToSinks, both paths)", check_figures))
+    print(line("baseline schema check (nested closures)", old_check_figures))
+    print(line("new schema check (straight-line)", new_check_figures))
     print(line("baseline Avro encoding (fastavro Writer)", old_figures))
     print(line("new Avro encoding (compiled encoder)", new_figures))
-    old_total = [c + o for c, o in zip(check_figures, old_figures)]
-    new_total = [c + n for c, n in zip(check_figures, new_figures)]
+    old_total = [c + o for c, o in zip(old_check_figures, old_figures)]
+    new_total = [c + n for c, n in zip(new_check_figures, new_figures)]
     print(line("baseline check + encoding", old_total))
     print(line("new check + encoding", new_total))
     print(f"ratio baseline/new, encoding: {statistics.median(old_figures) / statistics.median(new_figures):.1f}x "
