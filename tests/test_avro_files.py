@@ -133,3 +133,16 @@ def test_the_routed_schema_is_what_the_sink_writes_into_the_header():
     with io.BytesIO(handle.getvalue()) as reread:
         header = fastavro.reader(reread).metadata
     assert json.loads(header["avro.schema"]) == SCHEMA
+
+
+def test_a_type_that_contains_itself_encodes_as_fastavro_does():
+    schema = {"type": "record", "name": "Node", "fields": [
+        {"name": "label", "type": "string"},
+        {"name": "next", "type": ["null", "Node"], "default": None},
+        {"name": "children", "type": {"type": "array", "items": "Node"}, "default": []}]}
+    value = {"label": "a", "next": {"label": "b", "next": None, "children": [{"label": "c"}]},
+             "children": [{"label": "d", "next": {"label": "e"}}]}
+    ours, theirs = bytearray(), io.BytesIO()
+    compile_encoder(schema)(ours, value)
+    fastavro.schemaless_writer(theirs, fastavro.parse_schema(schema), value)
+    assert bytes(ours) == theirs.getvalue()

@@ -107,8 +107,12 @@ class _EncoderSource:
         body = []
         self.value(parsed, "record", body, 1)
         lines = [f"def encode(out, record, {self.local_constants()}):"] + body
-        for name, function in list(self.functions.items()):
-            lines += self.function_lines(name, function)
+        written = set()
+        while len(written) < len(self.functions):  # a function's body may call for another
+            for name, function in list(self.functions.items()):
+                if name not in written:
+                    written.add(name)
+                    lines += self.function_lines(name, function)
         namespace = dict(self.constants)
         exec(compile("\n".join(lines), "<avro encoder>", "exec"), namespace)  # noqa: S102 - our own source
         return namespace["encode"]
@@ -227,7 +231,7 @@ class _EncoderSource:
             name = json.dumps(field["name"])
             value = (f"{record}.get({name}, {self.constant(field['default'])})" if "default" in field and not self.fast
                      else f"{record}[{name}]")
-            if depth == 1 and field["name"] in self.repeated:
+            if expression == "record" and field["name"] in self.repeated:  # a top-level field
                 self.remembered(field["type"], value, lines, depth)
             else:
                 self.value(field["type"], value, lines, depth)
