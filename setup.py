@@ -14,6 +14,7 @@ RUNTIME = [
     "Pillow==12.3.0",
     "numpy==2.4.6",
     "orjson==3.13.0",
+    "isal==1.9.1",  # ISA-L deflate for the Avro sink (transforms/plumbing/avro_files.py): ~3x zlib level 1
     "numba==0.68.1",
     "pdqhash==0.2.8",
     "publicsuffixlist==1.1.2.20261023",

@@ -10,9 +10,7 @@ the banks change. `tipline run --check` stops here.
 Paths on a remote filesystem (gs://...) are read on the workers and only named here; `file://` URIs are local paths.
 """
 import collections
-import hashlib
 import os
-from importlib import metadata, resources
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -23,15 +21,7 @@ from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
 from transforms.plumbing.reference_files import (ReferenceFileError, is_remote, local_path, recorded_digest,
                                                  sha256_of, stage)
-
-JURISDICTION_TABLES = ("jurisdictions", "icac_task_forces", "us_city_counties")
-
-
-def tipline_version():
-    try:
-        return metadata.version("tipline")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+from transforms.reports.reference_versions import jurisdiction_tables_reference, tipline_version
 
 
 def geoip_reference(opts, open_remote=False):
@@ -71,16 +61,6 @@ def file_facts(path):
     """Size and SHA-256 of a reference file's local copy (the digest recorded when a remote file was staged)."""
     local = stage(path)
     return {"bytes": os.path.getsize(local), "sha256": recorded_digest(local) or sha256_of(local)}
-
-
-def jurisdiction_tables_reference():
-    """One digest over the routing tables shipped in schemas/, and each table's own."""
-    combined, tables = hashlib.sha256(), {}
-    for name in JURISDICTION_TABLES:
-        content = resources.files("schemas").joinpath(f"{name}.csv").read_bytes()
-        tables[f"{name}.csv"] = hashlib.sha256(content).hexdigest()
-        combined.update(name.encode() + b"\0" + content)
-    return {"sha256": combined.hexdigest(), "tables": tables}
 
 
 def check_input(opts):

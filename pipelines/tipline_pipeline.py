@@ -45,6 +45,8 @@ from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
 from transforms.plumbing.windowed_files import OWNER_ONLY, remove_stale_temporaries
 from transforms.read import ReadReports
+from transforms.reports.reference_versions import ReferenceSources
+from transforms.reports.routed_record import json_ready
 from transforms.route import RouteToSinks, routed_report_ids
 from transforms.trends import TrendCounts
 
@@ -57,6 +59,12 @@ def synthetic_config(opts):
     from transforms.demo.synthetic import SyntheticConfig
 
     return SyntheticConfig(count=opts.synthetic_count, seed=opts.synthetic_seed, hours=opts.synthetic_hours)
+
+
+def reference_sources(opts):
+    """The reference files the enrichment stages read, which each routed record names (`decidedWith`)."""
+    return ReferenceSources(opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db,
+                            tuple(opts.resolved_hash_banks()), tuple(opts.resolved_negative_hash_banks()))
 
 
 def build_pipeline(p, opts, messages=None):
@@ -83,10 +91,11 @@ def build_pipeline(p, opts, messages=None):
     bundle_gap = opts.bundle_gap_hours * 3600
     stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness, opts.output_dir)
     routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
-        opts.output_dir, opts.window_minutes * 60, lateness)
+        opts.output_dir, opts.window_minutes * 60, lateness, reference_sources(opts), opts.bank_refresh_seconds)
     if opts.route_topic_template:
-        _ = routed | "PublishRoutedToTopics" >> PublishRoutedToTopics(
-            opts.route_topic_template, opts.create_route_topics)
+        _ = (routed
+             | "InstantsAsText" >> beam.Map(json_ready)
+             | "PublishRoutedToTopics" >> PublishRoutedToTopics(opts.route_topic_template, opts.create_route_topics))
     trends = routed | "TrendCounts" >> TrendCounts(opts.output_dir, lateness)
     bundles = routed | "BundleRepeats" >> BundleRepeats(opts.output_dir, bundle_gap, lateness)
     alerts = routed | "SpikeAlerts" >> SpikeAlerts(opts.output_dir, ALERT_WINDOW_SECONDS, lateness)

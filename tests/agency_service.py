@@ -13,6 +13,7 @@ import httpx
 from schemas import avro_schema
 from services.agencies.directory import COLUMNS
 from services.common.credentials import hash_secret
+from transforms.reports.routed_record import SCHEMA_VERSION, micros_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STARTUP_DEADLINE_SECONDS = 180
@@ -22,7 +23,8 @@ def routed_record(report_id, jurisdiction, priority="P2", submitted_at="2026-11-
                   md5="0" * 32, bundle_id=None, esp_id="esp-01"):
     """A routed record as the pipeline writes it (schemas/routed_report.avsc), with one file and one hash."""
     return {
-        "reportId": report_id, "submittedAt": submitted_at, "espId": esp_id, "espName": "ExampleSocial",
+        "schemaVersion": SCHEMA_VERSION, "reportId": report_id, "submittedAt": micros_of(submitted_at),
+        "routedAt": micros_of(submitted_at) + 5_000_000, "espId": esp_id, "espName": "ExampleSocial",
         "incidentType": "Child Pornography (possession, manufacture, and distribution)", "incidentDateTime": None,
         "escalateToHighPriority": "imminent danger" if priority == "P1" else None, "reportAnnotations": [],
         "batchedReason": None, "internetDetailKinds": [],

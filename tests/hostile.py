@@ -440,7 +440,7 @@ def once_per_session(name, produce):
             shutil.rmtree(root)
         root.mkdir()
         result = produce(root)
-        done.write_text(json.dumps(result))
+        done.write_text(json.dumps(result, default=str))  # routed records' instants are datetimes
         return root, result
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from pipelines.reports_cli import default_agencies_table
 from services.agencies.demo_table import DEMO_SECRETS
 from services.agencies.events import AuditLog
+from services.agencies.index import instant_text
 from tests.agency_service import REPO, running_service
 
 INDIA, PHILIPPINES = ("intl-in", DEMO_SECRETS["intl-in"]), ("intl-ph", DEMO_SECRETS["intl-ph"])
@@ -26,11 +27,13 @@ def tipline(*args):
 
 
 def sink_records(output, code):
-    """The routed records in one jurisdiction's sink files, by reportId."""
+    """The routed records in one jurisdiction's sink files, by reportId, with their instants as the service
+    prints them (ISO 8601 with Z)."""
     records = {}
     for path in glob.glob(str(output / "routed" / f"jurisdiction={code}" / "*.avro")):
         with open(path, "rb") as handle:
-            records.update((record["reportId"], record) for record in fastavro.reader(handle))
+            records.update((record["reportId"], json.loads(json.dumps(record, default=instant_text)))
+                           for record in fastavro.reader(handle))
     return records
 
 

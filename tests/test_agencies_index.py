@@ -63,3 +63,39 @@ def test_a_rebuilt_index_keeps_referrals_and_acknowledgements(tmp_path):
     assert again.get_for(["GB"], "fr-1")["referrals"][0]["reason"] == "user is in the UK"
     events = [json.loads(line) for line in (output / "agencies-state" / "referrals.jsonl").read_text().splitlines()]
     assert [(e["reportId"], e["from"], e["to"]) for e in events] == [("fr-1", "FR", "GB")]
+
+
+def version_2_schema():
+    """The routed schema before instants became timestamp-micros: RFC 3339 strings, no routedAt or decidedWith."""
+    import copy
+
+    from schemas import avro_schema
+
+    schema = copy.deepcopy(avro_schema("routed_report"))  # the cached schema is shared
+    fields = [field for field in schema["fields"] if field["name"] not in ("routedAt", "decidedWith")]
+    for field in fields:
+        if field["name"] == "submittedAt":
+            field["type"] = "string"
+        elif field["name"] == "incidentDateTime":
+            field["type"] = ["null", "string"]
+    return {**schema, "fields": fields}
+
+
+def test_version_2_and_3_files_both_print_their_instants_as_iso_8601_with_z(tmp_path):
+    import fastavro
+
+    output = tmp_path / "out"
+    write_routed(output, "GB", [routed_record("gb-new", "GB", submitted_at="2026-11-23T02:00:00.25+01:00")])
+    old = routed_record("gb-old", "GB")
+    old.update(schemaVersion=2, submittedAt="2026-11-23T00:10:00Z", incidentDateTime="2026-11-22T23:00:00Z")
+    folder = output / "routed" / "jurisdiction=GB"
+    with open(folder / "20261123T000000Z--20261123T010000Z-old.avro", "wb") as handle:
+        fastavro.writer(handle, version_2_schema(), [old])
+    index = open_index(output)
+    assert index.refresh() == 2
+    new, old = index.get_for(["GB"], "gb-new"), index.get_for(["GB"], "gb-old")
+    assert (new["submitted_at"], new["record"]["submittedAt"]) == ("2026-11-23T01:00:00.250000Z",) * 2
+    assert new["record"]["routedAt"] == "2026-11-23T01:00:05.250000Z"
+    assert (old["submitted_at"], old["record"]["incidentDateTime"]) == ("2026-11-23T00:10:00Z", "2026-11-22T23:00:00Z")
+    assert [row["report_id"] for row in index.find(since=datetime.datetime(2026, 11, 23, 0, 30,
+                                                                           tzinfo=datetime.timezone.utc))] == ["gb-new"]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from schemas import avro_schema
 from tests.conftest import example_report
 from tests.hostile import json_paths
-from transforms.reports.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_nested_validator, compile_validator
 
 SCHEMA = avro_schema("report")
 check = compile_validator(SCHEMA)
@@ -75,3 +75,34 @@ def test_missing_required_field_is_named():
     del record["incidentSummary"]["incidentType"]
     with pytest.raises(InvalidRecord, match=r"\$\.incidentSummary\.incidentType: required field is missing"):
         check(record)
+
+
+nested_check = compile_nested_validator(SCHEMA)
+
+
+def outcome(check_function, record):
+    try:
+        check_function(record)
+        return None
+    except InvalidRecord as error:
+        return str(error)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(ALL_PATHS), ODD_VALUES)
+def test_the_straight_line_check_says_what_the_nested_one_says(path, new):
+    record = replaced(example_report(), path, new)
+    assert outcome(check, record) == outcome(nested_check, record)
+
+
+def test_the_straight_line_check_of_routed_records_says_what_the_nested_one_says():
+    from tests.agency_service import routed_record
+
+    routed_schema = avro_schema("routed_report")
+    straight, nested = compile_validator(routed_schema), compile_nested_validator(routed_schema)
+    good = routed_record("r", "GB")
+    cases = [good] + [replaced(good, path, new) for path in json_paths(good) if path
+                      for new in (None, "x", 2**70, True, 1.5, [], {})]
+    messages = [outcome(straight, record) for record in cases]
+    assert messages == [outcome(nested, record) for record in cases]
+    assert messages[0] is None and sum(message is not None for message in messages) > len(cases) / 2

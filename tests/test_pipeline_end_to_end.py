@@ -79,7 +79,7 @@ def test_each_report_reaches_its_own_jurisdiction_only(run_output):
                          "jurisdiction=UNKNOWN": ["r-noip"]}
     for folder, records in routed.items():
         assert all(f"jurisdiction={record['jurisdiction']}" == folder for record in records)
-        assert {record["schemaVersion"] for record in records} == {2}
+        assert {record["schemaVersion"] for record in records} == {3}
     assert summary["routed_by_jurisdiction"] == {"GB": 2, "US-WA": 2, "UNKNOWN": 1}
 
 
@@ -98,7 +98,7 @@ def test_no_media_bytes_or_uris_in_any_output(run_output):
         if path.is_file() and not restricted:
             data = path.read_bytes()
             if path.suffix == ".avro":
-                data = json.dumps(list(fastavro.reader(io.BytesIO(data)))).encode()
+                data = json.dumps(list(fastavro.reader(io.BytesIO(data))), default=str).encode()
             for secret in secrets:
                 assert secret.encode() not in data, (path, secret)
 

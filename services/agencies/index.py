@@ -65,17 +65,36 @@ def iso(moment):
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def epoch_of(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def epoch_of(moment):
+    """Seconds since the epoch of an instant: a datetime (routed records from version 3 on, whose instants
+    are `timestamp-micros`) or RFC 3339 text (earlier versions, and the event logs)."""
+    if isinstance(moment, datetime.datetime):
+        return moment.timestamp()
+    return datetime.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+def instant_text(moment):
+    """An instant as the service prints it: ISO 8601 UTC with `Z`, a fraction only when there is one; text
+    from a version 1 or 2 record as it was written."""
+    if isinstance(moment, datetime.datetime):
+        return moment.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment
+
+
+def _json_instant(value):
+    if isinstance(value, datetime.datetime):
+        return instant_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def report_row(record, available_epoch):
-    """The index columns of one routed record (its hashes apart)."""
+    """The index columns of one routed record (its hashes apart); its JSON has instants as ISO 8601 text."""
     user = record.get("reportedUser") or {}
     return (record["reportId"], record["jurisdiction"], record["jurisdiction"], record["priority"],
-            record["submittedAt"], epoch_of(record["submittedAt"]), available_epoch, record.get("incidentType"),
-            record.get("matchSummary"), record.get("bundleId"), record.get("espId"), record.get("espName"),
-            user.get("espIdentifier"), user.get("screenName"), json.dumps(record, separators=(",", ":")))
+            instant_text(record["submittedAt"]), epoch_of(record["submittedAt"]), available_epoch,
+            record.get("incidentType"), record.get("matchSummary"), record.get("bundleId"), record.get("espId"),
+            record.get("espName"), user.get("espIdentifier"), user.get("screenName"),
+            json.dumps(record, separators=(",", ":"), default=_json_instant))
 
 
 def hash_values(record):

@@ -2,10 +2,40 @@
 
 It carries the report's facts, enrichment and routing, but never media bytes or media URIs: `content`,
 `contentUri`, `locationOfFile` and internet-detail URLs stay behind, and so do the reporter's contact details.
+Instants are integers of microseconds since the epoch (UTC), which is what Avro's `timestamp-micros` stores:
+the record is JSON-able as it is, and its encoding converts nothing.
 """
-from transforms.location.jurisdiction_rules import legal_process_required
+import time
+from datetime import datetime, timedelta, timezone
 
-SCHEMA_VERSION = 2  # schemas/routed_report.avsc: raise it with every change of the schema
+from transforms.location.jurisdiction_rules import legal_process_required
+from transforms.reports.validation import parse_rfc3339
+
+SCHEMA_VERSION = 3  # schemas/routed_report.avsc: raise it with every change of the schema
+TIMESTAMP_FIELDS = ("submittedAt", "routedAt", "incidentDateTime")  # and decidedWith.geoipDatabases[].builtAt
+VIDEO_MATCH_FIELDS = {"queryMatchPercent": None, "bankMatchPercent": None, "segments": None}
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def micros_of(text):
+    """Microseconds since the epoch of an RFC 3339 time (None for None); `ValueError` for anything else."""
+    return None if text is None else (parse_rfc3339(text) - EPOCH) // MICROSECOND
+
+
+def now_micros():
+    return time.time_ns() // 1000
+
+
+def iso_of_micros(micros):
+    """`2026-11-23T10:00:00Z` (fraction only when there is one): how JSON outputs print a record's instants."""
+    return (EPOCH + micros * MICROSECOND).isoformat().replace("+00:00", "Z")
+
+
+def with_every_match_field(match):
+    """A match with the video fields an image match has not (null), so every record holds every field (the
+    Avro sink's fast encoder takes no defaults)."""
+    return None if match is None else {**VIDEO_MATCH_FIELDS, **match}
 
 
 def routed_file(file, hashes):
@@ -22,13 +52,15 @@ def routed_file(file, hashes):
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
         "video": hashes.get("video"),
-        "matches": hashes["matches"],
-        "benignMatch": hashes.get("benignMatch"),
+        "matches": [with_every_match_field(match) for match in hashes["matches"]],
+        "benignMatch": with_every_match_field(hashes.get("benignMatch")),
     }
 
 
-def to_routed_record(report):
-    """The record a jurisdiction's sink receives for an enriched, routed report."""
+def to_routed_record(report, routed_at=None, decided_with=None):
+    """The record a jurisdiction's sink receives for an enriched, routed report, routed at `routed_at` (µs
+    since the epoch; now when None) with the reference data `decided_with` (`reference_versions.decided_with`;
+    None outside a pipeline run)."""
     summary = report["incidentSummary"]
     user = report.get("personOrUserReported")
     routing = report["_routing"]
@@ -36,12 +68,13 @@ def to_routed_record(report):
     return {
         "schemaVersion": SCHEMA_VERSION,
         "reportId": report["reportId"],
-        "submittedAt": report["submittedAt"],
+        "submittedAt": micros_of(report["submittedAt"]),
+        "routedAt": now_micros() if routed_at is None else routed_at,
         "reporterKind": report["reporter"].get("kind", "esp"),
         "espId": report["reporter"]["espId"] if report["reporter"].get("kind", "esp") == "esp" else "public",
         "espName": report["reporter"].get("espName"),
         "incidentType": summary["incidentType"],
-        "incidentDateTime": summary.get("incidentDateTime"),
+        "incidentDateTime": micros_of(summary.get("incidentDateTime")),
         "escalateToHighPriority": summary.get("escalateToHighPriority"),
         "reportAnnotations": list(summary.get("reportAnnotations") or []),
         "batchedReason": (report.get("batchedReport") or {}).get("reason"),
@@ -56,5 +89,17 @@ def to_routed_record(report):
         "referralClass": routing["referralClass"],
         "matchSummary": report["_hashes"]["matchSummary"],
         "bundleId": report.get("_bundleId"),
+        "decidedWith": decided_with,
         "files": [routed_file(file, hashes) for file, hashes in zip(files, report["_hashes"]["files"])],
     }
+
+
+def json_ready(record):
+    """The record with its instants as ISO 8601 UTC text (`...Z`), as JSON outputs print them (route
+    topics, the agency service); the Avro record keeps them as `timestamp-micros`."""
+    text = {name: iso_of_micros(record[name]) for name in TIMESTAMP_FIELDS if record.get(name) is not None}
+    decided = record.get("decidedWith")
+    if decided is not None:
+        text["decidedWith"] = {**decided, "geoipDatabases": [
+            {**database, "builtAt": iso_of_micros(database["builtAt"])} for database in decided["geoipDatabases"]]}
+    return {**record, **text}
