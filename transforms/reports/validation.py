@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from schemas import avro_schema, reference_table
-from transforms.reports.avro_acceptor import fast_validator
-from transforms.reports.avro_validation import InvalidRecord
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Pub/Sub's own message limit
 DEFAULT_MAX_FILES_PER_REPORT = 1000  # each file may be media to fetch and hash
@@ -56,7 +55,7 @@ class ReportValidator:
     """Checks a decoded message against schemas/report.avsc and the rules Avro cannot express."""
 
     def __init__(self, max_files=DEFAULT_MAX_FILES_PER_REPORT, max_clock_skew_hours=DEFAULT_MAX_CLOCK_SKEW_HOURS):
-        self.check_schema = fast_validator(avro_schema("report"))
+        self.check_schema = compile_validator(avro_schema("report"))
         self.incident_types = frozenset(row["incident_type"] for row in reference_table("incident_types"))
         self.max_files = max_files
         self.skew = timedelta(hours=max_clock_skew_hours)
