@@ -19,8 +19,7 @@ from pipelines.options import DATABASE_KIND_OF_FLAG, naming_the_flag
 from transforms.location.geoip import GeoIPDatabaseError, database_provenance
 from transforms.matching.banks import BankFileError, read_bank
 from transforms.matching.media import check_media_roots
-from transforms.plumbing.reference_files import (ReferenceFileError, is_remote, local_path, recorded_digest,
-                                                 sha256_of, stage)
+from transforms.plumbing.reference_files import ReferenceFileError, is_remote, local_path, sha256_of, stage
 from transforms.reports.reference_versions import jurisdiction_tables_reference, tipline_version
 
 
@@ -58,9 +57,9 @@ def bank_reference(path, flag, open_remote=False):
 
 
 def file_facts(path):
-    """Size and SHA-256 of a reference file's local copy (the digest recorded when a remote file was staged)."""
+    """Size and SHA-256 of a reference file's local copy (a remote file is staged first, as on a worker)."""
     local = stage(path)
-    return {"bytes": os.path.getsize(local), "sha256": recorded_digest(local) or sha256_of(local)}
+    return {"bytes": os.path.getsize(local), "sha256": sha256_of(local)}
 
 
 def check_input(opts):
