@@ -18,42 +18,219 @@ Across runs: a reportId the output already holds (`already_routed()`, read from 
 worker as it starts, so that building the pipeline reads nothing) is dropped and counted as a duplicate too, so replays in any order, a producer's retry with a
 new `submittedAt`, or a batch backfill over a streaming run's output never route a report twice.
 """
+import bisect
 import hashlib
 
 import apache_beam as beam
-from apache_beam.coders import BooleanCoder
+from apache_beam import coders
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.plumbing.direct_runner import hold_watermark_at_user_timers
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import record_line
 
 DEFAULT_HORIZON_HOURS = 24
+DEFAULT_BUCKETS = 1024
+STATE_FORMS = ("auto", "bucketed", "per-key")
+LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
+TIMER_SLACK_MICROS = 999  # a runner may keep timers to the millisecond only (the FnApiRunner does)
+ID_DIGEST_BYTES = 16  # 128 bits: two reportIds sharing a digest (one dropped) is not a practical risk
+EXPIRY_BYTES = 8
+RECORD_BYTES = EXPIRY_BYTES + ID_DIGEST_BYTES
+_REPORT_CODER = coders.FastPrimitivesCoder()
+
+
+def content_digest(report):
+    """The tie-break between copies of one reportId with the same event time (batch's too)."""
+    return hashlib.sha256(record_line(report)).digest()
+
+
+def best_copy(copies):
+    """The copy kept among (report, event micros) copies of one reportId: the earliest event time, then the
+    smallest content digest (only computed when event times tie)."""
+    earliest = min(micros for _, micros in copies)
+    tied = [copy for copy in copies if copy[1] == earliest]
+    return tied[0] if len(tied) == 1 else min(tied, key=lambda copy: content_digest(copy[0]))
+
+
+def forget_at_micros(event_micros, horizon_micros):
+    """When a released reportId is forgotten: the horizon after the later of its event time and now, so a
+    backlog report (event time behind a live watermark) is still remembered for the horizon."""
+    return max(event_micros, Timestamp.now().micros) + horizon_micros
 
 
 class _FirstReportPerIdFn(beam.DoFn):
-    SEEN = userstate.ReadModifyWriteStateSpec("seen", BooleanCoder())
+    """Per-key form (Dataflow): per reportId, the best copy is held until the watermark passes its event time
+    (a better one arriving meanwhile replaces it), then released; later copies are duplicates until the
+    watermark passes the horizon."""
+    BEST = userstate.ReadModifyWriteStateSpec("best", coders.TupleCoder([_REPORT_CODER, coders.VarIntCoder()]))
+    SEEN = userstate.ReadModifyWriteStateSpec("seen", coders.BooleanCoder())
+    RELEASE = userstate.TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
     def __init__(self, horizon):
-        self.horizon = horizon
+        self.horizon_micros = horizon.micros
         self.duplicates = counter("duplicates")
 
-    def process(self, keyed, ts=beam.DoFn.TimestampParam,
-                seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+    def process(self, keyed, ts=beam.DoFn.TimestampParam, best_state=beam.DoFn.StateParam(BEST),
+                seen=beam.DoFn.StateParam(SEEN), release=beam.DoFn.TimerParam(RELEASE)):
         if seen.read():
             self.duplicates.inc()
             return
+        copy, held = (keyed[1], ts.micros), best_state.read()
+        if held is None:
+            best_state.write(copy)
+            release.set(Timestamp(micros=copy[1]))
+            return
+        self.duplicates.inc()
+        best = best_copy([held, copy])
+        if best is copy:
+            best_state.write(copy)
+            if copy[1] < held[1]:
+                release.set(Timestamp(micros=copy[1]))
+
+    @userstate.on_timer(RELEASE)
+    def release_best_copy(self, best_state=beam.DoFn.StateParam(BEST), seen=beam.DoFn.StateParam(SEEN),
+                          forget=beam.DoFn.TimerParam(FORGET)):
+        held = best_state.read()
+        if held is None:
+            return
+        report, micros = held
+        best_state.clear()
         seen.write(True)
-        forget.set(max(ts, Timestamp.now()) + self.horizon)
-        yield keyed[1]
+        forget.set(Timestamp(micros=forget_at_micros(micros, self.horizon_micros)))
+        yield TimestampedValue(report, Timestamp(micros=micros))
 
     @userstate.on_timer(FORGET)
     def forget_report_id(self, seen=beam.DoFn.StateParam(SEEN)):
         seen.clear()
+
+
+def report_id_digest(report_id):
+    return hashlib.blake2b(report_id.encode("utf-8"), digest_size=ID_DIGEST_BYTES).digest()
+
+
+def bucket_of(digest, buckets):
+    return int.from_bytes(digest[:4], "big") % buckets
+
+
+def remembers(seen, digest):
+    """Whether the packed `seen` records (expiry, digest; RECORD_BYTES each) hold `digest`."""
+    start = seen.find(digest, EXPIRY_BYTES)
+    while start != -1 and (start - EXPIRY_BYTES) % RECORD_BYTES:  # a match across two records: look further
+        start = seen.find(digest, start + 1)
+    return start != -1
+
+
+def expiry_at(seen, index):
+    offset = index * RECORD_BYTES
+    return int.from_bytes(seen[offset:offset + EXPIRY_BYTES], "big")
+
+
+def remember(seen, digest, expiry_micros):
+    """`seen` with (expiry, digest) inserted in expiry order, so what has expired is always a prefix."""
+    count = len(seen) // RECORD_BYTES
+    index = bisect.bisect_right(range(count), expiry_micros, key=lambda i: expiry_at(seen, i))
+    offset = index * RECORD_BYTES
+    return seen[:offset] + expiry_micros.to_bytes(EXPIRY_BYTES, "big") + digest + seen[offset:]
+
+
+def forget_expired(seen, now_micros):
+    """`seen` without the records expired at `now_micros` (a prefix, records being in expiry order)."""
+    count = len(seen) // RECORD_BYTES
+    index = bisect.bisect_right(range(count), now_micros, key=lambda i: expiry_at(seen, i))
+    return seen[index * RECORD_BYTES:]
+
+
+class _FirstReportPerBucketFn(beam.DoFn):
+    """Bucketed form (the local runner): the same decisions as `_FirstReportPerIdFn`, with reportIds
+    spread over a fixed number of keys (buckets, by a digest of the reportId).
+
+    Why: the DirectRunner keeps a state object of ~1-2 KB per key with a timer, and walks every key's
+    timers each time it looks for due ones, so one key per remembered reportId made a long local stream's
+    memory and time grow with the horizon. Here a bucket remembers its released reportIds as one bytes
+    value of packed (expiry, 16-byte digest) records in expiry order (24 bytes an id), holds its pending
+    copies in a bag, and has one timer for the earliest pending event time and one for the earliest expiry.
+    """
+    SEEN = userstate.ReadModifyWriteStateSpec("seen", coders.BytesCoder())
+    PENDING = userstate.BagStateSpec("pending", coders.TupleCoder(
+        [coders.StrUtf8Coder(), coders.VarIntCoder(), _REPORT_CODER]))
+    NEXT_RELEASE = userstate.ReadModifyWriteStateSpec("next_release", coders.VarIntCoder())
+    NEXT_FORGET = userstate.ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
+    RELEASE = userstate.TimerSpec("release", TimeDomain.WATERMARK)
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon):
+        self.horizon_micros = horizon.micros
+        self.duplicates = counter("duplicates")
+
+    def process(self, keyed, ts=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
+                pending=beam.DoFn.StateParam(PENDING), next_release=beam.DoFn.StateParam(NEXT_RELEASE),
+                release=beam.DoFn.TimerParam(RELEASE)):
+        _, (digest, report) = keyed
+        if remembers(seen.read() or b"", digest):
+            self.duplicates.inc()
+            return
+        pending.add((report["reportId"], ts.micros, report))
+        due = next_release.read()
+        if due is None or ts.micros < due:
+            next_release.write(ts.micros)
+            release.set(ts)
+
+    @userstate.on_timer(RELEASE)
+    def release_due_copies(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
+                           pending=beam.DoFn.StateParam(PENDING), next_release=beam.DoFn.StateParam(NEXT_RELEASE),
+                           next_forget=beam.DoFn.StateParam(NEXT_FORGET), release=beam.DoFn.TimerParam(RELEASE),
+                           forget=beam.DoFn.TimerParam(FORGET)):
+        copies_by_id = {}
+        for report_id, micros, report in pending.read():
+            copies_by_id.setdefault(report_id, []).append((report, micros))
+        due, waiting = {}, []
+        for report_id, copies in copies_by_id.items():
+            if min(micros for _, micros in copies) <= fired.micros + TIMER_SLACK_MICROS:
+                due[report_id] = copies  # all its copies: the best is released, the others are duplicates
+            else:
+                waiting.extend((report_id, micros, report) for report, micros in copies)
+        pending.clear()
+        for item in waiting:
+            pending.add(item)
+        if waiting:
+            earliest = min(micros for _, micros, _ in waiting)
+            next_release.write(earliest)
+            release.set(Timestamp(micros=earliest))
+        else:
+            next_release.clear()
+        remembered, earliest_expiry = seen.read() or b"", next_forget.read()
+        for report_id, copies in due.items():
+            report, micros = best_copy(copies)
+            self.duplicates.inc(len(copies) - 1)
+            expiry = forget_at_micros(micros, self.horizon_micros)
+            remembered = remember(remembered, report_id_digest(report_id), expiry)
+            if earliest_expiry is None or expiry < earliest_expiry:
+                earliest_expiry = expiry
+            yield TimestampedValue(report, Timestamp(micros=micros))
+        if due:
+            seen.write(remembered)
+            next_forget.write(earliest_expiry)
+            forget.set(Timestamp(micros=earliest_expiry))
+
+    @userstate.on_timer(FORGET)
+    def forget_expired_ids(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
+                           next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
+        remaining = forget_expired(seen.read() or b"", fired.micros + TIMER_SLACK_MICROS)
+        if not remaining:
+            seen.clear()
+            next_forget.clear()
+            return
+        seen.write(remaining)
+        earliest = expiry_at(remaining, 0)
+        next_forget.write(earliest)
+        forget.set(Timestamp(micros=earliest))
 
 
 class _FirstOfGroupFn(beam.DoFn):
@@ -63,10 +240,10 @@ class _FirstOfGroupFn(beam.DoFn):
         self.duplicates = counter("duplicates")
 
     def process(self, grouped):
-        copies = list(grouped[1])
-        report, event_time = min(copies, key=lambda copy: (copy[1], hashlib.sha256(record_line(copy[0])).digest()))
+        copies = [(report, event_time.micros) for report, event_time in grouped[1]]
+        report, micros = best_copy(copies)
         self.duplicates.inc(len(copies) - 1)
-        yield TimestampedValue(report, event_time)
+        yield TimestampedValue(report, Timestamp(micros=micros))
 
 
 class _DropAlreadyRoutedFn(beam.DoFn):
@@ -88,14 +265,40 @@ class _DropAlreadyRoutedFn(beam.DoFn):
         yield report
 
 
-class DedupRedeliveries(beam.PTransform):
-    """Keeps the first report per reportId within `horizon_hours` of event time; counts the rest."""
+def bucketed_state(state, pipeline):
+    """Whether the streaming form keeps its state in buckets: `auto` does on the local runners."""
+    if state not in STATE_FORMS:
+        raise ValueError(f"--dedup-state must be one of {', '.join(STATE_FORMS)}, not {state!r}")
+    if state == "auto":
+        return pipeline.options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+    return state == "bucketed"
 
-    def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=None):
+
+@beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
+class _KeyByBucketFn(beam.DoFn):
+    def __init__(self, buckets):
+        self.buckets = buckets
+
+    def process(self, report):
+        digest = report_id_digest(report["reportId"])
+        yield bucket_of(digest, self.buckets), (digest, report)
+
+
+class DedupRedeliveries(beam.PTransform):
+    """Keeps one copy per reportId within `horizon_hours` of event time (the earliest event time, then the
+    smallest digest); counts the rest.
+
+    `state` (streaming only): `per-key` (one key per reportId, right for Dataflow), `bucketed` (reportIds
+    spread over `buckets` keys, for the local runner), or `auto` (bucketed on the local runners)."""
+
+    def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=None, state="auto",
+                 buckets=DEFAULT_BUCKETS):
         """`already_routed`: a function giving the reportIds the output holds (None: no output to consult)."""
         super().__init__()
         self.horizon = Duration(seconds=int(horizon_hours * 3600))
         self.already_routed = already_routed
+        self.state = state
+        self.buckets = buckets
 
     def expand(self, reports):
         if self.already_routed is not None:
@@ -107,6 +310,11 @@ class DedupRedeliveries(beam.PTransform):
                         lambda report, ts=beam.DoFn.TimestampParam: (report["reportId"], (report, ts)))
                     | "GroupByReportId" >> beam.GroupByKey()
                     | "FirstOfGroup" >> beam.ParDo(_FirstOfGroupFn()))
+        hold_watermark_at_user_timers()  # copies released by a timer are on time downstream (local runner)
+        if bucketed_state(self.state, reports.pipeline):
+            return (reports
+                    | "KeyByBucket" >> beam.ParDo(_KeyByBucketFn(self.buckets))
+                    | "FirstPerReportIdInBucket" >> beam.ParDo(_FirstReportPerBucketFn(self.horizon)))
         return (reports
                 | "KeyByReportId" >> beam.Map(lambda report: (report["reportId"], report))
                 | "FirstPerReportId" >> beam.ParDo(_FirstReportPerIdFn(self.horizon)))

@@ -1,19 +1,25 @@
 """What the bundle-based DirectRunner needs for tipline's local streaming runs, installed on purpose.
 
 Nothing here happens on import: `install_local_streaming_support()` is called by the code that starts a
-local streaming run (pipelines/streaming.py), and by tests that run the streaming DirectRunner themselves.
-Both changes are idempotent and touch only the DirectRunner (Dataflow and the FnApiRunner never see them).
+local streaming run (pipelines/streaming.py), and by tests that run the streaming DirectRunner themselves;
+`hold_watermark_at_user_timers()` also by the streaming dedup, whose output depends on it. Every change is
+idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
-from apache_beam.runners.direct import executor
+from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import TIME_GRANULARITY
 
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
 
 def install_local_streaming_support():
-    """The local Pub/Sub pull evaluator, and metrics kept for every bundle."""
+    """The local Pub/Sub pull evaluator, metrics kept for every bundle, user timers holding the watermark,
+    and keyed state forgotten once it is empty."""
     register_pull_evaluator()
     count_every_bundle()
+    hold_watermark_at_user_timers()
+    forget_empty_keyed_state()
 
 
 def register_pull_evaluator():
@@ -39,3 +45,71 @@ def count_every_bundle():
 
     call.counts_every_bundle = True
     executor.TransformExecutor.call = call
+
+
+def earliest_event_time_timer(keyed_state):
+    """The earliest event-time timer set in one key's state, or None."""
+    times = [timestamp for timers in keyed_state.timers.values()
+             for (_, domain, _), timestamp in timers.items() if domain == TimeDomain.WATERMARK]
+    return min(times) if times else None
+
+
+def hold_watermark_at_user_timers():
+    """Holds a stateful DoFn's output watermark just before its earliest pending event-time timer.
+
+    The Beam model holds a step's output watermark at its pending timers, so what a timer emits at its
+    own time is on time downstream; the bundle-based DirectRunner does not (its user state commits timers
+    without a hold), so a copy the streaming dedup releases from a timer would reach the trend and file
+    windows after they closed. Each bundle of a stateful DoFn now reports, for every key it touched, a
+    hold one microsecond before that key's earliest event-time timer (none: the key's hold is removed).
+    """
+    evaluator = transform_evaluator._ParDoEvaluator
+    if getattr(evaluator.finish_bundle, "holds_watermark", False):
+        return
+    stock_finish_bundle = evaluator.finish_bundle
+
+    def finish_bundle(self):
+        result = stock_finish_bundle(self)
+        if self.user_state_context is not None:
+            for key, keyed_state in self._step_context.partial_keyed_state.items():
+                earliest = earliest_event_time_timer(keyed_state)
+                result.keyed_watermark_holds[key] = None if earliest is None else earliest - TIME_GRANULARITY
+        return result
+
+    finish_bundle.holds_watermark = True
+    evaluator.finish_bundle = finish_bundle
+
+
+def is_empty(keyed_state):
+    """No value and no timer (reading a missing value leaves an empty list behind, which holds nothing)."""
+    return (not any(values for tags in keyed_state.state.values() for values in tags.values())
+            and not any(keyed_state.timers.values()) and not keyed_state.global_state)
+
+
+def forget_empty_keyed_state():
+    """Drops a key's state from the DirectRunner once it holds no value and no timer.
+
+    The DirectRunner keeps one state object per key a stateful step or grouping ever saw (~1-2 KB each,
+    with a timer) and never removes it, even once cleared: a streaming run grew by every reportId, bundle
+    signature and session it had seen. An empty state is what a key that was never seen gets, so removing
+    it changes nothing but memory; and the watermark manager, which walks every key's timers each time it
+    looks for due timers, walks only the live ones.
+    """
+    context = evaluation_context.EvaluationContext
+    if getattr(context.handle_result, "forgets_empty_state", False):
+        return
+    stock_handle_result = context.handle_result
+
+    def handle_result(self, completed_bundle, completed_timers, result):
+        committed = stock_handle_result(self, completed_bundle, completed_timers, result)
+        empty = [key for key, keyed_state in result.partial_keyed_state.items() if is_empty(keyed_state)]
+        if empty:
+            existing = self._transform_keyed_states[result.transform]
+            with self._watermark_manager.get_watermarks(result.transform)._lock:  # the lock its timer walk takes
+                for key in empty:
+                    if key in existing and is_empty(existing[key]):
+                        del existing[key]
+        return committed
+
+    handle_result.forgets_empty_state = True
+    context.handle_result = handle_result
