@@ -29,7 +29,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.plumbing.direct_runner import hold_watermark_at_user_timers
+from transforms.plumbing.direct_runner import HOLD_STATE, hold_watermark_at_user_timers
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import record_line
@@ -39,6 +39,7 @@ DEFAULT_BUCKETS = 1024
 STATE_FORMS = ("auto", "bucketed", "per-key")
 LOCAL_RUNNERS = (None, "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner")
 TIMER_SLACK_MICROS = 999  # a runner may keep timers to the millisecond only (the FnApiRunner does)
+RELEASE_EVERY_MICROS = 1_000_000  # the bucketed form releases a bucket's due copies once per event-time second
 ID_DIGEST_BYTES = 16  # 128 bits: two reportIds sharing a digest (one dropped) is not a practical risk
 EXPIRY_BYTES = 8
 RECORD_BYTES = EXPIRY_BYTES + ID_DIGEST_BYTES
@@ -111,6 +112,11 @@ class _FirstReportPerIdFn(beam.DoFn):
         seen.clear()
 
 
+def release_time(micros):
+    """The end of the event-time second holding `micros` (itself when it ends one)."""
+    return Timestamp(micros=-(-micros // RELEASE_EVERY_MICROS) * RELEASE_EVERY_MICROS)
+
+
 def report_id_digest(report_id):
     return hashlib.blake2b(report_id.encode("utf-8"), digest_size=ID_DIGEST_BYTES).digest()
 
@@ -155,12 +161,18 @@ class _FirstReportPerBucketFn(beam.DoFn):
     timers each time it looks for due ones, so one key per remembered reportId made a long local stream's
     memory and time grow with the horizon. Here a bucket remembers its released reportIds as one bytes
     value of packed (expiry, 16-byte digest) records in expiry order (24 bytes an id), holds its pending
-    copies in a bag, and has one timer for the earliest pending event time and one for the earliest expiry.
+    copies in a bag, and has one timer for its pending copies and one for the earliest expiry.
+
+    The release timer is set at the end of the event-time second of the earliest pending copy and releases
+    every reportId due by then: one firing per bucket and second however many copies wait, where a timer
+    at each copy's own time would fire once per distinct event time. What holds the watermark before the
+    earliest pending copy (so a released copy is on time downstream) is the `HOLD_STATE` value, which the
+    local runner's hold (transforms/plumbing/direct_runner.py) reads; hence this form is for that runner.
     """
     SEEN = userstate.ReadModifyWriteStateSpec("seen", coders.BytesCoder())
     PENDING = userstate.BagStateSpec("pending", coders.TupleCoder(
         [coders.StrUtf8Coder(), coders.VarIntCoder(), _REPORT_CODER]))
-    NEXT_RELEASE = userstate.ReadModifyWriteStateSpec("next_release", coders.VarIntCoder())
+    EARLIEST_PENDING = userstate.ReadModifyWriteStateSpec(HOLD_STATE, coders.VarIntCoder())
     NEXT_FORGET = userstate.ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
     RELEASE = userstate.TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
@@ -170,21 +182,22 @@ class _FirstReportPerBucketFn(beam.DoFn):
         self.duplicates = counter("duplicates")
 
     def process(self, keyed, ts=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
-                pending=beam.DoFn.StateParam(PENDING), next_release=beam.DoFn.StateParam(NEXT_RELEASE),
+                pending=beam.DoFn.StateParam(PENDING), earliest_pending=beam.DoFn.StateParam(EARLIEST_PENDING),
                 release=beam.DoFn.TimerParam(RELEASE)):
         _, (digest, report) = keyed
         if remembers(seen.read() or b"", digest):
             self.duplicates.inc()
             return
         pending.add((report["reportId"], ts.micros, report))
-        due = next_release.read()
-        if due is None or ts.micros < due:
-            next_release.write(ts.micros)
-            release.set(ts)
+        earliest = earliest_pending.read()
+        if earliest is None or ts.micros < earliest:
+            earliest_pending.write(ts.micros)
+            release.set(release_time(ts.micros))
 
     @userstate.on_timer(RELEASE)
     def release_due_copies(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
-                           pending=beam.DoFn.StateParam(PENDING), next_release=beam.DoFn.StateParam(NEXT_RELEASE),
+                           pending=beam.DoFn.StateParam(PENDING),
+                           earliest_pending=beam.DoFn.StateParam(EARLIEST_PENDING),
                            next_forget=beam.DoFn.StateParam(NEXT_FORGET), release=beam.DoFn.TimerParam(RELEASE),
                            forget=beam.DoFn.TimerParam(FORGET)):
         copies_by_id = {}
@@ -201,10 +214,10 @@ class _FirstReportPerBucketFn(beam.DoFn):
             pending.add(item)
         if waiting:
             earliest = min(micros for _, micros, _ in waiting)
-            next_release.write(earliest)
-            release.set(Timestamp(micros=earliest))
+            earliest_pending.write(earliest)
+            release.set(release_time(earliest))
         else:
-            next_release.clear()
+            earliest_pending.clear()
         remembered, earliest_expiry = seen.read() or b"", next_forget.read()
         for report_id, copies in due.items():
             report, micros = best_copy(copies)

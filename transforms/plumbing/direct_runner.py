@@ -5,12 +5,16 @@ local streaming run (pipelines/streaming.py), and by tests that run the streamin
 `hold_watermark_at_user_timers()` also by the streaming dedup, whose output depends on it. Every change is
 idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
+from apache_beam.coders import VarIntCoder
 from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.utils.timestamp import TIME_GRANULARITY
+from apache_beam.utils.timestamp import TIME_GRANULARITY, Timestamp
 
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
+
+HOLD_STATE = "watermark_hold"  # a user state of this name (VarInt event micros) holds the step's watermark
+_HOLD_TAG = f"user/{HOLD_STATE}"
 
 
 def install_local_streaming_support():
@@ -47,10 +51,12 @@ def count_every_bundle():
     executor.TransformExecutor.call = call
 
 
-def earliest_event_time_timer(keyed_state):
-    """The earliest event-time timer set in one key's state, or None."""
+def earliest_hold(keyed_state):
+    """The earliest of one key's event-time timers and its `HOLD_STATE` value, or None."""
     times = [timestamp for timers in keyed_state.timers.values()
              for (_, domain, _), timestamp in timers.items() if domain == TimeDomain.WATERMARK]
+    times += [Timestamp(micros=VarIntCoder().decode(tags[_HOLD_TAG][0]))
+              for tags in keyed_state.state.values() if tags.get(_HOLD_TAG)]
     return min(times) if times else None
 
 
@@ -61,7 +67,9 @@ def hold_watermark_at_user_timers():
     own time is on time downstream; the bundle-based DirectRunner does not (its user state commits timers
     without a hold), so a copy the streaming dedup releases from a timer would reach the trend and file
     windows after they closed. Each bundle of a stateful DoFn now reports, for every key it touched, a
-    hold one microsecond before that key's earliest event-time timer (none: the key's hold is removed).
+    hold one microsecond before that key's earliest event-time timer or `HOLD_STATE` value (none: the
+    key's hold is removed). The state lets a DoFn whose timer fires later than what it will emit (the
+    bucketed dedup releases a second's copies at once) hold the watermark at the earliest of them.
     """
     evaluator = transform_evaluator._ParDoEvaluator
     if getattr(evaluator.finish_bundle, "holds_watermark", False):
@@ -72,7 +80,7 @@ def hold_watermark_at_user_timers():
         result = stock_finish_bundle(self)
         if self.user_state_context is not None:
             for key, keyed_state in self._step_context.partial_keyed_state.items():
-                earliest = earliest_event_time_timer(keyed_state)
+                earliest = earliest_hold(keyed_state)
                 result.keyed_watermark_holds[key] = None if earliest is None else earliest - TIME_GRANULARITY
         return result
 
