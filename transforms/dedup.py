@@ -4,15 +4,22 @@ The semantics of Beam's `DeduplicatePerKey(event_time_duration=...)`: a reportId
 watermark passes its event time plus the horizon, so a redelivery arriving within that horizon — late or
 out of order included — never reaches a sink twice. A report older than the horizon when it arrives (a
 backlog, a redelivery after an outage) would be forgotten as soon as it is seen, since the watermark of a
-live stream follows the clock: so the horizon starts at the later of its event time and its arrival. Written out here (the same few lines) because the
-stock DoFn also declares a processing-time timer, which makes the DirectRunner fall back from the
-FnApiRunner to its much slower bundle-based runner even in batch, and because it drops duplicates
-silently where this one counts them. Runs in the global window, so a redelivery is caught across windows.
+live stream follows the clock: so the horizon starts at the later of its event time and its arrival.
+Written out here because the stock DoFn also declares a processing-time timer, which makes the
+DirectRunner fall back from the FnApiRunner to its much slower bundle-based runner even in batch, because it
+drops duplicates silently where this one counts them, and because it keeps the first copy to arrive.
+
+The copy kept does not depend on arrival order, in batch and streaming alike: the earliest event time, then
+the smallest digest of the report's canonical JSON. Streaming holds each new reportId's best copy until the
+watermark passes its event time (a better copy replaces it meanwhile), then releases it at its event time;
+a copy arriving after that is a duplicate, whatever its event time. Runs in the global window, so a
+redelivery is caught across windows. Streaming state comes in two forms (`state`): per-key, one key per
+reportId (Dataflow), and bucketed, reportIds spread over a fixed number of keys (the local runner, whose
+cost is per key); see `_FirstReportPerBucketFn`.
 
 A bounded run (a batch replay) has no watermark until its end, so the horizon spans the whole input there:
 it groups by reportId instead, which gives the same result without per-key state (the FnApiRunner's state
-cache measures every state value's size, ~3 ms a report here). There the copy kept does not depend on input
-order: the earliest event time, then the smallest digest of the report's canonical JSON.
+cache measures every state value's size, ~3 ms a report here).
 
 Across runs: a reportId the output already holds (`already_routed()`, read from its routed files by each
 worker as it starts, so that building the pipeline reads nothing) is dropped and counted as a duplicate too, so replays in any order, a producer's retry with a
