@@ -71,6 +71,7 @@ def hold_watermark_at_user_timers():
     key's hold is removed). The state lets a DoFn whose timer fires later than what it will emit (the
     bucketed dedup releases a second's copies at once) hold the watermark at the earliest of them.
     """
+    never_stall_with_timers_due()
     evaluator = transform_evaluator._ParDoEvaluator
     if getattr(evaluator.finish_bundle, "holds_watermark", False):
         return
@@ -86,6 +87,30 @@ def hold_watermark_at_user_timers():
 
     finish_bundle.holds_watermark = True
     evaluator.finish_bundle = finish_bundle
+
+
+def never_stall_with_timers_due():
+    """Keeps the DirectRunner's monitor from declaring a stall while event-time timers are due.
+
+    Its shutdown check looks for running bundles and processing-time timers, not for event-time timers
+    that a bundle committed just after the monitor last fired timers made due; such a race ended a local
+    streaming run with "Monitor task detected a pipeline stall" (raised as a tuple, so a TypeError). With
+    timers due, the monitor runs again and fires them.
+    """
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
+    if getattr(monitor._should_shutdown, "waits_for_due_timers", False):
+        return
+    stock_should_shutdown = monitor._should_shutdown
+
+    def should_shutdown(self):
+        if not self._is_executing():
+            due, _ = self._executor.evaluation_context._watermark_manager.extract_all_timers()
+            if due:
+                return False
+        return stock_should_shutdown(self)
+
+    should_shutdown.waits_for_due_timers = True
+    monitor._should_shutdown = should_shutdown
 
 
 def is_empty(keyed_state):
