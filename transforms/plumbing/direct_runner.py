@@ -15,6 +15,7 @@ from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
 HOLD_STATE = "watermark_hold"  # a user state of this name (VarInt event micros) holds the step's watermark
 _HOLD_TAG = f"user/{HOLD_STATE}"
+HOLDS_WATERMARK = "holds_watermark_at_timers"  # a stateful DoFn class attribute: True opts in to the hold
 
 
 def install_local_streaming_support():
@@ -66,7 +67,8 @@ def hold_watermark_at_user_timers():
     The Beam model holds a step's output watermark at its pending timers, so what a timer emits at its
     own time is on time downstream; the bundle-based DirectRunner does not (its user state commits timers
     without a hold), so a copy the streaming dedup releases from a timer would reach the trend and file
-    windows after they closed. Each bundle of a stateful DoFn now reports, for every key it touched, a
+    windows after they closed. Each bundle of a stateful DoFn that opts in (`HOLDS_WATERMARK`; the other
+    stateful steps keep the stock behaviour) now reports, for every key it touched, a
     hold one microsecond before that key's earliest event-time timer or `HOLD_STATE` value (none: the
     key's hold is removed). The state lets a DoFn whose timer fires later than what it will emit (the
     bucketed dedup releases a second's copies at once) hold the watermark at the earliest of them.
@@ -79,7 +81,7 @@ def hold_watermark_at_user_timers():
 
     def finish_bundle(self):
         result = stock_finish_bundle(self)
-        if self.user_state_context is not None:
+        if getattr(self._applied_ptransform.transform.dofn, HOLDS_WATERMARK, False):
             for key, keyed_state in self._step_context.partial_keyed_state.items():
                 earliest = earliest_hold(keyed_state)
                 result.keyed_watermark_holds[key] = None if earliest is None else earliest - TIME_GRANULARITY
