@@ -9,10 +9,18 @@
    (p50/p99; the windowed Avro file is finalized later, when its window closes), RSS after warm-up
    (a tenth of --seconds) and at the end.
 
+3. --soak: the whole pipeline at --rate (default 200/s) for --seconds (default 600) with the dedup horizon
+   at 24 h, every --copy-every-th report published twice (a producer's retry, re-stamped): RSS every
+   --sample-seconds, bytes of RSS per remembered reportId after warm-up (the first tenth), and whether dedup
+   stayed exact (no reportId twice in the routed files, read = routed + duplicates + dead-lettered). With
+   --dedup-state per-key (main's form) as well as bucketed in the same run unless --soak-forms says otherwise.
+
     .venv/bin/python benchmarks/bench_streaming.py               # 300 s per part
     .venv/bin/python benchmarks/bench_streaming.py --seconds 30 --rate 1200
+    .venv/bin/python benchmarks/bench_streaming.py --soak        # 600 s per form, bucketed then per-key
 """
 import argparse
+import collections
 import itertools
 import multiprocessing
 import os
@@ -26,6 +34,7 @@ import uuid
 from datetime import datetime
 
 import apache_beam as beam
+import fastavro
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -99,32 +108,67 @@ def latencies(path):
     return [float(line) for line in path.read_text().split()] if path.exists() else []
 
 
-def produce(topic, rate, seconds, published):
-    """The live producer (a separate process): benchmark reports stamped with their publish time."""
-    published.value = publish(benchmark_messages(2), topic, rate=rate, duration=seconds, live=True)
+def produce(topic, rate, seconds, published, copy_every=0, copies=None):
+    """The live producer (a separate process): benchmark reports stamped with their publish time; with
+    `copy_every`, every so many reports published a second time (a retry: same reportId, new submittedAt),
+    the number of such copies published left in `copies`."""
+    is_copy = []
+
+    def with_copies(messages):
+        for index, message in enumerate(messages, 1):
+            is_copy.append(False)
+            yield message
+            if copy_every and index % copy_every == 0:
+                is_copy.append(True)
+                yield message
+
+    published.value = publish(with_copies(benchmark_messages(2)), topic, rate=rate, duration=seconds, live=True)
+    if copies is not None:
+        copies.value = sum(is_copy[:published.value])
 
 
-def whole_pipeline(seconds, rate, out):
-    """(routed by the deadline / seconds, published, counts at the end, RSS MB start/end)."""
-    topic, subscription = topic_and_subscription("whole")
+def routed_copies(out):
+    """How many routed records each reportId has in the run's routed files."""
+    copies = collections.Counter()
+    for path in (out / "routed").glob("jurisdiction=*/*.avro"):
+        with open(path, "rb") as handle:
+            copies.update(record["reportId"] for record in fastavro.reader(handle))
+    return copies
+
+
+def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0, sample_every=None,
+                   warm_up=None):
+    """(routed by the deadline / seconds, published, counts at the end, RSS MB start/end, copies published,
+    samples [(seconds, RSS MB, counts)] every `sample_every` s while reading)."""
+    topic, subscription = topic_and_subscription(name)
     options = local_streaming_options(["--source", "pubsub", "--subscription", subscription,
-                                       "--output", str(out), "--window-minutes", "1"])
+                                       "--output", str(out), "--window-minutes", "1", *extra_args])
     pipeline = beam.Pipeline(options=options)
     outputs = build_pipeline(pipeline, options.view_as(TiplineOptions))
     _ = outputs["routed"] | "RecordLatency" >> beam.ParDo(_RecordLatency(str(out / "latencies.txt")))
     at_deadline, rss = {}, {}
     spawn = multiprocessing.get_context("spawn")  # a producer of its own, as in production: not the run's GIL
-    published = spawn.Value("q", 0)
-    producer = spawn.Process(target=produce, args=(topic, rate, seconds, published), daemon=True)
+    published, copies = spawn.Value("q", 0), spawn.Value("q", 0)
+    producer = spawn.Process(target=produce, args=(topic, rate, seconds, published, copy_every, copies),
+                             daemon=True)
     run_id = uuid.uuid4().hex
-    result_box = []
+    result_box, samples = [], []
+
+    def counts_now():
+        return tipline_counts(result_box[0]) if result_box else {}
 
     def snapshot():
-        time.sleep(seconds / 10)  # after warm-up: banks and GeoIP db loaded, numba kernels compiled
-        rss["start"] = rss_mb()
-        time.sleep(seconds - seconds / 10)
-        if result_box:
-            at_deadline.update(tipline_counts(result_box[0]))
+        started = time.monotonic()
+        time.sleep(warm_up or seconds / 10)  # after warm-up: banks and GeoIP db loaded, numba kernels compiled
+        rss["start"], rss["start_counts"] = rss_mb(), counts_now()
+        while sample_every and time.monotonic() - started + sample_every < seconds:
+            time.sleep(sample_every)
+            samples.append((time.monotonic() - started, rss_mb(), counts_now()))
+            print(f"  [{samples[-1][0]:5.0f} s] RSS {samples[-1][1]:6.0f} MB  routed {samples[-1][2].get('routed', 0)}"
+                  f"  duplicates {samples[-1][2].get('duplicates', 0)}", flush=True)
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        at_deadline.update(counts_now())
+        rss["deadline"] = rss_mb()
 
     original_run = pipeline.run
     pipeline.run = lambda: result_box.append(original_run()) or result_box[0]
@@ -133,7 +177,9 @@ def whole_pipeline(seconds, rate, out):
     result = run_for(pipeline, subscription, seconds, run_id, progress=False)
     rss["end"] = rss_mb()
     producer.join()
-    return at_deadline.get("routed", 0) / seconds, published.value, tipline_counts(result), rss
+    rss["deadline_counts"] = dict(at_deadline)
+    return (at_deadline.get("routed", 0) / seconds, published.value, tipline_counts(result), rss, copies.value,
+            samples)
 
 
 def percentile(values, share):
@@ -141,12 +187,58 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+def soak(args, state):
+    """One soak run in dedup state form `state`; prints its figures."""
+    out = pathlib.Path(tempfile.mkdtemp(prefix=f"tipline-soak-{state}-"))
+    try:
+        print(f"soak, --dedup-state {state}: {args.seconds:.0f} s at {args.rate:.0f} reports/s, horizon 24 h, "
+              f"every {args.copy_every}th report published twice", flush=True)
+        sustained, published, counts, rss, copies, samples = whole_pipeline(
+            args.seconds, args.rate, out, ["--dedup-state", state, "--dedup-horizon-hours", "24"],
+            name=f"soak-{state}", copy_every=args.copy_every, sample_every=args.sample_seconds,
+            warm_up=args.warm_up_seconds)
+        routed = routed_copies(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    remembered = rss["deadline_counts"].get("routed", 0) - rss["start_counts"].get("routed", 0)
+    growth = rss["deadline"] - rss["start"]
+    routed_twice = sum(1 for count in routed.values() if count > 1)
+    exact = (routed_twice == 0 and sum(routed.values()) == counts.get("routed")
+             and counts.get("read") == counts.get("routed", 0) + counts.get("duplicates", 0)
+             + counts.get("dead_lettered", 0))
+    print(f"  RSS after warm-up {rss['start']:.0f} MB, at the deadline {rss['deadline']:.0f} MB: growth {growth:+.0f} MB "
+          f"(target <= 100) for {remembered} reportIds remembered since: "
+          f"{growth * 2**20 / max(remembered, 1):.0f} bytes of RSS each (target <= 300)")
+    print(f"  published {published} ({copies} second copies); at the end read {counts.get('read', 0)}  routed "
+          f"{counts.get('routed', 0)}  duplicates {counts.get('duplicates', 0)}  dead-lettered "
+          f"{counts.get('dead_lettered', 0)}; {sum(routed.values())} routed records, {routed_twice} reportIds routed "
+          f"twice: dedup {'exact' if exact else 'NOT EXACT'}; "
+          f"{sustained:.0f} reports/s routed by the deadline", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=300, help="length of each part")
-    parser.add_argument("--rate", type=float, default=1200, help="whole pipeline: reports published per second")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each part (300; soak 600)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="whole pipeline: reports published per second (1200; soak 200)")
     parser.add_argument("--skip-stock", action="store_true", help="only the whole pipeline")
+    parser.add_argument("--soak", action="store_true", help="the memory soak instead of the throughput parts")
+    parser.add_argument("--soak-forms", default="bucketed,per-key", help="dedup state forms to soak, in order")
+    parser.add_argument("--copy-every", type=int, default=10, help="soak: every so many reports published twice")
+    parser.add_argument("--sample-seconds", type=float, default=30, help="soak: RSS printed this often")
+    parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
+                        "(default: a tenth of --seconds)")
     args = parser.parse_args()
+    if args.soak:
+        args.seconds, args.rate = args.seconds or 600, args.rate or 200
+        with emulator.running() as running:
+            print(f"emulator {running.host}; os.cpu_count() = {os.cpu_count()}; "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
+            for state in args.soak_forms.split(","):
+                soak(args, state)
+        print(f"load average now {os.getloadavg()[0]:.1f}")
+        return
+    args.seconds, args.rate = args.seconds or 300, args.rate or 1200
     out = pathlib.Path(tempfile.mkdtemp(prefix="tipline-bench-stream-"))
     try:
         with emulator.running() as running:
@@ -155,7 +247,7 @@ def main():
             stock = None if args.skip_stock else stock_read(args.seconds, int(args.seconds * 700))
             if stock is not None:
                 print(f"stock read (ReadFromPubSub -> json -> map)   {stock:8.0f} messages/s", flush=True)
-            sustained, published, counts, rss = whole_pipeline(args.seconds, args.rate, out)
+            sustained, published, counts, rss, _, _ = whole_pipeline(args.seconds, args.rate, out)
             latency = latencies(out / "latencies.txt")
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -11,7 +11,7 @@ from pipelines.errors import UsageError
 
 from pipelines.bank_tools import add_video_matching_options
 
-from transforms.dedup import DEFAULT_HORIZON_HOURS
+from transforms.dedup import DEFAULT_HORIZON_HOURS, STATE_FORMS
 from transforms.demo.packaged import packaged
 from transforms.reports.validation import DEFAULT_MAX_CLOCK_SKEW_HOURS, DEFAULT_MAX_FILES_PER_REPORT, DEFAULT_MAX_MESSAGE_BYTES
 from transforms.read import SOURCES
@@ -137,6 +137,10 @@ class TiplineOptions(PipelineOptions):
         add_video_matching_options(parser)
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
+        parser.add_argument("--dedup-state", choices=STATE_FORMS, default="auto",
+                            help="streaming dedup state: per-key (one key per reportId; auto, the default, "
+                                 "chooses it), bucketed (reportIds in 1,024 keys, ~24 bytes each: a fraction of "
+                                 "the local runner's memory, but slower there for now)")
         parser.add_argument("--bundle-gap-hours", type=positive_hours, default=24,
                             help="a signature seen again within this gap stays in the same incident bundle")
         parser.add_argument("--window-minutes", type=int, default=60,

@@ -81,7 +81,8 @@ def build_pipeline(p, opts, messages=None):
         opts.max_message_bytes, stamp_event_time=opts.source != "pubsub", max_files=opts.max_files_per_report,
         max_clock_skew_hours=opts.max_clock_skew_hours)
     unique = reports | "DedupRedeliveries" >> DedupRedeliveries(
-        opts.dedup_horizon_hours, already_routed=functools.partial(routed_report_ids, opts.output_dir))
+        opts.dedup_horizon_hours, already_routed=functools.partial(routed_report_ids, opts.output_dir),
+        state=opts.dedup_state)
     hashed, hash_failures = unique | "EnrichHashes" >> EnrichHashes(
         opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(), opts.bank_refresh_seconds,
         media_roots=opts.media_roots, video=video_matching(opts))

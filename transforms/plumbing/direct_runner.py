@@ -1,19 +1,30 @@
 """What the bundle-based DirectRunner needs for tipline's local streaming runs, installed on purpose.
 
 Nothing here happens on import: `install_local_streaming_support()` is called by the code that starts a
-local streaming run (pipelines/streaming.py), and by tests that run the streaming DirectRunner themselves.
-Both changes are idempotent and touch only the DirectRunner (Dataflow and the FnApiRunner never see them).
+local streaming run (pipelines/streaming.py), and by tests that run the streaming DirectRunner themselves;
+`hold_watermark_at_user_timers()` also by the streaming dedup, whose output depends on it. Every change is
+idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
-from apache_beam.runners.direct import executor
+from apache_beam.coders import VarIntCoder
+from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import TIME_GRANULARITY, Timestamp
 
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
+HOLD_STATE = "watermark_hold"  # a user state of this name (VarInt event micros) holds the step's watermark
+_HOLD_TAG = f"user/{HOLD_STATE}"
+HOLDS_WATERMARK = "holds_watermark_at_timers"  # a stateful DoFn class attribute: True opts in to the hold
+
 
 def install_local_streaming_support():
-    """The local Pub/Sub pull evaluator, and metrics kept for every bundle."""
+    """The local Pub/Sub pull evaluator, metrics kept for every bundle, user timers holding the watermark,
+    and keyed state forgotten once it is empty."""
     register_pull_evaluator()
     count_every_bundle()
+    hold_watermark_at_user_timers()
+    forget_empty_keyed_state()
 
 
 def register_pull_evaluator():
@@ -39,3 +50,101 @@ def count_every_bundle():
 
     call.counts_every_bundle = True
     executor.TransformExecutor.call = call
+
+
+def earliest_hold(keyed_state):
+    """The earliest of one key's event-time timers and its `HOLD_STATE` value, or None."""
+    times = [timestamp for timers in keyed_state.timers.values()
+             for (_, domain, _), timestamp in timers.items() if domain == TimeDomain.WATERMARK]
+    times += [Timestamp(micros=VarIntCoder().decode(tags[_HOLD_TAG][0]))
+              for tags in keyed_state.state.values() if tags.get(_HOLD_TAG)]
+    return min(times) if times else None
+
+
+def hold_watermark_at_user_timers():
+    """Holds a stateful DoFn's output watermark just before its earliest pending event-time timer.
+
+    The Beam model holds a step's output watermark at its pending timers, so what a timer emits at its
+    own time is on time downstream; the bundle-based DirectRunner does not (its user state commits timers
+    without a hold), so a copy the streaming dedup releases from a timer would reach the trend and file
+    windows after they closed. Each bundle of a stateful DoFn that opts in (`HOLDS_WATERMARK`; the other
+    stateful steps keep the stock behaviour) now reports, for every key it touched, a
+    hold one microsecond before that key's earliest event-time timer or `HOLD_STATE` value (none: the
+    key's hold is removed). The state lets a DoFn whose timer fires later than what it will emit (the
+    bucketed dedup releases a second's copies at once) hold the watermark at the earliest of them.
+    """
+    never_stall_with_timers_due()
+    evaluator = transform_evaluator._ParDoEvaluator
+    if getattr(evaluator.finish_bundle, "holds_watermark", False):
+        return
+    stock_finish_bundle = evaluator.finish_bundle
+
+    def finish_bundle(self):
+        result = stock_finish_bundle(self)
+        if getattr(self._applied_ptransform.transform.dofn, HOLDS_WATERMARK, False):
+            for key, keyed_state in self._step_context.partial_keyed_state.items():
+                earliest = earliest_hold(keyed_state)
+                result.keyed_watermark_holds[key] = None if earliest is None else earliest - TIME_GRANULARITY
+        return result
+
+    finish_bundle.holds_watermark = True
+    evaluator.finish_bundle = finish_bundle
+
+
+def never_stall_with_timers_due():
+    """Keeps the DirectRunner's monitor from declaring a stall while event-time timers are due.
+
+    Its shutdown check looks for running bundles and processing-time timers, not for event-time timers
+    that a bundle committed just after the monitor last fired timers made due; such a race ended a local
+    streaming run with "Monitor task detected a pipeline stall" (raised as a tuple, so a TypeError). With
+    timers due, the monitor runs again and fires them.
+    """
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
+    if getattr(monitor._should_shutdown, "waits_for_due_timers", False):
+        return
+    stock_should_shutdown = monitor._should_shutdown
+
+    def should_shutdown(self):
+        if not self._is_executing():
+            due, _ = self._executor.evaluation_context._watermark_manager.extract_all_timers()
+            if due:
+                return False
+        return stock_should_shutdown(self)
+
+    should_shutdown.waits_for_due_timers = True
+    monitor._should_shutdown = should_shutdown
+
+
+def is_empty(keyed_state):
+    """No value and no timer (reading a missing value leaves an empty list behind, which holds nothing)."""
+    return (not any(values for tags in keyed_state.state.values() for values in tags.values())
+            and not any(keyed_state.timers.values()) and not keyed_state.global_state)
+
+
+def forget_empty_keyed_state():
+    """Drops a key's state from the DirectRunner once it holds no value and no timer.
+
+    The DirectRunner keeps one state object per key a stateful step or grouping ever saw (~1-2 KB each,
+    with a timer) and never removes it, even once cleared: a streaming run grew by every reportId, bundle
+    signature and session it had seen. An empty state is what a key that was never seen gets, so removing
+    it changes nothing but memory; and the watermark manager, which walks every key's timers each time it
+    looks for due timers, walks only the live ones.
+    """
+    context = evaluation_context.EvaluationContext
+    if getattr(context.handle_result, "forgets_empty_state", False):
+        return
+    stock_handle_result = context.handle_result
+
+    def handle_result(self, completed_bundle, completed_timers, result):
+        committed = stock_handle_result(self, completed_bundle, completed_timers, result)
+        empty = [key for key, keyed_state in result.partial_keyed_state.items() if is_empty(keyed_state)]
+        if empty:
+            existing = self._transform_keyed_states[result.transform]
+            with self._watermark_manager.get_watermarks(result.transform)._lock:  # the lock its timer walk takes
+                for key in empty:
+                    if key in existing and is_empty(existing[key]):
+                        del existing[key]
+        return committed
+
+    handle_result.forgets_empty_state = True
+    context.handle_result = handle_result
