@@ -9,7 +9,6 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
