@@ -1,6 +1,5 @@
 """Videos end to end: `tipline bank build --signal vpdq`, `tipline match --videos`, and the pipeline routing
 reports whose videos are re-encoded, resized, re-containered or trimmed copies of banked ones."""
-import argparse
 import base64
 import collections
 import dataclasses
@@ -9,7 +8,7 @@ import json
 import fastavro
 import pytest
 
-from pipelines.bank_tools import register
+from pipelines.cli import main
 from pipelines.tipline_pipeline import run as run_pipeline
 from tests.conftest import example_report
 from transforms.demo.packaged import packaged
@@ -23,10 +22,8 @@ KNOWN = {"known-a": VideoSpec("known-a", seconds=6.0), "known-b": VideoSpec("kno
 
 
 def tipline(*argv):
-    parser = argparse.ArgumentParser(prog="tipline")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    """The `tipline` command through its entry point: one-line errors and exit codes included."""
+    return main(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +94,9 @@ def test_match_listing_shows_both_percentages(bank, queries, capsys):
 
 
 def test_a_threshold_out_of_range_stops_with_the_flag_named(bank, queries, capsys):
-    with pytest.raises(SystemExit) as raised:
-        tipline("match", "--bank", bank, "--videos", str(queries), "--vpdq-query-match-percent", "180")
-    assert raised.value.code == 2 and "--vpdq-query-match-percent" in capsys.readouterr().err
+    assert tipline("match", "--bank", bank, "--videos", str(queries), "--vpdq-query-match-percent", "180") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tipline match: error: ") and "--vpdq-query-match-percent" in err
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
