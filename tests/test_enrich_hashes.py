@@ -7,8 +7,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
+from pipelines.streaming import local_streaming_options
 from tests.conftest import example_report
+from transforms.dedup import DedupRedeliveries
+from transforms.plumbing.direct_runner import install_local_streaming_support
 from transforms.hashes import EnrichHashes, MatchHashBatches
 from transforms.location.jurisdiction_rules import priority_of
 from transforms.matching.banks import BankEntry, write_bank
@@ -133,7 +139,45 @@ def test_banks_refresh_without_restart(tmp_path):
     fn = MatchHashBatches([bank], [], refresh_seconds=0)
     fn.setup()
     report = report_with("r", content(image_bytes(7)))
-    assert [r.value["_hashes"]["matchSummary"] for r in fn.process([(report, 0)])] == ["new"]
+    assert [r.value["_hashes"]["matchSummary"] for r in one_bundle(fn, report)] == ["new"]
     write_bank([BankEntry(PHashSignal, PHashSignal.hash_image(make_image(7)), "fresh", None, None)], bank)
     os.utime(bank, (1, 1))  # a different mtime even within the same second
-    assert [r.value["_hashes"]["matchSummary"] for r in fn.process([(report, 0)])] == ["known"]
+    assert [r.value["_hashes"]["matchSummary"] for r in one_bundle(fn, report)] == ["known"]
+
+
+def one_bundle(fn, *reports):
+    """What `fn` emits for a bundle of these reports (each at time 0 in the global window)."""
+    fn.start_bundle()
+    emitted = [out for report in reports for out in fn.process(report, Timestamp(0), GlobalWindow())]
+    return emitted + list(fn.finish_bundle())
+
+
+
+def check_hourly_counts_after_a_watermark_jump(enrich, expected):
+    """Per-hour report counts when a stream's reports are released by the dedup as the watermark jumps to
+    the end (a finished or drained stream), with `enrich` between the dedup and the hourly window."""
+    install_local_streaming_support()
+    start = Timestamp.from_rfc3339("2026-11-23T10:00:00Z")
+    reports = [TimestampedValue(report_with(f"r{n}", content(image_bytes(n))), start + 60 * n) for n in range(3)]
+    with beam.Pipeline(options=local_streaming_options([])) as pipeline:
+        counts = (pipeline
+                  | TestStream().add_elements(reports).advance_watermark_to_infinity()
+                  | DedupRedeliveries()
+                  | "Enrich" >> enrich
+                  | beam.WindowInto(FixedWindows(3600))
+                  | beam.Map(lambda report: ("reports", 1))
+                  | beam.CombinePerKey(sum))
+        assert_that(counts, equal_to(expected))
+
+
+def test_each_report_keeps_its_event_time_through_the_batch_where_batch_elements_loses_it(tmp_path):
+    """Why EnrichHashes batches by itself: behind Beam's BatchElements (a bundle's batch stamped at the end
+    of the global window) the same reports come too late for their window and are dropped."""
+    bank = str(tmp_path / "bank.csv")
+    write_bank([BankEntry(Md5Signal, "0" * 32, "demo", None, None)], bank)
+    enriched_only = beam.ptransform_fn(lambda reports: (reports | EnrichHashes([bank]))[0])
+    check_hourly_counts_after_a_watermark_jump(enriched_only(), [("reports", 3)])
+    check_hourly_counts_after_a_watermark_jump(
+        beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
+        | beam.BatchElements(min_batch_size=1, max_batch_size=64)
+        | beam.FlatMap(lambda batch: [TimestampedValue(report, ts) for report, ts in batch]), [])

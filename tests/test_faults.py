@@ -15,7 +15,9 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines import emulator
 from pipelines.tipline_pipeline import run
@@ -128,8 +130,9 @@ def write_bank(path, rows):
 
 
 def matches(fn, report):
-    [enriched] = list(fn.process([(report, 0)]))
-    assert isinstance(enriched, TimestampedValue)
+    fn.start_bundle()
+    [enriched] = list(fn.process(report, Timestamp(0), GlobalWindow())) + list(fn.finish_bundle())
+    assert isinstance(enriched, WindowedValue) and enriched.timestamp == Timestamp(0)
     return [m["label"] for file in enriched.value["_hashes"]["files"] for m in file["matches"]]
 
 

@@ -1,13 +1,16 @@
 """EnrichHashes: every report gets its files' hashes and bank matches under `_hashes`.
 
-Reports are batched so each signal's index is queried once per batch; each report keeps its own event
-time through the batch (BatchElements stamps a batch with one timestamp). The banks are loaded once per
+Reports are batched within a bundle so each signal's index is queried once per batch, and each report
+leaves at its own event time and window. Not Beam's `BatchElements`: in the global window it emits a
+bundle's last batch from `finish_bundle` at the end of the global window, so the runner's watermark is not
+held by the reports inside; reports the streaming dedup releases when the watermark jumps (a drained or
+finished stream) then reached the trend, bundle and alert windows after they had closed. The banks are loaded once per
 worker through `Shared`, and re-checked (size + mtime) at most every `refresh_seconds`: a rewritten bank
 file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
 A report that fails is dead-lettered alone, never with the rest of its batch.
 """
 import apache_beam as beam
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import dead_letter_from_failure
@@ -34,28 +37,27 @@ class EnrichHashes(beam.PTransform):
         self.max_batch_size = max_batch_size
 
     def expand(self, reports):
-        batches = (
-            reports
-            | "KeepEventTime" >> beam.Map(lambda report, ts=beam.DoFn.TimestampParam: (report, ts))
-            | "BatchReports" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch_size))
-        matched = batches | "MatchBatches" >> beam.ParDo(
+        matched = reports | "MatchBatches" >> beam.ParDo(
             MatchHashBatches(self.bank_paths, self.negative_bank_paths, self.refresh_seconds, self.media_roots,
-                             self.video)
+                             self.video, self.max_batch_size)
         ).with_outputs(FAILURES, main="enriched")
         dead_letters = matched[FAILURES] | "ToDeadLetters" >> beam.Map(dead_letter_from_failure(STAGE))
         return matched.enriched, dead_letters
 
 
 class MatchHashBatches(beam.DoFn):
-    """A batch of (report, event time) -> each report with `_hashes` back at its own event time; a report
-    whose hashing failed goes to the `failures` output as (report, (type, error, None))."""
+    """Reports, matched in batches of up to `max_batch_size` within a bundle -> each report with `_hashes`
+    at its own event time and window; a report whose hashing failed goes to the `failures` output as
+    (report, (type, error, None))."""
 
-    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=(), video=VideoMatching()):
+    def __init__(self, bank_paths, negative_bank_paths, refresh_seconds, media_roots=(), video=VideoMatching(),
+                 max_batch_size=64):
         self.media_roots = list(media_roots or ())
         self.video = video
         self.bank_paths = bank_paths
         self.negative_bank_paths = negative_bank_paths
         self.refresh_seconds = refresh_seconds
+        self.max_batch_size = max_batch_size
         self._shared = Shared()
         self.files_hashed = counter("files_hashed")
         self.files_unhashable = counter("files_unhashable")
@@ -70,21 +72,35 @@ class MatchHashBatches(beam.DoFn):
             lambda: HashMatcher.from_banks(self.bank_paths, self.negative_bank_paths, self.media_roots, self.video),
             self.refresh_seconds, self.bank_reloads, self.bank_reload_failures, "hash bank")
 
-    def process(self, stamped_batch):
-        """Each report at its own event time with `_hashes`; if the batch fails, each report alone, so a
-        report that fails goes to the failures output (report, error) by itself."""
+    def start_bundle(self):
+        self._pending = []
+
+    def process(self, report, ts=beam.DoFn.TimestampParam, win=beam.DoFn.WindowParam):
+        self._pending.append(WindowedValue(report, ts, (win,)))
+        if len(self._pending) >= self.max_batch_size:
+            yield from self._match_pending()
+
+    def finish_bundle(self):
+        yield from self._match_pending()
+
+    def _match_pending(self):
+        """Each pending report with `_hashes`, as a WindowedValue at its own time; if the batch fails, each
+        report alone, so a report that fails goes to the failures output (report, error) by itself."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
         self._matcher = self._banks.get()
-        batch = [report for report, _ in stamped_batch]
+        batch = [stamped.value for stamped in pending]
         try:
             enriched = with_hashes(batch, self._matcher)
         except Exception:
             enriched = [self._enrich_alone(report) for report in batch]
-        for (report, event_time), result in zip(stamped_batch, enriched):
+        for stamped, result in zip(pending, enriched):
             if isinstance(result, BaseException):
-                yield beam.pvalue.TaggedOutput(FAILURES, (report, (type(result), result, None)))
+                yield beam.pvalue.TaggedOutput(FAILURES, stamped.with_value((stamped.value, (type(result), result, None))))
                 continue
             self._count(result["_hashes"])
-            yield TimestampedValue(result, event_time)
+            yield stamped.with_value(result)
 
     def _enrich_alone(self, report):
         try:
