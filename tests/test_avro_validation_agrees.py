@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from schemas import avro_schema
 from tests.conftest import example_report
 from tests.hostile import json_paths
+from tests.test_avro_validation import replaced
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
 
 REPORT = avro_schema("report")
@@ -35,15 +36,6 @@ ODD_VALUES = st.one_of(
     st.lists(st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=2)), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.sampled_from(["A1", "Upload", "sextortion", "VIRAL_POTENTIAL_MEME", "RED", "esp", "public"]))
-
-
-def replaced(value, path, new):
-    value = copy.deepcopy(value)
-    target = value
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return value
 
 
 def deleted(value, path):
