@@ -6,28 +6,16 @@ import time
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
+from tests.test_dedup import HOUR, report, streaming_pipeline
 from transforms.dedup import (RECORD_BYTES, DedupRedeliveries, forget_expired, remember, remembers,
                               report_id_digest)
 
-HOUR = 3600
 FORMS = ("per-key", "bucketed")
-
-
-def report(report_id, event_time, copy=0):
-    return TimestampedValue({"reportId": report_id, "copy": copy}, event_time)
-
-
-def streaming_pipeline():
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    return TestPipeline(options=options)
 
 
 class _AppendTo(beam.DoFn):
