@@ -14,8 +14,8 @@ import json
 import os
 import pathlib
 import secrets
-import sys
 
+from pipelines.errors import UsageError
 from pipelines.options import DEFAULT_OUTPUT_DIR
 from pipelines.reports_cli import default_agencies_table
 
@@ -78,13 +78,11 @@ def serve_agencies(args):
     from services.agencies.index import open_index
 
     if not pathlib.Path(args.output).is_dir():
-        print(f"tipline serve agencies: --output {args.output} is not a folder (the pipeline's output)", file=sys.stderr)
-        return 2
+        raise UsageError(f"--output {args.output} is not a folder (the pipeline's output)")
     try:
         directory = WatchedDirectory(args.agencies)
     except (OSError, DirectoryError) as error:
-        print(f"tipline serve agencies: --agencies: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--agencies: {error}") from None
     index = open_index(args.output, args.state_dir)
     audit = AuditLog(index.path.parent / "audit.jsonl")
     app = create_app(index, directory, audit, rate=args.rate_limit, burst=args.burst,
@@ -122,41 +120,35 @@ def add_provider(args):
     try:
         add_account(args.credentials, args.add_provider, args.provider_name or args.add_provider, password)
     except CredentialsError as error:
-        print(f"tipline serve intake: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--credentials: {error}") from None
     shown = f"; password (shown once): {password}" if generated else ""
     print(f"added provider {args.add_provider} to {args.credentials}{shown}")
     return 0
 
 
 def intake_config(args):
-    """The service's configuration; SystemExit(2) naming the flag or file that is wrong."""
+    """The service's configuration; UsageError naming the flag or file that is wrong."""
     from pipelines.publish import resource_path
     from services.common.credentials import CredentialsError, load_accounts
     from services.intake.app import IntakeConfig
 
     if not args.project or not args.topic:
-        _refuse("--project and --topic are required: the topic the pipeline reads")
+        raise UsageError("--project and --topic are required: the topic the pipeline reads")
     try:
         accounts = load_accounts(args.credentials)
     except CredentialsError as error:
-        _refuse(f"--credentials: {error}")
+        raise UsageError(f"--credentials: {error}")
     store_folder = os.path.dirname(os.path.abspath(args.store))
     if not os.path.isdir(store_folder):
-        _refuse(f"--store: folder {store_folder} does not exist")
+        raise UsageError(f"--store: folder {store_folder} does not exist")
     for flag in ("max_upload_bytes", "max_document_bytes", "max_files_per_report"):
         if getattr(args, flag) <= 0:
-            _refuse(f"--{flag.replace('_', '-')} must be positive")
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive")
     return IntakeConfig(store_path=args.store, quarantine_root=args.quarantine_root, accounts=accounts,
                         topic=resource_path(args.project, "topics", args.topic),
                         max_document_bytes=args.max_document_bytes, max_upload_bytes=args.max_upload_bytes,
                         max_files_per_report=args.max_files_per_report, provider_rate=args.provider_rate,
                         provider_burst=args.provider_burst or 2 * args.provider_rate, public_rate=args.public_rate)
-
-
-def _refuse(message):
-    print(f"tipline serve intake: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main_intake(args):
@@ -168,7 +160,7 @@ def main_intake(args):
 
     config = intake_config(args)
     if args.workers < 1:
-        _refuse("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
     if args.create_topic:
         from google.cloud import pubsub_v1
 
