@@ -6,7 +6,7 @@ with --client httpx; --concurrency reports in flight) reports --count reports, e
 submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
 
 - reports accepted per second end to end: finished reports / time until the last one is on the topic
-  (counted by pulling the subscription), the goal being >= 500/s on 2 cores;
+  (counted by pulling the subscription while they are reported), the goal being >= 500/s on 2 cores;
 - p50 / p99 latency of `submit`, and of a whole report;
 - the CPU the service (all its processes) and the load generator spent a report: the figures that depend least on
   how busy the shared machine is;
@@ -15,6 +15,7 @@ submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
 
     .venv/bin/python benchmarks/bench_intake.py                  # 2,000 reports, 32 in flight
     .venv/bin/python benchmarks/bench_intake.py --count 4000 --workers 2
+    .venv/bin/python benchmarks/bench_intake.py --profile       # one worker under cProfile: where its CPU goes
 """
 import argparse
 import asyncio
@@ -26,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import httpx
@@ -167,7 +169,7 @@ async def drive(url, count, concurrency, work, images, client="raw"):
 
 
 def count_until(subscription, expected, patience=300):
-    """Pulls and acknowledges until `expected` messages arrived; the time it took."""
+    """Pulls and acknowledges until `expected` messages arrived (or `patience` seconds passed); how many did."""
     from google.cloud import pubsub_v1
 
     subscriber, seen, started = pubsub_v1.SubscriberClient(), 0, time.perf_counter()
@@ -177,6 +179,19 @@ def count_until(subscription, expected, patience=300):
             subscriber.acknowledge(subscription=subscription, ack_ids=[item.ack_id for item in received])
             seen += len(received)
     return seen
+
+
+class Counting(threading.Thread):
+    """Counts the reports on the subscription while they are being reported, so the end-to-end time stops
+    when the last one is on the topic rather than after pulling them all afterwards."""
+
+    def __init__(self, subscription, expected):
+        super().__init__(daemon=True)
+        self.subscription, self.expected, self.seen, self.finished_at = subscription, expected, 0, None
+
+    def run(self):
+        self.seen = count_until(self.subscription, self.expected)
+        self.finished_at = time.perf_counter()
 
 
 def cpu_seconds(pid):
@@ -194,11 +209,24 @@ def own_cpu_seconds():
     return times.user + times.system
 
 
-def start_service(workdir, topic, port, workers):
+PROFILED_SERVICE = """
+import cProfile, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+from pipelines.cli import main
+profile_to, sys.argv = sys.argv[1], ["tipline", *sys.argv[2:]]
+cProfile.run("main()", profile_to)
+"""
+
+
+def start_service(workdir, topic, port, workers, profile_to=None):
+    """The service in its own process; with `profile_to`, one worker under cProfile writing its profile there."""
     credentials = workdir / "providers.jsonl"
     add_account(credentials, USER, "Bench Social", PASSWORD)
+    tipline = [str(REPO / ".venv" / "bin" / "tipline")]
+    if profile_to:  # uvicorn re-raises SIGTERM after its clean stop: an exit, so cProfile still writes
+        tipline = [sys.executable, "-c", PROFILED_SERVICE, str(profile_to)]
     process = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "tipline"), "serve", "intake", "--port", str(port), "--credentials",
+        [*tipline, "serve", "intake", "--port", str(port), "--credentials",
          str(credentials), "--store", str(workdir / "intake.sqlite"), "--quarantine-root", str(workdir / "quarantine"),
          "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000", "--workers", str(workers)],
         start_new_session=True)
@@ -229,6 +257,14 @@ def direct_publish_rate(topic, count):
     return count / (time.perf_counter() - started)
 
 
+def print_profile(path, lines=30):
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(lines)
+    stats.sort_stats("cumulative").print_stats(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2000)
@@ -236,7 +272,11 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="the service's worker processes")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: prebuilt HTTP/1.1 requests (raw) or httpx")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the service (one worker) under cProfile and print where its time went")
     args = parser.parse_args()
+    if args.profile and args.workers != 1:
+        parser.error("--profile profiles one worker: leave --workers at 1")
     from google.cloud import pubsub_v1
 
     images = [small_jpeg(seed) for seed in range(50)]
@@ -246,7 +286,8 @@ def main():
         ensure_topic(pubsub_v1.PublisherClient(), topic)
         ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
         port = emulator.free_port()
-        service = start_service(workdir, topic, port, args.workers)
+        profile_to = workdir / "service.prof" if args.profile else None
+        service = start_service(workdir, topic, port, args.workers, profile_to)
         url = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(drive(url, min(200, args.count), args.concurrency, one_report, images, args.client))  # warm-up
@@ -255,16 +296,20 @@ def main():
             status_seconds, _, _ = asyncio.run(drive(url, args.count, args.concurrency, four_status_calls, images,
                                                      args.client))
             status_cpu = cpu_seconds(service.pid) - status_cpu
+            counter = Counting(subscription, args.count)
             started, service_cpu, client_cpu = time.perf_counter(), cpu_seconds(service.pid), own_cpu_seconds()
+            counter.start()
             seconds, submits, reports = asyncio.run(drive(url, args.count, args.concurrency, one_report, images,
                                                              args.client))
             client_cpu = own_cpu_seconds() - client_cpu
-            on_topic = count_until(subscription, args.count)
-            end_to_end = time.perf_counter() - started
+            counter.join()
+            on_topic, end_to_end = counter.seen, counter.finished_at - started
             service_cpu = cpu_seconds(service.pid) - service_cpu
         finally:
-            service.terminate()
+            service.terminate()  # uvicorn stops cleanly on SIGTERM, so cProfile writes its profile
             service.wait(timeout=30)
+        if profile_to:
+            print_profile(profile_to)
         direct = direct_publish_rate(topic, args.count)
     accepted = on_topic / end_to_end
     print(f"\n{args.client} load generator; {args.count} reports "

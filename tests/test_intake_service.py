@@ -135,14 +135,50 @@ def test_finish_twice_retract_after_finish_and_finish_after_retract_are_refused(
     with pytest.raises(ApiError) as refused:
         provider.upload(retracted, "y.jpg", benign_jpeg(3))
     assert refused.value.code == 5101
+    with pytest.raises(ApiError) as refused:
+        provider.fileinfo(file_details_xml(retracted, 1, "0" * 32))
+    assert refused.value.code == 5101
     assert [json.loads(m.data)["reportId"] for m in pull_all(subscription)] == [contract_id(service, finished)]
+
+
+def test_the_store_refuses_each_change_to_a_report_that_is_not_the_providers_open_one(tmp_path):
+    """The store's own checks, for what reaches it past the endpoints' early ones (a concurrent finish)."""
+    from services.intake.store import IntakeStore, Refused
+
+    store = IntakeStore(str(tmp_path / "intake.sqlite"))
+    report = store.open_report("esp-17", {})
+    file_id = store.add_file("esp-17", report, "0" * 32, "/q/aa/a", "a.jpg", max_files=2)
+    store.add_file("esp-17", report, "1" * 32, "/q/bb/b", "b.jpg", max_files=2)
+    finished = store.open_report("esp-17", {})
+    store.finish("esp-17", finished, "Example")
+    refusals = {
+        "full": lambda: store.add_file("esp-17", report, "2" * 32, "/q/cc/c", "c.jpg", max_files=2),
+        "another provider's": lambda: store.add_file("esp-42", report, "2" * 32, "/q/cc/c", None, max_files=9),
+        "finished": lambda: store.add_file("esp-17", finished, "2" * 32, "/q/cc/c", None, max_files=9),
+        "unknown": lambda: store.add_file("esp-17", report + 99, "2" * 32, "/q/cc/c", None, max_files=9),
+        "details, another provider's": lambda: store.set_file_details("esp-42", report, file_id, {}),
+        "details, finished": lambda: store.set_file_details("esp-17", finished, file_id, {}),
+        "details, no such file": lambda: store.set_file_details("esp-17", report, file_id + 99, {}),
+    }
+    codes = {}
+    for name, change in refusals.items():
+        with pytest.raises(Refused) as refused:
+            change()
+        codes[name] = refused.value.code
+    assert codes == {"full": 4220, "another provider's": 3000, "finished": 5102, "unknown": 5001,
+                     "details, another provider's": 3000, "details, finished": 5102, "details, no such file": 5002}
+    store.set_file_details("esp-17", report, file_id, {"fileName": "a.jpg"})
+    message, file_ids = store.finish("esp-17", report, "Example")
+    assert file_ids == [file_id, file_id + 1] and json.loads(message)["files"][0]["fileName"] == "a.jpg"
 
 
 def test_another_providers_report_and_unknown_ids_are_refused(door):
     service, subscription, _ = door
     owner, other = client(service), client(service, "esp-42")
     report_id = owner.submit(report_xml())
+    file_id, md5 = owner.upload(report_id, "mine.jpg", benign_jpeg(4))
     for call, code in ((lambda: other.upload(report_id, "a.jpg", b"bytes"), 3000),
+                       (lambda: other.fileinfo(file_details_xml(report_id, file_id, md5)), 3000),
                        (lambda: other.finish(report_id), 3000), (lambda: other.retract(report_id), 3000),
                        (lambda: owner.finish(report_id + 1000), 5001),
                        (lambda: owner.fileinfo(file_details_xml(report_id, 999, "0" * 32)), 5002),
@@ -282,6 +318,9 @@ def test_a_report_finished_while_pubsub_is_unreachable_is_published_by_the_outbo
     service.intake.publisher = real
     messages = wait_for_messages(subscription, 1)
     assert [json.loads(m.data)["reportId"] for m in messages] == [contract_id(service, report_id)]
+    deadline = time.monotonic() + 60  # confirmed publishes are recorded together, a moment later
+    while service.intake.store.state_of(report_id) != ("finished", 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert service.intake.store.state_of(report_id) == ("finished", 1)
 
 

@@ -41,6 +41,7 @@ HTTP_STATUS = {AUTHENTICATION_REQUIRED: 401, 3000: 403, INVALID_REQUEST: 400, VA
                REPORT_DOES_NOT_EXIST: 404, 5002: 404, 5101: 409, 5102: 409, SERVER_ERROR: 500}
 XML_TYPES = ("text/xml", "application/xml")
 FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST = 1.0, 10.0  # per client address
+CONFIRMATIONS_EVERY_SECONDS = 0.05
 PUBLIC_FIELDS = ("incidentSummary", "internetDetails", "personOrUserReported", "victims", "batchedReport", "files")
 
 
@@ -121,7 +122,7 @@ class Intake:
         self.failed_logins = self.buckets.limiter("failed-login", FAILED_LOGINS_PER_SECOND, FAILED_LOGIN_BURST)
         self.validator = ReportValidator(config.max_files_per_report)
         self.publisher = publisher or _publisher()
-        self.in_flight = set()
+        self.in_flight, self.confirmed, self.confirmations = set(), [], None
 
     async def provider(self, request):
         """The authenticated provider, or a refusal: bad credentials look the same whether the user exists or not."""
@@ -161,7 +162,8 @@ class Intake:
             raise ApiRefusal(VALIDATION_FAILED, f"not a valid report: {error}") from None
 
     async def publish(self, report_id, message):
-        """Publishes a finished report and records it published; a failure leaves it to the outbox."""
+        """Publishes a finished report; a confirmed publish is recorded with the others of the next
+        `CONFIRMATIONS_EVERY_SECONDS` in one transaction, a failure leaves the report to the outbox."""
         report = orjson.loads(message)
         self.in_flight.add(report_id)
         try:
@@ -169,11 +171,23 @@ class Intake:
                                             submittedAt=report["submittedAt"])
             await asyncio.wrap_future(future)
         except Exception as error:  # the outbox retries; the report is durably finished
+            self.in_flight.discard(report_id)
             log.warning("publish of report %s failed (%s); the outbox will retry", report_id, type(error).__name__)
             return
+        self.confirmed.append(report_id)
+        if self.confirmations is None:
+            self.confirmations = asyncio.get_running_loop().call_later(CONFIRMATIONS_EVERY_SECONDS,
+                                                                       self.record_confirmed)
+
+    def record_confirmed(self):
+        """Marks the confirmed publishes published. Until then they stay in flight, so the outbox leaves them
+        alone; a stop before it means the outbox publishes them again, which the pipeline drops by reportId."""
+        confirmed, self.confirmed, self.confirmations = self.confirmed, [], None
+        try:
+            if confirmed:
+                self.store.mark_published(confirmed)
         finally:
-            self.in_flight.discard(report_id)
-        self.store.mark_published(report_id)
+            self.in_flight.difference_update(confirmed)
 
     async def drain_outbox(self):
         """Publishes finished reports whose publish failed or was cut short by a stop, never one in flight."""
@@ -206,6 +220,9 @@ def create_app(config, publisher=None):
             outbox.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox
+            if intake.confirmations is not None:
+                intake.confirmations.cancel()
+                intake.record_confirmed()
             intake.store.close()
             intake.buckets.close()
 
@@ -243,7 +260,7 @@ def create_app(config, publisher=None):
         if not data:
             raise ApiRefusal(4200, "the file is empty", report_id)
         intake.store.check_open(provider, report_id)
-        uri, md5 = await run_in_threadpool(intake.quarantine.put, data)
+        uri, md5 = await intake.quarantine.put_off_loop(data)
         file_id = intake.store.add_file(provider, report_id, md5, uri, (upload.filename or "")[:255] or None,
                                         intake.config.max_files_per_report)
         return report_response(SUCCESS, "Success", reportId=report_id, fileId=file_id, hash=md5)
@@ -315,7 +332,7 @@ def create_app(config, publisher=None):
         report["files"] = files + attached
         intake.check_contract({"reportId": "IN-0", "submittedAt": now_rfc3339(), **report})
         for file, (_, data) in zip(attached, uploads):
-            file["contentUri"], _ = await run_in_threadpool(intake.quarantine.put, data)
+            file["contentUri"], _ = await intake.quarantine.put_off_loop(data)
 
         def build(number):
             report.update(reportId=intake.store.contract_report_id(number), submittedAt=now_rfc3339())

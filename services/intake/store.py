@@ -56,6 +56,7 @@ ALREADY_RETRACTED, ALREADY_FINISHED = 5101, 5102
 NOT_AUTHORIZED = 3000
 TOO_MANY_FILES = 4220
 REPORT_ID_PREFIX = "IN-"
+IS_OPEN_REPORT = "EXISTS (SELECT 1 FROM reports WHERE id = ? AND provider = ? AND state = 'open')"
 
 
 def now_rfc3339():
@@ -86,15 +87,20 @@ class IntakeStore:
     def _transaction(self):
         return _Transaction(self)
 
+    def _statement(self, sql, parameters):
+        """One statement, its own transaction: the common case of a request in one round trip to SQLite."""
+        with self.lock:
+            return self.connection.execute(sql, parameters)
+
     def open_report(self, provider, draft):
         """A new open report's numeric id."""
-        with self._transaction() as db:
-            cursor = db.execute("INSERT INTO reports (provider, state, submitted_at, draft) VALUES (?, 'open', ?, ?)",
-                                (provider, now_rfc3339(), orjson.dumps(draft)))
-            return cursor.lastrowid
+        return self._statement("INSERT INTO reports (provider, state, submitted_at, draft) VALUES (?, 'open', ?, ?)",
+                               (provider, now_rfc3339(), orjson.dumps(draft))).lastrowid
 
-    def _open_report_of(self, db, provider, report_id):
-        row = db.execute("SELECT provider, state FROM reports WHERE id = ?", (report_id,)).fetchone()
+    def _open_report_of(self, db, provider, report_id, columns=""):
+        """The report's `columns` (a SQL list after provider and state), refused unless it is `provider`'s
+        open report."""
+        row = db.execute(f"SELECT provider, state{columns} FROM reports WHERE id = ?", (report_id,)).fetchone()
         if row is None:
             raise Refused(REPORT_DOES_NOT_EXIST, f"report {report_id} does not exist")
         if row[0] != provider:
@@ -103,17 +109,21 @@ class IntakeStore:
             raise Refused(ALREADY_RETRACTED, f"report {report_id} was retracted")
         if row[1] == "finished":
             raise Refused(ALREADY_FINISHED, f"report {report_id} is already finished")
+        return row[2:]
 
     def add_file(self, provider, report_id, md5, uri, upload_name, max_files):
-        """The new file's id; refused when the report is not the provider's open report or is full."""
-        with self._transaction() as db:
-            self._open_report_of(db, provider, report_id)
-            (count,) = db.execute("SELECT COUNT(*) FROM files WHERE report_id = ?", (report_id,)).fetchone()
-            if count >= max_files:
-                raise Refused(TOO_MANY_FILES, f"report {report_id} already has {count} files, the limit per report")
-            cursor = db.execute("INSERT INTO files (report_id, md5, uri, upload_name) VALUES (?, ?, ?, ?)",
-                                (report_id, md5, uri, upload_name))
+        """The new file's id; refused when the report is not the provider's open report or is full.
+
+        One conditional INSERT; only a refused one looks again to say why (a report only ever leaves `open`
+        and gains files, so what stopped the insert is still true when looked at)."""
+        cursor = self._statement(
+            f"INSERT INTO files (report_id, md5, uri, upload_name) SELECT ?, ?, ?, ? WHERE {IS_OPEN_REPORT} "
+            "AND (SELECT COUNT(*) FROM files WHERE report_id = ?) < ?",
+            (report_id, md5, uri, upload_name, report_id, provider, report_id, max_files))
+        if cursor.rowcount == 1:
             return cursor.lastrowid
+        self.check_open(provider, report_id)
+        raise Refused(TOO_MANY_FILES, f"report {report_id} already has {max_files} files, the limit per report")
 
     def check_open(self, provider, report_id):
         """Refuses early (no write lock taken) what `add_file` would refuse for the report's state."""
@@ -121,19 +131,17 @@ class IntakeStore:
             self._open_report_of(self.connection, provider, report_id)
 
     def set_file_details(self, provider, report_id, file_id, details):
-        with self._transaction() as db:
-            self._open_report_of(db, provider, report_id)
-            cursor = db.execute("UPDATE files SET details = ? WHERE id = ? AND report_id = ?",
-                                (orjson.dumps(details), file_id, report_id))
-            if cursor.rowcount == 0:
-                raise Refused(FILE_DOES_NOT_EXIST, f"file {file_id} does not exist in report {report_id}")
+        """One conditional UPDATE, like `add_file`."""
+        cursor = self._statement(f"UPDATE files SET details = ? WHERE id = ? AND report_id = ? AND {IS_OPEN_REPORT}",
+                                 (orjson.dumps(details), file_id, report_id, report_id, provider))
+        if cursor.rowcount == 0:
+            self.check_open(provider, report_id)
+            raise Refused(FILE_DOES_NOT_EXIST, f"file {file_id} does not exist in report {report_id}")
 
     def finish(self, provider, report_id, esp_name):
         """(message bytes, file ids): the assembled contract report, now finished and waiting to be published."""
         with self._transaction() as db:
-            self._open_report_of(db, provider, report_id)
-            submitted_at, draft = db.execute("SELECT submitted_at, draft FROM reports WHERE id = ?",
-                                             (report_id,)).fetchone()
+            submitted_at, draft = self._open_report_of(db, provider, report_id, ", submitted_at, draft")
             files = db.execute("SELECT id, uri, upload_name, details FROM files WHERE report_id = ? ORDER BY id",
                                (report_id,)).fetchall()
             report = assemble(orjson.loads(draft), self.contract_report_id(report_id), submitted_at, provider, esp_name,
@@ -166,9 +174,11 @@ class IntakeStore:
                        (message, time.time(), cursor.lastrowid))
             return cursor.lastrowid, message
 
-    def mark_published(self, report_id):
+    def mark_published(self, report_ids):
+        """Records confirmed publishes, many in one transaction."""
         with self._transaction() as db:
-            db.execute("UPDATE reports SET published = 1, message = NULL WHERE id = ?", (report_id,))
+            db.executemany("UPDATE reports SET published = 1, message = NULL WHERE id = ?",
+                           [(report_id,) for report_id in report_ids])
 
     def unpublished(self, min_age_seconds):
         """[(report id, message)] finished at least `min_age_seconds` ago and not yet confirmed published
