@@ -433,6 +433,9 @@ def test_serve_intake_refuses_a_misconfiguration_naming_the_flag(tmp_path, capsy
     (tmp_path / "bad.jsonl").write_text('{"user": "x"}\n')
     assert "bad.jsonl line 1" in refusal("--credentials", str(tmp_path / "bad.jsonl"), "--project", "p", "--topic", "t")
     assert "--project and --topic are required" in refusal("--credentials", str(tmp_path / "bad.jsonl"))
+    add_account(tmp_path / "good.jsonl", "esp-9", "Example", "a password")
+    assert refusal("--credentials", str(tmp_path / "good.jsonl"), "--project", "p", "--topic", "t",
+                   "--publish-batch-ms", "0").endswith("--publish-batch-ms must be positive")
 
 
 def test_add_provider_stores_only_a_hash_owner_only(tmp_path, monkeypatch, capsys):
