@@ -182,7 +182,9 @@ def candidate_events(report):
         label = f"file {file.get('fileId') or f'#{index + 1}'} {name}"
         (uploads if name == "Upload" else other_file_events).append((label, event))
     user = report.get("personOrUserReported") or {}
-    user_events = sorted(user.get("ipCaptureEvents") or [], key=_recency_key)
+    user_events = user.get("ipCaptureEvents") or []
+    if len(user_events) > 1:  # one event needs no order, nor its dateTime parsed
+        user_events = sorted(user_events, key=_recency_key)
     user_candidates = [(f"user {event.get('eventName') or 'Unknown'} {event.get('dateTime') or '(no dateTime)'}", event)
                        for event in user_events]
     return uploads + other_file_events + user_candidates
