@@ -84,7 +84,7 @@ class HashMatcher:
         """Each file's hashes, the report's files sharing one media budget (made only when some file has
         media: most reports carry hashes alone)."""
         files = report.get("files") or []
-        budget = MediaBudget() if any(has_media(file) for file in files) else None
+        budget = MediaBudget() if any(map(has_media, files)) else None
         return [self.file_hashes(file, budget) for file in files]
 
     def file_hashes(self, file, budget=None):
