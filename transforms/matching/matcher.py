@@ -20,9 +20,9 @@ from transforms.matching.video_index import VideoMatch, matched_segments
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FileHashes:
-    """One file's hashes on the way to its `_hashes` record."""
+    """One file's hashes on the way to its `_hashes` record (slots: no attribute dict for each file)."""
 
     file_id: str | None
     status: str
@@ -131,12 +131,16 @@ class HashMatcher:
                 by_signal.setdefault(signal, []).append((number, value))
         benign = {}  # file number -> its nearest negative-bank entry, as a match record
         found = collections.defaultdict(dict)  # file number -> {entry key: match record}
-        for signal, pairs in by_signal.items():
+        negative_signals, bank_signals = self.negative_banks.signals, self.banks.signals
+        for signal, pairs in by_signal.items():  # a signal no bank holds is not searched: it finds nothing
             values = [value for _, value in pairs]
-            for (number, _), hits in zip(pairs, self.negative_banks.search(signal, values)):
-                for entry, distance in hits:
-                    if number not in benign or distance < benign[number]["distance"]:
-                        benign[number] = entry.as_match(distance)
+            if signal in negative_signals:
+                for (number, _), hits in zip(pairs, self.negative_banks.search(signal, values)):
+                    for entry, distance in hits:
+                        if number not in benign or distance < benign[number]["distance"]:
+                            benign[number] = entry.as_match(distance)
+            if signal not in bank_signals:
+                continue
             for (number, _), hits in zip(pairs, self.banks.search(signal, values)):
                 for entry, distance in hits:
                     key = (entry.bank, entry.label, entry.external_id, signal.name)
