@@ -84,14 +84,16 @@ class HashMatcher:
         """Each file's hashes, the report's files sharing one media budget (made only when some file has
         media: most reports carry hashes alone)."""
         files = report.get("files") or []
-        budget = MediaBudget() if any(map(has_media, files)) else None
+        if not any(map(has_media, files)):
+            return [hashes_without_media(file) for file in files]
+        budget = MediaBudget()
         return [self.file_hashes(file, budget) for file in files]
 
     def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
-        hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         if not has_media(file):
-            return FileHashes(file.get("fileId"), "provided_only" if hashes else "no_media", notes, hashes)
+            return hashes_without_media(file)
+        hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         video = None
         try:
             data = media_bytes(file, self.media_roots, max_bytes=max(MAX_MEDIA_BYTES, self.video.limits.max_bytes),
@@ -187,6 +189,12 @@ class HashMatcher:
 def has_media(file):
     """Whether the file carries media to read (what `media_bytes` reads: `content`, else `contentUri`)."""
     return bool(file.get("content") or file.get("contentUri"))
+
+
+def hashes_without_media(file):
+    """The hashes of a file that carries no media: the producer's, if any."""
+    hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
+    return FileHashes(file.get("fileId"), "provided_only" if hashes else "no_media", notes, hashes)
 
 
 def provided_hashes(provided):
