@@ -182,7 +182,9 @@ def candidate_events(report):
         label = f"file {file.get('fileId') or f'#{index + 1}'} {name}"
         (uploads if name == "Upload" else other_file_events).append((label, event))
     user = report.get("personOrUserReported") or {}
-    user_events = sorted(user.get("ipCaptureEvents") or [], key=_recency_key)
+    user_events = user.get("ipCaptureEvents") or []
+    if len(user_events) > 1:  # one event needs no order, nor its dateTime parsed
+        user_events = sorted(user_events, key=_recency_key)
     user_candidates = [(f"user {event.get('eventName') or 'Unknown'} {event.get('dateTime') or '(no dateTime)'}", event)
                        for event in user_events]
     return uploads + other_file_events + user_candidates
@@ -358,22 +360,26 @@ class GeoLocator:
         considered = self.consider(report)
         chosen = next((entry for entry in considered if entry["decision"] == "chosen"), None)
         if chosen is not None:
-            location = self._located_by_ip(chosen, considered)
-        else:
-            first_public = next((entry for entry in considered if entry.get("public")), None)
-            location = _with_estimated_location(self._unlocated_ip(first_public, considered), report)
+            return self._located_by_ip(chosen, considered)
+        first_public = next((entry for entry in considered if entry.get("public")), None)
+        location = _with_estimated_location(self._unlocated_ip(first_public, considered), report)
         return {field: location[field] for field in LOCATION_FIELDS}
 
     def _located_by_ip(self, chosen, considered):
-        fields, hiding = self.city_of(chosen["ip"])
-        location = {"ip": chosen["ip"], "ipSource": chosen["source"], **fields,
-                    **self._network_fields(chosen["ip"]), "locationSource": "geoip", "unlocatedReason": None}
+        """The location of the chosen IP, its fields made in LOCATION_FIELDS order (most reports take this
+        path: no reordering copy)."""
+        ip = chosen["ip"]
+        fields, hiding = self.city_of(ip)
+        network = self.network_of(ip)
         hiding = list(hiding) + flagged_proxies(considered)
-        anonymity = self.anonymity_of(chosen["ip"])
+        anonymity = self.anonymity_of(ip)
         hiding.extend(anonymity or ())
-        location["anonymous"] = True if hiding else (False if anonymity is not None else None)
-        location["ipChoiceReason"] = choice_reason(chosen, considered, hiding)
-        return location
+        return {"ip": ip, "ipSource": chosen["source"], "ipChoiceReason": choice_reason(chosen, considered, hiding),
+                "countryCode": fields["countryCode"], "subdivisionCode": fields["subdivisionCode"],
+                "city": fields["city"], "accuracyRadiusKm": fields["accuracyRadiusKm"],
+                "asn": network["asn"], "asOrganization": network["asOrganization"],
+                "anonymous": True if hiding else (False if anonymity is not None else None),
+                "locationSource": "geoip", "unlocatedReason": None}
 
     def _unlocated_ip(self, first_public, considered):
         location = dict.fromkeys(LOCATION_FIELDS)

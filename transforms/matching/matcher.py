@@ -8,6 +8,7 @@ A video (or animated image) is hashed exactly and with vPDQ; its frames are matc
 videos (per-video percentages) and banked PDQ images (frame-level hits), and only a count of them leaves
 the worker.
 """
+import collections
 import dataclasses
 
 from transforms.matching.banks import BankIndexes
@@ -19,9 +20,9 @@ from transforms.matching.video_index import VideoMatch, matched_segments
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FileHashes:
-    """One file's hashes on the way to its `_hashes` record."""
+    """One file's hashes on the way to its `_hashes` record (slots: no attribute dict for each file)."""
 
     file_id: str | None
     status: str
@@ -80,20 +81,24 @@ class HashMatcher:
                 for files in per_report]
 
     def report_file_hashes(self, report):
-        """Each file's hashes, the report's files sharing one media budget."""
+        """Each file's hashes, the report's files sharing one media budget (made only when some file has
+        media: most reports carry hashes alone)."""
+        files = report.get("files") or []
+        if not any(map(has_media, files)):
+            return [hashes_without_media(file) for file in files]
         budget = MediaBudget()
-        return [self.file_hashes(file, budget) for file in report.get("files") or []]
+        return [self.file_hashes(file, budget) for file in files]
 
     def file_hashes(self, file, budget=None):
         """A file's provided and computed hashes, before matching; bad parts become notes, not errors."""
+        if not has_media(file):
+            return hashes_without_media(file)
         hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
         video = None
         try:
             data = media_bytes(file, self.media_roots, max_bytes=max(MAX_MEDIA_BYTES, self.video.limits.max_bytes),
                                budget=budget)
-            if data is None:
-                status = "provided_only" if hashes else "no_media"
-            elif is_video(data):
+            if is_video(data):
                 hashes += [(signal, signal.hash_bytes(data), "computed") for signal in self.exact_signals()]
                 video = self.video_hashes(data, budget)
                 status = "hashed"
@@ -127,23 +132,28 @@ class HashMatcher:
             for signal, value, _ in file.hashes:
                 by_signal.setdefault(signal, []).append((number, value))
         benign = {}  # file number -> its nearest negative-bank entry, as a match record
-        found = {number: {} for number in range(len(files))}
-        for signal, pairs in by_signal.items():
+        found = collections.defaultdict(dict)  # file number -> {entry key: match record}
+        negative_signals, bank_signals = self.negative_banks.signals, self.banks.signals
+        for signal, pairs in by_signal.items():  # a signal no bank holds is not searched: it finds nothing
             values = [value for _, value in pairs]
-            for (number, _), hits in zip(pairs, self.negative_banks.search(signal, values)):
-                for entry, distance in hits:
-                    if number not in benign or distance < benign[number]["distance"]:
-                        benign[number] = entry.as_match(distance)
+            if signal in negative_signals:
+                for (number, _), hits in zip(pairs, self.negative_banks.search(signal, values)):
+                    for entry, distance in hits:
+                        if number not in benign or distance < benign[number]["distance"]:
+                            benign[number] = entry.as_match(distance)
+            if signal not in bank_signals:
+                continue
             for (number, _), hits in zip(pairs, self.banks.search(signal, values)):
                 for entry, distance in hits:
                     key = (entry.bank, entry.label, entry.external_id, signal.name)
                     if key not in found[number] or distance < found[number][key]["distance"]:
                         found[number][key] = entry.as_match(distance)
         self.match_videos(files, benign, found)
-        for number, file in enumerate(files):
-            file.benign_match = benign.get(number)
+        for number, matches in found.items():
             if number not in benign:
-                file.matches = sorted(found[number].values(), key=lambda m: (m["distance"], m["bank"]))
+                files[number].matches = sorted(matches.values(), key=lambda m: (m["distance"], m["bank"]))
+        for number, match in benign.items():
+            files[number].benign_match = match
 
     def match_videos(self, files, benign, found):
         """Video files against banked videos and, frame by frame, banked PDQ images."""
@@ -174,6 +184,17 @@ class HashMatcher:
         return [(entry, VideoMatch(100.0 * len(hits) / len(frames), 100.0, min(d for _, d in hits),
                                    matched_segments([t for t, _ in hits], self.video.seconds_per_frame)))
                 for entry, hits in by_entry.items()]
+
+
+def has_media(file):
+    """Whether the file carries media to read (what `media_bytes` reads: `content`, else `contentUri`)."""
+    return bool(file.get("content") or file.get("contentUri"))
+
+
+def hashes_without_media(file):
+    """The hashes of a file that carries no media: the producer's, if any."""
+    hashes, notes = provided_hashes(file.get("originalFileHashes") or [])
+    return FileHashes(file.get("fileId"), "provided_only" if hashes else "no_media", notes, hashes)
 
 
 def provided_hashes(provided):

@@ -136,6 +136,11 @@ class _CheckSource:
         for field in schema["fields"]:
             value = self.variable("field")
             field_path = f"{path}.{field['name']}"
+            if field.get("default", _MISSING) is None and _is_optional(field["type"]):
+                # absent or null, both valid: one test (`value` below tests `is not None` first)
+                lines.append(f"{pad}{value} = {name}.get({field['name']!r})")
+                self.value(field["type"], value, field_path, lines, depth)
+                continue
             lines.append(f"{pad}{value} = {name}.get({field['name']!r}, MISSING)")
             if "default" in field:
                 lines.append(f"{pad}if {value} is not MISSING:")
@@ -144,6 +149,11 @@ class _CheckSource:
                           f"{pad}else:"]
             lines.append(f"{pad}    pass")
             self.value(field["type"], value, field_path, lines, depth + 1)
+
+
+def _is_optional(schema):
+    """A `["null", X]` union, which the straight-line check tests with `is not None` before X."""
+    return isinstance(schema, list) and "null" in schema and len(schema) == 2
 
 
 def _compile(schema, named):

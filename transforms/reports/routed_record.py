@@ -39,12 +39,14 @@ def with_every_match_field(match):
 
 
 def routed_file(file, hashes):
-    """One file of a routed record: classification, legal flag, hashes and matches; no media."""
+    """One file of a routed record: classification, legal flag, hashes and matches; no media. (Most files
+    match nothing: their empty lists are made without a comprehension, a call each.)"""
+    annotations, matches, benign = file.get("fileAnnotations"), hashes["matches"], hashes.get("benignMatch")
     return {
         "fileId": file.get("fileId"),
         "fileName": file.get("fileName"),
         "industryClassification": file.get("industryClassification"),
-        "fileAnnotations": list(file.get("fileAnnotations") or []),
+        "fileAnnotations": list(annotations) if annotations else [],
         "fileViewedByEsp": file.get("fileViewedByEsp"),
         "legalProcessRequired": legal_process_required(file),
         "publiclyAvailable": file.get("publiclyAvailable"),
@@ -52,8 +54,8 @@ def routed_file(file, hashes):
         "mediaError": hashes["mediaError"],
         "hashes": hashes["hashes"],
         "video": hashes.get("video"),
-        "matches": [with_every_match_field(match) for match in hashes["matches"]],
-        "benignMatch": with_every_match_field(hashes.get("benignMatch")),
+        "matches": [with_every_match_field(match) for match in matches] if matches else [],
+        "benignMatch": None if benign is None else with_every_match_field(benign),
     }
 
 

@@ -72,10 +72,11 @@ class ReportValidator:
         incident_type = report["incidentSummary"]["incidentType"]
         if incident_type not in self.incident_types:
             raise InvalidRecord(f"$.incidentSummary.incidentType: unknown incident type {incident_type[:80]!r}")
+        latest = self.latest()
         incident_time = report["incidentSummary"].get("incidentDateTime")
         if incident_time is not None:
-            self._rfc3339("$.incidentSummary.incidentDateTime", incident_time)
-        return self._rfc3339("$.submittedAt", report["submittedAt"])
+            self._rfc3339("$.incidentSummary.incidentDateTime", incident_time, latest)
+        return self._rfc3339("$.submittedAt", report["submittedAt"], latest)
 
     @staticmethod
     def _check_reporter(reporter):
@@ -86,10 +87,10 @@ class ReportValidator:
         if not public and reporter.get("espId") is None:
             raise InvalidRecord("$.reporter.espId: required field is missing (a provider's report, kind esp)")
 
-    def _rfc3339(self, path, text):
+    def _rfc3339(self, path, text, latest):
         try:
             moment = parse_rfc3339(text)
-            check_event_time(moment, self.latest(), self.skew)
+            check_event_time(moment, latest, self.skew)
             return moment
         except ValueError as error:
             raise InvalidRecord(f"{path}: {error}") from None
