@@ -139,3 +139,37 @@ def test_the_pipeline_runs_with_every_reference_file_remote(bucket):
 
     run_with(local, str(bucket / "local" / "reports.jsonl"), bucket / "local-out")
     assert routed(bucket / "local-out") == records
+
+
+def test_the_first_reference_load_in_a_process_takes_what_is_alive_out_of_the_collector(tmp_path):
+    """Readers and banks are loaded once a worker and live as long as it: frozen out of the collector's full
+    passes on the first load, and only then (a refresh does not freeze again)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a").write_text("one")
+    script = f"""
+import gc
+from apache_beam.utils.shared import Shared
+from transforms.plumbing.metrics import counter
+from transforms.plumbing.reference_files import RefreshedOnChange
+
+class Bank:  # Shared holds what it builds by weak reference
+    def __init__(self):
+        self.entries = [[index] for index in range(50_000)]
+
+def load(name):
+    return RefreshedOnChange(Shared(), [{str(tmp_path / 'a')!r}], Bank, 60, counter("reloads"),
+                             counter("reload_failures"), name).get()
+
+before = gc.get_freeze_count()
+first = load("first")
+after_first = gc.get_freeze_count()
+second = load("second")
+print(before, after_first, gc.get_freeze_count(), first is not second)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    before, after_first, after_second, distinct = result.stdout.split()
+    assert int(before) == 0 and int(after_first) > 50_000 and int(after_second) == int(after_first)
+    assert distinct == "True"

@@ -17,6 +17,7 @@ Local paths, `file://` URIs and `packaged:NAME` are returned as local paths with
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import hashlib
 import logging
 import os
@@ -182,6 +183,26 @@ def _locked(path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_frozen_in_this_process = False
+
+
+def out_of_the_collector(built):
+    """`built`; the first time in a process, with every object alive then moved out of the garbage
+    collector's passes (`gc.freeze`).
+
+    A bank index or GeoIP reader is hundreds of thousands of long-lived objects that each full collection
+    would walk again while reports are processed: frozen, the plain-Python chain costs ~15% less CPU a
+    report (`bench_chain.py --gc-freeze`: 74.6 -> 63.0 us least, 90.8 -> 72.3 us median). Only the first
+    load freezes: a frozen object that later becomes cyclic garbage is never collected, so later loads (a
+    refresh) would each keep what was alive around them."""
+    global _frozen_in_this_process
+    if not _frozen_in_this_process:
+        _frozen_in_this_process = True
+        gc.collect()
+        gc.freeze()
+    return built
+
+
 class RefreshedOnChange:
     """A worker-wide object built from reference files (a bank index, GeoIP readers), held through a DoFn's
     `Shared` handle and acquired again, under a new tag, when any of its files changes: checked at most
@@ -201,7 +222,7 @@ class RefreshedOnChange:
         self.current = self._acquire(self.fingerprint)
 
     def _acquire(self, found):
-        return self.shared.acquire(self.build, tag=repr((self.paths, found)))
+        return self.shared.acquire(lambda: out_of_the_collector(self.build()), tag=repr((self.paths, found)))
 
     def get(self):
         """The object for the files as they were at the last check."""
