@@ -35,7 +35,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.plumbing.direct_runner import hold_watermark_at_user_timers
+from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import record_line
@@ -275,13 +275,13 @@ class _DropAlreadyRoutedFn(beam.DoFn):
         yield report
 
 
-def bucketed_state(state):
-    """Whether the streaming form keeps its state in buckets. `auto` keeps it per key for now: the bucketed
-    form holds ~24 bytes an id where per-key holds ~7.7 KB of RSS locally, but on the local runner it routed
-    fewer reports a second (29/s against 99/s in the soak) and once stalled a run at a low rate."""
+def bucketed_state(state, on_direct_runner):
+    """Whether the streaming form keeps its state in buckets. `auto` does on the DirectRunner, where a key
+    costs ~2 KB and the bucketed form routes as fast as per-key; elsewhere (Dataflow, whose state backend
+    is built for many keys) it keeps one key per reportId."""
     if state not in STATE_FORMS:
         raise ValueError(f"--dedup-state must be one of {', '.join(STATE_FORMS)}, not {state!r}")
-    return state == "bucketed"
+    return state == "bucketed" or (state == "auto" and on_direct_runner)
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
@@ -299,7 +299,8 @@ class DedupRedeliveries(beam.PTransform):
     smallest digest); counts the rest.
 
     `state` (streaming only): `per-key` (one key per reportId, right for Dataflow), `bucketed` (reportIds
-    spread over `buckets` keys, for the local runner), or `auto` (per-key for now; see `bucketed_state`)."""
+    spread over `buckets` keys, for the local runner), or `auto` (bucketed on the DirectRunner, else
+    per-key; see `bucketed_state`)."""
 
     def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=None, state="auto",
                  buckets=DEFAULT_BUCKETS):
@@ -321,7 +322,7 @@ class DedupRedeliveries(beam.PTransform):
                     | "GroupByReportId" >> beam.GroupByKey()
                     | "FirstOfGroup" >> beam.ParDo(_FirstOfGroupFn()))
         hold_watermark_at_user_timers()  # copies released by a timer are on time downstream (local runner)
-        if bucketed_state(self.state):
+        if bucketed_state(self.state, on_the_direct_runner(reports.pipeline)):
             return (reports
                     | "KeyByBucket" >> beam.ParDo(_KeyByBucketFn(self.buckets))
                     | "FirstPerReportIdInBucket" >> beam.ParDo(_FirstReportPerBucketFn(self.horizon)))

@@ -6,6 +6,7 @@ local streaming run (pipelines/streaming.py), and by tests that run the streamin
 idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
 from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, SwitchingDirectRunner
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import TIME_GRANULARITY
@@ -13,6 +14,12 @@ from apache_beam.utils.timestamp import TIME_GRANULARITY
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
 HOLDS_WATERMARK = "holds_watermark_at_timers"  # a stateful DoFn class attribute: True opts in to the hold
+
+
+def on_the_direct_runner(pipeline):
+    """Whether `pipeline` runs on Beam's DirectRunner (whose streaming engine is the bundle-based one),
+    where state and buffered values cost per key and per element what a production runner does not."""
+    return isinstance(pipeline.runner, (BundleBasedDirectRunner, SwitchingDirectRunner))
 
 
 def install_local_streaming_support():
