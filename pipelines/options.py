@@ -138,9 +138,9 @@ class TiplineOptions(PipelineOptions):
         parser.add_argument("--dedup-horizon-hours", type=float, default=DEFAULT_HORIZON_HOURS,
                             help="event-time horizon within which a redelivered reportId is dropped")
         parser.add_argument("--dedup-state", choices=STATE_FORMS, default="auto",
-                            help="streaming dedup state: per-key (one key per reportId; auto, the default, "
-                                 "chooses it), bucketed (reportIds in 1,024 keys, ~24 bytes each: a fraction of "
-                                 "the local runner's memory, but slower there for now)")
+                            help="streaming dedup state: per-key (one key per reportId, for Dataflow), bucketed "
+                                 "(reportIds in 1,024 keys, ~24 bytes each, for the local runner), or auto (the "
+                                 "default: bucketed on the DirectRunner, per-key elsewhere)")
         parser.add_argument("--bundle-gap-hours", type=positive_hours, default=24,
                             help="a signature seen again within this gap stays in the same incident bundle")
         parser.add_argument("--window-minutes", type=int, default=60,

@@ -13,7 +13,8 @@ stays the same for the whole incident.
 
 How: batch (`StampBundleIds`) groups each signature's reports and walks them in event-time order.
 Streaming keeps, per signature, the open incident (first and last event time) and stamps each report as it
-arrives, so routing never waits: the same ids as batch when a signature's reports arrive in event-time
+arrives, so routing never waits (one key per signature; on the DirectRunner, signatures spread over 1,024
+keys holding packed records, the same decisions): the same ids as batch when a signature's reports arrive in event-time
 order (as a live stream and a replay in time order do). Out of order, a report joins the open incident when
 it is within the gap of that incident's last report, else opens one; so a report arriving before an
 earlier one can give a different first report (id) or join an incident batch would have split. (Buffering
@@ -32,6 +33,7 @@ signature fails is routed all the same, without a bundle id.
 import dataclasses
 import functools
 import hashlib
+import struct
 
 import apache_beam as beam
 from apache_beam import coders
@@ -43,6 +45,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.tables import BUNDLE_SCHEMA
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
+from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
                                               pane_columns, utc)
 from transforms.plumbing.metrics import counter
@@ -137,6 +140,90 @@ class _StampIncidentsFn(beam.DoFn):
             incident_state.clear()
 
 
+SIGNATURE_BUCKETS = 1024
+INCIDENT_RECORD = struct.Struct(">16sqq")  # signature digest, the incident's first and last event micros
+
+
+def signature_digest(signature):
+    return hashlib.blake2b(signature.encode("utf-8"), digest_size=16).digest()
+
+
+@beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
+class _KeyBySignatureBucketFn(beam.DoFn):
+    """(bucket of the signature's digest, (digest, event micros, report))."""
+
+    def __init__(self, buckets=SIGNATURE_BUCKETS):
+        self.buckets = buckets
+
+    def process(self, keyed):
+        signature, (micros, report) = keyed
+        digest = signature_digest(signature)
+        yield int.from_bytes(digest[:4], "big") % self.buckets, (digest, micros, report)
+
+
+def incident_offset(packed, digest):
+    """Where `digest`'s record starts in the packed incident records, or -1 (a match across two records
+    is not one)."""
+    start = packed.find(digest)
+    while start != -1 and start % INCIDENT_RECORD.size:
+        start = packed.find(digest, start + 1)
+    return start
+
+
+class _StampIncidentsInBucketFn(beam.DoFn):
+    """Streaming on the DirectRunner: the decisions of `_StampIncidentsFn`, with signatures spread over
+    `SIGNATURE_BUCKETS` keys, each holding its open incidents as packed (digest, first, last) records
+    (32 bytes a signature) and one forget timer at the earliest of their ends (last + gap + lateness).
+
+    Why: the DirectRunner keeps ~3 KB per key with a timer (measured in a streaming run), and most
+    signatures are seen once, so one key per signature grew a local run by ~3 KB a report for two days.
+    The forget timer may fire early (the incident it was set for went on): it then forgets what has ended
+    and is set again.
+    """
+    INCIDENTS = ReadModifyWriteStateSpec("incidents", coders.BytesCoder())
+    NEXT_FORGET = ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, gap_seconds, allowed_lateness_seconds):
+        self.gap_micros = int(gap_seconds * 1_000_000)
+        self.keep_micros = self.gap_micros + int(allowed_lateness_seconds * 1_000_000)
+        self.stamped = counter("bundle_stamped")
+
+    def process(self, keyed, incidents=beam.DoFn.StateParam(INCIDENTS),
+                next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
+        _, (digest, micros, report) = keyed
+        packed = incidents.read() or b""
+        offset = incident_offset(packed, digest)
+        held = None if offset == -1 else INCIDENT_RECORD.unpack_from(packed, offset)[1:]
+        incident = next_incident(held, micros, self.gap_micros)
+        record = INCIDENT_RECORD.pack(digest, *incident)
+        if offset == -1:
+            packed += record
+        else:
+            packed = packed[:offset] + record + packed[offset + INCIDENT_RECORD.size:]
+        incidents.write(packed)
+        ends, earliest = incident[1] + self.keep_micros, next_forget.read()
+        if earliest is None or ends < earliest:
+            next_forget.write(ends)
+            forget.set(Timestamp(micros=ends))
+        self.stamped.inc()
+        yield stamped(report, incident)
+
+    @on_timer(FORGET)
+    def forget_ended(self, fired=beam.DoFn.TimestampParam, incidents=beam.DoFn.StateParam(INCIDENTS),
+                     next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
+        open_incidents = [record for record in INCIDENT_RECORD.iter_unpack(incidents.read() or b"")
+                          if record[2] + self.keep_micros > fired.micros + 1000]  # timers may keep ms only
+        if not open_incidents:
+            incidents.clear()
+            next_forget.clear()
+            return
+        incidents.write(b"".join(INCIDENT_RECORD.pack(*record) for record in open_incidents))
+        earliest = min(last for _, _, last in open_incidents) + self.keep_micros
+        next_forget.write(earliest)
+        forget.set(Timestamp(micros=earliest))
+
+
 class StampBundleIds(beam.PTransform):
     """Adds `_bundleId` (its incident's bundle id) to each enriched report that has a signature (a copy;
     routing is untouched). Output in the global window, each report at its own event time.
@@ -161,6 +248,10 @@ class StampBundleIds(beam.PTransform):
         if reports.is_bounded:
             stamped_reports = (split.signed | "SignatureTimelines" >> beam.GroupByKey()
                                | "StampTimelines" >> beam.ParDo(_StampSignatureTimelineFn(self.gap_seconds)))
+        elif on_the_direct_runner(reports.pipeline):
+            stamped_reports = (split.signed | "KeyBySignatureBucket" >> beam.ParDo(_KeyBySignatureBucketFn())
+                               | "StampIncidentsInBuckets" >> beam.ParDo(_StampIncidentsInBucketFn(
+                                   self.gap_seconds, self.allowed_lateness_seconds)))
         else:
             stamped_reports = split.signed | "StampIncidents" >> beam.ParDo(
                 _StampIncidentsFn(self.gap_seconds, self.allowed_lateness_seconds))

@@ -35,7 +35,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.plumbing.direct_runner import HOLD_STATE, hold_watermark_at_user_timers
+from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import record_line
@@ -44,7 +44,6 @@ DEFAULT_HORIZON_HOURS = 24
 DEFAULT_BUCKETS = 1024
 STATE_FORMS = ("auto", "bucketed", "per-key")
 TIMER_SLACK_MICROS = 999  # a runner may keep timers to the millisecond only (the FnApiRunner does)
-RELEASE_EVERY_MICROS = 1_000_000  # the bucketed form releases a bucket's due copies once per event-time second
 ID_DIGEST_BYTES = 16  # 128 bits: two reportIds sharing a digest (one dropped) is not a practical risk
 EXPIRY_BYTES = 8
 RECORD_BYTES = EXPIRY_BYTES + ID_DIGEST_BYTES
@@ -118,11 +117,6 @@ class _FirstReportPerIdFn(beam.DoFn):
         seen.clear()
 
 
-def release_time(micros):
-    """The end of the event-time second holding `micros` (itself when it ends one)."""
-    return Timestamp(micros=-(-micros // RELEASE_EVERY_MICROS) * RELEASE_EVERY_MICROS)
-
-
 def report_id_digest(report_id):
     return hashlib.blake2b(report_id.encode("utf-8"), digest_size=ID_DIGEST_BYTES).digest()
 
@@ -159,6 +153,21 @@ def forget_expired(seen, now_micros):
     return seen[index * RECORD_BYTES:]
 
 
+def due_and_waiting(pending, due_micros):
+    """({reportId: [(report, micros)]} of the reportIds whose earliest copy is due by `due_micros`, with
+    all their copies; [(reportId, micros, report)] of the others)."""
+    copies_by_id = {}
+    for report_id, micros, report in pending:
+        copies_by_id.setdefault(report_id, []).append((report, micros))
+    due, waiting = {}, []
+    for report_id, copies in copies_by_id.items():
+        if min(micros for _, micros in copies) <= due_micros:
+            due[report_id] = copies  # the best is released, the others are duplicates
+        else:
+            waiting.extend((report_id, micros, report) for report, micros in copies)
+    return due, waiting
+
+
 class _FirstReportPerBucketFn(beam.DoFn):
     """Bucketed form (the local runner): the same decisions as `_FirstReportPerIdFn`, with reportIds
     spread over a fixed number of keys (buckets, by a digest of the reportId).
@@ -167,19 +176,19 @@ class _FirstReportPerBucketFn(beam.DoFn):
     timers each time it looks for due ones, so one key per remembered reportId made a long local stream's
     memory and time grow with the horizon. Here a bucket remembers its released reportIds as one bytes
     value of packed (expiry, 16-byte digest) records in expiry order (24 bytes an id), holds its pending
-    copies in a bag, and has one timer for its pending copies and one for the earliest expiry.
+    copies in a bag, and has one forget timer for the earliest expiry.
 
-    The release timer is set at the end of the event-time second of the earliest pending copy and releases
-    every reportId due by then: one firing per bucket and second however many copies wait, where a timer
-    at each copy's own time would fire once per distinct event time. What holds the watermark before the
-    earliest pending copy (so a released copy is on time downstream) is the `HOLD_STATE` value, which the
-    local runner's hold (transforms/plumbing/direct_runner.py) reads; hence this form is for that runner.
+    Each pending copy sets a release timer at its own event time, tagged with that time (a dynamic timer:
+    copies at one time share it), so a copy is released in the same firing round as the per-key form
+    releases it, and the runner holds the watermark at the earliest pending copy as it does for any timer.
+    A single timer per bucket can only fire at one time per round: the copies due after it waited for
+    later rounds, which multiplied the bundles downstream (the form routed about a third as many reports
+    a second as per-key) and held the watermark back.
     """
     holds_watermark_at_timers = True  # HOLDS_WATERMARK: the local runner holds the watermark at its timers
     SEEN = userstate.ReadModifyWriteStateSpec("seen", coders.BytesCoder())
     PENDING = userstate.BagStateSpec("pending", coders.TupleCoder(
         [coders.StrUtf8Coder(), coders.VarIntCoder(), _REPORT_CODER]))
-    EARLIEST_PENDING = userstate.ReadModifyWriteStateSpec(HOLD_STATE, coders.VarIntCoder())
     NEXT_FORGET = userstate.ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
     RELEASE = userstate.TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
@@ -189,42 +198,24 @@ class _FirstReportPerBucketFn(beam.DoFn):
         self.duplicates = counter("duplicates")
 
     def process(self, keyed, ts=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
-                pending=beam.DoFn.StateParam(PENDING), earliest_pending=beam.DoFn.StateParam(EARLIEST_PENDING),
-                release=beam.DoFn.TimerParam(RELEASE)):
+                pending=beam.DoFn.StateParam(PENDING), release=beam.DoFn.TimerParam(RELEASE)):
         _, (digest, report) = keyed
         if remembers(seen.read() or b"", digest):
             self.duplicates.inc()
             return
         pending.add((report["reportId"], ts.micros, report))
-        earliest = earliest_pending.read()
-        if earliest is None or ts.micros < earliest:
-            earliest_pending.write(ts.micros)
-            release.set(release_time(ts.micros))
+        release.set(Timestamp(micros=ts.micros), dynamic_timer_tag=str(ts.micros))
 
     @userstate.on_timer(RELEASE)
     def release_due_copies(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
-                           pending=beam.DoFn.StateParam(PENDING),
-                           earliest_pending=beam.DoFn.StateParam(EARLIEST_PENDING),
-                           next_forget=beam.DoFn.StateParam(NEXT_FORGET), release=beam.DoFn.TimerParam(RELEASE),
+                           pending=beam.DoFn.StateParam(PENDING), next_forget=beam.DoFn.StateParam(NEXT_FORGET),
                            forget=beam.DoFn.TimerParam(FORGET)):
-        copies_by_id = {}
-        for report_id, micros, report in pending.read():
-            copies_by_id.setdefault(report_id, []).append((report, micros))
-        due, waiting = {}, []
-        for report_id, copies in copies_by_id.items():
-            if min(micros for _, micros in copies) <= fired.micros + TIMER_SLACK_MICROS:
-                due[report_id] = copies  # all its copies: the best is released, the others are duplicates
-            else:
-                waiting.extend((report_id, micros, report) for report, micros in copies)
+        due, waiting = due_and_waiting(pending.read(), fired.micros + TIMER_SLACK_MICROS)
+        if not due:
+            return  # its copies went out with an earlier copy of their reportId
         pending.clear()
         for item in waiting:
             pending.add(item)
-        if waiting:
-            earliest = min(micros for _, micros, _ in waiting)
-            earliest_pending.write(earliest)
-            release.set(release_time(earliest))
-        else:
-            earliest_pending.clear()
         remembered, earliest_expiry = seen.read() or b"", next_forget.read()
         for report_id, copies in due.items():
             report, micros = best_copy(copies)
@@ -234,10 +225,9 @@ class _FirstReportPerBucketFn(beam.DoFn):
             if earliest_expiry is None or expiry < earliest_expiry:
                 earliest_expiry = expiry
             yield TimestampedValue(report, Timestamp(micros=micros))
-        if due:
-            seen.write(remembered)
-            next_forget.write(earliest_expiry)
-            forget.set(Timestamp(micros=earliest_expiry))
+        seen.write(remembered)
+        next_forget.write(earliest_expiry)
+        forget.set(Timestamp(micros=earliest_expiry))
 
     @userstate.on_timer(FORGET)
     def forget_expired_ids(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
@@ -285,13 +275,13 @@ class _DropAlreadyRoutedFn(beam.DoFn):
         yield report
 
 
-def bucketed_state(state):
-    """Whether the streaming form keeps its state in buckets. `auto` keeps it per key for now: the bucketed
-    form holds ~24 bytes an id where per-key holds ~7.7 KB of RSS locally, but on the local runner it routed
-    fewer reports a second (29/s against 99/s in the soak) and once stalled a run at a low rate."""
+def bucketed_state(state, on_direct_runner):
+    """Whether the streaming form keeps its state in buckets. `auto` does on the DirectRunner, where a key
+    costs ~2 KB and the bucketed form routes as fast as per-key; elsewhere (Dataflow, whose state backend
+    is built for many keys) it keeps one key per reportId."""
     if state not in STATE_FORMS:
         raise ValueError(f"--dedup-state must be one of {', '.join(STATE_FORMS)}, not {state!r}")
-    return state == "bucketed"
+    return state == "bucketed" or (state == "auto" and on_direct_runner)
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
@@ -309,7 +299,8 @@ class DedupRedeliveries(beam.PTransform):
     smallest digest); counts the rest.
 
     `state` (streaming only): `per-key` (one key per reportId, right for Dataflow), `bucketed` (reportIds
-    spread over `buckets` keys, for the local runner), or `auto` (per-key for now; see `bucketed_state`)."""
+    spread over `buckets` keys, for the local runner), or `auto` (bucketed on the DirectRunner, else
+    per-key; see `bucketed_state`)."""
 
     def __init__(self, horizon_hours=DEFAULT_HORIZON_HOURS, already_routed=None, state="auto",
                  buckets=DEFAULT_BUCKETS):
@@ -331,7 +322,7 @@ class DedupRedeliveries(beam.PTransform):
                     | "GroupByReportId" >> beam.GroupByKey()
                     | "FirstOfGroup" >> beam.ParDo(_FirstOfGroupFn()))
         hold_watermark_at_user_timers()  # copies released by a timer are on time downstream (local runner)
-        if bucketed_state(self.state):
+        if bucketed_state(self.state, on_the_direct_runner(reports.pipeline)):
             return (reports
                     | "KeyByBucket" >> beam.ParDo(_KeyByBucketFn(self.buckets))
                     | "FirstPerReportIdInBucket" >> beam.ParDo(_FirstReportPerBucketFn(self.horizon)))

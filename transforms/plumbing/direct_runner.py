@@ -5,17 +5,21 @@ local streaming run (pipelines/streaming.py), and by tests that run the streamin
 `hold_watermark_at_user_timers()` also by the streaming dedup, whose output depends on it. Every change is
 idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
-from apache_beam.coders import VarIntCoder
 from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, SwitchingDirectRunner
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.utils.timestamp import TIME_GRANULARITY, Timestamp
+from apache_beam.utils.timestamp import TIME_GRANULARITY
 
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
-HOLD_STATE = "watermark_hold"  # a user state of this name (VarInt event micros) holds the step's watermark
-_HOLD_TAG = f"user/{HOLD_STATE}"
 HOLDS_WATERMARK = "holds_watermark_at_timers"  # a stateful DoFn class attribute: True opts in to the hold
+
+
+def on_the_direct_runner(pipeline):
+    """Whether `pipeline` runs on Beam's DirectRunner (whose streaming engine is the bundle-based one),
+    where state and buffered values cost per key and per element what a production runner does not."""
+    return isinstance(pipeline.runner, (BundleBasedDirectRunner, SwitchingDirectRunner))
 
 
 def install_local_streaming_support():
@@ -53,12 +57,9 @@ def count_every_bundle():
 
 
 def earliest_hold(keyed_state):
-    """The earliest of one key's event-time timers and its `HOLD_STATE` value, or None."""
-    times = [timestamp for timers in keyed_state.timers.values()
-             for (_, domain, _), timestamp in timers.items() if domain == TimeDomain.WATERMARK]
-    times += [Timestamp(micros=VarIntCoder().decode(tags[_HOLD_TAG][0]))
-              for tags in keyed_state.state.values() if tags.get(_HOLD_TAG)]
-    return min(times) if times else None
+    """The earliest of one key's event-time timers, or None."""
+    return min((timestamp for timers in keyed_state.timers.values()
+                for (_, domain, _), timestamp in timers.items() if domain == TimeDomain.WATERMARK), default=None)
 
 
 def hold_watermark_at_user_timers():
@@ -69,9 +70,7 @@ def hold_watermark_at_user_timers():
     without a hold), so a copy the streaming dedup releases from a timer would reach the trend and file
     windows after they closed. Each bundle of a stateful DoFn that opts in (`HOLDS_WATERMARK`; the other
     stateful steps keep the stock behaviour) now reports, for every key it touched, a
-    hold one microsecond before that key's earliest event-time timer or `HOLD_STATE` value (none: the
-    key's hold is removed). The state lets a DoFn whose timer fires later than what it will emit (the
-    bucketed dedup releases a second's copies at once) hold the watermark at the earliest of them.
+    hold one microsecond before that key's earliest event-time timer (none: the key's hold is removed).
     """
     never_stall_with_timers_due()
     evaluator = transform_evaluator._ParDoEvaluator
