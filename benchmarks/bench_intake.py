@@ -8,8 +8,8 @@ submit -> upload (one small benign JPEG) -> fileinfo -> finish. Prints:
 - reports accepted per second end to end: finished reports / time until the last one is on the topic
   (counted by pulling the subscription while they are reported), the goal being >= 500/s on 2 cores;
 - p50 / p99 latency of `submit`, and of a whole report;
-- the CPU the service (all its processes) and the load generator spent a report: the figures that depend least on
-  how busy the shared machine is;
+- the CPU the service (all its processes), the load generator and the emulator spent a report: the figures that
+  depend least on how busy the shared machine is;
 - the baselines measured in the same run: the same client doing 4 `GET /status` per report (the HTTP
   stack and authentication alone), and publishing the same messages straight to the emulator.
 
@@ -218,7 +218,7 @@ cProfile.run("main()", profile_to)
 """
 
 
-def start_service(workdir, topic, port, workers, profile_to=None):
+def start_service(workdir, topic, port, workers, publish_batch_ms, profile_to=None):
     """The service in its own process; with `profile_to`, one worker under cProfile writing its profile there."""
     credentials = workdir / "providers.jsonl"
     add_account(credentials, USER, "Bench Social", PASSWORD)
@@ -228,7 +228,8 @@ def start_service(workdir, topic, port, workers, profile_to=None):
     process = subprocess.Popen(
         [*tipline, "serve", "intake", "--port", str(port), "--credentials",
          str(credentials), "--store", str(workdir / "intake.sqlite"), "--quarantine-root", str(workdir / "quarantine"),
-         "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000", "--workers", str(workers)],
+         "--project", PROJECT, "--topic", topic, "--provider-rate", "1000000", "--workers", str(workers),
+         "--publish-batch-ms", str(publish_batch_ms)],
         start_new_session=True)
     deadline = time.monotonic() + 300  # a loaded machine takes its time to start workers
     while time.monotonic() < deadline:
@@ -272,6 +273,7 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="the service's worker processes")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: prebuilt HTTP/1.1 requests (raw) or httpx")
+    parser.add_argument("--publish-batch-ms", type=float, default=50, help="the service's --publish-batch-ms")
     parser.add_argument("--profile", action="store_true",
                         help="run the service (one worker) under cProfile and print where its time went")
     args = parser.parse_args()
@@ -280,14 +282,14 @@ def main():
     from google.cloud import pubsub_v1
 
     images = [small_jpeg(seed) for seed in range(50)]
-    with emulator.running(), tempfile.TemporaryDirectory(prefix="bench-intake-") as folder:
+    with emulator.running() as pubsub, tempfile.TemporaryDirectory(prefix="bench-intake-") as folder:
         workdir = pathlib.Path(folder)
         topic, subscription = f"projects/{PROJECT}/topics/intake", f"projects/{PROJECT}/subscriptions/intake"
         ensure_topic(pubsub_v1.PublisherClient(), topic)
         ensure_subscription(pubsub_v1.SubscriberClient(), subscription, topic)
         port = emulator.free_port()
         profile_to = workdir / "service.prof" if args.profile else None
-        service = start_service(workdir, topic, port, args.workers, profile_to)
+        service = start_service(workdir, topic, port, args.workers, args.publish_batch_ms, profile_to)
         url = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(drive(url, min(200, args.count), args.concurrency, one_report, images, args.client))  # warm-up
@@ -298,6 +300,7 @@ def main():
             status_cpu = cpu_seconds(service.pid) - status_cpu
             counter = Counting(subscription, args.count)
             started, service_cpu, client_cpu = time.perf_counter(), cpu_seconds(service.pid), own_cpu_seconds()
+            emulator_cpu = cpu_seconds(pubsub.process.pid)
             counter.start()
             seconds, submits, reports = asyncio.run(drive(url, args.count, args.concurrency, one_report, images,
                                                              args.client))
@@ -305,6 +308,7 @@ def main():
             counter.join()
             on_topic, end_to_end = counter.seen, counter.finished_at - started
             service_cpu = cpu_seconds(service.pid) - service_cpu
+            emulator_cpu = cpu_seconds(pubsub.process.pid) - emulator_cpu
         finally:
             service.terminate()  # uvicorn stops cleanly on SIGTERM, so cProfile writes its profile
             service.wait(timeout=30)
@@ -321,7 +325,8 @@ def main():
           f" whole report p50 {percentile(reports, 0.5) * 1000:.1f} ms, p99 {percentile(reports, 0.99) * 1000:.1f} ms")
     print(f"service CPU per report {service_cpu / args.count * 1000:.2f} ms (one core: {args.count / service_cpu:,.0f} "
           f"reports/s at most); per 4 GET /status {status_cpu / args.count * 1000:.2f} ms; "
-          f"load generator CPU per report {client_cpu / args.count * 1000:.2f} ms")
+          f"load generator CPU per report {client_cpu / args.count * 1000:.2f} ms; "
+          f"the emulator's CPU per report {emulator_cpu / args.count * 1000:.2f} ms")
     print(f"baseline, 4 GET /status per report: {args.count / status_seconds:,.0f} 'reports'/s "
           f"(ratio {accepted / (args.count / status_seconds):.2f}); "
           f"publishing straight to the emulator: {direct:,.0f}/s (ratio {accepted / direct:.2f})")
