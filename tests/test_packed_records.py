@@ -1,0 +1,41 @@
+"""Packed records come back equal, including what orjson alone would change or refuse."""
+import datetime
+import math
+
+import pytest
+
+from transforms.plumbing.packed_records import pack, unpack
+
+class Kind(str):
+    pass
+
+
+REPORT = {"reportId": "r-1", "files": [{"fileId": "f", "hashes": [{"hashType": "MD5", "value": "ab"}]}],
+          "victims": [{"ageEstimate": None}], "port": 443, "flag": True, "ratio": -0.0, "note": "é ✓"}
+
+
+@pytest.mark.parametrize("record", [
+    REPORT,
+    {**REPORT, "extra": 1.5e-300},
+    {**REPORT, "big": 2 ** 70},
+    {**REPORT, "lone": "\ud800"},
+    {**REPORT, 7: "int key"},
+    {**REPORT, "pair": (1, 2)},  # JSON would make it a list
+    {**REPORT, "inf": math.inf},  # orjson would write null
+    {**REPORT, "when": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)},  # marshal refuses it
+    {**REPORT, "kind": Kind("exact_hash")},  # a str subclass: marshal refuses it
+], ids=["json", "float", "big int", "lone surrogate", "int key", "tuple", "infinity", "datetime", "str subclass"])
+def test_unpacked_record_equals_the_packed_one_with_its_types(record):
+    back = unpack(pack(record))
+    assert back == record
+    assert [type(value) for value in back.values()] == [type(value) for value in record.values()]
+
+
+def test_nan_survives_packing():
+    back = unpack(pack({"reportId": "r-1", "extra": math.nan}))
+    assert math.isnan(back["extra"])
+
+
+def test_plain_values_are_marshalled_and_others_pickled():
+    assert pack(REPORT).startswith(b"m")
+    assert pack({**REPORT, "kind": Kind("exact_hash")}).startswith(b"p")
