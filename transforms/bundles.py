@@ -298,11 +298,18 @@ class _BundleRecordFn(beam.DoFn):
 
 
 def batch_bundle_record(gap_seconds):
-    """Batch: ((bundle id, signature), tally) -> the row, timestamped as its session window's end."""
+    """Batch: ((bundle id, signature), its sightings) -> the row, timestamped as its session window's end.
+
+    Why the sightings are grouped rather than combined (CombinePerKey): nearly every bundle key is rare in a
+    batch, so combining before the grouping merges nothing, and its BundleTally accumulators cross the
+    grouping pickled, twice on the local runner; the sighting tuples cross through Beam's compiled coder."""
     gap_micros = int(gap_seconds * 1_000_000)
 
     def to_record(keyed):
-        (bundle, signature), tally = keyed
+        (bundle, signature), sightings = keyed
+        tally = BundleTally()
+        for seen in sightings:
+            tally.add(seen)
         start, end = tally.first, tally.last + gap_micros
         return TimestampedValue(bundle_record(bundle, signature, start, end, tally, ON_TIME_PANE),
                                 Timestamp(micros=end - 1))
@@ -335,7 +342,7 @@ class BundleRepeats(beam.PTransform):
         if routed_records.is_bounded:
             bundles, record_failures = (
                 in_global_window(keyed.keyed)
-                | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                | "GroupBundle" >> beam.GroupByKey()
                 | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)).with_exception_handling())
         else:
             made = (keyed.keyed
