@@ -2,6 +2,7 @@
 import datetime
 import math
 
+import numpy
 import pytest
 
 from transforms.plumbing.packed_records import pack, unpack
@@ -22,9 +23,11 @@ REPORT = {"reportId": "r-1", "files": [{"fileId": "f", "hashes": [{"hashType": "
     {**REPORT, 7: "int key"},
     {**REPORT, "pair": (1, 2)},  # JSON would make it a list
     {**REPORT, "inf": math.inf},  # orjson would write null
-    {**REPORT, "when": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)},  # marshal refuses it
-    {**REPORT, "kind": Kind("exact_hash")},  # a str subclass: marshal refuses it
-], ids=["json", "float", "big int", "lone surrogate", "int key", "tuple", "infinity", "datetime", "str subclass"])
+    {**REPORT, "when": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)},  # JSON would make it a str
+    {**REPORT, "kind": Kind("exact_hash")},  # a str subclass
+    {**REPORT, "percent": numpy.float64(97.5)},  # a float with a buffer (marshal would make it bytes)
+], ids=["json", "float", "big int", "lone surrogate", "int key", "tuple", "infinity", "datetime", "str subclass",
+        "numpy float"])
 def test_unpacked_record_equals_the_packed_one_with_its_types(record):
     back = unpack(pack(record))
     assert back == record
@@ -36,6 +39,7 @@ def test_nan_survives_packing():
     assert math.isnan(back["extra"])
 
 
-def test_plain_values_are_marshalled_and_others_pickled():
-    assert pack(REPORT).startswith(b"m")
+def test_plain_values_pack_as_json_and_others_are_pickled():
+    assert pack(REPORT).startswith(b"j{")
     assert pack({**REPORT, "kind": Kind("exact_hash")}).startswith(b"p")
+    assert pack({**REPORT, "pair": (1, 2)}).startswith(b"p")

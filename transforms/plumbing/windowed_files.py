@@ -147,13 +147,15 @@ class _KeyByDestination(beam.DoFn):
 
 class _WriteContentAddressedFn(beam.DoFn):
     """((destination, label), records) of one pane -> one file named by its window and its records' digest;
-    records the sink cannot encode -> the `refused` output."""
+    records the sink cannot encode -> the `refused` output. `packed`: the records arrive packed
+    (packed_records.py)."""
 
-    def __init__(self, path, sink, suffix, as_lines):
+    def __init__(self, path, sink, suffix, as_lines, packed=False):
         self.path = path
         self.sink = sink
         self.suffix = suffix
         self.as_lines = as_lines
+        self.packed = packed
         self.already_written = counter("files_already_written")
         self.refused = counter("records_refused_by_sinks")
 
@@ -166,8 +168,10 @@ class _WriteContentAddressedFn(beam.DoFn):
         records = list(records)
         if not records:
             return
-        digest, ordered = (content_order_of_lines(records) if self.as_lines
-                           else content_order([unpack(packed) for packed in records]))
+        if self.as_lines:
+            digest, ordered = content_order_of_lines(records)
+        else:
+            digest, ordered = content_order([unpack(packed) for packed in records] if self.packed else records)
         folder = FileSystems.join(self.path, destination)
         self.ensure_folder(folder)
         try:
@@ -300,7 +304,8 @@ class WriteWindowedFiles(beam.PTransform):
         written = (keyed.keyed
                    | "GroupPane" >> beam.GroupByKey()
                    | "WriteFiles" >> beam.ParDo(
-                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)
+                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records,
+                                                packed=not self.json_records)
                    ).with_outputs(REFUSED, main="paths"))
         refused = ((keyed[REFUSED] | "UnwindowUnkeyable" >> beam.WindowInto(window.GlobalWindows()),
                     written[REFUSED] | "UnwindowUnwritable" >> beam.WindowInto(window.GlobalWindows()))
