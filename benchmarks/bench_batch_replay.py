@@ -15,6 +15,7 @@ decode 14.6, validate 27.1, hashes 39.4, GeoIP 16.5, jurisdiction 3.2, routed re
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
+    .venv/bin/python benchmarks/bench_batch_replay.py --count 10000 --ladder   # CPU us each step adds
 
 The input is generated first (SyntheticConfig.for_benchmark: 3 files per report with provided hashes,
 all valid, no repeats), not timed, and kept in --workdir for the next run.

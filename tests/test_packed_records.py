@@ -43,3 +43,15 @@ def test_plain_values_pack_as_json_and_others_are_pickled():
     assert pack(REPORT).startswith(b"j{")
     assert pack({**REPORT, "kind": Kind("exact_hash")}).startswith(b"p")
     assert pack({**REPORT, "pair": (1, 2)}).startswith(b"p")
+
+
+def test_a_record_nested_deeper_than_pickle_goes_packs_through_beams_coder():
+    deep = leaf = {}
+    for _ in range(5000):
+        leaf["child"] = {}
+        leaf = leaf["child"]
+    back = unpack(pack({"reportId": "r-deep", "nested": deep}))
+    depth, node = 0, back["nested"]
+    while node:
+        depth, node = depth + 1, node["child"]
+    assert (back["reportId"], depth) == ("r-deep", 5000)

@@ -9,14 +9,18 @@ grouping moves bytes.
 Exactness: orjson refuses (so pickle takes) what it would otherwise turn into something else: subclasses of
 str, int, dict and list (numpy scalars, enums), datetimes, dataclasses; what it still changes silently
 (NaN and infinities written as null, tuples as lists) fails the check that the dump loads back equal.
-(marshal is not used: it writes any object with a buffer, a numpy float among them, as bytes.)
+(marshal is not used: it writes any object with a buffer, a numpy float among them, as bytes.) A record
+nested deeper than pickle goes (a hostile report) is packed by Beam's own coder, as it was before.
 """
 import pickle
 
 import orjson
+from apache_beam import coders
 
 _JSON = b"j"
 _PICKLE = b"p"
+_BEAM = b"b"
+_BEAM_CODER = coders.FastPrimitivesCoder()
 _REFUSE_WHAT_JSON_WOULD_CHANGE = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                                   | orjson.OPT_PASSTHROUGH_DATACLASS)
 
@@ -29,10 +33,15 @@ def pack(record):
             return _JSON + packed
     except TypeError:  # orjson.JSONEncodeError: a type passed through, an integer past 64 bits, a lone surrogate
         pass
-    return _PICKLE + pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return _PICKLE + pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    except RecursionError:  # nested deeper than pickle goes (a hostile report): Beam's own coder takes it
+        return _BEAM + _BEAM_CODER.encode(record)
 
 
 def unpack(packed):
     """The record `pack` packed."""
-    body = memoryview(packed)[1:]
-    return orjson.loads(body) if packed[:1] == _JSON else pickle.loads(body)
+    kind, body = packed[:1], memoryview(packed)[1:]
+    if kind == _JSON:
+        return orjson.loads(body)
+    return pickle.loads(body) if kind == _PICKLE else _BEAM_CODER.decode(bytes(body))
