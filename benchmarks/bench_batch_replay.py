@@ -15,6 +15,7 @@ decode 14.6, validate 27.1, hashes 39.4, GeoIP 16.5, jurisdiction 3.2, routed re
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
+    .venv/bin/python benchmarks/bench_batch_replay.py --count 10000 --ladder   # CPU us each step adds
 
 The input is generated first (SyntheticConfig.for_benchmark: 3 files per report with provided hashes,
 all valid, no repeats), not timed, and kept in --workdir for the next run.
@@ -161,12 +162,77 @@ def chain_step_micros(path, count, passes):
     return micros
 
 
+def print_ladder(micros, cpu, count):
+    print(f"\n{count} reports, load average {os.getloadavg()[0]:.1f}; step ladder, CPU us a report each step adds "
+          f"(in-process DirectRunner, least of the runs; the empty pipeline {cpu[0]:.1f} CPU-s):")
+    for name, value in micros.items():
+        print(f"  {name:24s} {value:8.1f}")
+    print(f"  {'total':24s} {sum(micros.values()):8.1f}")
+
+
 def print_chain(micros):
     totals = [sum(micros[name][index] for name in CHAIN_STEPS) for index in range(len(micros[CHAIN_STEPS[0]]))]
     print("plain-Python chain, CPU us a report (least / median of the passes):")
     for name in CHAIN_STEPS:
         print(f"  {name:15s} {min(micros[name]):7.1f} / {statistics.median(micros[name]):7.1f}")
     print(f"  {'total':15s} {min(totals):7.1f} / {statistics.median(totals):7.1f}  (target <= 50)")
+
+
+LADDER_STEPS = ("read+parse", "dedup", "hashes", "geo+jurisdiction", "bundle ids", "route", "trends",
+                "bundles+alerts")
+
+
+def ladder_pipeline(path, out, steps):
+    """CPU seconds of the tipline pipeline's first `steps` steps (LADDER_STEPS) over the file, its last
+    output counted; built from the same stages with the same options as `build_pipeline` (takedown notices
+    and the dead-letter files left out)."""
+    from transforms.alerts import SpikeAlerts
+    from transforms.bundles import BundleRepeats, StampBundleIds
+    from transforms.dedup import DedupRedeliveries
+    from transforms.geo import EnrichGeo
+    from transforms.hashes import EnrichHashes
+    from transforms.jurisdiction import AssignJurisdiction
+    from transforms.parse import ParseReports
+    from transforms.read import ReadReports
+    from transforms.route import RouteToSinks
+    from transforms.trends import TrendCounts
+    from pipelines.tipline_pipeline import ALERT_WINDOW_SECONDS, reference_sources
+
+    shutil.rmtree(out, ignore_errors=True)
+    argv = ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"]
+    opts = PipelineOptions(argv).view_as(TiplineOptions)
+    lateness, gap = int(opts.allowed_lateness_hours * 3600), opts.bundle_gap_hours * 3600
+    rungs = [
+        lambda p: (p | ReadReports("files", opts.input_pattern, max_message_bytes=opts.max_message_bytes)
+                   | ParseReports(opts.max_message_bytes, max_files=opts.max_files_per_report,
+                                  max_clock_skew_hours=opts.max_clock_skew_hours))[0],
+        lambda reports: reports | DedupRedeliveries(opts.dedup_horizon_hours),
+        lambda reports: (reports | EnrichHashes(opts.resolved_hash_banks(), opts.resolved_negative_hash_banks(),
+                                                opts.bank_refresh_seconds))[0],
+        lambda reports: (((reports | EnrichGeo(opts.resolved_city_db(), None, None, opts.bank_refresh_seconds))[0]
+                          | AssignJurisdiction())[0]),
+        lambda reports: reports | StampBundleIds(gap, lateness, opts.output_dir),
+        lambda reports: (reports | RouteToSinks(opts.output_dir, opts.window_minutes * 60, lateness,
+                                                reference_sources(opts), opts.bank_refresh_seconds))[0],
+        lambda routed: (routed, routed | TrendCounts(opts.output_dir, lateness))[0],
+        lambda routed: (routed, routed | BundleRepeats(opts.output_dir, gap, lateness),
+                        routed | SpikeAlerts(opts.output_dir, ALERT_WINDOW_SECONDS, lateness))[0],
+    ]
+
+    def build_and_run():
+        with beam.Pipeline(options=PipelineOptions([])) as pipeline:
+            value = pipeline if steps else pipeline | beam.Create([b""])  # 0 steps: Beam's own fixed cost
+            for rung in rungs[:steps]:
+                value = rung(value)
+            _ = value | beam.combiners.Count.Globally()
+    return timed(build_and_run)[1]
+
+
+def ladder_micros(path, out, count, passes):
+    """CPU microseconds per report that each step of the pipeline adds to its prefix (least of `passes`
+    runs of each prefix): {step: us}."""
+    cpu = [min(ladder_pipeline(path, out, steps) for _ in range(passes)) for steps in range(len(LADDER_STEPS) + 1)]
+    return {name: (cpu[index + 1] - cpu[index]) / count * 1e6 for index, name in enumerate(LADDER_STEPS)}, cpu
 
 
 STAGE_OF_MODULE = {
@@ -220,10 +286,16 @@ def main():
     parser.add_argument("--top", type=int, default=25, help="functions listed by --profile")
     parser.add_argument("--chain-count", type=int, default=5000, help="reports in each pass of the chain's split")
     parser.add_argument("--passes", type=int, default=5, help="passes of the chain's split")
+    parser.add_argument("--ladder", action="store_true",
+                        help="only the step ladder: CPU us a report each step adds to the pipeline before it")
+    parser.add_argument("--ladder-passes", type=int, default=2, help="runs of each prefix in the ladder (least kept)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = input_file(args.workdir, args.count)
     out = args.workdir / "out"
+    if args.ladder:
+        print_ladder(*ladder_micros(path, out, args.count, args.ladder_passes), args.count)
+        return
     whole, whole_cpu, summary = whole_pipeline(path, out)
     parallel, parallel_cpu, parallel_summary = (whole_pipeline(path, out, args.workers) if args.workers > 1
                                                 else (None, None, None))

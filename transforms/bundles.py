@@ -11,7 +11,8 @@ content seen again after a quiet day is a new one. The bundle id is a digest of 
 the incident's first report): it depends only on earlier reports, so every routed report carries it, and it
 stays the same for the whole incident.
 
-How: batch (`StampBundleIds`) groups each signature's reports and walks them in event-time order.
+How: batch (`StampBundleIds`) groups each signature's reports (packed as bytes, with the unsigned reports
+in the same grouping under their reportIds) and walks them in event-time order.
 Streaming keeps, per signature, the open incident (first and last event time) and stamps each report as it
 arrives, so routing never waits (one key per signature; on the DirectRunner, signatures spread over 1,024
 keys holding packed records, the same decisions): the same ids as batch when a signature's reports arrive in event-time
@@ -49,6 +50,7 @@ from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
                                               pane_columns, utc)
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
 
@@ -73,12 +75,18 @@ def stamped(report, incident):
 
 
 def stamp_in_time_order(timed_reports, gap_micros):
-    """One signature's (micros, report) pairs, stamped in event-time order, as TimestampedValues."""
+    """One signature's (micros, packed report) pairs, unpacked and stamped in event-time order, as
+    TimestampedValues."""
     out, incident = [], None
-    for micros, report in sorted(timed_reports, key=lambda pair: pair[0]):
+    for micros, packed in sorted(timed_reports, key=lambda pair: pair[0]):
         incident = next_incident(incident, micros, gap_micros)
-        out.append(TimestampedValue(stamped(report, incident), Timestamp(micros=micros)))
+        out.append(TimestampedValue(stamped(unpack(packed), incident), Timestamp(micros=micros)))
     return out
+
+
+def unstamped(timed_reports):
+    """Reports without a signature, unpacked as they were, at their event times."""
+    return [TimestampedValue(unpack(packed), Timestamp(micros=micros)) for micros, packed in timed_reports]
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[str, beam.typehints.Any])
@@ -99,15 +107,39 @@ class _SplitBySignatureFn(beam.DoFn):
             yield signature, (timestamp.micros, report)
 
 
+@beam.typehints.with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Tuple[int, bytes]])
+class _KeyPackedBySignatureFn(beam.DoFn):
+    """Batch: ((signature, True), (event micros, packed report)); a report without a signature (its
+    signature failing too, the failure to the failures output) is keyed ((reportId, False), ...) and passes
+    the same grouping untouched.
+
+    Why one grouping for both: a Flatten of the stamped and the unsigned reports would make the local runner
+    write every stamped report out and read it back (Beam's dict coder, twice); and packed reports
+    (transforms/plumbing/packed_records.py) cross the grouping as bytes, not through that coder. The key is
+    hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
+
+    def process(self, report, timestamp=beam.DoFn.TimestampParam):
+        try:
+            signature = report_signature(report)
+        except Exception as error:  # bundling must not cost a report its routing
+            yield failed(report, error)
+            signature = None
+        timed = timestamp.micros, pack(report)
+        yield ((signature, True), timed) if signature is not None else ((report.get("reportId"), False), timed)
+
+
 class _StampSignatureTimelineFn(beam.DoFn):
-    """Batch: one signature's reports at once, stamped in event-time order."""
+    """Batch: one signature's reports at once, stamped in event-time order; unsigned ones as they were."""
 
     def __init__(self, gap_seconds):
         self.gap_micros = int(gap_seconds * 1_000_000)
         self.stamped = counter("bundle_stamped")
 
     def process(self, keyed):
-        _, timed_reports = keyed
+        (_, signed), timed_reports = keyed
+        if not signed:
+            yield from unstamped(timed_reports)
+            return
         out = stamp_in_time_order(list(timed_reports), self.gap_micros)
         self.stamped.inc(len(out))
         yield from out
@@ -238,24 +270,35 @@ class StampBundleIds(beam.PTransform):
         self.output_dir = output_dir
 
     def expand(self, reports):
-        split = (in_global_window(reports)
-                 | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
-                     _SplitBySignatureFn.UNSIGNED, FAILURES, main="signed"))
-        if self.output_dir is None:
-            _ = split[FAILURES] | "StopOnFailure" >> beam.Map(_stop_on_failure)
-        else:
-            _ = (split[FAILURES],) | "WriteFailures" >> WriteSideStageFailures(self.output_dir, STAGE)
+        reports = in_global_window(reports)
         if reports.is_bounded:
-            stamped_reports = (split.signed | "SignatureTimelines" >> beam.GroupByKey()
-                               | "StampTimelines" >> beam.ParDo(_StampSignatureTimelineFn(self.gap_seconds)))
-        elif on_the_direct_runner(reports.pipeline):
+            stamped_reports, failures = self.stamped_in_batch(reports)
+        else:
+            stamped_reports, failures = self.stamped_in_streaming(reports)
+        if self.output_dir is None:
+            _ = failures | "StopOnFailure" >> beam.Map(_stop_on_failure)
+        else:
+            _ = (failures,) | "WriteFailures" >> WriteSideStageFailures(self.output_dir, STAGE)
+        return stamped_reports
+
+    def stamped_in_batch(self, reports):
+        keyed = reports | "KeyPackedBySignature" >> beam.ParDo(_KeyPackedBySignatureFn()).with_outputs(
+            FAILURES, main="keyed")
+        stamped_reports = (keyed.keyed | "SignatureTimelines" >> beam.GroupByKey()
+                           | "StampTimelines" >> beam.ParDo(_StampSignatureTimelineFn(self.gap_seconds)))
+        return stamped_reports, keyed[FAILURES]
+
+    def stamped_in_streaming(self, reports):
+        split = reports | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
+            _SplitBySignatureFn.UNSIGNED, FAILURES, main="signed")
+        if on_the_direct_runner(reports.pipeline):
             stamped_reports = (split.signed | "KeyBySignatureBucket" >> beam.ParDo(_KeyBySignatureBucketFn())
                                | "StampIncidentsInBuckets" >> beam.ParDo(_StampIncidentsInBucketFn(
                                    self.gap_seconds, self.allowed_lateness_seconds)))
         else:
             stamped_reports = split.signed | "StampIncidents" >> beam.ParDo(
                 _StampIncidentsFn(self.gap_seconds, self.allowed_lateness_seconds))
-        return (stamped_reports, split[_SplitBySignatureFn.UNSIGNED]) | "Stamped" >> beam.Flatten()
+        return (stamped_reports, split[_SplitBySignatureFn.UNSIGNED]) | "Stamped" >> beam.Flatten(), split[FAILURES]
 
 
 def _stop_on_failure(failure):
@@ -347,11 +390,18 @@ class _BundleRecordFn(beam.DoFn):
 
 
 def batch_bundle_record(gap_seconds):
-    """Batch: ((bundle id, signature), tally) -> the row, timestamped as its session window's end."""
+    """Batch: ((bundle id, signature), its sightings) -> the row, timestamped as its session window's end.
+
+    Why the sightings are grouped rather than combined (CombinePerKey): nearly every bundle key is rare in a
+    batch, so combining before the grouping merges nothing, and its BundleTally accumulators cross the
+    grouping pickled, twice on the local runner; the sighting tuples cross through Beam's compiled coder."""
     gap_micros = int(gap_seconds * 1_000_000)
 
     def to_record(keyed):
-        (bundle, signature), tally = keyed
+        (bundle, signature), sightings = keyed
+        tally = BundleTally()
+        for seen in sightings:
+            tally.add(seen)
         start, end = tally.first, tally.last + gap_micros
         return TimestampedValue(bundle_record(bundle, signature, start, end, tally, ON_TIME_PANE),
                                 Timestamp(micros=end - 1))
@@ -384,7 +434,7 @@ class BundleRepeats(beam.PTransform):
         if routed_records.is_bounded:
             bundles, record_failures = (
                 in_global_window(keyed.keyed)
-                | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                | "GroupBundle" >> beam.GroupByKey()
                 | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)).with_exception_handling())
         else:
             made = (keyed.keyed

@@ -19,7 +19,8 @@ cost is per key); see `_FirstReportPerBucketFn`.
 
 A bounded run (a batch replay) has no watermark until its end, so the horizon spans the whole input there:
 it groups by reportId instead, which gives the same result without per-key state (the FnApiRunner's state
-cache measures every state value's size, ~3 ms a report here).
+cache measures every state value's size, ~3 ms a report here); the reports cross that grouping packed as
+bytes with their event micros (transforms/plumbing/packed_records.py).
 
 Across runs: a reportId the output already holds (`already_routed()`, read from its routed files by each
 worker as it starts, so that building the pipeline reads nothing) is dropped and counted as a duplicate too, so replays in any order, a producer's retry with a
@@ -38,6 +39,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import record_line
 
 DEFAULT_HORIZON_HOURS = 24
@@ -243,6 +245,25 @@ class _FirstReportPerBucketFn(beam.DoFn):
         forget.set(Timestamp(micros=earliest))
 
 
+@beam.typehints.with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Tuple[int, bytes]])
+class _KeyPackedByReportIdFn(beam.DoFn):
+    """The batch form's input: (reportId, (event micros, packed report)), so the grouping moves bytes and an
+    int, not a report dict and a pickled Timestamp (transforms/plumbing/packed_records.py says why). The key
+    is hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
+
+    def process(self, report, timestamp=beam.DoFn.TimestampParam):
+        yield report["reportId"], (timestamp.micros, pack(report))
+
+
+def best_packed_copy(copies):
+    """`best_copy` over (event micros, packed report) copies; only the copies it must compare are unpacked."""
+    earliest = min(micros for micros, _ in copies)
+    tied = [packed for micros, packed in copies if micros == earliest]
+    if len(tied) == 1:
+        return unpack(tied[0]), earliest
+    return best_copy([(unpack(packed), earliest) for packed in tied])
+
+
 class _FirstOfGroupFn(beam.DoFn):
     """The batch form: one report per reportId group, back at its event time; the rest are counted."""
 
@@ -250,8 +271,8 @@ class _FirstOfGroupFn(beam.DoFn):
         self.duplicates = counter("duplicates")
 
     def process(self, grouped):
-        copies = [(report, event_time.micros) for report, event_time in grouped[1]]
-        report, micros = best_copy(copies)
+        copies = list(grouped[1])
+        report, micros = best_packed_copy(copies)
         self.duplicates.inc(len(copies) - 1)
         yield TimestampedValue(report, Timestamp(micros=micros))
 
@@ -317,8 +338,7 @@ class DedupRedeliveries(beam.PTransform):
         reports = in_global_window(reports)
         if reports.is_bounded:
             return (reports
-                    | "KeyByReportIdWithEventTime" >> beam.Map(
-                        lambda report, ts=beam.DoFn.TimestampParam: (report["reportId"], (report, ts)))
+                    | "KeyByReportIdWithEventTime" >> beam.ParDo(_KeyPackedByReportIdFn())
                     | "GroupByReportId" >> beam.GroupByKey()
                     | "FirstOfGroup" >> beam.ParDo(_FirstOfGroupFn()))
         hold_watermark_at_user_timers()  # copies released by a timer are on time downstream (local runner)

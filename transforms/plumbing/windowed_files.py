@@ -35,6 +35,7 @@ from schemas import avro_schema
 from transforms.plumbing.avro_files import AvroContainerWriter, compile_encoder
 from transforms.plumbing.event_windows import fixed_window, in_global_window
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_records import pack, unpack
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
@@ -121,7 +122,7 @@ class _KeyByDestinationAndWindow(beam.DoFn):
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = window_label(fixed_window(timestamp, self.window_seconds)) if self.window_seconds else "unwindowed"
         try:
-            yield (self.destination(element), label), record_line(element) if self.as_line else element
+            yield (self.destination(element), label), record_line(element) if self.as_line else pack(element)
         except Exception as error:  # a record no folder can be named for is refused alone
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
@@ -139,20 +140,22 @@ class _KeyByDestination(beam.DoFn):
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else None
         try:
-            yield (self.destination(element), label), record_line(element) if self.as_line else element
+            yield (self.destination(element), label), record_line(element) if self.as_line else pack(element)
         except Exception as error:  # a record no folder can be named for is refused alone
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
 
 class _WriteContentAddressedFn(beam.DoFn):
     """((destination, label), records) of one pane -> one file named by its window and its records' digest;
-    records the sink cannot encode -> the `refused` output."""
+    records the sink cannot encode -> the `refused` output. `packed`: the records arrive packed
+    (packed_records.py)."""
 
-    def __init__(self, path, sink, suffix, as_lines):
+    def __init__(self, path, sink, suffix, as_lines, packed=False):
         self.path = path
         self.sink = sink
         self.suffix = suffix
         self.as_lines = as_lines
+        self.packed = packed
         self.already_written = counter("files_already_written")
         self.refused = counter("records_refused_by_sinks")
 
@@ -165,7 +168,10 @@ class _WriteContentAddressedFn(beam.DoFn):
         records = list(records)
         if not records:
             return
-        digest, ordered = content_order_of_lines(records) if self.as_lines else content_order(records)
+        if self.as_lines:
+            digest, ordered = content_order_of_lines(records)
+        else:
+            digest, ordered = content_order([unpack(packed) for packed in records] if self.packed else records)
         folder = FileSystems.join(self.path, destination)
         self.ensure_folder(folder)
         try:
@@ -246,7 +252,8 @@ class WriteWindowedFiles(beam.PTransform):
 
     `json_records=True` says the records hold JSON types only (no datetimes, NaN or 64-bit overflow): they
     are then grouped as their canonical JSON lines, which a grouping moves, and a streaming runner copies,
-    far faster than dicts.
+    far faster than dicts. Other records cross it packed (transforms/plumbing/packed_records.py): a row with
+    datetimes is pickled once rather than through Beam's dict coder, which pickles each datetime apart.
 
     Returns the paths written; with `with_refusals=True`, `(paths, refused)`, `refused` holding
     (record, (type, repr(error), None)) for each record the sink could not encode (else such a record stops the run).
@@ -297,7 +304,8 @@ class WriteWindowedFiles(beam.PTransform):
         written = (keyed.keyed
                    | "GroupPane" >> beam.GroupByKey()
                    | "WriteFiles" >> beam.ParDo(
-                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)
+                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records,
+                                                packed=not self.json_records)
                    ).with_outputs(REFUSED, main="paths"))
         refused = ((keyed[REFUSED] | "UnwindowUnkeyable" >> beam.WindowInto(window.GlobalWindows()),
                     written[REFUSED] | "UnwindowUnwritable" >> beam.WindowInto(window.GlobalWindows()))

@@ -1,0 +1,57 @@
+"""Packed records come back equal, including what orjson alone would change or refuse."""
+import datetime
+import math
+
+import numpy
+import pytest
+
+from transforms.plumbing.packed_records import pack, unpack
+
+class Kind(str):
+    pass
+
+
+REPORT = {"reportId": "r-1", "files": [{"fileId": "f", "hashes": [{"hashType": "MD5", "value": "ab"}]}],
+          "victims": [{"ageEstimate": None}], "port": 443, "flag": True, "ratio": -0.0, "note": "é ✓"}
+
+
+@pytest.mark.parametrize("record", [
+    REPORT,
+    {**REPORT, "extra": 1.5e-300},
+    {**REPORT, "big": 2 ** 70},
+    {**REPORT, "lone": "\ud800"},
+    {**REPORT, 7: "int key"},
+    {**REPORT, "pair": (1, 2)},  # JSON would make it a list
+    {**REPORT, "inf": math.inf},  # orjson would write null
+    {**REPORT, "when": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)},  # JSON would make it a str
+    {**REPORT, "kind": Kind("exact_hash")},  # a str subclass
+    {**REPORT, "percent": numpy.float64(97.5)},  # a float with a buffer (marshal would make it bytes)
+], ids=["json", "float", "big int", "lone surrogate", "int key", "tuple", "infinity", "datetime", "str subclass",
+        "numpy float"])
+def test_unpacked_record_equals_the_packed_one_with_its_types(record):
+    back = unpack(pack(record))
+    assert back == record
+    assert [type(value) for value in back.values()] == [type(value) for value in record.values()]
+
+
+def test_nan_survives_packing():
+    back = unpack(pack({"reportId": "r-1", "extra": math.nan}))
+    assert math.isnan(back["extra"])
+
+
+def test_plain_values_pack_as_json_and_others_are_pickled():
+    assert pack(REPORT).startswith(b"j{")
+    assert pack({**REPORT, "kind": Kind("exact_hash")}).startswith(b"p")
+    assert pack({**REPORT, "pair": (1, 2)}).startswith(b"p")
+
+
+def test_a_record_nested_deeper_than_pickle_goes_packs_through_beams_coder():
+    deep = leaf = {}
+    for _ in range(5000):
+        leaf["child"] = {}
+        leaf = leaf["child"]
+    back = unpack(pack({"reportId": "r-deep", "nested": deep}))
+    depth, node = 0, back["nested"]
+    while node:
+        depth, node = depth + 1, node["child"]
+    assert (back["reportId"], depth) == ("r-deep", 5000)
