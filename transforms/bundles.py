@@ -89,6 +89,15 @@ def unstamped(timed_reports):
     return [TimestampedValue(unpack(packed), Timestamp(micros=micros)) for micros, packed in timed_reports]
 
 
+def signature_or_failure(report):
+    """(the report's bundle signature or None, None) or, when the signature fails, (None, the failure for the
+    failures output): bundling must not cost a report its routing."""
+    try:
+        return report_signature(report), None
+    except Exception as error:
+        return None, failed(report, error)
+
+
 @beam.typehints.with_output_types(beam.typehints.KV[str, beam.typehints.Any])
 class _SplitBySignatureFn(beam.DoFn):
     """(signature, (event micros, report)) for reports with a signature; the others pass on untouched (a
@@ -96,11 +105,9 @@ class _SplitBySignatureFn(beam.DoFn):
     UNSIGNED = "unsigned"
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
-        try:
-            signature = report_signature(report)
-        except Exception as error:  # bundling must not cost a report its routing
-            yield failed(report, error)
-            signature = None
+        signature, failure = signature_or_failure(report)
+        if failure is not None:
+            yield failure
         if signature is None:
             yield beam.pvalue.TaggedOutput(self.UNSIGNED, report)
         else:
@@ -119,11 +126,9 @@ class _KeyPackedBySignatureFn(beam.DoFn):
     hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
-        try:
-            signature = report_signature(report)
-        except Exception as error:  # bundling must not cost a report its routing
-            yield failed(report, error)
-            signature = None
+        signature, failure = signature_or_failure(report)
+        if failure is not None:
+            yield failure
         timed = timestamp.micros, pack(report)
         yield ((signature, True), timed) if signature is not None else ((report.get("reportId"), False), timed)
 
