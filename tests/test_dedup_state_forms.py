@@ -13,7 +13,7 @@ from apache_beam.utils.timestamp import Duration
 
 from tests.test_dedup import HOUR, report, streaming_pipeline
 from transforms.dedup import (RECORD_BYTES, DedupRedeliveries, forget_expired, remember, remembers,
-                              report_id_digest)
+                              digest_of)
 
 FORMS = ("per-key", "bucketed")
 
@@ -118,13 +118,13 @@ def test_the_two_forms_agree_on_a_mixed_stream():
 
 
 def test_packed_records_remember_forget_in_expiry_order_and_never_match_across_records():
-    ids = [report_id_digest(f"id-{i}") for i in range(50)]
+    ids = [digest_of(f"id-{i}") for i in range(50)]
     seen = b""
     for i, digest in enumerate(ids):
         seen = remember(seen, digest, 1000 + (i * 37) % 50)
     assert len(seen) == 50 * RECORD_BYTES
     assert all(remembers(seen, digest) for digest in ids)
-    assert not remembers(seen, report_id_digest("id-50"))
+    assert not remembers(seen, digest_of("id-50"))
     straddling = seen[RECORD_BYTES - 8:RECORD_BYTES + 8]  # the end of one record and the start of the next
     assert not remembers(seen, straddling)
     kept = forget_expired(seen, 1024)

@@ -50,6 +50,7 @@ from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
                                               pane_columns, utc)
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_buckets import bucket_of, digest_of, record_offset
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -181,10 +182,6 @@ SIGNATURE_BUCKETS = 1024
 INCIDENT_RECORD = struct.Struct(">16sqq")  # signature digest, the incident's first and last event micros
 
 
-def signature_digest(signature):
-    return hashlib.blake2b(signature.encode("utf-8"), digest_size=16).digest()
-
-
 @beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
 class _KeyBySignatureBucketFn(beam.DoFn):
     """(bucket of the signature's digest, (digest, event micros, report))."""
@@ -194,17 +191,13 @@ class _KeyBySignatureBucketFn(beam.DoFn):
 
     def process(self, keyed):
         signature, (micros, report) = keyed
-        digest = signature_digest(signature)
-        yield int.from_bytes(digest[:4], "big") % self.buckets, (digest, micros, report)
+        digest = digest_of(signature)
+        yield bucket_of(digest, self.buckets), (digest, micros, report)
 
 
 def incident_offset(packed, digest):
-    """Where `digest`'s record starts in the packed incident records, or -1 (a match across two records
-    is not one)."""
-    start = packed.find(digest)
-    while start != -1 and start % INCIDENT_RECORD.size:
-        start = packed.find(digest, start + 1)
-    return start
+    """Where `digest`'s record starts in the packed incident records, or -1."""
+    return record_offset(packed, digest, INCIDENT_RECORD.size)
 
 
 class _StampIncidentsInBucketFn(beam.DoFn):

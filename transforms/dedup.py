@@ -39,6 +39,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
 from transforms.plumbing.event_windows import in_global_window
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_buckets import DIGEST_BYTES, bucket_of, digest_of, record_offset
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import record_line
 
@@ -46,9 +47,8 @@ DEFAULT_HORIZON_HOURS = 24
 DEFAULT_BUCKETS = 1024
 STATE_FORMS = ("auto", "bucketed", "per-key")
 TIMER_SLACK_MICROS = 999  # a runner may keep timers to the millisecond only (the FnApiRunner does)
-ID_DIGEST_BYTES = 16  # 128 bits: two reportIds sharing a digest (one dropped) is not a practical risk
 EXPIRY_BYTES = 8
-RECORD_BYTES = EXPIRY_BYTES + ID_DIGEST_BYTES
+RECORD_BYTES = EXPIRY_BYTES + DIGEST_BYTES
 _REPORT_CODER = coders.FastPrimitivesCoder()
 
 
@@ -119,20 +119,9 @@ class _FirstReportPerIdFn(beam.DoFn):
         seen.clear()
 
 
-def report_id_digest(report_id):
-    return hashlib.blake2b(report_id.encode("utf-8"), digest_size=ID_DIGEST_BYTES).digest()
-
-
-def bucket_of(digest, buckets):
-    return int.from_bytes(digest[:4], "big") % buckets
-
-
 def remembers(seen, digest):
     """Whether the packed `seen` records (expiry, digest; RECORD_BYTES each) hold `digest`."""
-    start = seen.find(digest, EXPIRY_BYTES)
-    while start != -1 and (start - EXPIRY_BYTES) % RECORD_BYTES:  # a match across two records: look further
-        start = seen.find(digest, start + 1)
-    return start != -1
+    return record_offset(seen, digest, RECORD_BYTES, digest_at=EXPIRY_BYTES) != -1
 
 
 def expiry_at(seen, index):
@@ -223,7 +212,7 @@ class _FirstReportPerBucketFn(beam.DoFn):
             report, micros = best_copy(copies)
             self.duplicates.inc(len(copies) - 1)
             expiry = forget_at_micros(micros, self.horizon_micros)
-            remembered = remember(remembered, report_id_digest(report_id), expiry)
+            remembered = remember(remembered, digest_of(report_id), expiry)
             if earliest_expiry is None or expiry < earliest_expiry:
                 earliest_expiry = expiry
             yield TimestampedValue(report, Timestamp(micros=micros))
@@ -311,7 +300,7 @@ class _KeyByBucketFn(beam.DoFn):
         self.buckets = buckets
 
     def process(self, report):
-        digest = report_id_digest(report["reportId"])
+        digest = digest_of(report["reportId"])
         yield bucket_of(digest, self.buckets), (digest, report)
 
 

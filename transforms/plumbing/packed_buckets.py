@@ -1,0 +1,27 @@
+"""Many small records in few keys, for the local runner's forms of keyed state.
+
+The DirectRunner keeps ~1-3 KB per key with a timer and walks every key's timers, so the local forms of the
+streaming dedup (transforms/dedup.py) and of incident stamping (transforms/bundles.py) spread their keys (a
+reportId, a signature) over a fixed number of buckets by a 16-byte digest, and keep each bucket's records
+packed, at a fixed size, in one bytes value.
+"""
+import hashlib
+
+DIGEST_BYTES = 16  # 128 bits: two keys sharing a digest is not a practical risk
+
+
+def digest_of(key):
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+
+
+def bucket_of(digest, buckets):
+    return int.from_bytes(digest[:4], "big") % buckets
+
+
+def record_offset(packed, digest, record_bytes, digest_at=0):
+    """Where the record holding `digest` (at `digest_at` in each `record_bytes`-long record) starts in
+    `packed`, or -1; a match across two records is not one."""
+    start = packed.find(digest, digest_at)
+    while start != -1 and (start - digest_at) % record_bytes:
+        start = packed.find(digest, start + 1)
+    return start if start == -1 else start - digest_at
