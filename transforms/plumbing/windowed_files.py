@@ -110,38 +110,26 @@ def remove_stale_temporaries(output_dir):
 REFUSED = "refused"
 
 
-class _KeyByDestinationAndWindow(beam.DoFn):
-    """Batch: keys each element by (destination, label of its fixed window, or `unwindowed`) so one
-    grouping in the global window does the work of a windowed one (transforms/plumbing/event_windows.py)."""
+class _KeyByDestinationAndLabel(beam.DoFn):
+    """Keys each element by (destination, label of its fixed event-time window of `label_seconds`, or
+    `unlabelled`); an element no folder can be named for is refused alone.
 
-    def __init__(self, destination, window_seconds, as_line):
-        self.destination = destination
-        self.window_seconds = window_seconds
-        self.as_line = as_line
+    Batch labels every element (`unlabelled` = "unwindowed") so one grouping in the global window does the
+    work of a windowed one (transforms/plumbing/event_windows.py). Streaming leaves the label None, to be read
+    from the pane's window, unless `label_seconds` names files flushed by processing time as a batch run
+    names them."""
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        label = window_label(fixed_window(timestamp, self.window_seconds)) if self.window_seconds else "unwindowed"
-        try:
-            yield (self.destination(element), label), record_line(element) if self.as_line else pack(element)
-        except Exception as error:  # a record no folder can be named for is refused alone
-            yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
-
-
-class _KeyByDestination(beam.DoFn):
-    """Streaming: keys each element by (destination, None), the window label then read from the pane's
-    window; or, with `label_seconds`, by (destination, label of the element's fixed event-time window of that
-    size), so that files flushed by processing time are named as a batch run names them."""
-
-    def __init__(self, destination, as_line, label_seconds=None):
+    def __init__(self, destination, as_line, label_seconds, unlabelled):
         self.destination = destination
         self.as_line = as_line
         self.label_seconds = label_seconds
+        self.unlabelled = unlabelled
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else None
+        label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else self.unlabelled
         try:
             yield (self.destination(element), label), record_line(element) if self.as_line else pack(element)
-        except Exception as error:  # a record no folder can be named for is refused alone
+        except Exception as error:
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
 
@@ -292,14 +280,15 @@ class WriteWindowedFiles(beam.PTransform):
     def expand(self, elements):
         if elements.is_bounded:
             keyed = (in_global_window(elements)
-                     | "KeyByDestinationAndWindow" >> beam.ParDo(
-                         _KeyByDestinationAndWindow(self.destination, self.window_seconds, self.json_records)
+                     | "KeyByDestinationAndWindow" >> beam.ParDo(_KeyByDestinationAndLabel(
+                         self.destination, self.json_records, self.window_seconds, unlabelled="unwindowed")
                      ).with_outputs(REFUSED, main="keyed"))
         else:
             keyed = (elements
                      | "Window" >> self.streaming_windowing()
-                     | "KeyByDestination" >> beam.ParDo(_KeyByDestination(
-                         self.destination, self.json_records, self.label_seconds if self.window_seconds is None else None)
+                     | "KeyByDestination" >> beam.ParDo(_KeyByDestinationAndLabel(
+                         self.destination, self.json_records,
+                         self.label_seconds if self.window_seconds is None else None, unlabelled=None)
                      ).with_outputs(REFUSED, main="keyed"))
         written = (keyed.keyed
                    | "GroupPane" >> beam.GroupByKey()
