@@ -20,7 +20,10 @@ MICROSECOND = timedelta(microseconds=1)
 
 def micros_of(text):
     """Microseconds since the epoch of an RFC 3339 time (None for None); `ValueError` for anything else."""
-    return None if text is None else (parse_rfc3339(text) - EPOCH) // MICROSECOND
+    if text is None:
+        return None
+    since = parse_rfc3339(text) - EPOCH
+    return (since.days * 86400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def now_micros():
