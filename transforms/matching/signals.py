@@ -293,8 +293,14 @@ def _canonical_spelling(text):
 
 def signal_for(hash_type):
     """The signal type for a producer's `hashType`; KeyError naming it when unknown."""
-    name = canonical_hash_type(hash_type)
-    name = _ALIASES.get(name, name)
-    if name not in _BY_NAME:
-        raise KeyError(f"unknown hash type {hash_type!r}")
-    return _BY_NAME[name]
+    try:
+        return _signal_spelled(str(hash_type))
+    except KeyError:
+        raise KeyError(f"unknown hash type {hash_type!r}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _signal_spelled(text):
+    """Cached: every provided hash of every file names its type (an unknown one raises, so is not kept)."""
+    name = _canonical_spelling(text)
+    return _BY_NAME[_ALIASES.get(name, name)]
