@@ -19,6 +19,9 @@ from PIL import Image
 
 
 HEX_DIGITS = "0123456789abcdef"
+# hex digits only: deleting them from the ASCII bytes leaves nothing (one table pass in C; str.strip with
+# these characters searched them for each character, an eighth of matching a report's hashes)
+HEX_BYTES = HEX_DIGITS.encode("ascii")
 
 
 class SignalType:
@@ -34,7 +37,7 @@ class SignalType:
     def validate(cls, value):
         """The value as canonical lowercase hex; ValueError when it is not a hash of this type."""
         text = str(value).strip().lower()
-        if len(text) != cls.hex_length or text.strip(HEX_DIGITS):  # hex digits only, no regex to look up
+        if len(text) != cls.hex_length or not text.isascii() or text.encode("ascii").translate(None, HEX_BYTES):
             raise ValueError(f"invalid {cls.name} hash: expected {cls.hex_length} hex characters")
         return text
 
