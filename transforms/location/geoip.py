@@ -176,20 +176,24 @@ def candidate_events(report):
     return [(_source_of(*candidate), candidate[2]) for candidate in _policy_ordered(report)]
 
 
-def _policy_ordered(report):
+def _policy_ordered(report, users_in_order=lambda user_events: True):
     """`(file, index, event)` of each IP capture event in policy order (file None for the user's events):
-    labels are made only for the events a decision names."""
+    labels are made only for the events a decision names. The user's events are put in order only if
+    `users_in_order(their list)` says their order matters, asked once the file events have been taken."""
     uploads, other_file_events = [], []
     for index, file in enumerate(report.get("files") or []):
         event = file.get("ipCaptureEvent")
         if not event:
             continue
         (uploads if (event.get("eventName") or "Unknown") == "Upload" else other_file_events).append((file, index, event))
+    for candidate in uploads + other_file_events:
+        yield candidate
     user = report.get("personOrUserReported") or {}
     user_events = user.get("ipCaptureEvents") or []
-    if len(user_events) > 1:  # one event needs no order, nor its dateTime parsed
+    if len(user_events) > 1 and users_in_order(user_events):  # one event needs no order, nor its dateTime parsed
         user_events = sorted(user_events, key=_recency_key)
-    return uploads + other_file_events + [(None, 0, event) for event in user_events]
+    for event in user_events:
+        yield None, 0, event
 
 
 def _source_of(file, index, event):
@@ -351,7 +355,14 @@ class GeoLocator:
         """`consider`; without `every_unneeded`, of the candidates after the chosen one only those flagged as a
         possible proxy, and those without their source label: all that locating the report reads of them."""
         considered, chosen = [], None
-        for file, index, event in _policy_ordered(report):
+
+        def users_in_order(user_events):
+            """Whether the user's events are decided on or listed in order; after a chosen IP, locating
+            reads only which of them a provider flagged as a possible proxy, in order when there are two."""
+            return every_unneeded or chosen is None or sum(event.get("possibleProxy") is True
+                                                           for event in user_events) > 1
+
+        for file, index, event in _policy_ordered(report, users_in_order):
             address, proxy = event.get("ipAddress"), event.get("possibleProxy")
             if chosen is not None:
                 if every_unneeded:
