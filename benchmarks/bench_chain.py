@@ -39,10 +39,9 @@ from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.plumbing.avro_files import compile_encoder  # noqa: E402
-from transforms.reports.avro_validation import compile_validator  # noqa: E402
 from transforms.reports.enrichment import with_hashes, with_location, with_routing  # noqa: E402
 from transforms.reports.reference_versions import decided_with  # noqa: E402
-from transforms.reports.routed_record import now_micros, to_routed_record  # noqa: E402
+from transforms.reports.routed_record import RoutedRecordCheck, now_micros, to_routed_record  # noqa: E402
 from transforms.reports.validation import ReportValidator, decode_message  # noqa: E402
 
 HASH_BATCH = 64  # EnrichHashes' batch size
@@ -61,7 +60,7 @@ class Chain:
         self.locator = GeoLocator(opts.resolved_city_db())
         self.rules = JurisdictionRules.load()
         self.decided = decided_with(reference_sources(opts))
-        self.check_routed = compile_validator(avro_schema("routed_report"))
+        self.check_routed = RoutedRecordCheck()  # RouteToSinks' check
         self.encode = compile_encoder(avro_schema("routed_report"), repeated=("decidedWith",))  # ROUTED_SINK's
         self.routed_at = now_micros()
 
@@ -141,7 +140,8 @@ def main():
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--gc-freeze", action="store_true",
                         help="also measure with gc.freeze() after set-up: the readers, banks and modules (~287,000 here) "
-                             "then leave the collector's full passes (no stage does this today)")
+                             "then leave the collector's full passes, as a worker's first reference load does "
+                             "(reference_files.out_of_the_collector)")
     args = parser.parse_args()
     messages = list(generate_messages(SyntheticConfig.for_benchmark(args.count)))
     chain = Chain()

@@ -11,7 +11,8 @@ groups them as (what the sink receives). Not timed: building them.
 - baseline: main's path, reproduced here: the nested-closure validator's check (RouteToSinks; main's
   `compile_validator`, kept as `compile_nested_validator`) then fastavro's `Writer.write` per record into a
   deflate container (AvroSink);
-- new: the straight-line check (`compile_validator`, still made once, in RouteToSinks), then the sink's
+- new: the straight-line check (`compile_validator`, made once; RouteToSinks' `RoutedRecordCheck` also skips a
+  `decidedWith` value it has checked before, which these JSON-decoded records never share), then the sink's
   compiled encoder and container writer (transforms/plumbing/avro_files.py);
 - the sink's encoding alone, each way, and the ratio (wall time); then the new path's CPU time, the issue's
   "Avro encoding <= 20 µs on one core" figure (on a loaded machine wall time also counts waiting for a core).

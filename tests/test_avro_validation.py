@@ -106,3 +106,19 @@ def test_the_straight_line_check_of_routed_records_says_what_the_nested_one_says
     messages = [outcome(straight, record) for record in cases]
     assert messages == [outcome(nested, record) for record in cases]
     assert messages[0] is None and sum(message is not None for message in messages) > len(cases) / 2
+
+
+def test_a_bad_item_after_the_same_object_repeated_is_named_by_its_own_place():
+    """The straight-line loops find an item's index only for the message: by the first place holding that
+    very object, which must be the item's own place (an earlier copy would have failed first)."""
+    report = example_report()
+    file = report["files"][0]
+    bad = {**file, "industryClassification": "Z9"}
+    report["files"] = [file, file, bad, bad]
+    report["incidentSummary"]["reportAnnotations"] = ["sextortion", "sextortion", "spam", "nope", "nope"]
+    assert outcome(check, report) == outcome(nested_check, report) == (
+        "$.incidentSummary.reportAnnotations[3]: 'nope' is not one of sextortion, csamSolicitation, "
+        "minorToMinorInteraction, spam, sadisticOnlineExploitation")
+    report["incidentSummary"]["reportAnnotations"] = ["spam"]
+    assert outcome(check, report) == outcome(nested_check, report)
+    assert outcome(check, report).startswith("$.files[2].industryClassification: 'Z9' is not one of")

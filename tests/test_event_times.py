@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 
 from pipelines.tipline_pipeline import run
 from tests import hostile
@@ -104,3 +105,32 @@ def test_the_clock_is_read_per_report_not_once_per_worker(monkeypatch):
     validator = ReportValidator()
     monkeypatch.setattr(validation, "now_utc", lambda: started + timedelta(days=3))
     assert validator.validate(variant("r-later", submittedAt=rfc3339(started + timedelta(days=2, hours=23))))
+
+
+def general_path(text):
+    """parse_rfc3339 of the same instant spelled `+00:00`, which the plain-`Z` fast path never takes."""
+    return validation.parse_rfc3339(text[:-1] + "+00:00")
+
+
+def outcome(parse, text):
+    try:
+        moment = parse(text)
+        return moment, moment.tzinfo, moment.utcoffset()
+    except ValueError:
+        return "refused"
+
+
+@pytest.mark.parametrize("text", FAR + [
+    "2026-11-23T01:19:01Z", "2024-02-29T23:59:59Z", "2026-02-29T00:00:00Z", "2026-11-31T00:00:00Z",
+    "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z", "2026-11-23T24:00:00Z", "2026-11-23T23:60:00Z",
+    "2026-11-23T23:59:60Z", "0000-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "2026-11-23T01:19:01z",
+    "2026-11-23 01:19:01Z", "2026-W47-1T01:19:01Z", "２０２６-11-23T01:19:01Z", "2026-11-23T01:19:01.5Z"])
+def test_plain_utc_times_read_as_the_general_path_reads_them(text):
+    assert outcome(validation.parse_rfc3339, text) == outcome(general_path, text)
+
+
+@given(st.text(alphabet="0123456789", min_size=14, max_size=14))
+def test_plain_utc_times_agree_with_the_general_path_for_any_digits(digits):
+    text = f"{digits[:4]}-{digits[4:6]}-{digits[6:8]}T{digits[8:10]}:{digits[10:12]}:{digits[12:14]}Z"
+    assert validation.PLAIN_UTC_RFC3339.fullmatch(text)
+    assert outcome(validation.parse_rfc3339, text) == outcome(general_path, text)

@@ -273,3 +273,19 @@ def test_a_state_or_city_that_only_folds_to_ascii_matches_nothing():
     plain = rules.jurisdiction_of({"locationSource": "geoip", "countryCode": "US", "subdivisionCode": "CA",
                                    "city": "los angeles"})
     assert (folded[0], plain[0]) == ("US-CA", "US-CA-LA")
+
+
+@pytest.mark.parametrize("flagged", [(), (0,), (0, 2), (0, 1, 2)])
+def test_proxies_flagged_after_the_chosen_ip_are_named_newest_first(locator, flagged):
+    """locate() puts the user's events in order only when it reads that order: here two or more flagged proxies
+    after a chosen file IP. Its reason names them as consider(), which orders every candidate, lists them."""
+    times = ["2026-11-01T00:00:00Z", "2026-11-20T00:00:00+01:00", "2026-11-10T00:00:00Z"]
+    users = [event(f"175.16.199.{n}", "Login", when, proxy=n in flagged) for n, when in enumerate(times)]
+    report = report_with(file_events=[event("216.160.83.56", "Upload")], user_events=users)
+    listed = [entry["ipAddress"] for entry in locator.consider(report) if entry["possibleProxy"] is True]
+    assert listed == [ip for ip in ("175.16.199.1", "175.16.199.2", "175.16.199.0") if int(ip[-1]) in flagged]
+    reason = locator.locate(report)["ipChoiceReason"]
+    if flagged:
+        assert reason.endswith(f"hides the user: possibleProxy flagged by the provider on {', '.join(listed)}")
+    else:
+        assert "possibleProxy" not in reason

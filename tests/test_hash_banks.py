@@ -1,6 +1,9 @@
 """Bank files: both formats, several banks, exact and perceptual lookups, clear errors."""
+import random
+
 import pytest
 
+from transforms.matching import banks as banks_module
 from transforms.matching.banks import BankEntry, BankFileError, BankIndexes, bank_fingerprint, read_bank, write_bank
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal
 
@@ -57,3 +60,28 @@ def test_fingerprint_changes_when_a_bank_is_rewritten(tmp_path):
     before = bank_fingerprint([path])
     write_bank(ENTRIES, path)
     assert bank_fingerprint([path]) != before
+
+
+@pytest.mark.parametrize("signal", [PHashSignal, PdqSignal])
+def test_small_bank_scan_finds_what_the_hamming_index_finds_in_the_same_order(monkeypatch, signal):
+    """Banks up to SCAN_ENTRIES are scanned, larger ones go through the Hamming index; both give each query's
+    hits in bank order, so a bank growing past the limit changes no record (ties included: duplicates)."""
+    rng = random.Random(7)
+    bits = signal.bits
+    queries = [rng.getrandbits(bits) for _ in range(40)]
+    codes = [query ^ sum(1 << bit for bit in rng.sample(range(bits), rng.randrange(signal.default_threshold + 4)))
+             for query in queries for _ in range(3)] + [rng.getrandbits(bits) for _ in range(200)]
+    codes += codes[:30]  # the same hash banked twice
+    rng.shuffle(codes)
+    entries = [BankEntry(signal, f"{code:0{bits // 4}x}", f"bank-{n % 3}", None, str(n)) for n, code in enumerate(codes)]
+    hexes = [f"{query:0{bits // 4}x}" for query in queries]
+    scanned = banks_module.SignalIndex(signal, entries).search(hexes)
+    monkeypatch.setattr(banks_module, "SCAN_ENTRIES", 0)
+    indexed = banks_module.SignalIndex(signal, entries)
+    assert indexed._hamming is not None
+    assert indexed.search(hexes) == scanned
+    assert sum(map(len, scanned)) > 100  # most planted neighbours are within the threshold
+    assert any(len({distance for _, distance in hits}) < len(hits) for hits in scanned)  # ties to order
+    expected = [[(entry, (query ^ int(entry.value, 16)).bit_count()) for entry in entries
+                 if (query ^ int(entry.value, 16)).bit_count() <= signal.default_threshold] for query in queries]
+    assert scanned == expected

@@ -1,14 +1,20 @@
 """The routed Avro a downstream tool ingests: logical types on every instant, a doc on every field and named
 type, the schema version, when each report was routed and the reference data that decided it."""
+import copy
 import datetime
 
 import fastavro
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipelines.tipline_pipeline import run
 from schemas import avro_schema
+from tests import hostile
 from transforms.matching.banks import read_bank
-from transforms.reports.routed_record import SCHEMA_VERSION, iso_of_micros, json_ready, micros_of
+from transforms.reports.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.enrichment import with_hashes, with_location, with_routing
+from transforms.reports.routed_record import (
+    SCHEMA_VERSION, RoutedRecordCheck, iso_of_micros, json_ready, micros_of, to_routed_record)
 
 INSTANTS = {"submittedAt", "routedAt", "incidentDateTime", "decidedWith.geoipDatabases.builtAt"}
 
@@ -113,3 +119,54 @@ def test_a_demo_run_names_the_reference_data_that_decided_each_record(demo_run):
         for bank in found["banks"]:
             (version,) = [version for version in first if version["name"] == bank]
             assert version["fileSha256"] == found["sha256"][:16] and version["entries"] == entries.count(bank)
+
+
+def routed_example(decided):
+    """A routed record of the example report, as RouteToSinks builds it, with `decided` as its decidedWith."""
+    from tests.conftest import example_report
+
+    validator, matcher, locator, rules, _ = hostile._stages()
+    report = example_report()
+    validator.validate(report)
+    report = with_routing(with_location(with_hashes([report], matcher)[0], locator), rules)
+    return to_routed_record(report, 1_795_392_000_000_000, decided)
+
+
+def outcome(check, record):
+    try:
+        check(record)
+        return "valid"
+    except InvalidRecord as error:
+        return str(error)
+
+
+DECIDED = {"geoipDatabases": [{"kind": "city", "databaseType": "GeoIP2-City", "builtAt": 1_795_392_000_000_000}],
+           "hashBanks": [{"name": "demo-known", "negative": False, "fileSha256": "5c6b8a6be86e4af4", "entries": 504}],
+           "jurisdictionTablesSha256": "3300a791f1e2be6d", "tiplineVersion": "0.1.0"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10_000), hostile.json_values, st.booleans()),
+                min_size=1, max_size=6))
+def test_the_route_check_refuses_what_the_full_check_refuses_with_the_same_reason(changes):
+    """RoutedRecordCheck skips a decidedWith it already found valid: over records with one field set to any
+    JSON value (decidedWith's fields too), shared or fresh decidedWith values, in any order, each outcome is
+    the full schema check's."""
+    full = compile_validator(avro_schema("routed_report"))
+    check = RoutedRecordCheck()
+    shared = copy.deepcopy(DECIDED)
+    for share, where, value, mutate in changes:
+        record = routed_example(shared if share else copy.deepcopy(DECIDED))
+        if mutate:
+            paths = [path for path in hostile.json_paths(record) if path and (not share or path[0] != "decidedWith")]
+            hostile._set(record, paths[where % len(paths)], value)
+        assert outcome(check, record) == outcome(full, record)
+
+
+def test_the_route_check_checks_a_new_decided_with_in_full():
+    check = RoutedRecordCheck()
+    assert outcome(check, routed_example(DECIDED)) == "valid"
+    broken = copy.deepcopy(DECIDED)
+    broken["hashBanks"][0]["entries"] = "504"
+    assert outcome(check, routed_example(broken)) == "$.decidedWith.hashBanks[0].entries: expected an long, got str"
+    assert outcome(check, routed_example(DECIDED)) == "valid"

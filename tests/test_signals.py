@@ -3,6 +3,7 @@ import io
 import random
 
 import pytest
+from hypothesis import given, strategies as st
 from PIL import Image
 
 from transforms.matching.signals import (DHashSignal, Md5Signal, PdqSignal, PHashSignal, Sha1Signal, Sha256Signal,
@@ -94,3 +95,15 @@ def test_pdq_through_the_luma_entry_point_equals_pdqhash_compute():
     for pixels in arrays:
         bits, quality = pdqhash.compute(pixels)
         assert _pdq_hash(pixels) == (np.packbits(bits.astype(np.uint8)).tobytes().hex(), quality)
+
+
+@given(st.one_of(st.text(max_size=70), st.text(alphabet="0123456789abcdefABCDEF \u0661\uff10g-", max_size=70)))
+def test_a_hash_is_valid_exactly_when_its_canonical_text_is_hex_digits_of_the_right_length(value):
+    for signal in (Md5Signal, Sha1Signal, PdqSignal, PHashSignal):
+        text = value.strip().lower()
+        expected = text if len(text) == signal.hex_length and all(c in "0123456789abcdef" for c in text) else None
+        try:
+            found = signal.validate(value)
+        except ValueError:
+            found = None
+        assert found == expected

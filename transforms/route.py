@@ -20,14 +20,12 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
-from schemas import avro_schema
 from transforms.dead_letters import dead_letter, original_report_json
 from transforms.plumbing.metrics import counter, LabelledCounters
 from transforms.plumbing.reference_files import RefreshedOnChange
 from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
-from transforms.reports.avro_validation import compile_validator
 from transforms.reports.reference_versions import decided_with
-from transforms.reports.routed_record import to_routed_record
+from transforms.reports.routed_record import RoutedRecordCheck, to_routed_record
 
 STAGE = "route"
 DEAD_LETTERS = "dead_letters"
@@ -56,7 +54,7 @@ class _ToRoutedRecordFn(beam.DoFn):
         self.reload_failures = counter("decided_with_reload_failures")
 
     def setup(self):
-        self.check = compile_validator(avro_schema("routed_report"))
+        self.check = RoutedRecordCheck()
         self.versions = None if self.reference is None else RefreshedOnChange(
             self._shared, self.reference.paths(), functools.partial(_DecidedWith, self.reference),
             self.refresh_seconds, self.reloads, self.reload_failures, "reference data of routed records")

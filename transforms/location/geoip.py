@@ -173,21 +173,35 @@ def _recency_key(event):
 
 def candidate_events(report):
     """`(source label, ipCaptureEvent)` pairs in policy order: file Uploads, other file events, user events by recency."""
+    return [(_source_of(*candidate), candidate[2]) for candidate in _policy_ordered(report)]
+
+
+def _policy_ordered(report, users_in_order=lambda user_events: True):
+    """`(file, index, event)` of each IP capture event in policy order (file None for the user's events):
+    labels are made only for the events a decision names. The user's events are put in order only if
+    `users_in_order(their list)` says their order matters, asked once the file events have been taken."""
     uploads, other_file_events = [], []
     for index, file in enumerate(report.get("files") or []):
         event = file.get("ipCaptureEvent")
         if not event:
             continue
-        name = event.get("eventName") or "Unknown"
-        label = f"file {file.get('fileId') or f'#{index + 1}'} {name}"
-        (uploads if name == "Upload" else other_file_events).append((label, event))
+        (uploads if (event.get("eventName") or "Unknown") == "Upload" else other_file_events).append((file, index, event))
+    for candidate in uploads + other_file_events:
+        yield candidate
     user = report.get("personOrUserReported") or {}
     user_events = user.get("ipCaptureEvents") or []
-    if len(user_events) > 1:  # one event needs no order, nor its dateTime parsed
+    if len(user_events) > 1 and users_in_order(user_events):  # one event needs no order, nor its dateTime parsed
         user_events = sorted(user_events, key=_recency_key)
-    user_candidates = [(f"user {event.get('eventName') or 'Unknown'} {event.get('dateTime') or '(no dateTime)'}", event)
-                       for event in user_events]
-    return uploads + other_file_events + user_candidates
+    for event in user_events:
+        yield None, 0, event
+
+
+def _source_of(file, index, event):
+    """`file f-1 Upload`, `file #2 Login`, `user Login 2026-11-20T00:00:00Z`: which event an IP came from."""
+    name = event.get("eventName") or "Unknown"
+    if file is None:
+        return f"user {name} {event.get('dateTime') or '(no dateTime)'}"
+    return f"file {file.get('fileId') or f'#{index + 1}'} {name}"
 
 
 def _english_name(record):
@@ -335,13 +349,30 @@ class GeoLocator:
 
     def consider(self, report):
         """Every candidate IP in policy order with its decision: chosen, skipped (and why) or not needed."""
+        return self._consider(report, every_unneeded=True)
+
+    def _consider(self, report, every_unneeded):
+        """`consider`; without `every_unneeded`, of the candidates after the chosen one only those flagged as a
+        possible proxy, and those without their source label: all that locating the report reads of them."""
         considered, chosen = [], None
-        for source, event in candidate_events(report):
+
+        def users_in_order(user_events):
+            """Whether the user's events are decided on or listed in order; after a chosen IP, locating
+            reads only which of them a provider flagged as a possible proxy, in order when there are two."""
+            return every_unneeded or chosen is None or sum(event.get("possibleProxy") is True
+                                                           for event in user_events) > 1
+
+        for file, index, event in _policy_ordered(report, users_in_order):
             address, proxy = event.get("ipAddress"), event.get("possibleProxy")
             if chosen is not None:
-                considered.append({"source": source, "ipAddress": address, "possibleProxy": proxy,
-                                   "decision": "not needed", "reason": "an earlier IP was chosen"})
+                if every_unneeded:
+                    considered.append({"source": _source_of(file, index, event), "ipAddress": address,
+                                       "possibleProxy": proxy, "decision": "not needed",
+                                       "reason": "an earlier IP was chosen"})
+                elif proxy is True:
+                    considered.append({"ipAddress": address, "possibleProxy": proxy, "decision": "not needed"})
                 continue
+            source = _source_of(file, index, event)
             ip, problem = classify_ip(address)
             if problem:
                 considered.append({"source": source, "ipAddress": address, "possibleProxy": proxy, "ip": ip,
@@ -357,7 +388,7 @@ class GeoLocator:
 
     def locate(self, report):
         """The report's `_geo`: exactly the fields of the `Location` record of schemas/routed_report.avsc."""
-        considered = self.consider(report)
+        considered = self._consider(report, every_unneeded=False)
         chosen = next((entry for entry in considered if entry["decision"] == "chosen"), None)
         if chosen is not None:
             return self._located_by_ip(chosen, considered)

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -115,33 +116,57 @@ def bank_fingerprint(paths):
     return fingerprint(paths)
 
 
+# Below this many entries a perceptual signal's codes are compared with every query (numpy, ~1 ns a code):
+# the Hamming index's hundreds of probes into its multi-megabyte tables cost ~15 µs a query whatever the bank's
+# size, which made small banks (the demo's, a local deployment's) the costliest part of matching a batch.
+SCAN_ENTRIES = 4096
+SCAN_CELLS = 1 << 20  # codes x queries x words compared at once: bounds a scan's scratch memory (~8 MB)
+
+
 class SignalIndex:
-    """The entries of one signal type, searchable a batch of hashes at a time."""
+    """The entries of one signal type, searchable a batch of hashes at a time. Each query's hits come in
+    bank entry order, whichever way they were found, so ties between matches sort the same way in every run."""
 
     def __init__(self, signal, entries):
         self.signal = signal
         self.entries = list(entries)
         if signal.perceptual:
-            self._hamming = HammingIndex(codes_from_hex([e.value for e in self.entries], signal.bits),
-                                         signal.default_threshold)
+            codes = codes_from_hex([e.value for e in self.entries], signal.bits)
+            self._codes = codes if len(codes) <= SCAN_ENTRIES else None
+            self._hamming = None if self._codes is not None else HammingIndex(codes, signal.default_threshold)
         else:
-            self._exact = {}
-            for number, entry in enumerate(self.entries):
-                self._exact.setdefault(entry.value, []).append(number)
+            self._exact = {}  # value -> [(entry, 0)], built once: most lookups find nothing, a hit copies its list
+            for entry in self.entries:
+                self._exact.setdefault(entry.value, []).append((entry, 0))
 
     def search(self, values):
         """For each validated hash in `values`, a list of (entry, distance) within the threshold."""
-        found = [[] for _ in values]
         if not values or not self.entries:
-            return found
+            return [[] for _ in values]
         if not self.signal.perceptual:
-            for row, value in enumerate(values):
-                found[row] = [(self.entries[number], 0) for number in self._exact.get(value, ())]
-            return found
-        rows, ids, distances = self._hamming.search(codes_from_hex(values, self.signal.bits))
+            exact = self._exact
+            return [list(exact[value]) if value in exact else [] for value in values]
+        found = [[] for _ in values]
+        rows, ids, distances = self._within_threshold(codes_from_hex(values, self.signal.bits))
         for row, number, distance in zip(rows.tolist(), ids.tolist(), distances.tolist()):
             found[row].append((self.entries[number], distance))
         return found
+
+    def _within_threshold(self, queries):
+        """(query row, entry number, distance) arrays of every pair within the threshold, by row then entry."""
+        if self._codes is None:
+            rows, ids, distances = self._hamming.search(queries)
+            order = np.lexsort((ids, rows))
+            return rows[order], ids[order], distances[order]
+        codes, threshold = self._codes, self.signal.default_threshold
+        step = max(1, SCAN_CELLS // codes.size)
+        parts = []
+        for start in range(0, len(queries), step):
+            chunk = queries[start:start + step]
+            distances = np.bitwise_count(chunk[:, None, :] ^ codes[None, :, :]).sum(axis=2, dtype=np.int64)
+            rows, ids = np.nonzero(distances <= threshold)
+            parts.append((rows + start, ids, distances[rows, ids]))
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 class BankIndexes:

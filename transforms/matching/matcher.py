@@ -20,17 +20,21 @@ from transforms.matching.video_index import VideoMatch, matched_segments
 COMPUTED_SIGNALS = (Md5Signal, Sha1Signal, PHashSignal, PdqSignal)
 
 
-@dataclasses.dataclass(slots=True)
 class FileHashes:
-    """One file's hashes on the way to its `_hashes` record (slots: no attribute dict for each file)."""
+    """One file's hashes on the way to its `_hashes` record: hashes as [(signal, value, source)], then the
+    matches `match_files` finds. A plain class with slots: a dataclass's generated `__init__` (its default
+    factory) cost twice as much, for three of these a report."""
 
-    file_id: str | None
-    status: str
-    notes: list
-    hashes: list  # [(signal, value, source)]
-    matches: list = dataclasses.field(default_factory=list)
-    video: object = None  # VideoHashes of a video file
-    benign_match: dict | None = None
+    __slots__ = ("file_id", "status", "notes", "hashes", "matches", "video", "benign_match")
+
+    def __init__(self, file_id, status, notes, hashes, video=None):
+        self.file_id = file_id
+        self.status = status
+        self.notes = notes
+        self.hashes = hashes
+        self.matches = []
+        self.video = video  # VideoHashes of a video file
+        self.benign_match = None
 
     def as_record(self):
         return {
@@ -215,10 +219,12 @@ def match_summary(files):
     """known: some file matched; new: some file not known benign had media or hashes; known_benign: the only
     media is known benign content (a negative-bank entry), which is no sign of an unidentified victim;
     no_media: nothing to match on."""
-    if any(file.matches for file in files):
-        return "known"
-    if any((file.hashes or file.status in ("hashed", "unhashable")) and file.benign_match is None for file in files):
-        return "new"
-    if any(file.benign_match for file in files):
-        return "known_benign"
-    return "no_media"
+    new = benign = False
+    for file in files:
+        if file.matches:
+            return "known"
+        if file.benign_match:
+            benign = True
+        elif file.benign_match is None and (file.hashes or file.status in ("hashed", "unhashable")):
+            new = True
+    return "new" if new else "known_benign" if benign else "no_media"

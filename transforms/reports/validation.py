@@ -23,8 +23,18 @@ EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
 
 
+# The form nearly every producer sends (UTC, whole seconds, `Z`), in ASCII digits only: Python's 3.11
+# `fromisoformat` reads it as `parse_rfc3339` would after its rewriting, in a third of the time.
+PLAIN_UTC_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
 def parse_rfc3339(text):
     """A timezone-aware UTC datetime for an RFC 3339 string; `ValueError` for anything else."""
+    if isinstance(text, str) and PLAIN_UTC_RFC3339.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # e.g. a 31st of November: the general path below names the fault
     match = RFC3339.fullmatch(text) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"{text[:40]!r} is not an RFC 3339 date-time")
