@@ -11,7 +11,7 @@ import typing
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
-from apache_beam.transforms.combiners import LiftedCombinePerKey
+from apache_beam.transforms.combiners import LiftedCombinePerKey, ToListCombineFn
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
@@ -130,6 +130,28 @@ class KeyedCombineFn(beam.CombineFn):
 
     def extract_output(self, accumulators):
         return {key: self.combine_fn.extract_output(accumulator) for key, accumulator in accumulators.items()}
+
+
+class ConcatListsCombineFn(ToListCombineFn):
+    """Beam's `ToListCombineFn` with a merge linear in the values: its own sums the lists, which copies the
+    merged list once per accumulator (quadratic when a key has many)."""
+
+    def merge_accumulators(self, accumulators):
+        merged = []
+        for accumulator in accumulators:
+            merged.extend(accumulator)
+        return merged
+
+
+def group_in_batches():
+    """A GroupByKey for bounded input in the global window that moves a list per key and bundle, not an
+    element per value: `CombinePerKey` with a list accumulator, which the runner lifts into a pre-combine
+    in each bundle (the FnApiRunner does, in one process and in several), so each value is appended to its
+    key's list where it was made and the shuffle carries one list per key and bundle (a value crossing a
+    grouping on its own is encoded, buffered, decoded and re-encoded there, one element at a time). Gives
+    (key, [values]) as GroupByKey gives (key, values), in no particular order; few keys, many values each
+    (a bundle holds its lists until it ends)."""
+    return beam.CombinePerKey(ConcatListsCombineFn())
 
 
 class CombinePerKeyAndWindow(beam.PTransform):
