@@ -12,9 +12,8 @@ import typing
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.combiners import LiftedCombinePerKey, ToListCombineFn
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from transforms.plumbing.direct_runner import on_the_direct_runner
 
@@ -44,10 +43,21 @@ def fixed_window(timestamp, window_seconds):
     return window.IntervalWindow(start, start + window_seconds)
 
 
+GLOBAL_WINDOWS = (window.GlobalWindow(),)
+
+
+def in_global_window_at(element, micros):
+    """`element` at event time `micros` (µs since the epoch) in the global window, as a DoFn over input in
+    the global window (every bounded stage here) yields it. Why not a `TimestampedValue`: the runner passes a
+    WindowedValue on as it is, but assigns a TimestampedValue its windows again (GlobalWindows.assign makes
+    a GlobalWindow and its end Timestamp each time, ~10 µs an element)."""
+    return WindowedValue(element, Timestamp(micros=micros), GLOBAL_WINDOWS)
+
+
 def in_window(element, window_start, window_seconds):
-    """`element` timestamped at the last instant of its window, so a later fixed windowing (a file sink's)
-    of the same or a coarser size puts it back in that window."""
-    return TimestampedValue(element, Timestamp(window_start + window_seconds) - Duration(micros=1))
+    """Bounded: `element` timestamped at the last instant of its window (in the global window), so a later
+    fixed windowing (a file sink's) of the same or a coarser size puts it back in that window."""
+    return in_global_window_at(element, (window_start + window_seconds) * 1_000_000 - 1)
 
 
 def in_global_window(pcoll):
