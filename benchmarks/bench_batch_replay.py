@@ -3,7 +3,9 @@
 Prints reports/s for the whole pipeline (in one process, then in `--workers` processes), for a trivial
 Beam pipeline over the same file (read -> parse -> count: the floor Beam itself sets) and for the plain-Python enrichment loop over the same reports (the
 work with no Beam at all), their ratios, and os.cpu_count(); the CPU seconds (user + sys of this process
-and its worker processes) per million reports of each run, the figure a Dataflow bill follows; and the
+and its worker processes) per million reports of each run, the figure a Dataflow bill follows, and for the
+run in worker processes the runner process's share apart from the workers' (the runner holds every
+grouping's buffers and the data plane: if it were the bottleneck, its share would show it); and the
 plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
 jurisdiction, routed record; the least and the median of `--passes` passes). `--profile` re-runs the whole
 pipeline under cProfile and prints the time of each stage and the top functions.
@@ -12,6 +14,12 @@ Measured on 2026-12-02 on main 1231fd7 (2 cores shared with other work, load ave
 whole pipeline 577 reports/s in one process, 471/s in two; trivial Beam pipeline 15,948/s (ratio 0.04);
 plain-Python loop 3,615/s wall (277 us a report); plain chain CPU, best of 5 passes over 5,000 reports:
 decode 14.6, validate 27.1, hashes 39.4, GeoIP 16.5, jurisdiction 3.2, routed record 9.8 = 110.6 us a report.
+Later that day (bounded file sinks grouping lists per key and bundle; bounded stages yielding WindowedValues),
+20,000 reports, load average 6-7: 718 reports/s in one process (834 CPU-s per million) against main's 471
+(1,037) run just after; in 2 processes 353/s (1,295 CPU-s per million: the runner process 282, the workers
+1,013) against main's 481 (1,606). Fixed cost, measured apart at 1,000 reports: 5.2 CPU-s in one process,
+13.2 in two (starting the workers, and each of ~50 stages run as a bundle per worker), so below ~100,000
+reports the 2-process run pays more than it gains, and a loaded machine leaves it no second core.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
@@ -66,18 +74,29 @@ def input_file(workdir, count):
     return path
 
 
-def cpu_seconds():
-    """User + sys seconds of this process and of its ended, waited-for children (the DirectRunner's
-    multi_processing workers are such children once the run is over)."""
+def cpu_seconds_apart():
+    """(user + sys seconds of this process, of its ended, waited-for children): the DirectRunner's
+    multi_processing workers are such children once the run is over, and this process is the runner
+    (it holds every grouping's buffers and the gRPC data plane)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+class Cpu(float):
+    """CPU seconds of a run's process tree, with the runner's (`own`) and the workers' (`workers`) apart."""
+
+    def __new__(cls, own, workers):
+        cpu = super().__new__(cls, own + workers)
+        cpu.own, cpu.workers = own, workers
+        return cpu
 
 
 def timed(function, *args):
-    """(wall seconds, CPU seconds of the process tree, result) of `function(*args)`."""
-    started, cpu = time.perf_counter(), cpu_seconds()
+    """(wall seconds, CPU seconds of the process tree as a `Cpu`, result) of `function(*args)`."""
+    started, (own, children) = time.perf_counter(), cpu_seconds_apart()
     result = function(*args)
-    return time.perf_counter() - started, cpu_seconds() - cpu, result
+    own_after, children_after = cpu_seconds_apart()
+    return time.perf_counter() - started, Cpu(own_after - own, children_after - children), result
 
 
 def whole_pipeline(path, out, workers=1):
@@ -313,6 +332,8 @@ def main():
               f"{per_million(parallel_cpu):8.0f} CPU-s per million reports  (--direct_running_mode multi_processing; "
               f"target >= 5,000 reports/s on 2 cores)  routed {parallel_summary['routed']}, "
               f"reconciled {parallel_summary['reconciled']}")
+        print(f"                          of which the runner process {per_million(parallel_cpu.own):8.0f}, "
+              f"the worker processes {per_million(parallel_cpu.workers):8.0f} CPU-s per million reports")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  {per_million(trivial_cpu):8.0f} "
           "CPU-s per million reports  (read -> parse -> count)")
     print(f"plain-Python loop       {loop:7.1f} s  {rate(loop):8.0f} reports/s  (parse+hashes+geo+assign+record, wall)")

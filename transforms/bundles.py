@@ -41,14 +41,13 @@ from apache_beam import coders
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.tables import BUNDLE_SCHEMA
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.direct_runner import on_the_direct_runner
-from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, late_firing_windows,
-                                              pane_columns, utc)
+from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
+                                              late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import bucket_of, digest_of, record_offset
 from transforms.plumbing.packed_records import pack, unpack
@@ -76,18 +75,18 @@ def stamped(report, incident):
 
 
 def stamp_in_time_order(timed_reports, gap_micros):
-    """One signature's (micros, packed report) pairs, unpacked and stamped in event-time order, as
-    TimestampedValues."""
+    """One signature's (micros, packed report) pairs, unpacked and stamped in event-time order, each at its
+    event time in the global window."""
     out, incident = [], None
     for micros, packed in sorted(timed_reports, key=lambda pair: pair[0]):
         incident = next_incident(incident, micros, gap_micros)
-        out.append(TimestampedValue(stamped(unpack(packed), incident), Timestamp(micros=micros)))
+        out.append(in_global_window_at(stamped(unpack(packed), incident), micros))
     return out
 
 
 def unstamped(timed_reports):
     """Reports without a signature, unpacked as they were, at their event times."""
-    return [TimestampedValue(unpack(packed), Timestamp(micros=micros)) for micros, packed in timed_reports]
+    return [in_global_window_at(unpack(packed), micros) for micros, packed in timed_reports]
 
 
 def signature_or_failure(report):
@@ -401,8 +400,7 @@ def batch_bundle_record(gap_seconds):
         for seen in sightings:
             tally.add(seen)
         start, end = tally.first, tally.last + gap_micros
-        return TimestampedValue(bundle_record(bundle, signature, start, end, tally, ON_TIME_PANE),
-                                Timestamp(micros=end - 1))
+        return in_global_window_at(bundle_record(bundle, signature, start, end, tally, ON_TIME_PANE), end - 1)
 
     return to_record
 

@@ -37,7 +37,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
-from transforms.plumbing.event_windows import in_global_window
+from transforms.plumbing.event_windows import in_global_window, in_global_window_at
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import DIGEST_BYTES, bucket_of, digest_of, record_offset
 from transforms.plumbing.packed_records import pack, unpack
@@ -263,7 +263,7 @@ class _FirstOfGroupFn(beam.DoFn):
         copies = list(grouped[1])
         report, micros = best_packed_copy(copies)
         self.duplicates.inc(len(copies) - 1)
-        yield TimestampedValue(report, Timestamp(micros=micros))
+        yield in_global_window_at(report, micros)
 
 
 class _DropAlreadyRoutedFn(beam.DoFn):

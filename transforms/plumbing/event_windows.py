@@ -11,10 +11,9 @@ import typing
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
-from apache_beam.transforms.combiners import LiftedCombinePerKey
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.combiners import LiftedCombinePerKey, ToListCombineFn
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from transforms.plumbing.direct_runner import on_the_direct_runner
 
@@ -44,10 +43,21 @@ def fixed_window(timestamp, window_seconds):
     return window.IntervalWindow(start, start + window_seconds)
 
 
+GLOBAL_WINDOWS = (window.GlobalWindow(),)
+
+
+def in_global_window_at(element, micros):
+    """`element` at event time `micros` (µs since the epoch) in the global window, as a DoFn over input in
+    the global window (every bounded stage here) yields it. Why not a `TimestampedValue`: the runner passes a
+    WindowedValue on as it is, but assigns a TimestampedValue its windows again (GlobalWindows.assign makes
+    a GlobalWindow and its end Timestamp each time, ~10 µs an element)."""
+    return WindowedValue(element, Timestamp(micros=micros), GLOBAL_WINDOWS)
+
+
 def in_window(element, window_start, window_seconds):
-    """`element` timestamped at the last instant of its window, so a later fixed windowing (a file sink's)
-    of the same or a coarser size puts it back in that window."""
-    return TimestampedValue(element, Timestamp(window_start + window_seconds) - Duration(micros=1))
+    """Bounded: `element` timestamped at the last instant of its window (in the global window), so a later
+    fixed windowing (a file sink's) of the same or a coarser size puts it back in that window."""
+    return in_global_window_at(element, (window_start + window_seconds) * 1_000_000 - 1)
 
 
 def in_global_window(pcoll):
@@ -130,6 +140,28 @@ class KeyedCombineFn(beam.CombineFn):
 
     def extract_output(self, accumulators):
         return {key: self.combine_fn.extract_output(accumulator) for key, accumulator in accumulators.items()}
+
+
+class ConcatListsCombineFn(ToListCombineFn):
+    """Beam's `ToListCombineFn` with a merge linear in the values: its own sums the lists, which copies the
+    merged list once per accumulator (quadratic when a key has many)."""
+
+    def merge_accumulators(self, accumulators):
+        merged = []
+        for accumulator in accumulators:
+            merged.extend(accumulator)
+        return merged
+
+
+def group_in_batches():
+    """A GroupByKey for bounded input in the global window that moves a list per key and bundle, not an
+    element per value: `CombinePerKey` with a list accumulator, which the runner lifts into a pre-combine
+    in each bundle (the FnApiRunner does, in one process and in several), so each value is appended to its
+    key's list where it was made and the shuffle carries one list per key and bundle (a value crossing a
+    grouping on its own is encoded, buffered, decoded and re-encoded there, one element at a time). Gives
+    (key, [values]) as GroupByKey gives (key, values), in no particular order; few keys, many values each
+    (a bundle holds its lists until it ends)."""
+    return beam.CombinePerKey(ConcatListsCombineFn())
 
 
 class CombinePerKeyAndWindow(beam.PTransform):

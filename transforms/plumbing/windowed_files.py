@@ -33,7 +33,7 @@ from apache_beam.utils.timestamp import Duration
 
 from schemas import avro_schema
 from transforms.plumbing.avro_files import AvroContainerWriter, compile_encoder
-from transforms.plumbing.event_windows import fixed_window, in_global_window
+from transforms.plumbing.event_windows import fixed_window, group_in_batches, in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_records import pack, unpack
 
@@ -291,7 +291,7 @@ class WriteWindowedFiles(beam.PTransform):
                          self.label_seconds if self.window_seconds is None else None, unlabelled=None)
                      ).with_outputs(REFUSED, main="keyed"))
         written = (keyed.keyed
-                   | "GroupPane" >> beam.GroupByKey()
+                   | "GroupPane" >> (group_in_batches() if elements.is_bounded else beam.GroupByKey())
                    | "WriteFiles" >> beam.ParDo(
                        _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records,
                                                 packed=not self.json_records)
