@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 
 import apache_beam as beam
@@ -136,7 +137,7 @@ def routed_copies(out):
 
 
 def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0, sample_every=None,
-                   warm_up=None):
+                   warm_up=None, census=False):
     """(routed by the deadline / seconds, published, counts at the end, RSS MB start/end, copies published,
     samples [(seconds, RSS MB, counts)] every `sample_every` s while reading)."""
     topic, subscription = topic_and_subscription(name)
@@ -160,6 +161,9 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         started = time.monotonic()
         time.sleep(warm_up or seconds / 10)  # after warm-up: banks and GeoIP db loaded, numba kernels compiled
         rss["start"], rss["start_counts"] = rss_mb(), counts_now()
+        if census and result_box:
+            rss["start_census"], rss["start_objects"] = keyed_state_census(result_box[0]), object_census()
+            tracemalloc.start(12)  # what is allocated from now on and still held at the deadline
         while sample_every and time.monotonic() - started + sample_every < seconds:
             time.sleep(sample_every)
             samples.append((time.monotonic() - started, rss_mb(), counts_now()))
@@ -168,6 +172,10 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         at_deadline.update(counts_now())
         rss["deadline"] = rss_mb()
+        if census and result_box:
+            rss["deadline_census"], rss["deadline_objects"] = keyed_state_census(result_box[0]), object_census()
+            rss["traced"] = tracemalloc.take_snapshot()
+            tracemalloc.stop()
 
     original_run = pipeline.run
     pipeline.run = lambda: result_box.append(original_run()) or result_box[0]
@@ -179,6 +187,49 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
     rss["deadline_counts"] = dict(at_deadline)
     return (at_deadline.get("routed", 0) / seconds, published.value, tipline_counts(result), rss, copies.value,
             samples)
+
+
+def keyed_state_census(result):
+    """{step: (keys, windows, buffered values, timers)} of the DirectRunner's keyed state (a racy walk
+    of a running pipeline, retried until it reads through)."""
+    states = result._evaluation_context._transform_keyed_states
+    for _ in range(20):
+        try:
+            census = {}
+            for applied, keyed in list(states.items()):
+                held = list(keyed.values())
+                census[applied.full_label] = (
+                    len(held), sum(len(state.state) for state in held),
+                    sum(len(values) for state in held for tags in list(state.state.values())
+                        for values in list(tags.values())),
+                    sum(len(timers) for state in held for timers in list(state.timers.values())))
+            return census
+        except RuntimeError:  # a dict changed size while walked
+            time.sleep(0.01)
+    return {}
+
+
+def object_census():
+    """{type name: live objects} the garbage collector tracks."""
+    import gc
+    return collections.Counter(type(obj).__name__ for obj in gc.get_objects())
+
+
+def print_census(before, after, label, top=12):
+    grown = sorted(after, key=lambda name: after[name][0] - before.get(name, (0,) * 4)[0], reverse=True)
+    print(f"  keyed state, {label} (keys / windows / buffered values / timers):")
+    for name in grown[:top]:
+        print(f"    {after[name]!s:32} was {before.get(name, (0, 0, 0, 0))!s:28} {name}")
+
+
+def print_traced(snapshot, top=15):
+    """The allocation sites holding most of what was allocated after warm-up, with the step's own frames."""
+    stats = snapshot.statistics("traceback")
+    print(f"  traced after warm-up and still held: {sum(stat.size for stat in stats) / 2**20:.0f} MB")
+    for stat in stats[:top]:
+        frames = [f"{frame.filename.split('site-packages/')[-1].split('streammem3/')[-1]}:{frame.lineno}"
+                  for frame in stat.traceback]
+        print(f"    {stat.size / 2**20:6.1f} MB {stat.count:8d} blocks  " + " < ".join(frames[::-1][:7]))
 
 
 def percentile(values, share):
@@ -195,7 +246,7 @@ def soak(args, state):
         sustained, published, counts, rss, copies, samples = whole_pipeline(
             args.seconds, args.rate, out, ["--dedup-state", state, "--dedup-horizon-hours", "24"],
             name=f"soak-{state}", copy_every=args.copy_every, sample_every=args.sample_seconds,
-            warm_up=args.warm_up_seconds)
+            warm_up=args.warm_up_seconds, census=args.census)
         routed = routed_copies(out)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -213,6 +264,12 @@ def soak(args, state):
           f"{counts.get('dead_lettered', 0)}; {sum(routed.values())} routed records, {routed_twice} reportIds routed "
           f"twice: dedup {'exact' if exact else 'NOT EXACT'}; "
           f"{sustained:.0f} reports/s routed by the deadline", flush=True)
+    if "deadline_census" in rss:
+        print_census(rss.get("start_census", {}), rss["deadline_census"], "after warm-up -> deadline")
+        objects = rss["deadline_objects"]
+        objects.subtract(rss.get("start_objects", collections.Counter()))
+        print_traced(rss["traced"])
+        print("  objects grown after warm-up: " + ", ".join(f"{name} {count:+d}" for name, count in objects.most_common(12)))
 
 
 def main():
@@ -225,6 +282,8 @@ def main():
     parser.add_argument("--soak-forms", default="bucketed,per-key", help="dedup state forms to soak, in order")
     parser.add_argument("--copy-every", type=int, default=10, help="soak: every so many reports published twice")
     parser.add_argument("--sample-seconds", type=float, default=30, help="soak: RSS printed this often")
+    parser.add_argument("--census", action="store_true", help="soak: which steps' keyed state and which "
+                        "object types grew after warm-up")
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
     args = parser.parse_args()
