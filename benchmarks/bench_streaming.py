@@ -21,6 +21,7 @@
 """
 import argparse
 import collections
+import ctypes
 import itertools
 import multiprocessing
 import os
@@ -46,6 +47,7 @@ from pipelines import emulator  # noqa: E402
 from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.publish import ensure_subscription, ensure_topic, publish  # noqa: E402
 from pipelines.streaming import local_streaming_options, run_for, tipline_counts  # noqa: E402
+from transforms.plumbing.pubsub_source import elements_in_flight  # noqa: E402
 from transforms.plumbing.direct_runner import install_local_streaming_support  # noqa: E402
 from pipelines.tipline_pipeline import build_pipeline  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
@@ -163,19 +165,24 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         rss["start"], rss["start_counts"] = rss_mb(), counts_now()
         if census and result_box:
             rss["start_census"], rss["start_objects"] = keyed_state_census(result_box[0]), object_census()
-            tracemalloc.start(12)  # what is allocated from now on and still held at the deadline
+            if census == "trace":
+                tracemalloc.start(12)  # what is allocated from now on and still held at the deadline (slow)
         while sample_every and time.monotonic() - started + sample_every < seconds:
             time.sleep(sample_every)
             samples.append((time.monotonic() - started, rss_mb(), counts_now()))
+            in_flight = elements_in_flight(result_box[0]._evaluation_context) if result_box else 0
             print(f"  [{samples[-1][0]:5.0f} s] RSS {samples[-1][1]:6.0f} MB  routed {samples[-1][2].get('routed', 0)}"
-                  f"  duplicates {samples[-1][2].get('duplicates', 0)}", flush=True)
+                  f"  duplicates {samples[-1][2].get('duplicates', 0)}  elements in flight {in_flight}", flush=True)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         at_deadline.update(counts_now())
         rss["deadline"] = rss_mb()
         if census and result_box:
             rss["deadline_census"], rss["deadline_objects"] = keyed_state_census(result_box[0]), object_census()
-            rss["traced"] = tracemalloc.take_snapshot()
-            tracemalloc.stop()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # what of the growth is freed memory the heap kept
+            rss["deadline_trimmed"] = rss_mb()
+            if census == "trace":
+                rss["traced"] = tracemalloc.take_snapshot()
+                tracemalloc.stop()
 
     original_run = pipeline.run
     pipeline.run = lambda: result_box.append(original_run()) or result_box[0]
@@ -265,10 +272,12 @@ def soak(args, state):
           f"twice: dedup {'exact' if exact else 'NOT EXACT'}; "
           f"{sustained:.0f} reports/s routed by the deadline", flush=True)
     if "deadline_census" in rss:
+        print(f"  RSS at the deadline after malloc_trim(0): {rss['deadline_trimmed']:.0f} MB")
         print_census(rss.get("start_census", {}), rss["deadline_census"], "after warm-up -> deadline")
         objects = rss["deadline_objects"]
         objects.subtract(rss.get("start_objects", collections.Counter()))
-        print_traced(rss["traced"])
+        if "traced" in rss:
+            print_traced(rss["traced"])
         print("  objects grown after warm-up: " + ", ".join(f"{name} {count:+d}" for name, count in objects.most_common(12)))
 
 
@@ -282,8 +291,9 @@ def main():
     parser.add_argument("--soak-forms", default="bucketed,per-key", help="dedup state forms to soak, in order")
     parser.add_argument("--copy-every", type=int, default=10, help="soak: every so many reports published twice")
     parser.add_argument("--sample-seconds", type=float, default=30, help="soak: RSS printed this often")
-    parser.add_argument("--census", action="store_true", help="soak: which steps' keyed state and which "
-                        "object types grew after warm-up")
+    parser.add_argument("--census", nargs="?", const="count", choices=("count", "trace"),
+                        help="soak: which steps' keyed state and which object types grew after warm-up; "
+                        "`--census trace` also traces allocations (tracemalloc: several times slower)")
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
     args = parser.parse_args()

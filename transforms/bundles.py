@@ -213,6 +213,7 @@ class _StampIncidentsInBucketFn(beam.DoFn):
     The forget timer may fire early (the incident it was set for went on): it then forgets what has ended
     and is set again.
     """
+    reads_input_watermark = True  # READS_WATERMARK: forgets all that has ended at once
     INCIDENTS = ReadModifyWriteStateSpec("incidents", coders.BytesCoder())
     NEXT_FORGET = ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
@@ -245,8 +246,11 @@ class _StampIncidentsInBucketFn(beam.DoFn):
     @on_timer(FORGET)
     def forget_ended(self, fired=beam.DoFn.TimestampParam, incidents=beam.DoFn.StateParam(INCIDENTS),
                      next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
+        # all that the watermark has ended, not only what the timer was set for (else a drain fires once per
+        # incident, each reading the bucket); timers may keep ms only
+        now = max(fired.micros, input_watermark() or fired.micros) + 1000
         open_incidents = [record for record in INCIDENT_RECORD.iter_unpack(incidents.read() or b"")
-                          if record[2] + self.keep_micros > fired.micros + 1000]  # timers may keep ms only
+                          if record[2] + self.keep_micros > now]
         if not open_incidents:
             incidents.clear()
             next_forget.clear()
@@ -293,6 +297,7 @@ class StampBundleIds(beam.PTransform):
         split = reports | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
             _SplitBySignatureFn.UNSIGNED, FAILURES, main="signed")
         if on_the_direct_runner(reports.pipeline):
+            expose_input_watermark()
             stamped_reports = (split.signed | "KeyBySignatureBucket" >> beam.ParDo(_KeyBySignatureBucketFn())
                                | "StampIncidentsInBuckets" >> beam.ParDo(_StampIncidentsInBucketFn(
                                    self.gap_seconds, self.allowed_lateness_seconds)))
@@ -510,7 +515,9 @@ class _BundleSessionsInBucketFn(beam.DoFn):
                panes_state=beam.DoFn.StateParam(PANES), next_due=beam.DoFn.StateParam(NEXT_DUE),
                due=beam.DoFn.TimerParam(DUE)):
         """Fires the on-time pane of each session that has ended, forgets each that has expired."""
-        now = fired.micros + 1000  # timers may keep ms only
+        # every session the watermark has passed, not only the one the timer was set for (a timer a session
+        # would make a drain fire once per session, each reading the whole bag); timers may keep ms only
+        now = max(fired.micros, input_watermark() or fired.micros) + 1000
         by_key = collections.defaultdict(list)
         for packed in sightings.read():
             record = pickle.loads(packed)
@@ -521,17 +528,16 @@ class _BundleSessionsInBucketFn(beam.DoFn):
             for session in self.sessions(own):
                 end_instant = session[1] + self.gap_micros - 1
                 expiry = end_instant + 1 + self.lateness_micros
+                if session not in fired_panes and end_instant < now:
+                    yield self.row(key, session, own, dict(ON_TIME_PANE))  # its window's end-of-window firing
+                    fired_panes = {**fired_panes, session: 0}
                 if expiry < now:
                     continue  # expired: forgotten, as Beam clears a window's state
                 if session in fired_panes:
                     live_panes[session] = fired_panes[session]
-                elif end_instant < now:
-                    yield self.row(key, session, own, dict(ON_TIME_PANE))
-                    live_panes[session] = 0
+                    upcoming.append(expiry)
                 else:
                     upcoming.append(end_instant)
-                if session in live_panes:
-                    upcoming.append(expiry)
                 kept.extend(packed for packed, sighting in held if session[0] <= sighting[0] <= session[1])
             if live_panes:
                 panes[key] = live_panes

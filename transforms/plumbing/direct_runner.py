@@ -174,8 +174,9 @@ def expose_input_watermark():
     stock_start_bundle = evaluator.start_bundle
 
     def start_bundle(self):
-        if getattr(self._applied_ptransform.transform.dofn, READS_WATERMARK, False):
-            _bundle_watermarks.source = (self._evaluation_context._watermark_manager, self._applied_ptransform)
+        reads = getattr(self._applied_ptransform.transform.dofn, READS_WATERMARK, False)
+        _bundle_watermarks.source = ((self._evaluation_context._watermark_manager, self._applied_ptransform)
+                                     if reads else None)
         return stock_start_bundle(self)
 
     start_bundle.exposes_watermark = True
