@@ -13,11 +13,13 @@
    at 24 h, every --copy-every-th report published twice (a producer's retry, re-stamped): RSS every
    --sample-seconds, bytes of RSS per remembered reportId after warm-up (the first tenth), and whether dedup
    stayed exact (no reportId twice in the routed files, read = routed + duplicates + dead-lettered). With
-   --dedup-state per-key (main's form) as well as bucketed in the same run unless --soak-forms says otherwise.
+   --dedup-state per-key (main's form) as well as bucketed unless --soak-forms says otherwise, each form in a
+   process of its own (so the second form's RSS does not start on the first's heap). --census: which steps'
+   keyed state and which object types grew after warm-up, and RSS after malloc_trim(0) at the deadline.
 
     .venv/bin/python benchmarks/bench_streaming.py               # 300 s per part
     .venv/bin/python benchmarks/bench_streaming.py --seconds 30 --rate 1200
-    .venv/bin/python benchmarks/bench_streaming.py --soak        # 600 s per form, bucketed then per-key
+    .venv/bin/python benchmarks/bench_streaming.py --soak        # 600 s per form, bucketed then per-key, a process each
 """
 import argparse
 import collections
@@ -27,6 +29,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -281,6 +284,19 @@ def soak(args, state):
         print("  objects grown after warm-up: " + ", ".join(f"{name} {count:+d}" for name, count in objects.most_common(12)))
 
 
+def form_argv(argv, state):
+    """`argv` with `--soak-forms` set to the one form `state`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--soak-forms":
+            skip = True
+        elif not arg.startswith("--soak-forms="):
+            kept.append(arg)
+    return [*kept, "--soak-forms", state]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=None, help="length of each part (300; soak 600)")
@@ -297,6 +313,10 @@ def main():
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
     args = parser.parse_args()
+    if args.soak and "," in args.soak_forms:
+        for state in args.soak_forms.split(","):  # a process each: the second form's RSS not on the first's heap
+            subprocess.run([sys.executable, __file__, *form_argv(sys.argv[1:], state)], check=True)
+        return
     if args.soak:
         args.seconds, args.rate = args.seconds or 600, args.rate or 200
         with emulator.running() as running:
