@@ -20,11 +20,13 @@ def count(kind, value, hour, number):
 
 def count_stream():
     """Forget after 2 silent windows: sig-a floods, goes quiet and is forgotten, then floods again; esp-1 steady
-    then jumps; sig-b's hours arrive out of order; a count for a window already judged."""
+    then jumps; sig-b's hours arrive out of order; a count for a window already judged; esp-2's next count
+    is already pending when its forget time passes (the baseline is kept for it)."""
     return (TestStream().advance_watermark_to(0)
             .add_elements([count("signature", "sig-a", 0, 12), count("esp", "esp-1", 0, 4),
                            count("signature", "sig-b", 2, 30)])
-            .add_elements([count("signature", "sig-b", 0, 3), count("esp", "esp-1", 1, 4)])
+            .add_elements([count("signature", "sig-b", 0, 3), count("esp", "esp-1", 1, 4),
+                           count("esp", "esp-2", 0, 3), count("esp", "esp-2", 5, 40)])  # pending past its forget time
             .advance_watermark_to(2 * HOUR)
             .add_elements([count("esp", "esp-1", 2, 20), count("signature", "sig-a", 1, 1),
                            count("signature", "sig-b", 1, 2)])
@@ -54,4 +56,6 @@ def test_the_bucketed_detector_alerts_as_the_per_key_one(buckets):
     per_key = alerts("per-key", buckets)
     assert alerts("bucketed", buckets) == per_key
     assert ("signature", "sig-a", "1970-01-01T09:00:00Z", 11, 0.0, 0) in per_key  # forgotten: no history
-    assert [alert[:4] for alert in per_key if alert[0] == "esp"] == [("esp", "esp-1", "1970-01-01T02:00:00Z", 20)]
+    assert [alert[:4] for alert in per_key if alert[0] == "esp"] == [
+        ("esp", "esp-1", "1970-01-01T02:00:00Z", 20),
+        ("esp", "esp-2", "1970-01-01T05:00:00Z", 40)]  # past its warm-up: its baseline was kept for this count

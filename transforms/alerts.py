@@ -254,8 +254,8 @@ class _SpikeDetectorInBucketFn(beam.DoFn):
             baselines_state.write(baselines)
         else:
             baselines_state.clear()
-        upcoming = [self.due_micros(start) for _, start, _ in waiting] + [
-            forget_at for _, forget_at in baselines.values()]
+        upcoming = [self.due_micros(start) for _, start, _ in waiting] + [  # a key kept past its forget time
+            forget_at for _, forget_at in baselines.values() if forget_at > fired.micros]  # waits for its count
         next_due.clear()
         if upcoming:
             next_due.write(min(upcoming))
