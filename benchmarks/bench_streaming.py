@@ -13,23 +13,28 @@
    at 24 h, every --copy-every-th report published twice (a producer's retry, re-stamped): RSS every
    --sample-seconds, bytes of RSS per remembered reportId after warm-up (the first tenth), and whether dedup
    stayed exact (no reportId twice in the routed files, read = routed + duplicates + dead-lettered). With
-   --dedup-state per-key (main's form) as well as bucketed in the same run unless --soak-forms says otherwise.
+   --dedup-state per-key (main's form) as well as bucketed unless --soak-forms says otherwise, each form in a
+   process of its own (so the second form's RSS does not start on the first's heap). --census: which steps'
+   keyed state and which object types grew after warm-up, and RSS after malloc_trim(0) at the deadline.
 
     .venv/bin/python benchmarks/bench_streaming.py               # 300 s per part
     .venv/bin/python benchmarks/bench_streaming.py --seconds 30 --rate 1200
-    .venv/bin/python benchmarks/bench_streaming.py --soak        # 600 s per form, bucketed then per-key
+    .venv/bin/python benchmarks/bench_streaming.py --soak        # 600 s per form, bucketed then per-key, a process each
 """
 import argparse
 import collections
+import ctypes
 import itertools
 import multiprocessing
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 
 import apache_beam as beam
@@ -45,6 +50,7 @@ from pipelines import emulator  # noqa: E402
 from pipelines.options import TiplineOptions  # noqa: E402
 from pipelines.publish import ensure_subscription, ensure_topic, publish  # noqa: E402
 from pipelines.streaming import local_streaming_options, run_for, tipline_counts  # noqa: E402
+from transforms.plumbing.pubsub_source import elements_in_flight  # noqa: E402
 from transforms.plumbing.direct_runner import install_local_streaming_support  # noqa: E402
 from pipelines.tipline_pipeline import build_pipeline  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
@@ -136,7 +142,7 @@ def routed_copies(out):
 
 
 def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0, sample_every=None,
-                   warm_up=None):
+                   warm_up=None, census=False):
     """(routed by the deadline / seconds, published, counts at the end, RSS MB start/end, copies published,
     samples [(seconds, RSS MB, counts)] every `sample_every` s while reading)."""
     topic, subscription = topic_and_subscription(name)
@@ -160,14 +166,26 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         started = time.monotonic()
         time.sleep(warm_up or seconds / 10)  # after warm-up: banks and GeoIP db loaded, numba kernels compiled
         rss["start"], rss["start_counts"] = rss_mb(), counts_now()
+        if census and result_box:
+            rss["start_census"], rss["start_objects"] = keyed_state_census(result_box[0]), object_census()
+            if census == "trace":
+                tracemalloc.start(12)  # what is allocated from now on and still held at the deadline (slow)
         while sample_every and time.monotonic() - started + sample_every < seconds:
             time.sleep(sample_every)
             samples.append((time.monotonic() - started, rss_mb(), counts_now()))
+            in_flight = elements_in_flight(result_box[0]._evaluation_context) if result_box else 0
             print(f"  [{samples[-1][0]:5.0f} s] RSS {samples[-1][1]:6.0f} MB  routed {samples[-1][2].get('routed', 0)}"
-                  f"  duplicates {samples[-1][2].get('duplicates', 0)}", flush=True)
+                  f"  duplicates {samples[-1][2].get('duplicates', 0)}  elements in flight {in_flight}", flush=True)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         at_deadline.update(counts_now())
         rss["deadline"] = rss_mb()
+        if census and result_box:
+            rss["deadline_census"], rss["deadline_objects"] = keyed_state_census(result_box[0]), object_census()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # what of the growth is freed memory the heap kept
+            rss["deadline_trimmed"] = rss_mb()
+            if census == "trace":
+                rss["traced"] = tracemalloc.take_snapshot()
+                tracemalloc.stop()
 
     original_run = pipeline.run
     pipeline.run = lambda: result_box.append(original_run()) or result_box[0]
@@ -179,6 +197,49 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
     rss["deadline_counts"] = dict(at_deadline)
     return (at_deadline.get("routed", 0) / seconds, published.value, tipline_counts(result), rss, copies.value,
             samples)
+
+
+def keyed_state_census(result):
+    """{step: (keys, windows, buffered values, timers)} of the DirectRunner's keyed state (a racy walk
+    of a running pipeline, retried until it reads through)."""
+    states = result._evaluation_context._transform_keyed_states
+    for _ in range(20):
+        try:
+            census = {}
+            for applied, keyed in list(states.items()):
+                held = list(keyed.values())
+                census[applied.full_label] = (
+                    len(held), sum(len(state.state) for state in held),
+                    sum(len(values) for state in held for tags in list(state.state.values())
+                        for values in list(tags.values())),
+                    sum(len(timers) for state in held for timers in list(state.timers.values())))
+            return census
+        except RuntimeError:  # a dict changed size while walked
+            time.sleep(0.01)
+    return {}
+
+
+def object_census():
+    """{type name: live objects} the garbage collector tracks."""
+    import gc
+    return collections.Counter(type(obj).__name__ for obj in gc.get_objects())
+
+
+def print_census(before, after, label, top=12):
+    grown = sorted(after, key=lambda name: after[name][0] - before.get(name, (0,) * 4)[0], reverse=True)
+    print(f"  keyed state, {label} (keys / windows / buffered values / timers):")
+    for name in grown[:top]:
+        print(f"    {after[name]!s:32} was {before.get(name, (0, 0, 0, 0))!s:28} {name}")
+
+
+def print_traced(snapshot, top=15):
+    """The allocation sites holding most of what was allocated after warm-up, with the step's own frames."""
+    stats = snapshot.statistics("traceback")
+    print(f"  traced after warm-up and still held: {sum(stat.size for stat in stats) / 2**20:.0f} MB")
+    for stat in stats[:top]:
+        frames = [f"{frame.filename.split('site-packages/')[-1].split('streammem3/')[-1]}:{frame.lineno}"
+                  for frame in stat.traceback]
+        print(f"    {stat.size / 2**20:6.1f} MB {stat.count:8d} blocks  " + " < ".join(frames[::-1][:7]))
 
 
 def percentile(values, share):
@@ -195,7 +256,7 @@ def soak(args, state):
         sustained, published, counts, rss, copies, samples = whole_pipeline(
             args.seconds, args.rate, out, ["--dedup-state", state, "--dedup-horizon-hours", "24"],
             name=f"soak-{state}", copy_every=args.copy_every, sample_every=args.sample_seconds,
-            warm_up=args.warm_up_seconds)
+            warm_up=args.warm_up_seconds, census=args.census)
         routed = routed_copies(out)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -213,6 +274,27 @@ def soak(args, state):
           f"{counts.get('dead_lettered', 0)}; {sum(routed.values())} routed records, {routed_twice} reportIds routed "
           f"twice: dedup {'exact' if exact else 'NOT EXACT'}; "
           f"{sustained:.0f} reports/s routed by the deadline", flush=True)
+    if "deadline_census" in rss:
+        print(f"  RSS at the deadline after malloc_trim(0): {rss['deadline_trimmed']:.0f} MB")
+        print_census(rss.get("start_census", {}), rss["deadline_census"], "after warm-up -> deadline")
+        objects = rss["deadline_objects"]
+        objects.subtract(rss.get("start_objects", collections.Counter()))
+        if "traced" in rss:
+            print_traced(rss["traced"])
+        print("  objects grown after warm-up: " + ", ".join(f"{name} {count:+d}" for name, count in objects.most_common(12)))
+
+
+def form_argv(argv, state):
+    """`argv` with `--soak-forms` set to the one form `state`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--soak-forms":
+            skip = True
+        elif not arg.startswith("--soak-forms="):
+            kept.append(arg)
+    return [*kept, "--soak-forms", state]
 
 
 def main():
@@ -225,9 +307,16 @@ def main():
     parser.add_argument("--soak-forms", default="bucketed,per-key", help="dedup state forms to soak, in order")
     parser.add_argument("--copy-every", type=int, default=10, help="soak: every so many reports published twice")
     parser.add_argument("--sample-seconds", type=float, default=30, help="soak: RSS printed this often")
+    parser.add_argument("--census", nargs="?", const="count", choices=("count", "trace"),
+                        help="soak: which steps' keyed state and which object types grew after warm-up; "
+                        "`--census trace` also traces allocations (tracemalloc: several times slower)")
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
     args = parser.parse_args()
+    if args.soak and "," in args.soak_forms:
+        for state in args.soak_forms.split(","):  # a process each: the second form's RSS not on the first's heap
+            subprocess.run([sys.executable, __file__, *form_argv(sys.argv[1:], state)], check=True)
+        return
     if args.soak:
         args.seconds, args.rate = args.seconds or 600, args.rate or 200
         with emulator.running() as running:

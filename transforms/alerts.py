@@ -17,8 +17,10 @@ Alerts carry the key, counts and the rule: no user ids, IP addresses or media.
 A record whose watched keys cannot be made, a timeline that cannot be judged (batch) or an alert the sink
 refuses fails alone, as a side-stage dead letter `stage=alerts` (transforms/dead_letters.py).
 """
+import collections
 import dataclasses
 import hashlib
+import pickle
 
 import apache_beam as beam
 from apache_beam import coders
@@ -29,8 +31,10 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.dead_letters import WriteSideStageFailures
+from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_buckets import bucket_of, digest_of
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature
 
@@ -172,6 +176,106 @@ class _SpikeDetectorFn(beam.DoFn):
             baseline_state.clear()
 
 
+DETECTOR_BUCKETS = 1024
+
+
+@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
+class _KeyByDetectorBucketFn(beam.DoFn):
+    """Streaming on the DirectRunner: (bucket of the watched key, (key, window start, count) pickled)."""
+
+    def __init__(self, buckets=DETECTOR_BUCKETS):
+        self.buckets = buckets
+
+    def process(self, keyed):
+        key, (start, count) = keyed
+        packed = pickle.dumps((key, start, count), pickle.HIGHEST_PROTOCOL)
+        yield bucket_of(digest_of(repr(key)), self.buckets), packed
+
+
+class _SpikeDetectorInBucketFn(beam.DoFn):
+    """Streaming on the DirectRunner: the decisions of `_SpikeDetectorFn`, with watched keys spread over
+    `DETECTOR_BUCKETS` keys, each holding its keys' pending window counts (pickled, in a bag), their
+    baselines (one pickled dict) and one timer at the earliest of their due times and forget times.
+
+    Why: the DirectRunner keeps several KB per key with a timer, and most signatures are counted in one
+    window and then remembered for `forget_after_windows` (48 h by default): a local run grew by that for
+    every report's signature. Here a remembered key costs its pickled baseline (~100 bytes).
+    """
+    PENDING = BagStateSpec("pending", coders.BytesCoder())
+    BASELINES = ReadModifyWriteStateSpec("baselines", coders.PickleCoder())  # {key: (Baseline, forget at)}
+    NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
+    DUE = TimerSpec("due", TimeDomain.WATERMARK)
+
+    def __init__(self, rules, window_seconds, forget_after_windows):
+        self.rules = rules
+        self.window_seconds = window_seconds
+        self.forget_after_windows = forget_after_windows
+        self.alerts = counter("spike_alerts")
+
+    def due_micros(self, start):
+        return window_end_micros(start, self.window_seconds) - 1
+
+    def forget_micros(self, baseline):
+        return window_end_micros(baseline.last_start, self.window_seconds * (1 + self.forget_after_windows))
+
+    def process(self, keyed, pending=beam.DoFn.StateParam(PENDING), next_due=beam.DoFn.StateParam(NEXT_DUE),
+                due=beam.DoFn.TimerParam(DUE)):
+        _, packed = keyed
+        pending.add(packed)
+        _, start, _ = pickle.loads(packed)
+        earliest, at = next_due.read(), self.due_micros(start)
+        if earliest is None or at < earliest:
+            next_due.write(at)
+            due.set(Timestamp(micros=at))
+
+    @on_timer(DUE)
+    def on_due(self, fired=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
+               baselines_state=beam.DoFn.StateParam(BASELINES), next_due=beam.DoFn.StateParam(NEXT_DUE),
+               due=beam.DoFn.TimerParam(DUE)):
+        """Judges each key's windows that are due, in order; forgets the keys silent for long enough."""
+        by_key, waiting = collections.defaultdict(list), []
+        for packed in pending.read():
+            key, start, count = pickle.loads(packed)
+            if self.due_micros(start) + 1 - 1000 <= fired.micros:  # timers may keep only milliseconds
+                by_key[key].append((start, count))
+            else:
+                waiting.append((key, start, packed))
+        baselines = baselines_state.read() or {}
+        for key, ready in by_key.items():
+            yield from self.judged(key, sorted(ready), baselines)
+        still_pending = {key for key, _, _ in waiting}
+        for key in [key for key, (_, forget_at) in baselines.items()
+                    if forget_at <= fired.micros and key not in still_pending]:
+            del baselines[key]
+        pending.clear()
+        for _, _, packed in waiting:
+            pending.add(packed)
+        if baselines:
+            baselines_state.write(baselines)
+        else:
+            baselines_state.clear()
+        upcoming = [self.due_micros(start) for _, start, _ in waiting] + [  # a key kept past its forget time
+            forget_at for _, forget_at in baselines.values() if forget_at > fired.micros]  # waits for its count
+        next_due.clear()
+        if upcoming:
+            next_due.write(min(upcoming))
+            due.set(Timestamp(micros=min(upcoming)))
+
+    def judged(self, key, ready, baselines):
+        """The alerts of one key's due windows (start order); its baseline in `baselines` updated."""
+        kind, value = key
+        baseline = baselines[key][0] if key in baselines else None
+        for start, count in ready:
+            if baseline is not None and start <= baseline.last_start:
+                continue  # a window already judged
+            baseline, alert = spike_step(baseline, start, count, self.rules[kind], self.window_seconds)
+            if alert:
+                self.alerts.inc()
+                yield alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert)
+        if baseline is not None:
+            baselines[key] = baseline, self.forget_micros(baseline)
+
+
 class _SpikeTimelineFn(beam.DoFn):
     """The batch form: a key's whole timeline at once, judged in event-time order.
 
@@ -257,9 +361,15 @@ class SpikeAlerts(beam.PTransform):
                             ).with_exception_handling())
         return alerts, [failures]
 
-    def streaming_alerts(self, counts):
-        """A stateful detector judges each key's window once the watermark has passed it; (alerts, [])."""
-        return (counts
-                | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+    def streaming_alerts(self, counts, buckets=DETECTOR_BUCKETS):
+        """A stateful detector judges each key's window once the watermark has passed it (on the DirectRunner,
+        keys in `buckets`); (alerts, [])."""
+        timelines = counts | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+        if on_the_direct_runner(counts.pipeline):
+            return (timelines
+                    | "KeyByDetectorBucket" >> beam.ParDo(_KeyByDetectorBucketFn(buckets))
+                    | "DetectSpikesInBuckets" >> beam.ParDo(
+                        _SpikeDetectorInBucketFn(self.rules, self.window_seconds, self.forget_after_windows))), []
+        return (timelines
                 | "DetectSpikes" >> beam.ParDo(
                     _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows))), []

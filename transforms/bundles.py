@@ -31,21 +31,25 @@ A report or record whose signature, sighting or bundle row cannot be made, or a 
 refuses, fails alone as a side-stage dead letter `stage=bundles` (transforms/dead_letters.py): a report whose
 signature fails is routed all the same, without a bundle id.
 """
+import collections
 import dataclasses
 import functools
 import hashlib
+import pickle
 import struct
 
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.tables import BUNDLE_SCHEMA
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
-from transforms.plumbing.direct_runner import on_the_direct_runner
+from transforms.plumbing.direct_runner import (expose_input_watermark, hold_watermark_at_user_timers, input_watermark,
+                                               on_the_direct_runner)
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
@@ -209,6 +213,7 @@ class _StampIncidentsInBucketFn(beam.DoFn):
     The forget timer may fire early (the incident it was set for went on): it then forgets what has ended
     and is set again.
     """
+    reads_input_watermark = True  # READS_WATERMARK: forgets all that has ended at once
     INCIDENTS = ReadModifyWriteStateSpec("incidents", coders.BytesCoder())
     NEXT_FORGET = ReadModifyWriteStateSpec("next_forget", coders.VarIntCoder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
@@ -241,8 +246,11 @@ class _StampIncidentsInBucketFn(beam.DoFn):
     @on_timer(FORGET)
     def forget_ended(self, fired=beam.DoFn.TimestampParam, incidents=beam.DoFn.StateParam(INCIDENTS),
                      next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
+        # all that the watermark has ended, not only what the timer was set for (else a drain fires once per
+        # incident, each reading the bucket); timers may keep ms only
+        now = max(fired.micros, input_watermark() or fired.micros) + 1000
         open_incidents = [record for record in INCIDENT_RECORD.iter_unpack(incidents.read() or b"")
-                          if record[2] + self.keep_micros > fired.micros + 1000]  # timers may keep ms only
+                          if record[2] + self.keep_micros > now]
         if not open_incidents:
             incidents.clear()
             next_forget.clear()
@@ -289,6 +297,7 @@ class StampBundleIds(beam.PTransform):
         split = reports | "SplitBySignature" >> beam.ParDo(_SplitBySignatureFn()).with_outputs(
             _SplitBySignatureFn.UNSIGNED, FAILURES, main="signed")
         if on_the_direct_runner(reports.pipeline):
+            expose_input_watermark()
             stamped_reports = (split.signed | "KeyBySignatureBucket" >> beam.ParDo(_KeyBySignatureBucketFn())
                                | "StampIncidentsInBuckets" >> beam.ParDo(_StampIncidentsInBucketFn(
                                    self.gap_seconds, self.allowed_lateness_seconds)))
@@ -386,6 +395,171 @@ class _BundleRecordFn(beam.DoFn):
         yield row
 
 
+BUNDLE_BUCKETS = 1024
+
+
+@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
+class _KeyByBundleBucketFn(beam.DoFn):
+    """Streaming on the DirectRunner: (bucket of the bundle id, the keyed sighting pickled)."""
+
+    def __init__(self, buckets=BUNDLE_BUCKETS):
+        self.buckets = buckets
+
+    def process(self, keyed):
+        (bundle, signature), (micros, user, esp, jurisdiction) = keyed
+        yield (bucket_of(digest_of(bundle), self.buckets),
+               pickle.dumps((bundle, signature, micros, user, esp, jurisdiction), pickle.HIGHEST_PROTOCOL))
+
+
+def sessions_of(times, gap_micros):
+    """Sorted event micros -> [(first, last)] of the sessions they form: a time less than the gap after the
+    previous one continues its session (Beam's Sessions: windows [t, t + gap) that overlap merge)."""
+    sessions = []
+    for micros in times:
+        if sessions and micros < sessions[-1][1] + gap_micros:
+            sessions[-1][1] = micros
+        else:
+            sessions.append([micros, micros])
+    return [tuple(session) for session in sessions]
+
+
+class _BundleSessionsInBucketFn(beam.DoFn):
+    """Streaming on the DirectRunner: the bundle rows of Beam's session windows (gap, allowed lateness,
+    accumulating; on-time pane at last + gap, a late pane per late sighting), with bundles spread over
+    `BUNDLE_BUCKETS` keys, each holding its sightings pickled in one bag, the spans of its fired panes, and
+    one timer at the earliest end (or expiry: end + lateness) of its sessions.
+
+    Why: the DirectRunner's session windows keep a key per bundle (several KB each with its window, trigger
+    state and timer, copied per bundle), and most bundles are a single report held for the gap plus the
+    lateness, so a local run grew by that per report; here a sighting costs its pickled bytes (~150).
+    A late sighting and a timer read the bucket's whole bag: cheap while sessions are few, linear in them.
+    Beam's panes, as its trigger driver makes them: a late sighting inside a fired session's span fires the
+    next pane; one that moves the span (a merged window) or opens a session already behind the watermark
+    fires pane 0, late; a sighting whose own window has expired is dropped. Not covered (no bundle stamped in
+    time order meets it): a late sighting extending a fired session past the watermark fires on time at
+    the new end.
+    """
+    holds_watermark_at_timers = True  # HOLDS_WATERMARK: on-time panes emitted by the timer are on time downstream
+    reads_input_watermark = True  # READS_WATERMARK: late sightings are told from on-time ones as Beam does
+    SIGHTINGS = BagStateSpec("sightings", coders.BytesCoder())
+    PANES = ReadModifyWriteStateSpec("panes", coders.PickleCoder())  # {(bundle, signature): {(first, last): index}}
+    NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
+    DUE = TimerSpec("due", TimeDomain.WATERMARK)
+
+    def __init__(self, gap_seconds, allowed_lateness_seconds):
+        self.gap_micros = int(gap_seconds * 1_000_000)
+        self.lateness_micros = int(allowed_lateness_seconds * 1_000_000)
+
+    def process(self, keyed, sightings=beam.DoFn.StateParam(SIGHTINGS), panes_state=beam.DoFn.StateParam(PANES),
+                next_due=beam.DoFn.StateParam(NEXT_DUE), due=beam.DoFn.TimerParam(DUE)):
+        _, packed = keyed
+        bundle, signature, micros, *_ = pickle.loads(packed)
+        watermark = input_watermark()
+        last_instant = micros + self.gap_micros - 1  # of the sighting's own window
+        if watermark is not None and micros + self.gap_micros + self.lateness_micros < watermark:
+            return []  # its window expired: Beam drops it
+        sightings.add(packed)
+        if watermark is None or last_instant >= watermark:
+            self.set_due(last_instant, next_due, due)
+            return []
+        return self.late_pane((bundle, signature), micros, watermark, sightings, panes_state, next_due, due)
+
+    def late_pane(self, key, micros, watermark, sightings, panes_state, next_due, due):
+        """[the late pane of the session a late sighting at `micros` belongs to], or [] if it is still open."""
+        own = [self.sighting(record) for record in map(pickle.loads, sightings.read()) if tuple(record[:2]) == key]
+        session = next(span for span in self.sessions(own) if span[0] <= micros <= span[1])
+        end_instant = session[1] + self.gap_micros - 1
+        if end_instant >= watermark:  # merged into a session still open
+            self.set_due(end_instant, next_due, due)
+            return []
+        panes = panes_state.read() or {}
+        fired = panes.get(key, {})
+        index = fired[session] + 1 if session in fired else 0
+        panes[key] = {**{span: pane for span, pane in fired.items() if not self.overlap(span, session)},
+                      session: index}
+        panes_state.write(panes)
+        self.set_due(end_instant + 1 + self.lateness_micros, next_due, due)
+        return [self.row(key, session, own, {"pane_index": index, "pane_timing": "LATE"})]
+
+    def sessions(self, own):
+        return sessions_of(sorted(seen for seen, *_ in own), self.gap_micros)
+
+    @staticmethod
+    def overlap(span, other):
+        return span[0] <= other[1] and other[0] <= span[1]
+
+    def set_due(self, micros, next_due, due):
+        earliest = next_due.read()
+        if earliest is None or micros < earliest:
+            next_due.write(micros)
+            due.set(Timestamp(micros=micros))
+
+    @staticmethod
+    def sighting(record):
+        return tuple(record[2:])
+
+    def row(self, key, session, own, pane):
+        """The session's bundle row at its window's last instant, or (one bundle's row) a failure."""
+        try:
+            tally = BundleTally()
+            for sighting in own:
+                if session[0] <= sighting[0] <= session[1]:
+                    tally.add(sighting)
+            end = session[1] + self.gap_micros
+            return TimestampedValue(bundle_record(*key, session[0], end, tally, pane), Timestamp(micros=end - 1))
+        except Exception as error:
+            return failed((key, own), error)
+
+    @on_timer(DUE)
+    def on_due(self, fired=beam.DoFn.TimestampParam, sightings=beam.DoFn.StateParam(SIGHTINGS),
+               panes_state=beam.DoFn.StateParam(PANES), next_due=beam.DoFn.StateParam(NEXT_DUE),
+               due=beam.DoFn.TimerParam(DUE)):
+        """Fires the on-time pane of each session that has ended, forgets each that has expired."""
+        # every session the watermark has passed, not only the one the timer was set for (a timer a session
+        # would make a drain fire once per session, each reading the whole bag); timers may keep ms only
+        now = max(fired.micros, input_watermark() or fired.micros) + 1000
+        by_key = collections.defaultdict(list)
+        for packed in sightings.read():
+            record = pickle.loads(packed)
+            by_key[tuple(record[:2])].append((packed, self.sighting(record)))
+        panes, kept, upcoming = panes_state.read() or {}, [], []
+        for key, held in by_key.items():
+            own, fired_panes, live_panes = [sighting for _, sighting in held], panes.get(key, {}), {}
+            for session in self.sessions(own):
+                end_instant = session[1] + self.gap_micros - 1
+                expiry = end_instant + 1 + self.lateness_micros
+                if session not in fired_panes and end_instant < now:
+                    yield self.row(key, session, own, dict(ON_TIME_PANE))  # its window's end-of-window firing
+                    fired_panes = {**fired_panes, session: 0}
+                if expiry < now:
+                    continue  # expired: forgotten, as Beam clears a window's state
+                if session in fired_panes:
+                    live_panes[session] = fired_panes[session]
+                    upcoming.append(expiry)
+                else:
+                    upcoming.append(end_instant)
+                kept.extend(packed for packed, sighting in held if session[0] <= sighting[0] <= session[1])
+            if live_panes:
+                panes[key] = live_panes
+            else:
+                panes.pop(key, None)
+        self.rewrite(sightings, kept)
+        if panes:
+            panes_state.write(panes)
+        else:
+            panes_state.clear()
+        next_due.clear()
+        if upcoming:
+            next_due.write(min(upcoming))
+            due.set(Timestamp(micros=min(upcoming)))
+
+    @staticmethod
+    def rewrite(sightings, kept):
+        sightings.clear()
+        for packed in kept:
+            sightings.add(packed)
+
+
 def batch_bundle_record(gap_seconds):
     """Batch: ((bundle id, signature), its sightings) -> the row, timestamped as its session window's end.
 
@@ -432,13 +606,10 @@ class BundleRepeats(beam.PTransform):
                 in_global_window(keyed.keyed)
                 | "GroupBundle" >> beam.GroupByKey()
                 | "ToBundleRecord" >> beam.Map(batch_bundle_record(self.gap_seconds)).with_exception_handling())
+        elif on_the_direct_runner(routed_records.pipeline):
+            bundles, record_failures = self.bundles_in_buckets(keyed.keyed)
         else:
-            made = (keyed.keyed
-                    | "IncidentSessions" >> late_firing_windows(
-                        window.Sessions(self.gap_seconds), self.allowed_lateness_seconds, accumulate=True)
-                    | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
-                    | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()).with_outputs(FAILURES, main="bundles"))
-            bundles, record_failures = made.bundles, made[FAILURES]
+            bundles, record_failures = self.bundles_in_sessions(keyed.keyed)
         _, refused = bundles | "WriteBundleFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/bundles",
             destination=date_partition,
@@ -450,3 +621,22 @@ class BundleRepeats(beam.PTransform):
         _ = (keyed[FAILURES], record_failures, refused) | "WriteFailures" >> WriteSideStageFailures(
             self.output_dir, STAGE)
         return bundles
+
+    def bundles_in_sessions(self, keyed):
+        """Streaming: Beam's session windows, a key per bundle; (rows, failures)."""
+        made = (keyed
+                | "IncidentSessions" >> late_firing_windows(
+                    window.Sessions(self.gap_seconds), self.allowed_lateness_seconds, accumulate=True)
+                | "CombineBundle" >> beam.CombinePerKey(TallyCombineFn(BundleTally))
+                | "ToBundleRecord" >> beam.ParDo(_BundleRecordFn()).with_outputs(FAILURES, main="bundles"))
+        return made.bundles, made[FAILURES]
+
+    def bundles_in_buckets(self, keyed, buckets=BUNDLE_BUCKETS):
+        """Streaming on the DirectRunner: the same rows, bundles in `buckets` keys; (rows, failures)."""
+        hold_watermark_at_user_timers()
+        expose_input_watermark()
+        made = (keyed
+                | "KeyByBundleBucket" >> beam.ParDo(_KeyByBundleBucketFn(buckets))
+                | "BundleSessionsInBuckets" >> beam.ParDo(_BundleSessionsInBucketFn(
+                    self.gap_seconds, self.allowed_lateness_seconds)).with_outputs(FAILURES, main="bundles"))
+        return made.bundles, made[FAILURES]

@@ -5,15 +5,21 @@ local streaming run (pipelines/streaming.py), and by tests that run the streamin
 `hold_watermark_at_user_timers()` also by the streaming dedup, whose output depends on it. Every change is
 idempotent and touches only the bundle-based DirectRunner (Dataflow and the FnApiRunner never see them).
 """
+import threading
+
 from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, SwitchingDirectRunner
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
+from apache_beam.runners.worker import statesampler
+from apache_beam.utils import counters
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import TIME_GRANULARITY
 
 from transforms.plumbing.pubsub_source import LocalPull, PullEvaluator
 
 HOLDS_WATERMARK = "holds_watermark_at_timers"  # a stateful DoFn class attribute: True opts in to the hold
+READS_WATERMARK = "reads_input_watermark"  # a DoFn class attribute: True lets it call `input_watermark()`
+_bundle_watermarks = threading.local()
 
 
 def on_the_direct_runner(pipeline):
@@ -39,18 +45,24 @@ def register_pull_evaluator():
 def count_every_bundle():
     """Makes the bundle-based DirectRunner keep every bundle's metrics, not just the first one's.
 
-    Its worker threads cache one scoped state per step, created with the first bundle's metrics
-    container; later bundles count into that stale container and commit their own empty one, so a
-    streaming run's counters stop after one bundle per step (seen with the stock ReadFromPubSub too).
-    Clearing the cache before each bundle gives every bundle a scoped state with its own container.
+    Its worker threads keep one state sampler, which caches one scoped state per step, created with the
+    first bundle's metrics container; later bundles count into that stale container and commit their own
+    empty one, so a streaming run's counters stop after one bundle per step (seen with the stock
+    ReadFromPubSub too). Each bundle now runs with a state sampler of its own, so its scoped states carry
+    its own container. (Clearing the cache instead leaked: the sampler also lists every scoped state it
+    ever made, each holding its bundle's metrics container, ~200 a second in a local streaming run.)
     """
     if getattr(executor.TransformExecutor.call, "counts_every_bundle", False):
         return
     stock_call = executor.TransformExecutor.call
 
     def call(self, state_sampler):
-        state_sampler._states_by_name.clear()
-        return stock_call(self, state_sampler)
+        own_sampler = statesampler.StateSampler("", counters.CounterFactory())
+        statesampler.set_current_tracker(own_sampler)
+        try:
+            return stock_call(self, own_sampler)
+        finally:
+            statesampler.set_current_tracker(state_sampler)
 
     call.counts_every_bundle = True
     executor.TransformExecutor.call = call
@@ -147,3 +159,34 @@ def forget_empty_keyed_state():
 
     handle_result.forgets_empty_state = True
     context.handle_result = handle_result
+
+
+def expose_input_watermark():
+    """Lets a DoFn that opts in (`READS_WATERMARK`) read its step's input watermark with `input_watermark()`.
+
+    A DoFn has no watermark parameter; the DirectRunner's own GroupAlsoByWindow reads the input watermark
+    from its watermark manager to tell a late element from an on-time one, and a DoFn that stands in for
+    a windowed grouping on this runner needs the same. Each bundle of such a DoFn records where to read it.
+    """
+    evaluator = transform_evaluator._ParDoEvaluator
+    if getattr(evaluator.start_bundle, "exposes_watermark", False):
+        return
+    stock_start_bundle = evaluator.start_bundle
+
+    def start_bundle(self):
+        reads = getattr(self._applied_ptransform.transform.dofn, READS_WATERMARK, False)
+        _bundle_watermarks.source = ((self._evaluation_context._watermark_manager, self._applied_ptransform)
+                                     if reads else None)
+        return stock_start_bundle(self)
+
+    start_bundle.exposes_watermark = True
+    evaluator.start_bundle = start_bundle
+
+
+def input_watermark():
+    """The input watermark (micros) of the step whose bundle this thread runs, or None where unknown."""
+    source = getattr(_bundle_watermarks, "source", None)
+    if source is None:
+        return None
+    manager, applied = source
+    return manager.get_watermarks(applied).input_watermark.micros

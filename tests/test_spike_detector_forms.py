@@ -1,0 +1,61 @@
+"""The streaming spike detector in its two forms (one key per watched key; watched keys in buckets, for the
+DirectRunner) judges the same windows the same way: out of order, late, silent and forgotten keys included."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_stream import TestStream
+
+from tests.test_dedup_state_forms import collected, pipeline_of
+from tests.test_trends import at
+from transforms.alerts import DEFAULT_RULES, SpikeRule, _KeyByDetectorBucketFn, _SpikeDetectorFn, _SpikeDetectorInBucketFn
+
+HOUR = 3600
+RULES = {**DEFAULT_RULES, "esp": SpikeRule(min_count=5, ratio=2.0, warmup_windows=1)}
+
+
+def count(kind, value, hour, number):
+    """A watched key's on-time count for the window starting at `hour`, as `_OnTimeCountFn` gives it, at the
+    window's last instant."""
+    return at((hour + 1) * HOUR - 1e-6, ((kind, value), (hour * HOUR, number)))
+
+
+def count_stream():
+    """Forget after 2 silent windows: sig-a floods, goes quiet and is forgotten, then floods again; esp-1 steady
+    then jumps; sig-b's hours arrive out of order; a count for a window already judged; esp-2's next count
+    is already pending when its forget time passes (the baseline is kept for it)."""
+    return (TestStream().advance_watermark_to(0)
+            .add_elements([count("signature", "sig-a", 0, 12), count("esp", "esp-1", 0, 4),
+                           count("signature", "sig-b", 2, 30)])
+            .add_elements([count("signature", "sig-b", 0, 3), count("esp", "esp-1", 1, 4),
+                           count("esp", "esp-2", 0, 3), count("esp", "esp-2", 5, 40)])  # pending past its forget time
+            .advance_watermark_to(2 * HOUR)
+            .add_elements([count("esp", "esp-1", 2, 20), count("signature", "sig-a", 1, 1),
+                           count("signature", "sig-b", 1, 2)])
+            .advance_watermark_to(4 * HOUR)
+            .add_elements([count("esp", "esp-1", 0, 50)])  # a window already judged: skipped
+            .advance_watermark_to(9 * HOUR)
+            .add_elements([count("signature", "sig-a", 9, 11), count("esp", "esp-1", 9, 6)])
+            .advance_watermark_to_infinity())
+
+
+def alerts(form, buckets):
+    @pipeline_of(streaming=True)
+    def build(p):
+        counts = p | count_stream()
+        if form == "per-key":
+            out = counts | beam.ParDo(_SpikeDetectorFn(RULES, HOUR, forget_after_windows=2))
+        else:
+            out = (counts | beam.ParDo(_KeyByDetectorBucketFn(buckets))
+                   | beam.ParDo(_SpikeDetectorInBucketFn(RULES, HOUR, forget_after_windows=2)))
+        return out | beam.Map(lambda a: (a["kind"], a["key"], a["window_start"], a["count"], a["baseline"],
+                                         a["history_windows"]))
+    return collected(build)
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 1024])
+def test_the_bucketed_detector_alerts_as_the_per_key_one(buckets):
+    per_key = alerts("per-key", buckets)
+    assert alerts("bucketed", buckets) == per_key
+    assert ("signature", "sig-a", "1970-01-01T09:00:00Z", 11, 0.0, 0) in per_key  # forgotten: no history
+    assert [alert[:4] for alert in per_key if alert[0] == "esp"] == [
+        ("esp", "esp-1", "1970-01-01T02:00:00Z", 20),
+        ("esp", "esp-2", "1970-01-01T05:00:00Z", 40)]  # past its warm-up: its baseline was kept for this count
