@@ -6,7 +6,7 @@ from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
-from transforms.alerts import DEFAULT_RULES, SpikeRule, _KeyByDetectorBucketFn, _SpikeDetectorFn, _SpikeDetectorInBucketFn
+from transforms.alerts import DEFAULT_RULES, SpikeRule, key_by_detector_bucket, _SpikeDetectorFn, _SpikeDetectorInBucketFn
 
 HOUR = 3600
 RULES = {**DEFAULT_RULES, "esp": SpikeRule(min_count=5, ratio=2.0, warmup_windows=1)}
@@ -44,7 +44,7 @@ def alerts(form, buckets):
         if form == "per-key":
             out = counts | beam.ParDo(_SpikeDetectorFn(RULES, HOUR, forget_after_windows=2))
         else:
-            out = (counts | beam.ParDo(_KeyByDetectorBucketFn(buckets))
+            out = (counts | beam.ParDo(key_by_detector_bucket(buckets))
                    | beam.ParDo(_SpikeDetectorInBucketFn(RULES, HOUR, forget_after_windows=2)))
         return out | beam.Map(lambda a: (a["kind"], a["key"], a["window_start"], a["count"], a["baseline"],
                                          a["history_windows"]))

@@ -34,7 +34,7 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import bucket_of, digest_of
+from transforms.plumbing.packed_buckets import PickledIntoBuckets
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature
 
@@ -123,18 +123,36 @@ def window_end_micros(start, window_seconds):
     return (start + window_seconds) * 1_000_000
 
 
-class _SpikeDetectorFn(beam.DoFn):
-    """Per key: buffers window counts until the watermark passes them, then applies the rule in order."""
-    PENDING = BagStateSpec("pending", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
-    BASELINE = ReadModifyWriteStateSpec("baseline", coders.PickleCoder())
-    DUE = TimerSpec("due", TimeDomain.WATERMARK)
-    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+class _SpikeJudgeFn(beam.DoFn):
+    """What every form of the detector takes (the rules, the window, how many silent windows a key is
+    remembered) and the judging of one key's due windows, shared by the streaming forms."""
 
     def __init__(self, rules, window_seconds, forget_after_windows):
         self.rules = rules
         self.window_seconds = window_seconds
         self.forget_after_windows = forget_after_windows
         self.alerts = counter("spike_alerts")
+
+    def judge(self, key, baseline, windows):
+        """(the key's baseline after `windows`, their alerts): windows in start order, those already judged
+        skipped."""
+        (kind, value), alerts = key, []
+        for start, count in windows:
+            if baseline is not None and start <= baseline.last_start:
+                continue  # a window already judged
+            baseline, alert = spike_step(baseline, start, count, self.rules[kind], self.window_seconds)
+            if alert:
+                self.alerts.inc()
+                alerts.append(alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert))
+        return baseline, alerts
+
+
+class _SpikeDetectorFn(_SpikeJudgeFn):
+    """Per key: buffers window counts until the watermark passes them, then applies the rule in order."""
+    PENDING = BagStateSpec("pending", coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()]))
+    BASELINE = ReadModifyWriteStateSpec("baseline", coders.PickleCoder())
+    DUE = TimerSpec("due", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
     def process(self, keyed, pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.TimerParam(DUE)):
         _, (start, count) = keyed
@@ -155,15 +173,8 @@ class _SpikeDetectorFn(beam.DoFn):
             pending.add(item)
         if waiting:
             due.set(Timestamp(micros=window_end_micros(waiting[0][0], self.window_seconds) - 1))
-        kind, value = key
-        baseline = baseline_state.read()
-        for start, count in ready:
-            if baseline is not None and start <= baseline.last_start:
-                continue  # a window already judged
-            baseline, alert = spike_step(baseline, start, count, self.rules[kind], self.window_seconds)
-            if alert:
-                self.alerts.inc()
-                yield alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert)
+        baseline, alerts = self.judge(key, baseline_state.read(), ready)
+        yield from alerts
         if baseline is None:
             return
         baseline_state.write(baseline)
@@ -179,20 +190,21 @@ class _SpikeDetectorFn(beam.DoFn):
 DETECTOR_BUCKETS = 1024
 
 
-@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
-class _KeyByDetectorBucketFn(beam.DoFn):
+def key_by_detector_bucket(buckets):
     """Streaming on the DirectRunner: (bucket of the watched key, (key, window start, count) pickled)."""
-
-    def __init__(self, buckets=DETECTOR_BUCKETS):
-        self.buckets = buckets
-
-    def process(self, keyed):
-        key, (start, count) = keyed
-        packed = pickle.dumps((key, start, count), pickle.HIGHEST_PROTOCOL)
-        yield bucket_of(digest_of(repr(key)), self.buckets), packed
+    return PickledIntoBuckets(buckets, _watched_key_text, _watched_count)
 
 
-class _SpikeDetectorInBucketFn(beam.DoFn):
+def _watched_key_text(keyed):
+    return repr(keyed[0])
+
+
+def _watched_count(keyed):
+    key, (start, count) = keyed
+    return key, start, count
+
+
+class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
     """Streaming on the DirectRunner: the decisions of `_SpikeDetectorFn`, with watched keys spread over
     `DETECTOR_BUCKETS` keys, each holding its keys' pending window counts (pickled, in a bag), their
     baselines (one pickled dict) and one timer at the earliest of their due times and forget times.
@@ -205,12 +217,6 @@ class _SpikeDetectorInBucketFn(beam.DoFn):
     BASELINES = ReadModifyWriteStateSpec("baselines", coders.PickleCoder())  # {key: (Baseline, forget at)}
     NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
     DUE = TimerSpec("due", TimeDomain.WATERMARK)
-
-    def __init__(self, rules, window_seconds, forget_after_windows):
-        self.rules = rules
-        self.window_seconds = window_seconds
-        self.forget_after_windows = forget_after_windows
-        self.alerts = counter("spike_alerts")
 
     def due_micros(self, start):
         return window_end_micros(start, self.window_seconds) - 1
@@ -263,31 +269,18 @@ class _SpikeDetectorInBucketFn(beam.DoFn):
 
     def judged(self, key, ready, baselines):
         """The alerts of one key's due windows (start order); its baseline in `baselines` updated."""
-        kind, value = key
-        baseline = baselines[key][0] if key in baselines else None
-        for start, count in ready:
-            if baseline is not None and start <= baseline.last_start:
-                continue  # a window already judged
-            baseline, alert = spike_step(baseline, start, count, self.rules[kind], self.window_seconds)
-            if alert:
-                self.alerts.inc()
-                yield alert_record(kind, value, start, self.window_seconds, self.rules[kind], alert)
+        baseline, alerts = self.judge(key, baselines[key][0] if key in baselines else None, ready)
         if baseline is not None:
             baselines[key] = baseline, self.forget_micros(baseline)
+        return alerts
 
 
-class _SpikeTimelineFn(beam.DoFn):
+class _SpikeTimelineFn(_SpikeJudgeFn):
     """The batch form: a key's whole timeline at once, judged in event-time order.
 
     Same rule and forgetting as `_SpikeDetectorFn`, without per-key state: the FnApiRunner's state cache
     weighs every state write (objsize), which made this step most of a batch run's time.
     """
-
-    def __init__(self, rules, window_seconds, forget_after_windows):
-        self.rules = rules
-        self.window_seconds = window_seconds
-        self.forget_after_windows = forget_after_windows
-        self.alerts = counter("spike_alerts")
 
     def process(self, timeline):
         (kind, value), windows = timeline
@@ -367,7 +360,7 @@ class SpikeAlerts(beam.PTransform):
         timelines = counts | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
         if on_the_direct_runner(counts.pipeline):
             return (timelines
-                    | "KeyByDetectorBucket" >> beam.ParDo(_KeyByDetectorBucketFn(buckets))
+                    | "KeyByDetectorBucket" >> beam.ParDo(key_by_detector_bucket(buckets))
                     | "DetectSpikesInBuckets" >> beam.ParDo(
                         _SpikeDetectorInBucketFn(self.rules, self.window_seconds, self.forget_after_windows))), []
         return (timelines

@@ -53,7 +53,7 @@ from transforms.plumbing.direct_runner import (expose_input_watermark, hold_wate
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import bucket_of, digest_of, record_offset
+from transforms.plumbing.packed_buckets import PickledIntoBuckets, bucket_of, digest_of, record_offset
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -398,17 +398,19 @@ class _BundleRecordFn(beam.DoFn):
 BUNDLE_BUCKETS = 1024
 
 
-@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
-class _KeyByBundleBucketFn(beam.DoFn):
+def key_by_bundle_bucket(buckets):
     """Streaming on the DirectRunner: (bucket of the bundle id, the keyed sighting pickled)."""
+    return PickledIntoBuckets(buckets, _bundle_of_sighting, _flat_sighting)
 
-    def __init__(self, buckets=BUNDLE_BUCKETS):
-        self.buckets = buckets
 
-    def process(self, keyed):
-        (bundle, signature), (micros, user, esp, jurisdiction) = keyed
-        yield (bucket_of(digest_of(bundle), self.buckets),
-               pickle.dumps((bundle, signature, micros, user, esp, jurisdiction), pickle.HIGHEST_PROTOCOL))
+def _bundle_of_sighting(keyed):
+    (bundle, _), _ = keyed
+    return bundle
+
+
+def _flat_sighting(keyed):
+    (bundle, signature), (micros, user, esp, jurisdiction) = keyed
+    return bundle, signature, micros, user, esp, jurisdiction
 
 
 def sessions_of(times, gap_micros):
@@ -636,7 +638,7 @@ class BundleRepeats(beam.PTransform):
         hold_watermark_at_user_timers()
         expose_input_watermark()
         made = (keyed
-                | "KeyByBundleBucket" >> beam.ParDo(_KeyByBundleBucketFn(buckets))
+                | "KeyByBundleBucket" >> beam.ParDo(key_by_bundle_bucket(buckets))
                 | "BundleSessionsInBuckets" >> beam.ParDo(_BundleSessionsInBucketFn(
                     self.gap_seconds, self.allowed_lateness_seconds)).with_outputs(FAILURES, main="bundles"))
         return made.bundles, made[FAILURES]

@@ -6,6 +6,9 @@ reportId, a signature) over a fixed number of buckets by a 16-byte digest, and k
 packed, at a fixed size, in one bytes value.
 """
 import hashlib
+import pickle
+
+import apache_beam as beam
 
 DIGEST_BYTES = 16  # 128 bits: two keys sharing a digest is not a practical risk
 
@@ -25,3 +28,18 @@ def record_offset(packed, digest, record_bytes, digest_at=0):
     while start != -1 and (start - digest_at) % record_bytes:
         start = packed.find(digest, start + 1)
     return start if start == -1 else start - digest_at
+
+
+@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
+class PickledIntoBuckets(beam.DoFn):
+    """(bucket of the digest of `key_text(element)`, `record(element)` pickled): an element on its way to a
+    local state form whose records are too varied to pack at a fixed size (bundle sightings, spike counts)."""
+
+    def __init__(self, buckets, key_text, record):
+        self.buckets = buckets
+        self.key_text = key_text
+        self.record = record
+
+    def process(self, element):
+        yield (bucket_of(digest_of(self.key_text(element)), self.buckets),
+               pickle.dumps(self.record(element), pickle.HIGHEST_PROTOCOL))
