@@ -34,7 +34,7 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import PickledIntoBuckets
+from transforms.plumbing.packed_buckets import PickledIntoBuckets, move_timer_earlier, reset_timer
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature
 
@@ -229,10 +229,7 @@ class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
         _, packed = keyed
         pending.add(packed)
         _, start, _ = pickle.loads(packed)
-        earliest, at = next_due.read(), self.due_micros(start)
-        if earliest is None or at < earliest:
-            next_due.write(at)
-            due.set(Timestamp(micros=at))
+        move_timer_earlier(next_due, due, self.due_micros(start))
 
     @on_timer(DUE)
     def on_due(self, fired=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
@@ -262,10 +259,7 @@ class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
             baselines_state.clear()
         upcoming = [self.due_micros(start) for _, start, _ in waiting] + [  # a key kept past its forget time
             forget_at for _, forget_at in baselines.values() if forget_at > fired.micros]  # waits for its count
-        next_due.clear()
-        if upcoming:
-            next_due.write(min(upcoming))
-            due.set(Timestamp(micros=min(upcoming)))
+        reset_timer(next_due, due, upcoming)
 
     def judged(self, key, ready, baselines):
         """The alerts of one key's due windows (start order); its baseline in `baselines` updated."""

@@ -53,7 +53,8 @@ from transforms.plumbing.direct_runner import (expose_input_watermark, hold_wate
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import PickledIntoBuckets, bucket_of, digest_of, record_offset
+from transforms.plumbing.packed_buckets import (PickledIntoBuckets, bucket_of, digest_of, move_timer_earlier,
+                                               record_offset, reset_timer)
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -203,6 +204,12 @@ def incident_offset(packed, digest):
     return record_offset(packed, digest, INCIDENT_RECORD.size)
 
 
+def passed_by_the_watermark(fired):
+    """The latest event micros a bucket's firing at `fired` may act on: its input watermark when that has gone
+    further (a drain jumps it), plus a millisecond, since timers may keep milliseconds only."""
+    return max(fired.micros, input_watermark() or fired.micros) + 1000
+
+
 class _StampIncidentsInBucketFn(beam.DoFn):
     """Streaming on the DirectRunner: the decisions of `_StampIncidentsFn`, with signatures spread over
     `SIGNATURE_BUCKETS` keys, each holding its open incidents as packed (digest, first, last) records
@@ -236,10 +243,7 @@ class _StampIncidentsInBucketFn(beam.DoFn):
         else:
             packed = packed[:offset] + record + packed[offset + INCIDENT_RECORD.size:]
         incidents.write(packed)
-        ends, earliest = incident[1] + self.keep_micros, next_forget.read()
-        if earliest is None or ends < earliest:
-            next_forget.write(ends)
-            forget.set(Timestamp(micros=ends))
+        move_timer_earlier(next_forget, forget, incident[1] + self.keep_micros)
         self.stamped.inc()
         yield stamped(report, incident)
 
@@ -247,18 +251,15 @@ class _StampIncidentsInBucketFn(beam.DoFn):
     def forget_ended(self, fired=beam.DoFn.TimestampParam, incidents=beam.DoFn.StateParam(INCIDENTS),
                      next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
         # all that the watermark has ended, not only what the timer was set for (else a drain fires once per
-        # incident, each reading the bucket); timers may keep ms only
-        now = max(fired.micros, input_watermark() or fired.micros) + 1000
+        # incident, each reading the bucket)
+        now = passed_by_the_watermark(fired)
         open_incidents = [record for record in INCIDENT_RECORD.iter_unpack(incidents.read() or b"")
                           if record[2] + self.keep_micros > now]
-        if not open_incidents:
+        if open_incidents:
+            incidents.write(b"".join(INCIDENT_RECORD.pack(*record) for record in open_incidents))
+        else:
             incidents.clear()
-            next_forget.clear()
-            return
-        incidents.write(b"".join(INCIDENT_RECORD.pack(*record) for record in open_incidents))
-        earliest = min(last for _, _, last in open_incidents) + self.keep_micros
-        next_forget.write(earliest)
-        forget.set(Timestamp(micros=earliest))
+        reset_timer(next_forget, forget, [last + self.keep_micros for _, _, last in open_incidents])
 
 
 class StampBundleIds(beam.PTransform):
@@ -462,7 +463,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
             return []  # its window expired: Beam drops it
         sightings.add(packed)
         if watermark is None or last_instant >= watermark:
-            self.set_due(last_instant, next_due, due)
+            move_timer_earlier(next_due, due, last_instant)
             return []
         return self.late_pane((bundle, signature), micros, watermark, sightings, panes_state, next_due, due)
 
@@ -472,7 +473,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
         session = next(span for span in self.sessions(own) if span[0] <= micros <= span[1])
         end_instant = session[1] + self.gap_micros - 1
         if end_instant >= watermark:  # merged into a session still open
-            self.set_due(end_instant, next_due, due)
+            move_timer_earlier(next_due, due, end_instant)
             return []
         panes = panes_state.read() or {}
         fired = panes.get(key, {})
@@ -480,7 +481,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
         panes[key] = {**{span: pane for span, pane in fired.items() if not self.overlap(span, session)},
                       session: index}
         panes_state.write(panes)
-        self.set_due(end_instant + 1 + self.lateness_micros, next_due, due)
+        move_timer_earlier(next_due, due, end_instant + 1 + self.lateness_micros)
         return [self.row(key, session, own, {"pane_index": index, "pane_timing": "LATE"})]
 
     def sessions(self, own):
@@ -489,12 +490,6 @@ class _BundleSessionsInBucketFn(beam.DoFn):
     @staticmethod
     def overlap(span, other):
         return span[0] <= other[1] and other[0] <= span[1]
-
-    def set_due(self, micros, next_due, due):
-        earliest = next_due.read()
-        if earliest is None or micros < earliest:
-            next_due.write(micros)
-            due.set(Timestamp(micros=micros))
 
     @staticmethod
     def sighting(record):
@@ -518,8 +513,8 @@ class _BundleSessionsInBucketFn(beam.DoFn):
                due=beam.DoFn.TimerParam(DUE)):
         """Fires the on-time pane of each session that has ended, forgets each that has expired."""
         # every session the watermark has passed, not only the one the timer was set for (a timer a session
-        # would make a drain fire once per session, each reading the whole bag); timers may keep ms only
-        now = max(fired.micros, input_watermark() or fired.micros) + 1000
+        # would make a drain fire once per session, each reading the whole bag)
+        now = passed_by_the_watermark(fired)
         by_key = collections.defaultdict(list)
         for packed in sightings.read():
             record = pickle.loads(packed)
@@ -550,10 +545,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
             panes_state.write(panes)
         else:
             panes_state.clear()
-        next_due.clear()
-        if upcoming:
-            next_due.write(min(upcoming))
-            due.set(Timestamp(micros=min(upcoming)))
+        reset_timer(next_due, due, upcoming)
 
     @staticmethod
     def rewrite(sightings, kept):

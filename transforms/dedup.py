@@ -39,7 +39,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_the_direct_runner
 from transforms.plumbing.event_windows import in_global_window, in_global_window_at
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import DIGEST_BYTES, bucket_of, digest_of, record_offset
+from transforms.plumbing.packed_buckets import DIGEST_BYTES, bucket_of, digest_of, record_offset, reset_timer
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import record_line
 
@@ -224,14 +224,11 @@ class _FirstReportPerBucketFn(beam.DoFn):
     def forget_expired_ids(self, fired=beam.DoFn.TimestampParam, seen=beam.DoFn.StateParam(SEEN),
                            next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
         remaining = forget_expired(seen.read() or b"", fired.micros + TIMER_SLACK_MICROS)
-        if not remaining:
+        if remaining:
+            seen.write(remaining)
+        else:
             seen.clear()
-            next_forget.clear()
-            return
-        seen.write(remaining)
-        earliest = expiry_at(remaining, 0)
-        next_forget.write(earliest)
-        forget.set(Timestamp(micros=earliest))
+        reset_timer(next_forget, forget, [expiry_at(remaining, 0)] if remaining else [])
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Tuple[int, bytes]])

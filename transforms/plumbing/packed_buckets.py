@@ -1,14 +1,16 @@
 """Many small records in few keys, for the local runner's forms of keyed state.
 
 The DirectRunner keeps ~1-3 KB per key with a timer and walks every key's timers, so the local forms of the
-streaming dedup (transforms/dedup.py) and of incident stamping (transforms/bundles.py) spread their keys (a
-reportId, a signature) over a fixed number of buckets by a 16-byte digest, and keep each bucket's records
-packed, at a fixed size, in one bytes value.
+streaming dedup (transforms/dedup.py), incident stamping and bundle sessions (transforms/bundles.py) and the
+spike detector (transforms/alerts.py) spread their keys (a reportId, a signature, a bundle) over a fixed number
+of buckets by a 16-byte digest, keep each bucket's records packed (at a fixed size in one bytes value, or
+pickled in a bag), and give each bucket one timer at the earliest time any of its records is due.
 """
 import hashlib
 import pickle
 
 import apache_beam as beam
+from apache_beam.utils.timestamp import Timestamp
 
 DIGEST_BYTES = 16  # 128 bits: two keys sharing a digest is not a practical risk
 
@@ -43,3 +45,21 @@ class PickledIntoBuckets(beam.DoFn):
     def process(self, element):
         yield (bucket_of(digest_of(self.key_text(element)), self.buckets),
                pickle.dumps(self.record(element), pickle.HIGHEST_PROTOCOL))
+
+
+def move_timer_earlier(next_at, timer, micros):
+    """A bucket's one timer stands at the earliest time any of its records is due: set it to `micros` only
+    when that is earlier than the time it holds, kept in the `next_at` state (a timer cannot be read)."""
+    earliest = next_at.read()
+    if earliest is None or micros < earliest:
+        next_at.write(micros)
+        timer.set(Timestamp(micros=micros))
+
+
+def reset_timer(next_at, timer, due_times):
+    """After a bucket's timer fired: the timer at the earliest of `due_times`, or none when nothing is due."""
+    next_at.clear()
+    if due_times:
+        earliest = min(due_times)
+        next_at.write(earliest)
+        timer.set(Timestamp(micros=earliest))
