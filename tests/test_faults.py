@@ -76,6 +76,7 @@ def test_a_replay_after_the_fix_routes_every_report_once(blocked_sink_run):
 
 KILLED_WRITER = """
 import sys, time
+from transforms.plumbing.packed_records import pack
 from transforms.plumbing.windowed_files import JsonLinesSink, _WriteContentAddressedFn
 
 class StalledSink(JsonLinesSink):  # stands in for a slow disk: the process is killed mid-write
@@ -84,7 +85,7 @@ class StalledSink(JsonLinesSink):  # stands in for a slow disk: the process is k
 
 writer = _WriteContentAddressedFn(sys.argv[1], StalledSink, ".jsonl", as_lines=False)
 writer.setup()
-list(writer.process((("jurisdiction=GB", "2026-11-23T10:00:00--2026-11-23T11:00:00"), [{"reportId": "r"}])))
+list(writer.process((("jurisdiction=GB", "2026-11-23T10:00:00--2026-11-23T11:00:00"), [pack({"reportId": "r"})])))
 """
 
 

@@ -135,15 +135,14 @@ class _KeyByDestinationAndLabel(beam.DoFn):
 
 class _WriteContentAddressedFn(beam.DoFn):
     """((destination, label), records) of one pane -> one file named by its window and its records' digest;
-    records the sink cannot encode -> the `refused` output. `packed`: the records arrive packed
-    (packed_records.py)."""
+    records the sink cannot encode -> the `refused` output. The records arrive as their JSON lines
+    (`as_lines`) or packed (packed_records.py)."""
 
-    def __init__(self, path, sink, suffix, as_lines, packed=False):
+    def __init__(self, path, sink, suffix, as_lines):
         self.path = path
         self.sink = sink
         self.suffix = suffix
         self.as_lines = as_lines
-        self.packed = packed
         self.already_written = counter("files_already_written")
         self.refused = counter("records_refused_by_sinks")
 
@@ -159,7 +158,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         if self.as_lines:
             digest, ordered = content_order_of_lines(records)
         else:
-            digest, ordered = content_order([unpack(packed) for packed in records] if self.packed else records)
+            digest, ordered = content_order([unpack(packed) for packed in records])
         folder = FileSystems.join(self.path, destination)
         self.ensure_folder(folder)
         try:
@@ -293,8 +292,7 @@ class WriteWindowedFiles(beam.PTransform):
         written = (keyed.keyed
                    | "GroupPane" >> (group_in_batches() if elements.is_bounded else beam.GroupByKey())
                    | "WriteFiles" >> beam.ParDo(
-                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records,
-                                                packed=not self.json_records)
+                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)
                    ).with_outputs(REFUSED, main="paths"))
         refused = ((keyed[REFUSED] | "UnwindowUnkeyable" >> beam.WindowInto(window.GlobalWindows()),
                     written[REFUSED] | "UnwindowUnwritable" >> beam.WindowInto(window.GlobalWindows()))
