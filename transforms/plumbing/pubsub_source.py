@@ -29,7 +29,6 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
 The ledger of unacknowledged messages lives in this process: the source is for the in-process
 DirectRunner only.
 """
-import hashlib
 import logging
 import threading
 import time
@@ -42,6 +41,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.packed_buckets import digest_of
 
 
 DEFAULT_MAX_MESSAGES = 5000  # a bundle per pull: the streaming runner pays per bundle and step, so large ones pay (1,000: ~250/s, 5,000: ~390/s here)
@@ -77,8 +77,7 @@ def _identity(message):
     emulator restarted empty numbers its messages from 1 again), as a 16-byte digest: the run remembers one
     for every message it read (~80 bytes each rather than ~250 for the tuple of id and time)."""
     pb = type(message).pb(message)
-    return hashlib.blake2b(f"{pb.message_id}@{pb.publish_time.seconds}.{pb.publish_time.nanos}".encode("utf-8"),
-                           digest_size=16).digest()
+    return digest_of(f"{pb.message_id}@{pb.publish_time.seconds}.{pb.publish_time.nanos}")
 
 
 def event_time(message, timestamp_attribute):
