@@ -295,6 +295,44 @@ def stage_times(stats):
     return sorted(counted.items(), key=lambda item: -item[1])
 
 
+def fused_stage_seconds(path, out):
+    """The whole pipeline in one process, with the CPU seconds of each fused stage's bundles (the FnApiRunner
+    runs a stage as a bundle over its input): (total CPU seconds, {stage: seconds}), a stage named by the
+    composites (two levels) of its steps. What is not in a bundle is building, translating and the runner's
+    grouping buffers. Measured by wrapping the SDK worker's `BundleProcessor.process_bundle` for this run."""
+    from apache_beam.runners.worker import bundle_processor
+
+    original, spent = bundle_processor.BundleProcessor.process_bundle, {}
+
+    def timed_bundle(processor, *args, **kwargs):
+        began = time.process_time()
+        try:
+            return original(processor, *args, **kwargs)
+        finally:
+            steps = {"/".join(transform.unique_name.split("/")[:2])
+                     for transform in processor.process_bundle_descriptor.transforms.values()
+                     if "/" in transform.unique_name}
+            stage = ", ".join(sorted(steps))
+            spent[stage] = spent.get(stage, 0.0) + time.process_time() - began
+
+    bundle_processor.BundleProcessor.process_bundle = timed_bundle
+    try:
+        shutil.rmtree(out, ignore_errors=True)
+        total = timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"])[1]
+    finally:
+        bundle_processor.BundleProcessor.process_bundle = original
+    return total, spent
+
+
+def print_fused_stages(total, spent, count, top=12):
+    in_bundles = sum(spent.values())
+    print(f"\nfused stages, CPU us a report (one process, {count} reports, load average {os.getloadavg()[0]:.1f}): "
+          f"whole run {total / count * 1e6:.0f}, in bundles {in_bundles / count * 1e6:.0f}, outside them (building, "
+          f"translating, grouping buffers) {(total - in_bundles) / count * 1e6:.0f}")
+    for stage, seconds in sorted(spent.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {seconds / count * 1e6:7.0f}  {stage[:150]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200_000, help="reports to replay")
@@ -308,12 +346,17 @@ def main():
     parser.add_argument("--ladder", action="store_true",
                         help="only the step ladder: CPU us a report each step adds to the pipeline before it")
     parser.add_argument("--ladder-passes", type=int, default=2, help="runs of each prefix in the ladder (least kept)")
+    parser.add_argument("--stages", action="store_true",
+                        help="only the fused stages: CPU us a report of each stage's bundles in one whole run")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = input_file(args.workdir, args.count)
     out = args.workdir / "out"
     if args.ladder:
         print_ladder(*ladder_micros(path, out, args.count, args.ladder_passes), args.count)
+        return
+    if args.stages:
+        print_fused_stages(*fused_stage_seconds(path, out), args.count)
         return
     whole, whole_cpu, summary = whole_pipeline(path, out)
     parallel, parallel_cpu, parallel_summary = (whole_pipeline(path, out, args.workers) if args.workers > 1
