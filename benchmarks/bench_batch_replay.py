@@ -8,7 +8,9 @@ run in worker processes the runner process's share apart from the workers' (the 
 grouping's buffers and the data plane: if it were the bottleneck, its share would show it); and the
 plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
 jurisdiction, routed record; the least and the median of `--passes` passes). `--profile` re-runs the whole
-pipeline under cProfile and prints the time of each stage and the top functions.
+pipeline under cProfile and prints the time of each stage and the top functions; `--stages` runs it once and
+prints the CPU of each fused stage's bundles and what is spent outside them (cProfile inflates Python-heavy
+steps several times; this does not).
 
 Measured on 2026-12-02 on main 1231fd7 (2 cores shared with other work, load average 5-10), 20,000 reports:
 whole pipeline 577 reports/s in one process, 471/s in two; trivial Beam pipeline 15,948/s (ratio 0.04);
@@ -20,10 +22,15 @@ Later that day (bounded file sinks grouping lists per key and bundle; bounded st
 1,013) against main's 481 (1,606). Fixed cost, measured apart at 1,000 reports: 5.2 CPU-s in one process,
 13.2 in two (starting the workers, and each of ~50 stages run as a bundle per worker), so below ~100,000
 reports the 2-process run pays more than it gains, and a loaded machine leaves it no second core.
+Later still (branch batch4 against main 0d5d6a5 alternating, 20,000 reports, load average 6.9-9.1): one
+process 797 and 1,000 CPU-s per million against 901 and 963, 2 processes 1,394 and 1,374 against 1,239 and
+1,311 (noise); outside the stages' bundles (`--stages`) 184 and 186 us a report against 271 and 268; fixed
+cost at 1,000 reports 10.5-11.0 CPU-s in two processes against 12.6-12.8 (one dead-letter sink, not six).
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
     .venv/bin/python benchmarks/bench_batch_replay.py --count 10000 --ladder   # CPU us each step adds
+    .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --stages   # CPU us of each fused stage
 
 The input is generated first (SyntheticConfig.for_benchmark: 3 files per report with provided hashes,
 all valid, no repeats), not timed, and kept in --workdir for the next run.
