@@ -24,7 +24,8 @@ Later that day (bounded file sinks grouping lists per key and bundle; bounded st
 reports the 2-process run pays more than it gains, and a loaded machine leaves it no second core.
 Later still (branch batch4 against main 0d5d6a5 alternating, 20,000 reports, load average 6.9-9.1): one
 process 797 and 1,000 CPU-s per million against 901 and 963, 2 processes 1,394 and 1,374 against 1,239 and
-1,311 (noise); outside the stages' bundles (`--stages`) 184 and 186 us a report against 271 and 268; fixed
+1,311 (noise); the whole run alone, alternating at load 6.0-7.2, 780 and 889 CPU-s per million against
+967 and 1,038; outside the stages' bundles (`--stages`) 184 and 186 us a report against 271 and 268; fixed
 cost at 1,000 reports 10.5-11.0 CPU-s in two processes against 12.6-12.8 (one dead-letter sink, not six).
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
