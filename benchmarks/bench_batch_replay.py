@@ -8,7 +8,9 @@ run in worker processes the runner process's share apart from the workers' (the 
 grouping's buffers and the data plane: if it were the bottleneck, its share would show it); and the
 plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
 jurisdiction, routed record; the least and the median of `--passes` passes). `--profile` re-runs the whole
-pipeline under cProfile and prints the time of each stage and the top functions.
+pipeline under cProfile and prints the time of each stage and the top functions; `--stages` runs it once and
+prints the CPU of each fused stage's bundles and what is spent outside them (cProfile inflates Python-heavy
+steps several times; this does not).
 
 Measured on 2026-12-02 on main 1231fd7 (2 cores shared with other work, load average 5-10), 20,000 reports:
 whole pipeline 577 reports/s in one process, 471/s in two; trivial Beam pipeline 15,948/s (ratio 0.04);
@@ -20,10 +22,16 @@ Later that day (bounded file sinks grouping lists per key and bundle; bounded st
 1,013) against main's 481 (1,606). Fixed cost, measured apart at 1,000 reports: 5.2 CPU-s in one process,
 13.2 in two (starting the workers, and each of ~50 stages run as a bundle per worker), so below ~100,000
 reports the 2-process run pays more than it gains, and a loaded machine leaves it no second core.
+Later still (branch batch4 against main 0d5d6a5 alternating, 20,000 reports, load average 6.9-9.1): one
+process 797 and 1,000 CPU-s per million against 901 and 963, 2 processes 1,394 and 1,374 against 1,239 and
+1,311 (noise); the whole run alone, alternating at load 6.0-7.2, 780 and 889 CPU-s per million against
+967 and 1,038; outside the stages' bundles (`--stages`) 184 and 186 us a report against 271 and 268; fixed
+cost at 1,000 reports 10.5-11.0 CPU-s in two processes against 12.6-12.8 (one dead-letter sink, not six).
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
     .venv/bin/python benchmarks/bench_batch_replay.py --count 10000 --ladder   # CPU us each step adds
+    .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --stages   # CPU us of each fused stage
 
 The input is generated first (SyntheticConfig.for_benchmark: 3 files per report with provided hashes,
 all valid, no repeats), not timed, and kept in --workdir for the next run.
@@ -295,6 +303,44 @@ def stage_times(stats):
     return sorted(counted.items(), key=lambda item: -item[1])
 
 
+def fused_stage_seconds(path, out):
+    """The whole pipeline in one process, with the CPU seconds of each fused stage's bundles (the FnApiRunner
+    runs a stage as a bundle over its input): (total CPU seconds, {stage: seconds}), a stage named by the
+    composites (two levels) of its steps. What is not in a bundle is building, translating and the runner's
+    grouping buffers. Measured by wrapping the SDK worker's `BundleProcessor.process_bundle` for this run."""
+    from apache_beam.runners.worker import bundle_processor
+
+    original, spent = bundle_processor.BundleProcessor.process_bundle, {}
+
+    def timed_bundle(processor, *args, **kwargs):
+        began = time.process_time()
+        try:
+            return original(processor, *args, **kwargs)
+        finally:
+            steps = {"/".join(transform.unique_name.split("/")[:2])
+                     for transform in processor.process_bundle_descriptor.transforms.values()
+                     if "/" in transform.unique_name}
+            stage = ", ".join(sorted(steps))
+            spent[stage] = spent.get(stage, 0.0) + time.process_time() - began
+
+    bundle_processor.BundleProcessor.process_bundle = timed_bundle
+    try:
+        shutil.rmtree(out, ignore_errors=True)
+        total = timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"])[1]
+    finally:
+        bundle_processor.BundleProcessor.process_bundle = original
+    return total, spent
+
+
+def print_fused_stages(total, spent, count, top=12):
+    in_bundles = sum(spent.values())
+    print(f"\nfused stages, CPU us a report (one process, {count} reports, load average {os.getloadavg()[0]:.1f}): "
+          f"whole run {total / count * 1e6:.0f}, in bundles {in_bundles / count * 1e6:.0f}, outside them (building, "
+          f"translating, grouping buffers) {(total - in_bundles) / count * 1e6:.0f}")
+    for stage, seconds in sorted(spent.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {seconds / count * 1e6:7.0f}  {stage[:150]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200_000, help="reports to replay")
@@ -308,12 +354,17 @@ def main():
     parser.add_argument("--ladder", action="store_true",
                         help="only the step ladder: CPU us a report each step adds to the pipeline before it")
     parser.add_argument("--ladder-passes", type=int, default=2, help="runs of each prefix in the ladder (least kept)")
+    parser.add_argument("--stages", action="store_true",
+                        help="only the fused stages: CPU us a report of each stage's bundles in one whole run")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = input_file(args.workdir, args.count)
     out = args.workdir / "out"
     if args.ladder:
         print_ladder(*ladder_micros(path, out, args.count, args.ladder_passes), args.count)
+        return
+    if args.stages:
+        print_fused_stages(*fused_stage_seconds(path, out), args.count)
         return
     whole, whole_cpu, summary = whole_pipeline(path, out)
     parallel, parallel_cpu, parallel_summary = (whole_pipeline(path, out, args.workers) if args.workers > 1

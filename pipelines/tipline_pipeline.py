@@ -32,7 +32,8 @@ from pipelines.submission import submission_lines
 from pipelines.summary import format_summary, summarize, write_summary
 from transforms.alerts import SpikeAlerts
 from transforms.bundles import BundleRepeats, StampBundleIds
-from transforms.dead_letters import WriteDeadLetters
+from transforms.dead_letters import (WriteDeadLetters, gather_side_stage_failures,
+                                     take_gathered_side_stage_failures)
 from transforms.dedup import DedupRedeliveries
 from transforms.geo import EnrichGeo
 from pipelines.bank_tools import video_matching
@@ -73,6 +74,7 @@ def build_pipeline(p, opts, messages=None):
     `messages` replaces the source (tests feed a TestStream); they are then stamped with their event time
     as `opts.source` would stamp them."""
     lateness = int(opts.allowed_lateness_hours * 3600)
+    gather_side_stage_failures(p)  # every stage's dead letters through one sink, written last
     if messages is None:
         messages = p | "ReadReports" >> ReadReports(
             opts.source, opts.input_pattern, opts.subscription,
@@ -105,7 +107,8 @@ def build_pipeline(p, opts, messages=None):
     dead_letters = (
         (parse_failures, hash_failures, geo_failures, assign_failures, route_failures)
         | "CollectDeadLetters" >> beam.Flatten())
-    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(opts.output_dir)
+    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+        opts.output_dir, side_stage_letters=take_gathered_side_stage_failures(p))
     return {"messages": messages, "parsed": reports, "reports": unique, "routed": routed, "trends": trends,
             "bundles": bundles, "alerts": alerts, "notices": notices, "dead_letters": dead_letters}
 

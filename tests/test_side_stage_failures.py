@@ -21,7 +21,8 @@ from tests.test_takedown_notices import ASN, CITY, unlocated_report
 from tests.test_trends import at, counter, routed_record, streaming_pipeline
 from transforms.alerts import SpikeAlerts, SpikeRule
 from transforms.bundles import BundleRepeats, StampBundleIds
-from transforms.dead_letters import WriteDeadLetters, dead_letter
+from transforms.dead_letters import (WriteDeadLetters, dead_letter, gather_side_stage_failures,
+                                     take_gathered_side_stage_failures)
 from transforms.notices import WriteTakedownNotices
 from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.metrics import NAMESPACE
@@ -73,6 +74,25 @@ def test_a_trend_record_or_row_that_fails_is_a_dead_letter_and_the_tables_are_wr
     assert [row["esp"] for row in table_rows(tmp_path, "hourly_by_esp")] == ["esp-1"]
     assert counter(result, "side_stage_failures") == len(found) == 26
     assert counter(result, "dead_lettered") == 0
+
+
+def test_gathered_side_stage_failures_are_the_files_a_stage_alone_writes_counted_apart(tmp_path):
+    """In a pipeline gathering side-stage failures (as build_pipeline does), a side stage's letters go
+    through the run's one dead-letter sink: the same files as the stage alone writes, counted as side-stage
+    failures, beside a report's letter counted as dead-lettered."""
+    alone, gathered = tmp_path / "alone", tmp_path / "gathered"
+    run_stage(TrendCounts(str(alone)), odd_trend_records())
+    parse_letter = dead_letter("parse", "not JSON", b"{oops", None)
+    with TestPipeline() as p:
+        gather_side_stage_failures(p)
+        _ = p | "Records" >> beam.Create(odd_trend_records()) | TrendCounts(str(gathered))
+        _ = (p | "Letters" >> beam.Create([parse_letter])
+             | WriteDeadLetters(str(gathered), side_stage_letters=take_gathered_side_stage_failures(p)))
+    files = {folder: {path.name: path.read_bytes() for path in (folder / "dead_letter" / "stage=trends").iterdir()}
+             for folder in (alone, gathered)}
+    assert files[gathered] == files[alone] and len(letters(alone, "trends")) == 26
+    assert letters(gathered, "parse") == [parse_letter]
+    assert counter(p.result, "side_stage_failures") == 26 and counter(p.result, "dead_lettered") == 1
 
 
 def test_a_bundle_record_that_fails_is_a_dead_letter_and_the_other_bundles_are_written(tmp_path):

@@ -79,13 +79,19 @@ def stamped(report, incident):
     return {**report, "_bundleId": bundle_id(report_signature(report), incident[0])}
 
 
-def stamp_in_time_order(timed_reports, gap_micros):
+def stamp_in_time_order(signature, timed_reports, gap_micros):
     """One signature's (micros, packed report) pairs, unpacked and stamped in event-time order, each at its
-    event time in the global window."""
-    out, incident = [], None
+    event time in the global window. The signature is the grouping's key, not computed again per report;
+    an incident's reports share its bundle id, computed once."""
+    out, incident, bundle = [], None, None
     for micros, packed in sorted(timed_reports, key=lambda pair: pair[0]):
-        incident = next_incident(incident, micros, gap_micros)
-        out.append(in_global_window_at(stamped(unpack(packed), incident), micros))
+        opened = next_incident(incident, micros, gap_micros)
+        if incident is None or opened[0] != incident[0]:
+            bundle = bundle_id(signature, opened[0])
+        incident = opened
+        report = unpack(packed)  # a copy of its own: stamped in place
+        report["_bundleId"] = bundle
+        out.append(in_global_window_at(report, micros))
     return out
 
 
@@ -146,11 +152,11 @@ class _StampSignatureTimelineFn(beam.DoFn):
         self.stamped = counter("bundle_stamped")
 
     def process(self, keyed):
-        (_, signed), timed_reports = keyed
+        (signature, signed), timed_reports = keyed
         if not signed:
             yield from unstamped(timed_reports)
             return
-        out = stamp_in_time_order(list(timed_reports), self.gap_micros)
+        out = stamp_in_time_order(signature, list(timed_reports), self.gap_micros)
         self.stamped.inc(len(out))
         yield from out
 

@@ -80,18 +80,22 @@ class WriteDeadLetters(beam.PTransform):
     """Counts and writes dead letters as JSON Lines under `<output>/dead_letter/stage=<stage>/`.
 
     Not windowed by event time: a message that could not be parsed has none. `side_stage=True` counts them
-    as side-stage failures (reports routed all the same) instead of `dead_lettered`.
+    as side-stage failures (reports routed all the same) instead of `dead_lettered`. `side_stage_letters`:
+    side-stage letters counted already (`take_gathered_side_stage_failures`), written by the same sink.
     """
 
-    def __init__(self, output_dir, flush_seconds=60, side_stage=False):
+    def __init__(self, output_dir, flush_seconds=60, side_stage=False, side_stage_letters=()):
         super().__init__()
         self.output_dir = output_dir
         self.flush_seconds = flush_seconds
         self.side_stage = side_stage
+        self.side_stage_letters = tuple(side_stage_letters)
 
     def expand(self, dead_letters):
         counted = dead_letters | "CountDeadLetters" >> beam.Map(
             _count_side_stage_failure if self.side_stage else _count_dead_letter)
+        if self.side_stage_letters:
+            counted = (counted, *self.side_stage_letters) | "WithSideStageFailures" >> beam.Flatten()
         written, refused = counted | "WriteDeadLetterFiles" >> self.letter_files(with_refusals=True)
         escaped = refused | "EscapeRefused" >> beam.Map(escaped_letter)
         _ = escaped | "WriteEscapedFiles" >> self.letter_files(with_refusals=False)  # ASCII strings only
@@ -110,10 +114,35 @@ class WriteDeadLetters(beam.PTransform):
         )
 
 
+_GATHERED = "_tipline_gathered_side_stage_letters"
+
+
+def gather_side_stage_failures(pipeline):
+    """From now on each `WriteSideStageFailures` applied in `pipeline` counts its letters and hands them to
+    `take_gathered_side_stage_failures` instead of writing them with a dead-letter sink of its own.
+
+    Why: a sink per side stage (five in the whole pipeline) is ~25 steps and two groupings, empty in a
+    normal run but each built, translated and run as bundles of their own by every worker: about a third of
+    a batch run's fixed cost. The letters are the same; only side stages sharing a stage name (bundles) or
+    escaped letters of several stages now share their file."""
+    setattr(pipeline, _GATHERED, [])
+
+
+def take_gathered_side_stage_failures(pipeline):
+    """The counted side-stage letters gathered in `pipeline` so far; a `WriteSideStageFailures` applied
+    after this writes its own again, so no letter is left without a sink."""
+    gathered = getattr(pipeline, _GATHERED, None) or []
+    if hasattr(pipeline, _GATHERED):
+        delattr(pipeline, _GATHERED)
+    return gathered
+
+
 class WriteSideStageFailures(beam.PTransform):
     """A side stage's failure outputs (each of (element, (type, error, traceback))) -> dead letters
     `stage=<stage>`, counted as side-stage failures: the report behind the element was routed (see the
-    module doc). Takes a tuple of PCollections in any windows."""
+    module doc). Takes a tuple of PCollections in any windows. In a pipeline gathering side-stage failures
+    (`gather_side_stage_failures`), returns the counted letters for the run's one dead-letter sink; else
+    writes them and returns the paths written."""
 
     def __init__(self, output_dir, stage):
         super().__init__()
@@ -126,8 +155,13 @@ class WriteSideStageFailures(beam.PTransform):
             | f"ToDeadLetters{number}" >> beam.Map(dead_letter_from_failure(self.stage))
             | f"Unwindow{number}" >> beam.WindowInto(window.GlobalWindows())
             for number, failures in enumerate(failure_outputs)]
-        return (letters | "AllFailures" >> beam.Flatten()
-                | "WriteDeadLetters" >> WriteDeadLetters(self.output_dir, side_stage=True))
+        all_letters = letters | "AllFailures" >> beam.Flatten()
+        gathered = getattr(all_letters.pipeline, _GATHERED, None)
+        if gathered is None:
+            return all_letters | "WriteDeadLetters" >> WriteDeadLetters(self.output_dir, side_stage=True)
+        counted = all_letters | "CountSideStageFailures" >> beam.Map(_count_side_stage_failure)
+        gathered.append(counted)
+        return counted
 
 
 _DEAD_LETTERED = counter("dead_lettered")

@@ -9,6 +9,8 @@ worker through `Shared`, and re-checked (size + mtime) at most every `refresh_se
 file is re-acquired under a new tag, so new hashes match without restarting a streaming job.
 A report that fails is dead-lettered alone, never with the rest of its batch.
 """
+import collections
+
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.shared import Shared
@@ -99,8 +101,8 @@ class MatchHashBatches(beam.DoFn):
             if isinstance(result, BaseException):
                 yield beam.pvalue.TaggedOutput(FAILURES, stamped.with_value((stamped.value, (type(result), result, None))))
                 continue
-            self._count(result["_hashes"])
             yield stamped.with_value(result)
+        self._count([result["_hashes"] for result in enriched if not isinstance(result, BaseException)])
 
     def _enrich_alone(self, report):
         try:
@@ -108,13 +110,17 @@ class MatchHashBatches(beam.DoFn):
         except Exception as error:
             return error
 
-    def _count(self, hashes):
-        for file in hashes["files"]:
-            if file["mediaStatus"] == "hashed":
-                self.files_hashed.inc()
-            elif file["mediaStatus"] == "unhashable":
-                self.files_unhashable.inc()
-            self.bank_matches.inc(len(file["matches"]))
-            if file.get("video"):
-                self.videos_hashed.inc()
+    def _count(self, batch_hashes):
+        """The batch's files counted, each counter moved once a batch (an increment costs more than a
+        file's count): a counter is only made once something counts in it, as it was per file."""
+        files = [file for hashes in batch_hashes for file in hashes["files"]]
+        statuses = collections.Counter(file["mediaStatus"] for file in files)
+        for status, count in (("hashed", self.files_hashed), ("unhashable", self.files_unhashable)):
+            if statuses[status]:
+                count.inc(statuses[status])
+        if files:
+            self.bank_matches.inc(sum(len(file["matches"]) for file in files))
+        videos = sum(1 for file in files if file.get("video"))
+        if videos:
+            self.videos_hashed.inc(videos)
 

@@ -248,14 +248,21 @@ class _EncoderSource:
         lines.append(f"{pad}    {memo}[0] = (deepcopy({value}), bytes(out[{start}:]))")
 
 
+def schema_json_bytes(schema):
+    """The schema as a container file's header holds it."""
+    return json.dumps(schema, separators=(",", ":")).encode()
+
+
 class AvroContainerWriter:
     """Writes records as an Avro object container file (deflate) to a binary `handle`; `close()` ends it.
 
-    `encode` is a `compile_encoder` of `schema`; records must already match the schema."""
+    `encode` is a `compile_encoder` of `schema`; records must already match the schema. `schema_json`: the
+    schema's `schema_json_bytes`, when the caller keeps it (a sink writing many small files: serialising a
+    large schema for each header cost more than encoding its records)."""
 
-    def __init__(self, handle, schema, encode, block_bytes=BLOCK_BYTES, level=DEFLATE_LEVEL):
+    def __init__(self, handle, schema, encode, block_bytes=BLOCK_BYTES, level=DEFLATE_LEVEL, schema_json=None):
         self.handle = handle
-        self.schema_json = json.dumps(schema, separators=(",", ":")).encode()
+        self.schema_json = schema_json or schema_json_bytes(schema)
         self.encode = encode
         self.block_bytes = block_bytes
         self.level = level

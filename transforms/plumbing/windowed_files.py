@@ -32,7 +32,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
 from schemas import avro_schema
-from transforms.plumbing.avro_files import AvroContainerWriter, compile_encoder
+from transforms.plumbing.avro_files import AvroContainerWriter, compile_encoder, schema_json_bytes
 from transforms.plumbing.event_windows import fixed_window, group_in_batches, in_global_window
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_records import pack, unpack
@@ -346,8 +346,9 @@ class CsvSink(fileio.FileSink):
 
 @functools.lru_cache(maxsize=None)
 def _schema_and_encoder(schema_name, repeated):
+    """(schema, its header bytes, its compiled encoder), made once per process."""
     schema = avro_schema(schema_name)
-    return schema, compile_encoder(schema, repeated)
+    return schema, schema_json_bytes(schema), compile_encoder(schema, repeated)
 
 
 class AvroSink(fileio.FileSink):
@@ -361,8 +362,8 @@ class AvroSink(fileio.FileSink):
         self.repeated = tuple(repeated)  # top-level fields mostly equal from record to record (compile_encoder)
 
     def open(self, fh):
-        schema, encode = _schema_and_encoder(self.schema_name, self.repeated)
-        self._writer = AvroContainerWriter(fh, schema, encode)
+        schema, schema_json, encode = _schema_and_encoder(self.schema_name, self.repeated)
+        self._writer = AvroContainerWriter(fh, schema, encode, schema_json=schema_json)
 
     def write(self, record):
         self._writer.write(record)
