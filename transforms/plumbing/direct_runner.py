@@ -7,6 +7,7 @@ local streaming run (pipelines/streaming.py), and by tests that run the streamin
 install that first. Every change is idempotent and touches only the bundle-based DirectRunner (Dataflow
 and the FnApiRunner never see them).
 """
+import copy
 import logging
 import threading
 from typing import Any
@@ -44,9 +45,10 @@ def on_the_direct_runner(pipeline):
 
 
 def install_local_streaming_support():
-    """DoFns set up once and reused across bundles, the local Pub/Sub pull evaluator, metrics kept for every
+    """DoFns set up once and reused across bundles, keyed state copied cheaply, the local Pub/Sub pull evaluator, metrics kept for every
     bundle, user timers holding the watermark, and keyed state forgotten once it is empty."""
     reuse_dofns_across_bundles()
+    copy_keyed_state_without_deepcopy()
     register_pull_evaluator()
     count_every_bundle()
     hold_watermark_at_user_timers()
@@ -244,6 +246,34 @@ def memoize_serial_steps():
 
     should_execute_serially.memoized = True
     registry.should_execute_serially = should_execute_serially
+
+
+def copy_keyed_state_without_deepcopy():
+    """Copies a key's state for a bundle with dict copies where Beam deep-copies its timers.
+
+    Each bundle works on a copy of every key's state it touches (committed only if the bundle succeeds);
+    Beam makes it with `copy.deepcopy` of the timers and global state, which rebuilds every window and
+    timestamp object through its pickle protocol: 17% of a local streaming run's CPU once DoFns were
+    reused, mostly for the timers a firing bundle reads. Windows, timer keys and timestamps are immutable
+    values, so copying the two levels of dicts is the same copy; the global state (mutable values, and
+    empty for user state) is still deep-copied. The copy is a `DirectUnmergedState` (Beam's gives the base
+    class with the same settings), so the states a run commits keep this method.
+    """
+    state_class = evaluation_context.DirectUnmergedState
+    if "copy" in state_class.__dict__:
+        return
+
+    def copy_state(self):
+        cloned = state_class()
+        for window, timers in self.timers.items():
+            cloned.timers[window] = dict(timers)
+        cloned.global_state = copy.deepcopy(self.global_state) if self.global_state else {}
+        for window, tagged in self.state.items():
+            for tag, values in tagged.items():
+                cloned.state[window][tag] = copy.copy(values)
+        return cloned
+
+    state_class.copy = copy_state
 
 
 def register_pull_evaluator():
