@@ -101,6 +101,7 @@ def reuse_dofns_across_bundles():
         if self.user_state_context:
             self.user_state_context.commit()
             self.user_state_context.reset()
+        self._reused_dofn.end()
         check_in_dofn(self._reused_dofn)
         return TransformResult(self, bundles, [], result_counters, None)
 
@@ -161,6 +162,13 @@ class ReusedDoFn:
             self.user_state_context.step_context = evaluator._step_context
         evaluator.runner, evaluator.user_state_context = self.runner, self.user_state_context
         evaluator.user_timer_map, evaluator.key_coder = self.user_timer_map, self.key_coder
+
+    def end(self):
+        """Lets go of the finished bundle's outputs and keyed state (an idle instance holds neither)."""
+        for forwarder in self.forwarders.values():
+            forwarder.bundle = None
+        if self.user_state_context is not None:
+            self.user_state_context.step_context = None
 
     def tear_down(self):
         try:
