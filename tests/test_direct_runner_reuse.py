@@ -1,0 +1,128 @@
+"""DoFns reused across bundles on the streaming DirectRunner (direct_runner.reuse_dofns_across_bundles), on
+real TestStream pipelines, against Beam's own evaluator (a DoFn set up and torn down for every bundle)."""
+import collections
+
+import apache_beam as beam
+import pytest
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.timeutil import TimeDomain
+
+from pipelines.streaming import local_streaming_options
+from transforms.plumbing import direct_runner
+from transforms.plumbing.direct_runner import install_local_streaming_support
+
+BUNDLES = 12
+
+
+class _LifecycleLog(beam.DoFn):
+    """Doubles each number; appends `<event> <instance>` to a file for each lifecycle call (the DoFn the
+    runner calls is a pickled copy, so the test reads what it did from the file). With `fail_once_on`, the
+    first instance to see that number raises (once: the DirectRunner retries the bundle)."""
+
+    def __init__(self, path, fail_once_on=None):
+        self.path, self.fail_once_on = path, fail_once_on
+
+    def log(self, event):
+        with open(self.path, "a") as handle:
+            handle.write(f"{event} {id(self)}\n")
+
+    def setup(self):
+        self.log("setup")
+
+    def start_bundle(self):
+        self.log("start_bundle")
+
+    def process(self, number):
+        if number == self.fail_once_on and "raised" not in open(self.path).read():
+            self.log("raised")
+            raise ValueError("a bad element, once")
+        yield number * 2
+
+    def finish_bundle(self):
+        self.log("finish_bundle")
+
+    def teardown(self):
+        self.log("teardown")
+
+
+def events(path):
+    """[(event, instance)] in the order they happened."""
+    return [tuple(line.split()) for line in path.read_text().splitlines()]
+
+
+def run_in_many_bundles(dofn):
+    """Runs `dofn` on 0..BUNDLES-1, one TestStream batch (one bundle) each; asserts the doubled outputs."""
+    stream = TestStream()
+    for number in range(BUNDLES):
+        stream = stream.add_elements([number]).advance_watermark_to(number + 1)
+    with beam.Pipeline(options=local_streaming_options([])) as pipeline:
+        doubled = pipeline | stream.advance_watermark_to_infinity() | beam.ParDo(dofn)
+        assert_that(doubled, equal_to([2 * number for number in range(BUNDLES)]))
+
+
+def test_a_dofn_is_set_up_once_for_many_bundles_and_torn_down_at_the_end(tmp_path):
+    install_local_streaming_support()
+    log = tmp_path / "log"
+    run_in_many_bundles(_LifecycleLog(str(log)))
+    happened = events(log)
+    counts = collections.Counter(event for event, _ in happened)
+    assert counts["start_bundle"] >= BUNDLES and counts["finish_bundle"] == counts["start_bundle"]
+    assert counts["setup"] == 1 and counts["teardown"] == 1
+    assert happened[0][0] == "setup" and happened[-1][0] == "teardown"
+    assert len({instance for _, instance in happened}) == 1
+
+
+def test_beams_own_evaluator_sets_up_and_tears_down_every_bundle(tmp_path, monkeypatch):
+    """The reason for the reuse: the same pipeline on the stock evaluator, same outputs."""
+    install_local_streaming_support()
+    monkeypatch.setattr(direct_runner, "reusable", lambda evaluator: False)  # every bundle on Beam's own path
+    log = tmp_path / "log"
+    run_in_many_bundles(_LifecycleLog(str(log)))
+    counts = collections.Counter(event for event, _ in events(log))
+    assert counts["start_bundle"] >= BUNDLES
+    assert counts["setup"] == counts["teardown"] == counts["start_bundle"]
+
+
+def test_an_instance_whose_bundle_raised_is_not_reused_and_is_still_torn_down(tmp_path):
+    install_local_streaming_support()
+    log = tmp_path / "log"
+    run_in_many_bundles(_LifecycleLog(str(log), fail_once_on=5))
+    happened = events(log)
+    failed = next(instance for event, instance in happened if event == "raised")
+    after_failure = happened[happened.index(("raised", failed)) + 1:]
+    assert all(instance != failed for event, instance in after_failure if event != "teardown")
+    assert sorted(instance for event, instance in happened if event == "setup") == \
+        sorted(instance for event, instance in happened if event == "teardown")
+    assert collections.Counter(event for event, _ in happened)["setup"] == 2
+
+
+class _CountPerKeyUntilTimer(beam.DoFn):
+    """Counts a key's elements in state across bundles; an event-time timer emits the count (on time: the
+    step's watermark is held at its timers, as the streaming dedup's is)."""
+    holds_watermark_at_timers = True
+    COUNT = ReadModifyWriteStateSpec("count", StrUtf8Coder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def process(self, element, count=beam.DoFn.StateParam(COUNT), flush=beam.DoFn.TimerParam(FLUSH)):
+        key, _ = element
+        count.write(str(int(count.read() or 0) + 1))
+        flush.set(100)
+
+    @on_timer(FLUSH)
+    def emit(self, key=beam.DoFn.KeyParam, count=beam.DoFn.StateParam(COUNT)):
+        yield key, int(count.read())
+        count.clear()
+
+
+@pytest.mark.parametrize("keys", [["a"], ["a", "b", "c"]])
+def test_a_reused_stateful_dofn_keeps_each_bundles_state_and_timers(keys):
+    install_local_streaming_support()
+    stream = TestStream()
+    for number in range(BUNDLES):
+        stream = stream.add_elements([(keys[number % len(keys)], number)]).advance_watermark_to(number + 1)
+    with beam.Pipeline(options=local_streaming_options([])) as pipeline:
+        counted = pipeline | stream.advance_watermark_to_infinity() | beam.ParDo(_CountPerKeyUntilTimer())
+        assert_that(counted, equal_to([(key, BUNDLES // len(keys)) for key in keys]))
