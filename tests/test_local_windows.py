@@ -6,8 +6,9 @@ import pytest
 from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
-from tests.test_trends import at
+from tests.test_trends import at, routed_record
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow
+from transforms.trends import TrendCounts
 
 HOUR = 3600
 
@@ -70,3 +71,46 @@ def test_the_local_form_gives_beams_panes(accumulate):
     assert panes["b", HOUR] == [(1, "ON_TIME"), (2 if accumulate else 1, "LATE")]  # hour 1 still takes late ones
     assert panes["c", 2 * HOUR] == [(1, "LATE"), (5 if accumulate else 4, "LATE")]  # opened behind the watermark
     assert panes["d", 3 * HOUR] == [(1, "ON_TIME")]
+
+
+def trend_stream():
+    """Routed records over three hours, lateness 2 h: on time, late into a fired hour (one bundle of two), after
+    hour 0 expired (dropped), and a day later one late into fired and unfired sliding windows."""
+    return (TestStream().advance_watermark_to(0)
+            .add_elements([at(10, routed_record("a", user="u1")), at(20, routed_record("b", country="FR", user="u2"))])
+            .add_elements([at(HOUR + 5, routed_record("c", user="u1", bundle="x"))])
+            .advance_watermark_to(HOUR + 60)
+            .add_elements([at(30, routed_record("d", user="u3")), at(40, routed_record("e", user="u1"))])
+            .add_elements([at(2 * HOUR + 1, routed_record("f", esp="esp-2", user="u1", bundle="x"))])
+            .advance_watermark_to(3 * HOUR + 10)
+            .add_elements([at(HOUR + 20, routed_record("g", user="u4"))])
+            .add_elements([at(50, routed_record("h", user="u5"))])
+            .advance_watermark_to(25 * HOUR + 10)
+            .add_elements([at(23 * HOUR + 30, routed_record("i", user="u6"))])
+            .advance_watermark_to_infinity())
+
+
+class _RowFields(beam.DoFn):
+    def process(self, row, timestamp=beam.DoFn.TimestampParam):
+        yield (row["table"], row["window_start"].timestamp(), row["window_end"].timestamp(),
+               str(row.get("country") or row.get("espId") or ""), row["reports"], row["files"], row["users"],
+               row["bundles"], row["pane_index"], row["pane_timing"], timestamp.micros)
+
+
+def trend_rows(local, output):
+    @pipeline_of(streaming=True)
+    def build(p):
+        return (p | trend_stream() | TrendCounts(output, allowed_lateness_seconds=2 * HOUR, local=local)
+                | beam.ParDo(_RowFields()))
+    return collected(build)
+
+
+def test_the_local_form_gives_beams_trend_rows_hourly_and_sliding(tmp_path):
+    beams = trend_rows(False, str(tmp_path / "beam"))
+    assert trend_rows(True, str(tmp_path / "local")) == beams
+    panes = {}
+    for row in sorted(beams, key=lambda row: row[8]):
+        panes.setdefault((row[0], row[1] // HOUR), []).append((row[4], row[6], row[9]))
+    assert panes["hourly_total", 0] == [(2, 2, "ON_TIME"), (4, 3, "LATE")]  # h came after hour 0 expired
+    assert panes["sliding24h_total", 0] == [(7, 5, "ON_TIME"), (8, 6, "LATE")]  # i: late for [0 h, 24 h)
+    assert panes["sliding24h_total", 2] == [(2, 2, "ON_TIME")]  # and on time for [2 h, 26 h)

@@ -218,8 +218,8 @@ class CombinePerKeyAndWindow(beam.PTransform):
 
     def combine_per_key(self, combine_fn, local):
         if local:
-            return combine_in_local_windows(combine_fn, self.window_seconds, self.allowed_lateness_seconds,
-                                            self.accumulate)
+            return combine_in_local_windows(combine_fn, window.FixedWindows(self.window_seconds),
+                                            self.allowed_lateness_seconds, self.accumulate)
         return beam.CombinePerKey(combine_fn)
 
 

@@ -1,11 +1,12 @@
-"""The local runner's form of a windowed combine: one merged accumulator per key and fixed window.
+"""The local runner's form of a windowed combine: one merged accumulator per key and window.
 
-Beam's form (`WindowInto(FixedWindows, AfterWatermark(late=AfterCount(1)))` then `CombinePerKey`) is right on
+Beam's form (`WindowInto(<fixed or sliding windows>, AfterWatermark(late=AfterCount(1)))` then
+`CombinePerKey`) is right on
 a production runner. On the bundle-based DirectRunner its streaming GroupByKey keeps what reaches it until
 the window fires: every element, or with the combine lifted one accumulator per bundle (an hourly count
 held ~78,000 lists and 51,000 dicts after 10 minutes at 200 reports/s), and it never forgets a window.
-`CombineInWindowsFn` keeps, in one state value, one accumulator per (key, window start) and the panes
-each window has fired, and writes Beam's panes: on time when the watermark passes the window's end, then
+`CombineInWindowsFn` keeps, in one state value, one accumulator per key and window (fixed or sliding) and
+the panes each window has fired, and writes Beam's panes: on time when the watermark passes the window's end, then
 one late pane per bundle that brings late elements to the window (a bundle's late elements of one window
 make one pane, as the trigger driver fires once per work item), accumulating or discarding, each
 timestamped at the window's last instant in that window with Beam's pane info; elements of a window whose
@@ -56,8 +57,9 @@ def keyed_for_local_windows(keyed):
 
 
 class CombineInWindowsFn(beam.DoFn):
-    """(ONE_KEY, (key, value)) timestamped elements -> (key, combined) per pane of each key's fixed window,
-    as Beam's fixed windows with a watermark trigger firing once per late bundle make them (see the module).
+    """(ONE_KEY, (key, value)) timestamped elements -> (key, combined) per pane of each key's windows of
+    `window_fn` (fixed or sliding: not merging), as Beam's windows with a watermark trigger firing once per
+    late bundle make them (see the module).
 
     One case differs from Beam's Python trigger driver, which fires an element that arrives after the
     watermark passed its window's end but before that window's end-of-window timer did at once, as an EARLY
@@ -66,13 +68,15 @@ class CombineInWindowsFn(beam.DoFn):
     """
     holds_watermark_at_timers = True  # HOLDS_WATERMARK: on-time panes emitted by the timer are on time downstream
     reads_input_watermark = True  # READS_WATERMARK: late elements are told from on-time ones as Beam does
-    WINDOWS = ReadModifyWriteStateSpec("windows", HeldAsIs())  # {(key, window start): WindowInProgress}
+    WINDOWS = ReadModifyWriteStateSpec("windows", HeldAsIs())  # {(key, start, end): WindowInProgress}, in micros
     NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
     DUE = TimerSpec("due", TimeDomain.WATERMARK)
 
-    def __init__(self, combine_fn, window_seconds, allowed_lateness_seconds, accumulate):
+    def __init__(self, combine_fn, window_fn, allowed_lateness_seconds, accumulate):
         self.combine_fn = combine_fn
-        self.window_micros = int(window_seconds * 1_000_000)
+        self.window_fn = window_fn
+        self.fixed_micros = (window_fn.size.micros if isinstance(window_fn, window.FixedWindows)
+                             and not window_fn.offset.micros else None)
         self.lateness_micros = int(allowed_lateness_seconds * 1_000_000)
         self.accumulate = accumulate
 
@@ -80,45 +84,60 @@ class CombineInWindowsFn(beam.DoFn):
         self.combine_fn.setup()
 
     def start_bundle(self):
-        self.late_panes = {}  # (key, start) -> (its WindowInProgress, pane index): fired when the bundle ends
+        self.late_panes = {}  # (key, start, end) -> (its WindowInProgress, pane index): fired when the bundle ends
+
+    def spans(self, timestamp, value):
+        """(start, end) micros of each window `timestamp` falls in (fixed windows by arithmetic: per element)."""
+        if self.fixed_micros is not None:
+            start = timestamp.micros - timestamp.micros % self.fixed_micros
+            return ((start, start + self.fixed_micros),)
+        return tuple((win.start.micros, win.end.micros)
+                     for win in self.window_fn.assign(window.WindowFn.AssignContext(timestamp, element=value)))
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, windows_state=beam.DoFn.StateParam(WINDOWS),
                 next_due=beam.DoFn.StateParam(NEXT_DUE), due=beam.DoFn.TimerParam(DUE)):
         _, (key, value) = element
-        start = timestamp.micros - timestamp.micros % self.window_micros
-        end = start + self.window_micros
         watermark = input_watermark()
-        if watermark is not None and watermark > end + self.lateness_micros:
-            return  # its window expired: Beam drops it
-        windows = windows_state.read() or {}
-        held = windows.get((key, start))
+        windows = None
+        for start, end in self.spans(timestamp, value):
+            if watermark is not None and watermark > end + self.lateness_micros:
+                continue  # this window expired: Beam drops the element from it
+            if windows is None:
+                windows = windows_state.read() or {}
+            self.add(windows, (key, start, end), value, watermark, next_due, due)
+        if windows is not None:
+            windows_state.write(windows)
+
+    def add(self, windows, held_key, value, watermark, next_due, due):
+        """`value` into one key's window: on time, joining a pending on-time pane, or making a late pane."""
+        held = windows.get(held_key)
         opened = held is None
         if opened:
-            held = windows[key, start] = WindowInProgress(self.combine_fn.create_accumulator())
+            held = windows[held_key] = WindowInProgress(self.combine_fn.create_accumulator())
         elif held.accumulator is None:  # discarding, after a pane
             held.accumulator = self.combine_fn.create_accumulator()
         held.accumulator = self.combine_fn.add_input(held.accumulator, value)
-        windows_state.write(windows)
-        if (key, start) in self.late_panes:
+        if held_key in self.late_panes:
             return  # in the late pane this bundle fires
+        end = held_key[2]
         if watermark is None or watermark < end or (held.panes == 0 and not opened):
             move_timer_earlier(next_due, due, end)  # on time, or joining the on-time pane its timer fires
         else:
-            self.late_panes[key, start] = held, held.panes
+            self.late_panes[held_key] = held, held.panes
             held.panes += 1
 
     def finish_bundle(self):
-        for (key, start), (held, index) in self.late_panes.items():
-            yield self.pane(key, start, held, index, PaneInfoTiming.LATE)
+        for held_key, (held, index) in self.late_panes.items():
+            yield self.pane(held_key, held, index, PaneInfoTiming.LATE)
 
-    def pane(self, key, start, held, index, timing):
+    def pane(self, held_key, held, index, timing):
         """The window's pane `index`: its combined value at the window's last instant, in the window."""
+        key, start, end = held_key
         accumulator = held.accumulator
         if self.accumulate:  # the state goes on: the pane gets a copy
             accumulator = self.combine_fn.merge_accumulators([accumulator])
         else:
             held.accumulator = None
-        end = start + self.window_micros
         return WindowedValue((key, self.combine_fn.extract_output(accumulator)), Timestamp(micros=end - 1),
                              (window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end)),),
                              PaneInfo(index == 0, False, timing, index, index))
@@ -130,13 +149,13 @@ class CombineInWindowsFn(beam.DoFn):
         now = max(fired.micros, input_watermark() or fired.micros)
         windows = windows_state.read() or {}
         upcoming = []
-        for (key, start), held in list(windows.items()):
-            end = start + self.window_micros
+        for held_key, held in list(windows.items()):
+            end = held_key[2]
             if held.panes == 0 and end <= now:
                 held.panes = 1
-                yield self.pane(key, start, held, 0, PaneInfoTiming.ON_TIME)
+                yield self.pane(held_key, held, 0, PaneInfoTiming.ON_TIME)
             if now > end + self.lateness_micros:
-                del windows[key, start]
+                del windows[held_key]
             elif held.panes == 0:
                 upcoming.append(end)
         if windows:
@@ -146,17 +165,18 @@ class CombineInWindowsFn(beam.DoFn):
         reset_timer(next_due, due, upcoming)
 
 
-def combine_in_local_windows(combine_fn, window_seconds, allowed_lateness_seconds, accumulate):
-    """(key, value) timestamped elements -> (key, combined) per pane, in the local form (see the module)."""
+def combine_in_local_windows(combine_fn, window_fn, allowed_lateness_seconds, accumulate):
+    """(key, value) timestamped elements -> (key, combined) per pane of `window_fn`'s windows, in the local
+    form (see the module)."""
     hold_watermark_at_user_timers()
     expose_input_watermark()
-    return _CombineInLocalWindows(combine_fn, window_seconds, allowed_lateness_seconds, accumulate)
+    return _CombineInLocalWindows(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
 
 
 class _CombineInLocalWindows(beam.PTransform):
-    def __init__(self, combine_fn, window_seconds, allowed_lateness_seconds, accumulate):
+    def __init__(self, combine_fn, window_fn, allowed_lateness_seconds, accumulate):
         super().__init__()
-        self.dofn = CombineInWindowsFn(combine_fn, window_seconds, allowed_lateness_seconds, accumulate)
+        self.dofn = CombineInWindowsFn(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
 
     def expand(self, keyed):
         return (keyed
