@@ -15,7 +15,8 @@ How it is computed: routed records are first combined per hour and dimension val
 sliding windows, so a report is not copied into 24 windows. Streaming: discarding hourly panes, then
 accumulating panes per table window; late reports within the allowed lateness fire each window again with
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
-right total. Reports later than that are dropped by the runner; they are counted as
+right total (on the DirectRunner both steps keep one merged tally per key and window instead of Beam's
+grouping: transforms/plumbing/local_windows.py). Reports later than that are dropped by the runner; they are counted as
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
 each dimension value's timeline gives its hourly and sliding rows in one pass.
