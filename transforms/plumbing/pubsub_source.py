@@ -104,9 +104,7 @@ class _Ledger:
     def __init__(self, subscription):
         self.subscription = subscription
         self.lock = threading.Lock()
-        self.pending = {}  # pull number -> [when its leases were last extended (monotonic), its ack ids packed]
-        self.pending_count = 0  # ack ids in `pending`
-        self.pulls = 0  # numbers the batches of `pending`
+        self.pending = PendingAckIds()
         self.seen = set()  # _identity of every message emitted by this run (read by the pulling thread only)
         self.pulled = 0  # deliveries, redeliveries included
         self.redeliveries = 0  # deliveries of a message already emitted by this run, not emitted again
@@ -150,7 +148,7 @@ class _Ledger:
                         logging.warning("Pub/Sub subscription %s unreachable (%s failed: %s); retrying for up "
                                         "to %s s", self.subscription, what, error, OUTAGE_GRACE_SECONDS)
                     outage = time.monotonic() - self.outage_since
-                    pending = self.pending_count if unacknowledged is None else unacknowledged
+                    pending = len(self.pending) if unacknowledged is None else unacknowledged
                 if outage >= OUTAGE_GRACE_SECONDS:
                     self.failure = PubSubUnavailable(
                         f"Pub/Sub subscription {self.subscription} unreachable for {outage:.0f} s, longer than "
@@ -206,27 +204,24 @@ class _Ledger:
         packed = pack_ack_ids(ack_ids)
         now = time.monotonic()
         with self.lock:
-            self.pending[self.pulls] = [now, packed]
-            self.pulls += 1
-            self.pending_count += len(ack_ids)
+            self.pending.add(packed, len(ack_ids), now)
 
     def _renewed(self, pull):
         now = time.monotonic()
         with self.lock:  # only if still pending: the run may have been settled meanwhile
-            if pull in self.pending:
-                self.pending[pull][0] = now
+            self.pending.renewed(pull, now)
 
     def _take_pending(self):
         """Every pending ack id, the ledger emptied."""
         with self.lock:
-            pending, self.pending, self.pending_count = self.pending, {}, 0
-        return [ack_id for _, packed in pending.values() for ack_id in unpack_ack_ids(packed)]
+            pending, self.pending = self.pending, PendingAckIds()
+        return pending.ack_ids()
 
     def _renew_leases(self):
         while not self.stopped.wait(RENEW_EVERY_SECONDS / 4):
             cutoff = time.monotonic() - RENEW_EVERY_SECONDS
             with self.lock:
-                due = [(pull, packed) for pull, (renewed, packed) in self.pending.items() if renewed < cutoff]
+                due = self.pending.due(cutoff)
             try:
                 for pull, packed in due:
                     for batch in _batches(unpack_ack_ids(packed), ACK_BATCH):
@@ -278,6 +273,35 @@ class _Ledger:
         self.stopped.set()
         if self._client is not None:
             self._client.close()
+
+
+class PendingAckIds:
+    """Ack ids pulled and not yet settled: each pull's packed, with one time its leases were last extended;
+    `len()` counts the ack ids."""
+
+    def __init__(self):
+        self.pulls = {}  # pull number -> [when its leases were last extended (monotonic), its ack ids packed]
+        self.count = 0
+        self.next_pull = 0
+
+    def __len__(self):
+        return self.count
+
+    def add(self, packed, count, now):
+        self.pulls[self.next_pull] = [now, packed]
+        self.next_pull += 1
+        self.count += count
+
+    def renewed(self, pull, now):
+        if pull in self.pulls:
+            self.pulls[pull][0] = now
+
+    def due(self, cutoff):
+        """(pull, packed ack ids) of the pulls whose leases were last extended before `cutoff`."""
+        return [(pull, packed) for pull, (renewed, packed) in self.pulls.items() if renewed < cutoff]
+
+    def ack_ids(self):
+        return [ack_id for _, packed in self.pulls.values() for ack_id in unpack_ack_ids(packed)]
 
 
 def pack_ack_ids(ack_ids):
