@@ -15,7 +15,8 @@ How it is computed: routed records are first combined per hour and dimension val
 sliding windows, so a report is not copied into 24 windows. Streaming: discarding hourly panes, then
 accumulating panes per table window; late reports within the allowed lateness fire each window again with
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
-right total. Reports later than that are dropped by the runner; they are counted as
+right total (on the DirectRunner both steps keep one merged tally per key and window instead of Beam's
+grouping: transforms/plumbing/local_windows.py). Reports later than that are dropped by the runner; they are counted as
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
 each dimension value's timeline gives its hourly and sliding rows in one pass.
@@ -35,6 +36,8 @@ from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
                                               late_firing_windows, pane_columns, utc)
+from transforms.plumbing.direct_runner import on_the_direct_runner
+from transforms.plumbing.local_windows import combine_in_local_windows
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -214,10 +217,11 @@ def partition_folder(row):
 class TrendCounts(beam.PTransform):
     """Writes the trend tables of routed records under `<output>/trends/`; returns every row (with `table`)."""
 
-    def __init__(self, output_dir, allowed_lateness_seconds=24 * 3600):
+    def __init__(self, output_dir, allowed_lateness_seconds=24 * 3600, local=None):
         super().__init__()
         self.output_dir = output_dir
         self.allowed_lateness_seconds = allowed_lateness_seconds
+        self.local = local  # the local state forms (None: on the DirectRunner)
 
     def expand(self, routed_records):
         tallied, tally_failures = routed_records | "KeysAndTally" >> beam.Map(
@@ -226,7 +230,8 @@ class TrendCounts(beam.PTransform):
             tallied
             | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
-                already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False)
+                already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False,
+                local=self.local)
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows, row_failures = (self.batch_rows(partials) if routed_records.is_bounded
                               else self.streaming_rows(partials))
@@ -254,17 +259,29 @@ class TrendCounts(beam.PTransform):
     def streaming_rows(self, partials):
         """Accumulating panes per table window over the hourly partials, re-fired by late data."""
         keyed = partials | "PerDimension" >> beam.Map(lambda partial: (partial.key, partial.value))
+        local = on_the_direct_runner(partials.pipeline) if self.local is None else self.local
+        if local:
+            keyed = keyed | "Unwindow" >> beam.WindowInto(window.GlobalWindows())  # one state for every window
         rows, failures = [], []
         for kind, window_fn in WINDOW_KINDS.items():
-            made = (keyed
-                    | f"{kind.capitalize()}Windows" >> late_firing_windows(
-                        window_fn, self.allowed_lateness_seconds, accumulate=True)
-                    | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally))
+            made = (self.table_windows(keyed, kind, window_fn, local)
                     | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
             rows.append(made.rows | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
                 window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False))
             failures.append(made[FAILURES])
         return rows, failures
+
+    def table_windows(self, keyed, kind, window_fn, local):
+        """(dimension key, tally) per accumulating pane of a table's windows: Beam's windows and grouping, or
+        on the DirectRunner one merged tally per key and window (local_windows.py), which Beam's grouping
+        there would hold as every hourly partial, for every window, for the whole run."""
+        if local:
+            return keyed | f"{kind.capitalize()}Combine" >> combine_in_local_windows(
+                TallyCombineFn(Tally), window_fn, self.allowed_lateness_seconds, accumulate=True)
+        return (keyed
+                | f"{kind.capitalize()}Windows" >> late_firing_windows(
+                    window_fn, self.allowed_lateness_seconds, accumulate=True)
+                | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally)))
 
 
 _INPUT = counter("trend_input_reports")

@@ -1,7 +1,7 @@
 """Event-time windows shared by the windowed stages (trends, bundles, spike alerts, file sinks).
 
 Unbounded input uses Beam's windows and triggers: panes fire when the watermark passes a window and again
-for late data. Bounded input (a batch replay) has no late data and fires every window exactly once, so
+for late data (on the DirectRunner, the same panes from transforms/plumbing/local_windows.py). Bounded input (a batch replay) has no late data and fires every window exactly once, so
 there the stages key by the window's start instead and group in the global window: the same result,
 without the DirectRunner's general trigger driver, which every windowed grouping goes through even with the
 default trigger (it was most of a batch run's time: trends 1.3 ms a report before, ~0.2 ms after).
@@ -11,11 +11,12 @@ import typing
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
-from apache_beam.transforms.combiners import LiftedCombinePerKey, ToListCombineFn
+from apache_beam.transforms.combiners import ToListCombineFn
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from transforms.plumbing.direct_runner import on_the_direct_runner
+from transforms.plumbing.local_windows import combine_in_local_windows
 
 ON_TIME_PANE = {"pane_index": 0, "pane_timing": "ON_TIME"}  # the one pane of a bounded run's window
 
@@ -174,16 +175,21 @@ class CombinePerKeyAndWindow(beam.PTransform):
       trigger driver); one on-time pane per window, each result timestamped inside its window;
     - unbounded: fixed windows firing when the watermark passes and once per late element; discarding
       panes are combined with the keys inside one accumulator (one element per record); accumulating panes
-      per key, so a late element fires its own key again, not every key of its window.
+      per key, so a late element fires its own key again, not every key of its window. On the DirectRunner
+      (or with `local`) the same panes come from one merged accumulator per key and window
+      (transforms/plumbing/local_windows.py), not from Beam's grouping, which holds what reaches it until
+      the window fires.
     """
 
-    def __init__(self, keys_and_value, combine_fn, window_seconds, allowed_lateness_seconds, accumulate):
+    def __init__(self, keys_and_value, combine_fn, window_seconds, allowed_lateness_seconds, accumulate,
+                 local=None):
         super().__init__()
         self.keys_and_value = keys_and_value
         self.combine_fn = combine_fn
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.accumulate = accumulate
+        self.local = local
 
     def expand(self, elements):
         if elements.is_bounded:
@@ -192,29 +198,29 @@ class CombinePerKeyAndWindow(beam.PTransform):
                                                                                  self.window_seconds))
                     | "Combine" >> beam.CombinePerKey(KeyedCombineFn(self.combine_fn))
                     | "Results" >> beam.FlatMap(_on_time_results, self.window_seconds))
-        windowed = elements | "Windows" >> late_firing_windows(
-            window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, self.accumulate)
-        lifted = on_the_direct_runner(elements.pipeline)
+        local = on_the_direct_runner(elements.pipeline) if self.local is None else self.local
         if self.accumulate:
-            return (windowed
+            return (self.in_windows(elements, local)
                     | "PerKey" >> beam.FlatMap(_per_key, self.keys_and_value)
-                    | "Combine" >> combine_per_key(self.combine_fn, lifted)
+                    | "Combine" >> self.combine_per_key(self.combine_fn, local)
                     | "Results" >> beam.ParDo(_KeyedResultFn()))
-        return (windowed
+        return (self.in_windows(elements, local)
                 | "KeysAndValue" >> beam.Map(_under_one_key, self.keys_and_value)
-                | "Combine" >> combine_per_key(KeyedCombineFn(self.combine_fn), lifted)
+                | "Combine" >> self.combine_per_key(KeyedCombineFn(self.combine_fn), local)
                 | "Results" >> beam.ParDo(_PaneResultsFn()))
 
+    def in_windows(self, elements, local):
+        """Beam's form: the elements in their fixed windows; the local form reads windows from timestamps."""
+        if local:
+            return in_global_window(elements)
+        return elements | "Windows" >> late_firing_windows(
+            window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, self.accumulate)
 
-def combine_per_key(combine_fn, lifted):
-    """Beam's CombinePerKey, or with `lifted` its `LiftedCombinePerKey`: values combined per key and window
-    within each bundle before the grouping, which then holds one accumulator per bundle.
-
-    Lifted on the DirectRunner: it lifts a combine only in the global window with the default trigger, so a
-    windowed one buffered every element until its window fired (an hourly count held ~0.8 KB a report
-    for the hour); a production runner lifts combines itself.
-    """
-    return LiftedCombinePerKey(combine_fn, (), {}) if lifted else beam.CombinePerKey(combine_fn)
+    def combine_per_key(self, combine_fn, local):
+        if local:
+            return combine_in_local_windows(combine_fn, window.FixedWindows(self.window_seconds),
+                                            self.allowed_lateness_seconds, self.accumulate)
+        return beam.CombinePerKey(combine_fn)
 
 
 class _KeysAndValueByWindowFn(beam.DoFn):

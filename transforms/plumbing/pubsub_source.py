@@ -17,7 +17,8 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
   dropped here, at the source: its new ack id is kept in the ledger (acknowledged with the rest after the
   run) but the message is not emitted again, and it is counted (`redeliveries_dropped_at_source`). So a
   malformed message is dead-lettered once per run, not once per delivery (it used to be once per delivery). The set of
-  message ids seen lives as long as the run (about 100 bytes a message). A report published twice (two
+  message ids seen lives as long as the run (a 16-byte digest each, ~80 bytes), and so do the ack ids,
+  packed per pull with one lease time per pull (a few dozen bytes each). A report published twice (two
   messages, two ids) is still dropped by the pipeline's reportId dedup (`duplicates`);
 - Pub/Sub unreachable (an outage, the emulator stopped): each call (pull, lease extension, acknowledge)
   is retried with a bounded backoff for up to `OUTAGE_GRACE_SECONDS` from the first failure of the
@@ -30,6 +31,7 @@ The ledger of unacknowledged messages lives in this process: the source is for t
 DirectRunner only.
 """
 import logging
+import os
 import threading
 import time
 import uuid
@@ -102,7 +104,7 @@ class _Ledger:
     def __init__(self, subscription):
         self.subscription = subscription
         self.lock = threading.Lock()
-        self.pending = {}  # ack id -> when its lease was last extended (monotonic)
+        self.pending = PendingAckIds()
         self.seen = set()  # _identity of every message emitted by this run (read by the pulling thread only)
         self.pulled = 0  # deliveries, redeliveries included
         self.redeliveries = 0  # deliveries of a message already emitted by this run, not emitted again
@@ -196,34 +198,44 @@ class _Ledger:
         return messages, redelivered
 
     def add(self, ack_ids):
+        """Records one pull's ack ids, leased now, packed with one lease time for them all."""
+        if not ack_ids:
+            return
+        packed = pack_ack_ids(ack_ids)
         now = time.monotonic()
         with self.lock:
-            self.pending.update(dict.fromkeys(ack_ids, now))
+            self.pending.add(packed, len(ack_ids), now)
 
-    def _renewed(self, ack_ids):
+    def _renewed(self, pull):
         now = time.monotonic()
-        with self.lock:  # only those still pending: the run may have been settled meanwhile
-            self.pending.update((ack_id, now) for ack_id in ack_ids if ack_id in self.pending)
+        with self.lock:  # only if still pending: the run may have been settled meanwhile
+            self.pending.renewed(pull, now)
+
+    def _take_pending(self):
+        """Every pending ack id, the ledger emptied."""
+        with self.lock:
+            pending, self.pending = self.pending, PendingAckIds()
+        return pending.ack_ids()
 
     def _renew_leases(self):
         while not self.stopped.wait(RENEW_EVERY_SECONDS / 4):
             cutoff = time.monotonic() - RENEW_EVERY_SECONDS
             with self.lock:
-                due = [ack_id for ack_id, renewed in self.pending.items() if renewed < cutoff]
+                due = self.pending.due(cutoff)
             try:
-                for batch in _batches(due, ACK_BATCH):
-                    self._call("extending leases", lambda timeout, batch=batch: self.client.modify_ack_deadline(
-                        subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=LEASE_SECONDS,
-                        retry=None, timeout=timeout))
-                    self._renewed(batch)
+                for pull, packed in due:
+                    for batch in _batches(unpack_ack_ids(packed), ACK_BATCH):
+                        self._call("extending leases", lambda timeout, batch=batch: self.client.modify_ack_deadline(
+                            subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=LEASE_SECONDS,
+                            retry=None, timeout=timeout))
+                    self._renewed(pull)
             except Exception as error:  # noqa: BLE001 - the next pull raises the same outage, or retries
                 if not self.stopped.is_set():
                     logging.warning("could not extend the leases of %s: %s", self.subscription, error)
 
     def acknowledge_all(self):
         """Acknowledges every pending message; returns how many."""
-        with self.lock:
-            ack_ids, self.pending = list(self.pending), {}
+        ack_ids = self._take_pending()
         for done, batch in zip(range(0, len(ack_ids), ACK_BATCH), _batches(ack_ids, ACK_BATCH)):
             self._call("acknowledge", lambda timeout, batch=batch: self._acknowledge(batch, timeout),
                        consequence="the run committed its outputs but could not acknowledge them",
@@ -247,8 +259,7 @@ class _Ledger:
     def release_all(self):
         """Hands every pending message back to Pub/Sub for immediate redelivery (a failed run). Tried once:
         if Pub/Sub cannot be reached, the messages are redelivered anyway when their leases end."""
-        with self.lock:
-            ack_ids, self.pending = list(self.pending), {}
+        ack_ids = self._take_pending()
         try:
             for batch in _batches(ack_ids, ACK_BATCH):
                 self.client.modify_ack_deadline(subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=0,
@@ -262,6 +273,48 @@ class _Ledger:
         self.stopped.set()
         if self._client is not None:
             self._client.close()
+
+
+class PendingAckIds:
+    """Ack ids pulled and not yet settled: each pull's packed, with one time its leases were last extended;
+    `len()` counts the ack ids."""
+
+    def __init__(self):
+        self.pulls = {}  # pull number -> [when its leases were last extended (monotonic), its ack ids packed]
+        self.count = 0
+        self.next_pull = 0
+
+    def __len__(self):
+        return self.count
+
+    def add(self, packed, count, now):
+        self.pulls[self.next_pull] = [now, packed]
+        self.next_pull += 1
+        self.count += count
+
+    def renewed(self, pull, now):
+        if pull in self.pulls:
+            self.pulls[pull][0] = now
+
+    def due(self, cutoff):
+        """(pull, packed ack ids) of the pulls whose leases were last extended before `cutoff`."""
+        return [(pull, packed) for pull, (renewed, packed) in self.pulls.items() if renewed < cutoff]
+
+    def ack_ids(self):
+        return [ack_id for _, packed in self.pulls.values() for ack_id in unpack_ack_ids(packed)]
+
+
+def pack_ack_ids(ack_ids):
+    """One pull's ack ids as (their common prefix, the rest of each joined by newlines): a run keeps every
+    ack id until it ends, and ids of one pull share most of their text (~170 bytes an id as a dict entry,
+    a few dozen packed). Pub/Sub's ack ids are printable, without newlines."""
+    prefix = os.path.commonprefix(ack_ids)
+    return prefix, "\n".join(ack_id[len(prefix):] for ack_id in ack_ids).encode("utf-8")
+
+
+def unpack_ack_ids(packed):
+    prefix, rest = packed
+    return [prefix + suffix for suffix in rest.decode("utf-8").split("\n")]
 
 
 def _batches(items, size):
