@@ -34,10 +34,9 @@ from apache_beam.transforms import window
 
 from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
-from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn, in_window,
-                                              late_firing_windows, pane_columns, utc)
-from transforms.plumbing.direct_runner import on_the_direct_runner
-from transforms.plumbing.local_windows import combine_in_local_windows
+from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn,
+                                              combine_in_event_windows, in_window, late_firing_windows,
+                                              local_forms, pane_columns, utc)
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -259,30 +258,21 @@ class TrendCounts(beam.PTransform):
     def streaming_rows(self, partials):
         """Accumulating panes per table window over the hourly partials, re-fired by late data."""
         keyed = partials | "PerDimension" >> beam.Map(lambda partial: (partial.key, partial.value))
-        local = on_the_direct_runner(partials.pipeline) if self.local is None else self.local
+        local = local_forms(partials.pipeline, self.local)
         if local:
-            keyed = keyed | "Unwindow" >> beam.WindowInto(window.GlobalWindows())  # one state for every window
+            # one local state for every window: re-windowed, as the partials are in their hours' windows
+            keyed = keyed | "Unwindow" >> beam.WindowInto(window.GlobalWindows())
         rows, failures = [], []
         for kind, window_fn in WINDOW_KINDS.items():
-            made = (self.table_windows(keyed, kind, window_fn, local)
+            # on the DirectRunner one merged tally per key and window (local_windows.py): Beam's grouping there
+            # would hold every hourly partial, for every window, for the whole run
+            made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TallyCombineFn(Tally),
+                                             self.allowed_lateness_seconds, accumulate=True, local=local)
                     | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
             rows.append(made.rows | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
                 window.FixedWindows(DAY), self.allowed_lateness_seconds, accumulate=False))
             failures.append(made[FAILURES])
         return rows, failures
-
-    def table_windows(self, keyed, kind, window_fn, local):
-        """(dimension key, tally) per accumulating pane of a table's windows: Beam's windows and grouping, or
-        on the DirectRunner one merged tally per key and window (local_windows.py), which Beam's grouping
-        there would hold as every hourly partial, for every window, for the whole run."""
-        if local:
-            return keyed | f"{kind.capitalize()}Combine" >> combine_in_local_windows(
-                TallyCombineFn(Tally), window_fn, self.allowed_lateness_seconds, accumulate=True)
-        return (keyed
-                | f"{kind.capitalize()}Windows" >> late_firing_windows(
-                    window_fn, self.allowed_lateness_seconds, accumulate=True)
-                | f"{kind.capitalize()}Combine" >> beam.CombinePerKey(TallyCombineFn(Tally)))
-
 
 _INPUT = counter("trend_input_reports")
 

@@ -198,29 +198,34 @@ class CombinePerKeyAndWindow(beam.PTransform):
                                                                                  self.window_seconds))
                     | "Combine" >> beam.CombinePerKey(KeyedCombineFn(self.combine_fn))
                     | "Results" >> beam.FlatMap(_on_time_results, self.window_seconds))
-        local = on_the_direct_runner(elements.pipeline) if self.local is None else self.local
+        local = local_forms(elements.pipeline, self.local)
+        window_fn = window.FixedWindows(self.window_seconds)
         if self.accumulate:
-            return (self.in_windows(elements, local)
-                    | "PerKey" >> beam.FlatMap(_per_key, self.keys_and_value)
-                    | "Combine" >> self.combine_per_key(self.combine_fn, local)
+            per_key = elements | "PerKey" >> beam.FlatMap(_per_key, self.keys_and_value)
+            return (combine_in_event_windows(per_key, "", window_fn, self.combine_fn,
+                                             self.allowed_lateness_seconds, self.accumulate, local)
                     | "Results" >> beam.ParDo(_KeyedResultFn()))
-        return (self.in_windows(elements, local)
-                | "KeysAndValue" >> beam.Map(_under_one_key, self.keys_and_value)
-                | "Combine" >> self.combine_per_key(KeyedCombineFn(self.combine_fn), local)
+        under_one_key = elements | "KeysAndValue" >> beam.Map(_under_one_key, self.keys_and_value)
+        return (combine_in_event_windows(under_one_key, "", window_fn, KeyedCombineFn(self.combine_fn),
+                                         self.allowed_lateness_seconds, self.accumulate, local)
                 | "Results" >> beam.ParDo(_PaneResultsFn()))
 
-    def in_windows(self, elements, local):
-        """Beam's form: the elements in their fixed windows; the local form reads windows from timestamps."""
-        if local:
-            return in_global_window(elements)
-        return elements | "Windows" >> late_firing_windows(
-            window.FixedWindows(self.window_seconds), self.allowed_lateness_seconds, self.accumulate)
+def local_forms(pipeline, local):
+    """Whether a stage uses its local state forms: as `local` says, or (None) on the DirectRunner."""
+    return on_the_direct_runner(pipeline) if local is None else local
 
-    def combine_per_key(self, combine_fn, local):
-        if local:
-            return combine_in_local_windows(combine_fn, window.FixedWindows(self.window_seconds),
-                                            self.allowed_lateness_seconds, self.accumulate)
-        return beam.CombinePerKey(combine_fn)
+
+def combine_in_event_windows(keyed, label, window_fn, combine_fn, allowed_lateness_seconds, accumulate, local):
+    """(key, value) timestamped elements -> (key, combined) per pane of `window_fn`'s windows, firing when the
+    watermark passes and once per late bundle: Beam's windows and CombinePerKey, or with `local` the same
+    panes from one merged accumulator per key and window (local_windows.py), which reads the windows from
+    the timestamps. `label` prefixes the steps' names."""
+    if local:
+        return in_global_window(keyed) | f"{label}Combine" >> combine_in_local_windows(
+            combine_fn, window_fn, allowed_lateness_seconds, accumulate)
+    return (keyed
+            | f"{label}Windows" >> late_firing_windows(window_fn, allowed_lateness_seconds, accumulate)
+            | f"{label}Combine" >> beam.CombinePerKey(combine_fn))
 
 
 class _KeysAndValueByWindowFn(beam.DoFn):
