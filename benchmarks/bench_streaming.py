@@ -16,7 +16,9 @@
    stayed exact (no reportId twice in the routed files, read = routed + duplicates + dead-lettered). With
    --dedup-state per-key (main's form) as well as bucketed unless --soak-forms says otherwise, each form in a
    process of its own (so the second form's RSS does not start on the first's heap). --census: which steps'
-   keyed state and which object types grew after warm-up, and RSS after malloc_trim(0) at the deadline.
+   keyed state and which object types grew after warm-up, each step's state by its keys, windows, buffered
+   values, timers and MB held (the deep size of its state values and timers), sorted by how much it grew,
+   and RSS after malloc_trim(0) at the deadline.
 
     .venv/bin/python benchmarks/bench_streaming.py               # 300 s per part
     .venv/bin/python benchmarks/bench_streaming.py --seconds 30 --rate 1200
@@ -25,6 +27,7 @@
 import argparse
 import collections
 import ctypes
+import gc
 import itertools
 import multiprocessing
 import os
@@ -36,6 +39,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import types
 import uuid
 
 import apache_beam as beam
@@ -201,36 +205,54 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
 
 
 def keyed_state_census(result):
-    """{step: (keys, windows, buffered values, timers)} of the DirectRunner's keyed state (a racy walk
-    of a running pipeline, retried until it reads through)."""
+    """{step: (keys, windows, buffered values, timers, MB held)} of the DirectRunner's keyed state (a racy
+    walk of a running pipeline, retried until it reads through). MB held: the deep size of the step's state
+    values and timers, an object shared with a step walked earlier counted there only."""
     states = result._evaluation_context._transform_keyed_states
     for _ in range(20):
         try:
-            census = {}
+            census, walked = {}, set()
             for applied, keyed in list(states.items()):
                 held = list(keyed.values())
                 census[applied.full_label] = (
                     len(held), sum(len(state.state) for state in held),
                     sum(len(values) for state in held for tags in list(state.state.values())
                         for values in list(tags.values())),
-                    sum(len(timers) for state in held for timers in list(state.timers.values())))
+                    sum(len(timers) for state in held for timers in list(state.timers.values())),
+                    round(sum(deep_bytes(state.state, walked) + deep_bytes(state.timers, walked) for state in held)
+                          / 2**20, 1))
             return census
         except RuntimeError:  # a dict changed size while walked
             time.sleep(0.01)
     return {}
 
 
+_NOT_STATE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def deep_bytes(root, walked):
+    """Bytes of `root` and what it refers to (not classes, modules or functions), skipping ids in `walked`."""
+    total, stack = 0, [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in walked or isinstance(obj, _NOT_STATE):
+            continue
+        walked.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
 def object_census():
     """{type name: live objects} the garbage collector tracks."""
-    import gc
     return collections.Counter(type(obj).__name__ for obj in gc.get_objects())
 
 
 def print_census(before, after, label, top=12):
-    grown = sorted(after, key=lambda name: after[name][0] - before.get(name, (0,) * 4)[0], reverse=True)
-    print(f"  keyed state, {label} (keys / windows / buffered values / timers):")
+    grown = sorted(after, key=lambda name: after[name][4] - before.get(name, (0,) * 5)[4], reverse=True)
+    print(f"  keyed state, {label} (keys / windows / buffered values / timers / MB held):")
     for name in grown[:top]:
-        print(f"    {after[name]!s:32} was {before.get(name, (0, 0, 0, 0))!s:28} {name}")
+        print(f"    {after[name]!s:38} was {before.get(name, (0, 0, 0, 0, 0))!s:34} {name}")
 
 
 def print_traced(snapshot, top=15):
@@ -312,7 +334,8 @@ def main():
     parser.add_argument("--copy-every", type=int, default=10, help="soak: every so many reports published twice")
     parser.add_argument("--sample-seconds", type=float, default=30, help="soak: RSS printed this often")
     parser.add_argument("--census", nargs="?", const="count", choices=("count", "trace"),
-                        help="soak: which steps' keyed state and which object types grew after warm-up; "
+                        help="soak: which steps' keyed state (counts and MB held) and which object types grew "
+                        "after warm-up; "
                         "`--census trace` also traces allocations (tracemalloc: several times slower)")
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
