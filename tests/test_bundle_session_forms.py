@@ -7,6 +7,7 @@ from apache_beam.testing.test_stream import TestStream
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
 from transforms.bundles import BundleRepeats, sessions_of
+from transforms.plumbing.distinct import pair_digest64
 
 HOUR = 3600
 
@@ -14,7 +15,7 @@ HOUR = 3600
 def sighting(bundle, seconds, user, jurisdiction="GB"):
     """A keyed sighting as `_KeyByBundleFn` makes it, at its event time."""
     micros = seconds * 1_000_000
-    return at(seconds, ((bundle, f"md5:{bundle}"), (micros, ("esp-1", user), "esp-1", jurisdiction)))
+    return at(seconds, ((bundle, f"md5:{bundle}"), (micros, pair_digest64("esp-1", user), "esp-1", jurisdiction)))
 
 
 def sighting_stream():

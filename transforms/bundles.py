@@ -52,6 +52,7 @@ from transforms.plumbing.direct_runner import (expose_input_watermark, hold_wate
                                                on_the_direct_runner)
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
                                               late_firing_windows, pane_columns, utc)
+from transforms.plumbing.distinct import DistinctDigests, pair_digest64
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import (PickledIntoBuckets, bucket_of, digest_of, move_timer_earlier,
                                                record_offset, reset_timer)
@@ -320,9 +321,11 @@ def _stop_on_failure(failure):
 
 
 def sighting(record, timestamp):
-    """(event micros, user, esp, jurisdiction) of a routed record; the user key never leaves the accumulator."""
+    """(event micros, user digest, esp, jurisdiction) of a routed record: the user only as the 64-bit
+    digest of its (ESP, id) pair (transforms/plumbing/distinct.py), so no user id reaches the bundle state."""
     user = (record.get("reportedUser") or {}).get("espIdentifier")
-    return timestamp.micros, (record["espId"], user) if user else None, record["espId"], record["jurisdiction"]
+    esp = record["espId"]
+    return timestamp.micros, pair_digest64(esp, user) if user else None, esp, record["jurisdiction"]
 
 
 class _KeyByBundleFn(beam.DoFn):
@@ -342,12 +345,13 @@ class _KeyByBundleFn(beam.DoFn):
 
 @dataclasses.dataclass
 class BundleTally:
-    """What a bundle accumulates: first/last seen (event micros), reports, distinct users, ESPs, jurisdictions."""
+    """What a bundle accumulates: first/last seen (event micros), reports, distinct users (by digest), ESPs,
+    jurisdictions."""
 
     first: float = float("inf")
     last: float = float("-inf")
     reports: int = 0
-    users: set = dataclasses.field(default_factory=set)
+    users: DistinctDigests = dataclasses.field(default_factory=DistinctDigests)
     esps: set = dataclasses.field(default_factory=set)
     jurisdictions: set = dataclasses.field(default_factory=set)
 
@@ -362,7 +366,7 @@ class BundleTally:
     def merge(self, other):
         self.first, self.last = min(self.first, other.first), max(self.last, other.last)
         self.reports += other.reports
-        self.users |= other.users
+        self.users.update(other.users)
         self.esps |= other.esps
         self.jurisdictions |= other.jurisdictions
 

@@ -8,7 +8,8 @@ rather than one wide table grouped by every dimension, because `users` and `bund
 values: they do not add up across rows, so a wide table could not be rolled up to one dimension.
 
 Counts: `reports`, `files`, `users` (distinct reported users, an ESP's user id being unique only within
-that ESP) and `bundles` (distinct bundle ids). Rows carry no IP addresses, user ids or media.
+that ESP) and `bundles` (distinct bundle ids), both counted by 64-bit digest (exact barring a digest
+collision: transforms/plumbing/distinct.py). Rows carry no IP addresses, user ids or media.
 
 How it is computed: routed records are first combined per hour and dimension value into partial tallies
 (each report lands in exactly one partial per dimension), then the few partials are merged into hourly and
@@ -37,6 +38,7 @@ from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn,
                                               combine_in_event_windows, in_window, late_firing_windows,
                                               local_forms, pane_columns, utc)
+from transforms.plumbing.distinct import DistinctDigests, digest64, pair_digest64
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
@@ -60,28 +62,33 @@ def dimension_values(record):
 
 
 class Tally:
-    """Partial counts of a set of reports; user and bundle sets stay inside the pipeline."""
+    """Partial counts of a set of reports: reports, files, and distinct users and bundles as 64-bit digests
+    (transforms/plumbing/distinct.py), so no user or bundle id stays in the pipeline's state and a window
+    holds 8 bytes a distinct one."""
     __slots__ = ("reports", "files", "users", "bundles")
 
     def __init__(self, reports=0, files=0, users=None, bundles=None):
         self.reports, self.files = reports, files
-        self.users, self.bundles = users or set(), bundles or set()
+        self.users = users if users is not None else DistinctDigests()
+        self.bundles = bundles if bundles is not None else DistinctDigests()
 
-    @classmethod
-    def of(cls, record):
-        user = (record.get("reportedUser") or {}).get("espIdentifier")
-        bundle = record.get("bundleId")
-        return cls(1, len(record.get("files") or []),
-                   {(record["espId"], user)} if user else set(), {bundle} if bundle else set())
+    def add(self, counted):
+        """Counts in one record's `counted(record)`."""
+        files, user, bundle = counted
+        self.reports += 1
+        self.files += files
+        if user is not None:
+            self.users.add(user)
+        if bundle is not None:
+            self.bundles.add(bundle)
+        return self
 
     def merge(self, other):
         self.reports += other.reports
         self.files += other.files
-        self.users |= other.users
-        self.bundles |= other.bundles
+        self.users.update(other.users)
+        self.bundles.update(other.bundles)
         return self
-
-    add = merge  # a record's tally is counted in by merging it
 
     def counts(self):
         return {"reports": self.reports, "files": self.files, "users": len(self.users), "bundles": len(self.bundles)}
@@ -93,6 +100,22 @@ class Tally:
         return isinstance(other, Tally) and self.__reduce__() == other.__reduce__()
 
 
+def counted(record):
+    """What a record adds to a tally: (its files, its user's digest or None, its bundle's digest or None).
+    A user id is unique only within its ESP, so the user is the (ESP, id) pair."""
+    user = (record.get("reportedUser") or {}).get("espIdentifier")
+    bundle = record.get("bundleId")
+    return (len(record.get("files") or []), pair_digest64(record["espId"], user) if user else None,
+            digest64(bundle) if bundle else None)
+
+
+class TalliesCombineFn(TallyCombineFn):
+    """Combines hourly partial tallies into windows: each input is a Tally, merged in."""
+
+    def add_input(self, tally, partial):
+        return tally.merge(partial)
+
+
 def dimension_keys(record):
     """The (dimension, value) keys a record counts under: the total, each single-valued dimension's value,
     then each distinct report annotation (so annotation rows do not add up to the total)."""
@@ -101,11 +124,12 @@ def dimension_keys(record):
 
 
 def keys_and_tally(record):
-    """(the record's dimension keys, its tally): one element per record, not one per dimension. The keys
-    are hashed here, so a value no grouping could hold fails with its record, not inside a combine."""
+    """(the record's dimension keys, what it adds to a tally): one element per record, not one per
+    dimension. The keys are hashed here, so a value no grouping could hold fails with its record, not
+    inside a combine."""
     keys = dimension_keys(record)
     hash(keys)
-    return keys, Tally.of(record)
+    return keys, counted(record)
 
 
 def already_keyed(keys_and_value):
@@ -125,14 +149,14 @@ def sliding_day_counts(hourly):
         while entered < len(hours) and hours[entered] < start + DAY:
             tally = hourly[hours[entered]]
             reports, files = reports + tally.reports, files + tally.files
-            users.update(tally.users)
-            bundles.update(tally.bundles)
+            users.update(tally.users.digests().tolist())
+            bundles.update(tally.bundles.digests().tolist())
             entered += 1
         while hours[left] < start:
             tally = hourly[hours[left]]
             reports, files = reports - tally.reports, files - tally.files
-            forget(users, tally.users)
-            forget(bundles, tally.bundles)
+            forget(users, tally.users.digests().tolist())
+            forget(bundles, tally.bundles.digests().tolist())
             left += 1
         yield start, {"reports": reports, "files": files, "users": len(users), "bundles": len(bundles)}
 
@@ -266,7 +290,7 @@ class TrendCounts(beam.PTransform):
         for kind, window_fn in WINDOW_KINDS.items():
             # on the DirectRunner one merged tally per key and window (local_windows.py): Beam's grouping there
             # would hold every hourly partial, for every window, for the whole run
-            made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TallyCombineFn(Tally),
+            made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TalliesCombineFn(Tally),
                                              self.allowed_lateness_seconds, accumulate=True, local=local)
                     | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
             rows.append(made.rows | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
