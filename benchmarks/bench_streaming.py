@@ -44,6 +44,7 @@ import uuid
 
 import apache_beam as beam
 import fastavro
+import pyarrow
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -66,6 +67,31 @@ PROJECT = "tipline-bench"
 def rss_mb():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def memory_by_kind():
+    """MB of RSS by where it lives (/proc/self/smaps): the main heap, other anonymous mappings (glibc's
+    per-thread arenas, numpy's large arrays, Arrow's pool), mapped files; then Python's allocated blocks
+    (count, thousands) and Arrow's allocated MB, which tell live objects from memory an allocator keeps."""
+    kinds = collections.Counter()
+    with open("/proc/self/smaps") as smaps:
+        kind = None
+        for line in smaps:
+            fields = line.split()
+            if not fields[0].endswith(":"):
+                path = fields[5] if len(fields) > 5 else ""
+                kind = ("heap" if path == "[heap]" else "anonymous" if not path
+                        else "files" if not path.startswith("[") else "other")
+            elif fields[0] == "Rss:":
+                kinds[kind] += int(fields[1]) / 1024
+    kinds["python kblocks"] = sys.getallocatedblocks() / 1000
+    kinds["arrow"] = pyarrow.total_allocated_bytes() / 2**20
+    return kinds
+
+
+def print_memory_by_kind(before, after):
+    print("  memory after warm-up -> deadline: " + ", ".join(
+        f"{kind} {before.get(kind, 0):.0f} -> {after[kind]:.0f}" for kind in after))
 
 
 def benchmark_messages(seed):
@@ -172,6 +198,7 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         time.sleep(warm_up or seconds / 10)  # after warm-up: banks and GeoIP db loaded, numba kernels compiled
         rss["start"], rss["start_counts"] = rss_mb(), counts_now()
         if census and result_box:
+            rss["start_kinds"] = memory_by_kind()
             rss["start_census"], rss["start_objects"] = keyed_state_census(result_box[0]), object_census()
             if census == "trace":
                 tracemalloc.start(12)  # what is allocated from now on and still held at the deadline (slow)
@@ -185,6 +212,7 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
         at_deadline.update(counts_now())
         rss["deadline"] = rss_mb()
         if census and result_box:
+            rss["deadline_kinds"] = memory_by_kind()
             rss["deadline_census"], rss["deadline_objects"] = keyed_state_census(result_box[0]), object_census()
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # what of the growth is freed memory the heap kept
             rss["deadline_trimmed"] = rss_mb()
@@ -299,6 +327,7 @@ def soak(args, state):
           f"{sustained:.0f} reports/s routed by the deadline", flush=True)
     if "deadline_census" in rss:
         print(f"  RSS at the deadline after malloc_trim(0): {rss['deadline_trimmed']:.0f} MB")
+        print_memory_by_kind(rss.get("start_kinds", {}), rss["deadline_kinds"])
         print_census(rss.get("start_census", {}), rss["deadline_census"], "after warm-up -> deadline")
         objects = rss["deadline_objects"]
         objects.subtract(rss.get("start_objects", collections.Counter()))
