@@ -43,12 +43,15 @@ class HeldAsIs(coders.Coder):
 
 
 class WindowInProgress:
-    """One key's fixed window: what it has accumulated (since its last pane when discarding) and its panes."""
-    __slots__ = ("accumulator", "panes")
+    """One window's keys: what each has accumulated (None after a pane, when discarding, until its next
+    element) and the panes each has fired (only keys that fired one). Keys nest in their window, so a key
+    costs a dict entry and its accumulator, not a (key, start, end) tuple and an object of its own: the
+    spike counts hold a key per signature, nearly one per report, for the window and its lateness."""
+    __slots__ = ("accumulators", "panes")
 
-    def __init__(self, accumulator):
-        self.accumulator = accumulator
-        self.panes = 0
+    def __init__(self):
+        self.accumulators = {}
+        self.panes = {}
 
 
 def keyed_for_local_windows(keyed):
@@ -68,7 +71,7 @@ class CombineInWindowsFn(beam.DoFn):
     """
     holds_watermark_at_timers = True  # HOLDS_WATERMARK: on-time panes emitted by the timer are on time downstream
     reads_input_watermark = True  # READS_WATERMARK: late elements are told from on-time ones as Beam does
-    WINDOWS = ReadModifyWriteStateSpec("windows", HeldAsIs())  # {(key, start, end): WindowInProgress}, in micros
+    WINDOWS = ReadModifyWriteStateSpec("windows", HeldAsIs())  # {(start, end): WindowInProgress}, in micros
     NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
     DUE = TimerSpec("due", TimeDomain.WATERMARK)
 
@@ -84,7 +87,8 @@ class CombineInWindowsFn(beam.DoFn):
         self.combine_fn.setup()
 
     def start_bundle(self):
-        self.late_panes = {}  # (key, start, end) -> (its WindowInProgress, pane index): fired when the bundle ends
+        # (key, (start, end)) -> (its window's WindowInProgress, pane index): fired when the bundle ends
+        self.late_panes = {}
 
     def spans(self, timestamp, value):
         """(start, end) micros of each window `timestamp` falls in (fixed windows by arithmetic: per element)."""
@@ -99,45 +103,50 @@ class CombineInWindowsFn(beam.DoFn):
         _, (key, value) = element
         watermark = input_watermark()
         windows = None
-        for start, end in self.spans(timestamp, value):
-            if watermark is not None and watermark > end + self.lateness_micros:
+        for span in self.spans(timestamp, value):
+            if watermark is not None and watermark > span[1] + self.lateness_micros:
                 continue  # this window expired: Beam drops the element from it
             if windows is None:
                 windows = windows_state.read() or {}
-            self.add(windows, (key, start, end), value, watermark, next_due, due)
+            self.add(windows, key, span, value, watermark, next_due, due)
         if windows is not None:
             windows_state.write(windows)
 
-    def add(self, windows, held_key, value, watermark, next_due, due):
+    def add(self, windows, key, span, value, watermark, next_due, due):
         """`value` into one key's window: on time, joining a pending on-time pane, or making a late pane."""
-        held = windows.get(held_key)
-        opened = held is None
-        if opened:
-            held = windows[held_key] = WindowInProgress(self.combine_fn.create_accumulator())
-        elif held.accumulator is None:  # discarding, after a pane
-            held.accumulator = self.combine_fn.create_accumulator()
-        held.accumulator = self.combine_fn.add_input(held.accumulator, value)
-        if held_key in self.late_panes:
+        held = windows.get(span)
+        if held is None:
+            held = windows[span] = WindowInProgress()
+        accumulators = held.accumulators
+        opened = key not in accumulators
+        accumulator = None if opened else accumulators[key]
+        if accumulator is None:  # a new key, or discarding after a pane
+            accumulator = self.combine_fn.create_accumulator()
+        accumulators[key] = self.combine_fn.add_input(accumulator, value)
+        pane_key = (key, span)
+        if pane_key in self.late_panes:
             return  # in the late pane this bundle fires
-        end = held_key[2]
-        if watermark is None or watermark < end or (held.panes == 0 and not opened):
+        panes = held.panes.get(key, 0)
+        end = span[1]
+        if watermark is None or watermark < end or (panes == 0 and not opened):
             move_timer_earlier(next_due, due, end)  # on time, or joining the on-time pane its timer fires
         else:
-            self.late_panes[held_key] = held, held.panes
-            held.panes += 1
+            self.late_panes[pane_key] = held, panes
+            held.panes[key] = panes + 1
 
     def finish_bundle(self):
-        for held_key, (held, index) in self.late_panes.items():
-            yield self.pane(held_key, held, index, PaneInfoTiming.LATE)
+        for (key, span), (held, index) in self.late_panes.items():
+            yield self.pane(key, span, held, index, PaneInfoTiming.LATE)
 
-    def pane(self, held_key, held, index, timing):
-        """The window's pane `index`: its combined value at the window's last instant, in the window."""
-        key, start, end = held_key
-        accumulator = held.accumulator
+    def pane(self, key, span, held, index, timing):
+        """The key's pane `index` of window `span`: its combined value at the window's last instant, in the
+        window."""
+        start, end = span
+        accumulator = held.accumulators[key]
         if self.accumulate:  # the state goes on: the pane gets a copy
             accumulator = self.combine_fn.merge_accumulators([accumulator])
         else:
-            held.accumulator = None
+            held.accumulators[key] = None
         return WindowedValue((key, self.combine_fn.extract_output(accumulator)), Timestamp(micros=end - 1),
                              (window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end)),),
                              PaneInfo(index == 0, False, timing, index, index))
@@ -149,14 +158,16 @@ class CombineInWindowsFn(beam.DoFn):
         now = max(fired.micros, input_watermark() or fired.micros)
         windows = windows_state.read() or {}
         upcoming = []
-        for held_key, held in list(windows.items()):
-            end = held_key[2]
-            if held.panes == 0 and end <= now:
-                held.panes = 1
-                yield self.pane(held_key, held, 0, PaneInfoTiming.ON_TIME)
+        for span, held in list(windows.items()):
+            end = span[1]
+            if end <= now:
+                for key in held.accumulators:
+                    if key not in held.panes:
+                        held.panes[key] = 1
+                        yield self.pane(key, span, held, 0, PaneInfoTiming.ON_TIME)
             if now > end + self.lateness_micros:
-                del windows[held_key]
-            elif held.panes == 0:
+                del windows[span]
+            elif end > now:
                 upcoming.append(end)
         if windows:
             windows_state.write(windows)
