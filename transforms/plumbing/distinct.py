@@ -51,8 +51,7 @@ class DistinctDigests:
         if added is None:
             added = self._added = array.array("q")
         added.append(digest)
-        if len(added) >= SORT_AT_LEAST and 2 * len(added) >= len(self._sorted):
-            self._merge_added()
+        self._merge_added_when_due()
 
     def update(self, other):
         """Takes in every digest of `other` (another DistinctDigests)."""
@@ -63,7 +62,12 @@ class DistinctDigests:
         if len(other._sorted):
             self._sorted = (other._sorted if not len(self._sorted)
                             else np.union1d(self._sorted, other._sorted))
-        if self._added is not None and 2 * len(self._added) >= max(SORT_AT_LEAST, len(self._sorted)):
+        if self._added is not None:
+            self._merge_added_when_due()
+
+    def _merge_added_when_due(self):
+        """Merges the added digests in once they are at least SORT_AT_LEAST and half as many as the sorted."""
+        if len(self._added) >= SORT_AT_LEAST and 2 * len(self._added) >= len(self._sorted):
             self._merge_added()
 
     def _merge_added(self):
