@@ -119,7 +119,7 @@ class CombineInWindowsFn(beam.DoFn):
             held = windows[span] = WindowInProgress()
         accumulators = held.accumulators
         opened = key not in accumulators
-        accumulator = None if opened else accumulators[key]
+        accumulator = accumulators.get(key)
         if accumulator is None:  # a new key, or discarding after a pane
             accumulator = self.combine_fn.create_accumulator()
         accumulators[key] = self.combine_fn.add_input(accumulator, value)
