@@ -298,9 +298,21 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+def seconds_until_hour_mid_way(warm_up, seconds, now=None):
+    """How long to wait before a run of `seconds` so that a clock hour ends half-way through its measured
+    part (after `warm_up`): the local source's watermark is the wall clock, so only then do the run's hourly
+    windows fire and the sliding day windows fill, as in every hour of a real stream."""
+    middle = (now if now is not None else time.time()) + (warm_up + seconds) / 2
+    return (3600 - middle % 3600) % 3600
+
+
 def soak(args, state):
     """One soak run in dedup state form `state`; prints its figures."""
     out = pathlib.Path(tempfile.mkdtemp(prefix=f"tipline-soak-{state}-"))
+    if args.cross_hour:
+        wait = seconds_until_hour_mid_way(args.warm_up_seconds or args.seconds / 10, args.seconds)
+        print(f"  waiting {wait:.0f} s, so that an hour ends half-way through the measured part", flush=True)
+        time.sleep(wait)
     try:
         print(f"soak, --dedup-state {state}: {args.seconds:.0f} s at {args.rate:.0f} reports/s, horizon 24 h, "
               f"every {args.copy_every}th report published twice", flush=True)
@@ -368,6 +380,9 @@ def main():
                         "`--census trace` also traces allocations (tracemalloc: several times slower)")
     parser.add_argument("--warm-up-seconds", type=float, default=None, help="RSS growth counted from then "
                         "(default: a tenth of --seconds)")
+    parser.add_argument("--cross-hour", action="store_true",
+                        help="soak: start when an hour will end half-way through the measured part (waits up to an "
+                        "hour), so its hourly windows fire and the sliding day windows fill, as every hour of a stream")
     args = parser.parse_args()
     if args.soak and "," in args.soak_forms:
         for state in args.soak_forms.split(","):  # a process each: the second form's RSS not on the first's heap
