@@ -7,7 +7,10 @@ from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at, routed_record
-from transforms.plumbing.event_windows import CombinePerKeyAndWindow
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import PaneInfoTiming
+
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, combine_in_event_windows
 from transforms.trends import TrendCounts
 
 HOUR = 3600
@@ -71,6 +74,42 @@ def test_the_local_form_gives_beams_panes(accumulate):
     assert panes["b", HOUR] == [(1, "ON_TIME"), (2 if accumulate else 1, "LATE")]  # hour 1 still takes late ones
     assert panes["c", 2 * HOUR] == [(1, "LATE"), (5 if accumulate else 4, "LATE")]  # opened behind the watermark
     assert panes["d", 3 * HOUR] == [(1, "ON_TIME")]
+
+
+class _SlidingFields(beam.DoFn):
+    def process(self, keyed, timestamp=beam.DoFn.TimestampParam, win=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        yield (keyed[0], keyed[1], timestamp.micros, win.start.micros, win.end.micros, pane.timing,
+               pane.index, pane.is_first, pane.is_last, pane.nonspeculative_index)
+
+
+def per_key_amounts(element):
+    return [(key, element["amount"]) for key in element["keys"]]
+
+
+def sliding_results(local):
+    """The element stream summed per key in 3-hour windows sliding hourly, accumulating, lateness 2 h."""
+    @pipeline_of(streaming=True)
+    def build(p):
+        keyed = p | element_stream() | beam.FlatMap(per_key_amounts)
+        return (combine_in_event_windows(keyed, "Sliding", window.SlidingWindows(3 * HOUR, HOUR),
+                                         beam.CombineFn.from_callable(sum), 2 * HOUR, True, local)
+                | beam.ParDo(_SlidingFields()))
+    return collected(build)
+
+
+def test_the_local_form_of_sliding_windows_held_per_period_gives_beams_panes():
+    """The local form holds each key's sum once per hour and merges a window's hours per pane."""
+    beams = sliding_results(False)
+    assert sliding_results(True) == beams
+    panes = {}
+    for key, total, _, start, _, timing, index, *_ in sorted(beams, key=lambda row: row[6]):
+        panes.setdefault((key, start // 1_000_000 // HOUR), []).append((total, timing))
+    on_time, late = PaneInfoTiming.ON_TIME, PaneInfoTiming.LATE
+    assert panes["a", 0] == [(10, on_time), (11, late), (12, late)]  # two late bundles: two panes
+    assert panes["a", -2] == [(3, on_time), (9, late)]  # the last late a came after [-2 h, 1 h) expired
+    assert panes["c", 0] == [(1, late), (6, late)]  # c opened behind the watermark in a fired window
+    assert panes["c", 2] == [(5, on_time)]  # and on time in [2 h, 5 h)
 
 
 def trend_stream():

@@ -43,8 +43,8 @@ class HeldAsIs(coders.Coder):
 
 
 class WindowInProgress:
-    """One window's keys: what each has accumulated (None after a pane, when discarding, until its next
-    element) and the panes each has fired (only keys that fired one). Keys nest in their window, so a key
+    """One window's keys: what each has accumulated (when discarding, only keys with elements since their
+    last pane) and the panes each has fired (only keys that fired one). Keys nest in their window, so a key
     costs a dict entry and its accumulator, not a (key, start, end) tuple and an object of its own: the
     spike counts hold a key per signature, nearly one per report, for the window and its lateness."""
     __slots__ = ("accumulators", "panes")
@@ -98,18 +98,21 @@ class CombineInWindowsFn(beam.DoFn):
         return tuple((win.start.micros, win.end.micros)
                      for win in self.window_fn.assign(window.WindowFn.AssignContext(timestamp, element=value)))
 
+    def live_spans(self, timestamp, value, watermark):
+        """The spans of the windows `timestamp` falls in that have not expired (Beam drops the element from
+        an expired one)."""
+        return [span for span in self.spans(timestamp, value)
+                if watermark is None or watermark <= span[1] + self.lateness_micros]
+
     def process(self, element, timestamp=beam.DoFn.TimestampParam, windows_state=beam.DoFn.StateParam(WINDOWS),
                 next_due=beam.DoFn.StateParam(NEXT_DUE), due=beam.DoFn.TimerParam(DUE)):
         _, (key, value) = element
         watermark = input_watermark()
-        windows = None
-        for span in self.spans(timestamp, value):
-            if watermark is not None and watermark > span[1] + self.lateness_micros:
-                continue  # this window expired: Beam drops the element from it
-            if windows is None:
-                windows = windows_state.read() or {}
-            self.add(windows, key, span, value, watermark, next_due, due)
-        if windows is not None:
+        spans = self.live_spans(timestamp, value, watermark)
+        if spans:
+            windows = windows_state.read() or {}
+            for span in spans:
+                self.add(windows, key, span, value, watermark, next_due, due)
             windows_state.write(windows)
 
     def add(self, windows, key, span, value, watermark, next_due, due):
@@ -117,12 +120,7 @@ class CombineInWindowsFn(beam.DoFn):
         held = windows.get(span)
         if held is None:
             held = windows[span] = WindowInProgress()
-        accumulators = held.accumulators
-        opened = key not in accumulators
-        accumulator = accumulators.get(key)
-        if accumulator is None:  # a new key, or discarding after a pane
-            accumulator = self.combine_fn.create_accumulator()
-        accumulators[key] = self.combine_fn.add_input(accumulator, value)
+        opened = self.accumulate_in(held, key, value)
         pane_key = (key, span)
         if pane_key in self.late_panes:
             return  # in the late pane this bundle fires
@@ -134,6 +132,16 @@ class CombineInWindowsFn(beam.DoFn):
             self.late_panes[pane_key] = held, panes
             held.panes[key] = panes + 1
 
+    def accumulate_in(self, held, key, value):
+        """Adds `value` to the key's accumulator in the window; True if the key is new to the window."""
+        accumulators = held.accumulators
+        opened = key not in accumulators
+        accumulator = accumulators.get(key)
+        if accumulator is None:  # a new key, or a key in no accumulator since its last pane, discarding
+            accumulator = self.combine_fn.create_accumulator()
+        accumulators[key] = self.combine_fn.add_input(accumulator, value)
+        return opened
+
     def finish_bundle(self):
         for (key, span), (held, index) in self.late_panes.items():
             yield self.pane(key, span, held, index, PaneInfoTiming.LATE)
@@ -142,29 +150,38 @@ class CombineInWindowsFn(beam.DoFn):
         """The key's pane `index` of window `span`: its combined value at the window's last instant, in the
         window."""
         start, end = span
-        accumulator = held.accumulators[key]
-        if self.accumulate:  # the state goes on: the pane gets a copy
-            accumulator = self.combine_fn.merge_accumulators([accumulator])
-        else:
-            held.accumulators[key] = None
+        accumulator = self.pane_accumulator(key, span, held)
         return WindowedValue((key, self.combine_fn.extract_output(accumulator)), Timestamp(micros=end - 1),
                              (window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end)),),
                              PaneInfo(index == 0, False, timing, index, index))
+
+    def pane_accumulator(self, key, span, held):
+        """What the key's pane of window `span` holds: a copy when accumulating, as the state goes on; when
+        discarding, the accumulator itself, leaving the window (a fired key then costs its pane count only,
+        for the window's lateness)."""
+        if self.accumulate:
+            return self.combine_fn.merge_accumulators([held.accumulators[key]])
+        return held.accumulators.pop(key)
 
     @on_timer(DUE)
     def on_due(self, fired=beam.DoFn.TimestampParam, windows_state=beam.DoFn.StateParam(WINDOWS),
                next_due=beam.DoFn.StateParam(NEXT_DUE), due=beam.DoFn.TimerParam(DUE)):
         """Fires the on-time pane of every window the watermark has passed; forgets those that expired."""
-        now = max(fired.micros, input_watermark() or fired.micros)
+        return self.fire_and_forget(self.now(fired), windows_state, next_due, due)
+
+    @staticmethod
+    def now(fired):
+        return max(fired.micros, input_watermark() or fired.micros)
+
+    def fire_and_forget(self, now, windows_state, next_due, due):
         windows = windows_state.read() or {}
         upcoming = []
         for span, held in list(windows.items()):
             end = span[1]
             if end <= now:
-                for key in held.accumulators:
-                    if key not in held.panes:
-                        held.panes[key] = 1
-                        yield self.pane(key, span, held, 0, PaneInfoTiming.ON_TIME)
+                for key in [key for key in held.accumulators if key not in held.panes]:
+                    held.panes[key] = 1
+                    yield self.pane(key, span, held, 0, PaneInfoTiming.ON_TIME)
             if now > end + self.lateness_micros:
                 del windows[span]
             elif end > now:
@@ -176,6 +193,78 @@ class CombineInWindowsFn(beam.DoFn):
         reset_timer(next_due, due, upcoming)
 
 
+class CombineInSlidingWindowsFn(CombineInWindowsFn):
+    """`CombineInWindowsFn` for accumulating sliding windows, each a whole number of periods: a key's
+    accumulator is held once per period (`{(start, end): {key: accumulator}}`) and a window's pane merges
+    those of the periods it covers, where the plain form holds one accumulator per window, so size/period
+    copies of each element's share (24 for a day sliding hourly: the trend tables' distinct users and
+    bundles of each hour held in 24 windows). The windows keep only which keys they hold and their panes.
+    A period is forgotten with the last window that covers it."""
+    PERIODS = ReadModifyWriteStateSpec("periods", HeldAsIs())  # {(start, end): {key: accumulator}}, in micros
+    DUE = TimerSpec("due", TimeDomain.WATERMARK)  # a spec takes one callback: this form's own
+
+    def __init__(self, combine_fn, window_fn, allowed_lateness_seconds, accumulate):
+        super().__init__(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
+        self.size_micros = window_fn.size.micros
+        self.period_micros = window_fn.period.micros
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                windows_state=beam.DoFn.StateParam(CombineInWindowsFn.WINDOWS),
+                periods_state=beam.DoFn.StateParam(PERIODS),
+                next_due=beam.DoFn.StateParam(CombineInWindowsFn.NEXT_DUE),
+                due=beam.DoFn.TimerParam(DUE)):
+        _, (key, value) = element
+        watermark = input_watermark()
+        spans = self.live_spans(timestamp, value, watermark)
+        if spans:
+            self.periods = periods_state.read() or {}
+            self.add_to_period(key, timestamp.micros, value)
+            periods_state.write(self.periods)
+            windows = windows_state.read() or {}
+            for span in spans:
+                self.add(windows, key, span, value, watermark, next_due, due)
+            windows_state.write(windows)
+
+    def add_to_period(self, key, micros, value):
+        start = micros - micros % self.period_micros
+        accumulators = self.periods.setdefault((start, start + self.period_micros), {})
+        accumulator = accumulators.get(key)
+        if accumulator is None:
+            accumulator = self.combine_fn.create_accumulator()
+        accumulators[key] = self.combine_fn.add_input(accumulator, value)
+
+    def accumulate_in(self, held, key, value):
+        """The window only notes the key (its accumulators live in the periods); True if new to it."""
+        opened = key not in held.accumulators
+        held.accumulators[key] = None
+        return opened
+
+    def pane_accumulator(self, key, span, held):
+        """A new accumulator merging the key's in each period of the window. `self.periods` is the state's
+        live value (held as is), read by the process call or timer whose panes these are."""
+        start, end = span
+        in_periods = (self.periods.get((period, period + self.period_micros), {}).get(key)
+                      for period in range(start, end, self.period_micros))
+        return self.combine_fn.merge_accumulators([held for held in in_periods if held is not None])
+
+    @on_timer(DUE)
+    def on_due(self, fired=beam.DoFn.TimestampParam,
+               windows_state=beam.DoFn.StateParam(CombineInWindowsFn.WINDOWS),
+               periods_state=beam.DoFn.StateParam(PERIODS),
+               next_due=beam.DoFn.StateParam(CombineInWindowsFn.NEXT_DUE),
+               due=beam.DoFn.TimerParam(DUE)):
+        """Fires and forgets windows as the plain form does, then forgets the periods no window covers."""
+        now = self.now(fired)
+        self.periods = periods_state.read() or {}
+        yield from self.fire_and_forget(now, windows_state, next_due, due)
+        for span in [span for span in self.periods if now > span[0] + self.size_micros + self.lateness_micros]:
+            del self.periods[span]
+        if self.periods:
+            periods_state.write(self.periods)
+        else:
+            periods_state.clear()
+
+
 def combine_in_local_windows(combine_fn, window_fn, allowed_lateness_seconds, accumulate):
     """(key, value) timestamped elements -> (key, combined) per pane of `window_fn`'s windows, in the local
     form (see the module)."""
@@ -184,10 +273,18 @@ def combine_in_local_windows(combine_fn, window_fn, allowed_lateness_seconds, ac
     return _CombineInLocalWindows(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
 
 
+def sliding_by_periods(window_fn, accumulate):
+    """Whether `CombineInSlidingWindowsFn` can hold `window_fn`'s windows: accumulating sliding windows,
+    not offset, each a whole number of periods."""
+    return (accumulate and isinstance(window_fn, window.SlidingWindows) and not window_fn.offset.micros
+            and window_fn.size.micros % window_fn.period.micros == 0)
+
+
 class _CombineInLocalWindows(beam.PTransform):
     def __init__(self, combine_fn, window_fn, allowed_lateness_seconds, accumulate):
         super().__init__()
-        self.dofn = CombineInWindowsFn(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
+        form = CombineInSlidingWindowsFn if sliding_by_periods(window_fn, accumulate) else CombineInWindowsFn
+        self.dofn = form(combine_fn, window_fn, allowed_lateness_seconds, accumulate)
 
     def expand(self, keyed):
         return (keyed
