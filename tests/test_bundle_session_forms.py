@@ -1,21 +1,36 @@
 """The streaming bundle rows in their two forms (Beam's session windows, a key per bundle; bundles in buckets of
-pickled sightings, for the DirectRunner) are the same rows, panes and timestamps, late sightings included."""
+packed sightings, for the DirectRunner) are the same rows, panes and timestamps, late sightings included."""
+import hashlib
+import pickle
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream
+from hypothesis import given, strategies as st
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
-from transforms.bundles import BundleRepeats, sessions_of
+from transforms.bundles import BundleRepeats, bundle_id, packed_sighting, sessions_of, unpacked_sighting
 from transforms.plumbing.distinct import pair_digest64
 
 HOUR = 3600
 
 
-def sighting(bundle, seconds, user, jurisdiction="GB"):
+def signature_of(name):
+    return f"md5:{hashlib.md5(name.encode()).hexdigest()}"
+
+
+def bundle_named(name):
+    """Bundles a-c with ids as `bundle_id` makes them (packed in the bucketed form's state); d with an id it
+    did not make (held pickled there)."""
+    return name if name == "d" else bundle_id(signature_of(name), 0)
+
+
+def sighting(name, seconds, user, jurisdiction="GB"):
     """A keyed sighting as `_KeyByBundleFn` makes it, at its event time."""
     micros = seconds * 1_000_000
-    return at(seconds, ((bundle, f"md5:{bundle}"), (micros, pair_digest64("esp-1", user), "esp-1", jurisdiction)))
+    return at(seconds, ((bundle_named(name), signature_of(name)),
+                        (micros, pair_digest64("esp-1", user), "esp-1", jurisdiction)))
 
 
 def sighting_stream():
@@ -58,11 +73,34 @@ def test_the_bucketed_form_writes_the_rows_of_beams_session_windows(buckets):
     by_bundle = {}
     for row in sessions:
         by_bundle.setdefault(row[0], []).append(row)
-    assert [(row[1], row[5], row[9], row[10]) for row in sorted(by_bundle["a"], key=lambda row: (row[1], row[9]))] == [
+    of_a = sorted(by_bundle[bundle_named("a")], key=lambda row: (row[1], row[9]))
+    assert [(row[1], row[5], row[9], row[10]) for row in of_a] == [
         (0, 2, 0, "ON_TIME"), (0, 3, 1, "LATE"),  # a late sighting joins the fired session: an accumulating pane
         (9000, 1, 0, "ON_TIME")]  # a session after a silence longer than the gap
-    assert [(row[5], row[9], row[10]) for row in by_bundle["d"]] == [(1, 0, "LATE")]  # opened behind the watermark
+    of_d = by_bundle[bundle_named("d")]
+    assert [(row[5], row[9], row[10]) for row in of_d] == [(1, 0, "LATE")]  # opened behind the watermark
 
 
 def test_sessions_chain_times_less_than_the_gap_apart():
     assert sessions_of([0, 5, 10, 30, 39], 10) == [(0, 10), (30, 39)]
+
+
+texts = st.text(max_size=40)
+signatures = st.one_of(texts, st.builds(lambda kind, digest: f"{kind}:{digest.hex()}", texts, st.binary(max_size=300)))
+bundle_ids = st.one_of(texts, st.builds(bundle_id, signatures, st.integers(0, 2**62)))
+
+
+@given(bundle_ids, signatures, st.integers(-2**63, 2**63 - 1), st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
+       st.one_of(texts, st.integers()), texts)
+def test_a_packed_sighting_unpacks_to_itself(bundle, signature, micros, user, esp, jurisdiction):
+    packed = packed_sighting(((bundle, signature), (micros, user, esp, jurisdiction)))
+    assert unpacked_sighting(packed) == (bundle, signature, micros, user, esp, jurisdiction)
+
+
+def test_a_sighting_packs_to_about_half_its_pickle():
+    signature = signature_of("a")
+    sighting = (bundle_id(signature, 0), signature, 1_764_755_000_000_000, pair_digest64("esp-1", "u1"), "esp-1",
+                "US-CA")
+    packed = packed_sighting((sighting[:2], sighting[2:]))
+    assert unpacked_sighting(packed) == sighting
+    assert len(packed) < 0.6 * len(pickle.dumps(sighting, pickle.HIGHEST_PROTOCOL))

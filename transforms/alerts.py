@@ -34,7 +34,7 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import PickledIntoBuckets, move_timer_earlier, reset_timer
+from transforms.plumbing.packed_buckets import PackedIntoBuckets, move_timer_earlier, pickled, reset_timer
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature
 
@@ -192,16 +192,16 @@ DETECTOR_BUCKETS = 1024
 
 def key_by_detector_bucket(buckets):
     """Streaming on the DirectRunner: (bucket of the watched key, (key, window start, count) pickled)."""
-    return PickledIntoBuckets(buckets, _watched_key_text, _watched_count)
+    return PackedIntoBuckets(buckets, _watched_key_text, _pickled_watched_count)
 
 
 def _watched_key_text(keyed):
     return repr(keyed[0])
 
 
-def _watched_count(keyed):
+def _pickled_watched_count(keyed):
     key, (start, count) = keyed
-    return key, start, count
+    return pickled((key, start, count))
 
 
 class _SpikeDetectorInBucketFn(_SpikeJudgeFn):

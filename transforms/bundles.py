@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import pickle
+import re
 import struct
 
 import apache_beam as beam
@@ -54,7 +55,7 @@ from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.distinct import DistinctDigests, pair_digest64
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import (PickledIntoBuckets, bucket_of, digest_of, move_timer_earlier,
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, bucket_of, digest_of, move_timer_earlier, pickled,
                                                record_offset, reset_timer)
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
@@ -410,8 +411,8 @@ BUNDLE_BUCKETS = 1024
 
 
 def key_by_bundle_bucket(buckets):
-    """Streaming on the DirectRunner: (bucket of the bundle id, the keyed sighting pickled)."""
-    return PickledIntoBuckets(buckets, _bundle_of_sighting, _flat_sighting)
+    """Streaming on the DirectRunner: (bucket of the bundle id, the keyed sighting packed)."""
+    return PackedIntoBuckets(buckets, _bundle_of_sighting, packed_sighting)
 
 
 def _bundle_of_sighting(keyed):
@@ -419,9 +420,45 @@ def _bundle_of_sighting(keyed):
     return bundle
 
 
-def _flat_sighting(keyed):
+# form 0, event micros, user digest, whether there is a user, the bundle id's 12 bytes, the signature's hash bytes
+_SIGHTING_HEAD = struct.Struct("<BqqB12sB")
+_PACKED = 0  # a pickled sighting starts with pickle's PROTO opcode, 0x80
+_BUNDLE_ID = re.compile(r"bnd-[0-9a-f]{24}")
+_HEX_SIGNATURE = re.compile(r"([^:]*:)((?:[0-9a-f]{2}){1,255})")
+
+
+def packed_sighting(keyed):
+    """A keyed sighting as the bytes the bundle sessions hold for gap + lateness (48 h by default): a fixed
+    head (event micros, user digest, the bundle id and an exact hash's hex as bytes), then the signature's
+    text before its hash, the ESP and the jurisdiction: ~70-90 bytes where its pickle takes ~160. A sighting
+    this form cannot hold (a bundle id `bundle_id` did not make, a text with a NUL or no UTF-8 form, a value
+    of another type) is pickled."""
     (bundle, signature), (micros, user, esp, jurisdiction) = keyed
-    return bundle, signature, micros, user, esp, jurisdiction
+    try:
+        return _packed(bundle, signature, micros, user, esp, jurisdiction)
+    except (TypeError, ValueError, struct.error):  # UnicodeEncodeError is a ValueError
+        return pickled((bundle, signature, micros, user, esp, jurisdiction))
+
+
+def _packed(bundle, signature, micros, user, esp, jurisdiction):
+    if not _BUNDLE_ID.fullmatch(bundle) or "\x00" in signature + esp + jurisdiction:
+        raise ValueError("not a packable sighting")
+    exact_hash = _HEX_SIGNATURE.fullmatch(signature)
+    prefix, hash_bytes = (exact_hash[1], bytes.fromhex(exact_hash[2])) if exact_hash else (signature, b"")
+    head = _SIGHTING_HEAD.pack(_PACKED, micros, user or 0, user is not None, bytes.fromhex(bundle[4:]),
+                               len(hash_bytes))
+    return head + hash_bytes + "\x00".join((prefix, esp, jurisdiction)).encode("utf-8")
+
+
+def unpacked_sighting(packed):
+    """(bundle id, signature, event micros, user digest or None, ESP, jurisdiction) of `packed_sighting`."""
+    if packed[0] != _PACKED:
+        return pickle.loads(packed)
+    _, micros, user, has_user, bundle, hash_length = _SIGHTING_HEAD.unpack_from(packed)
+    texts_at = _SIGHTING_HEAD.size + hash_length
+    prefix, esp, jurisdiction = packed[texts_at:].decode("utf-8").split("\x00")
+    return (f"bnd-{bundle.hex()}", prefix + packed[_SIGHTING_HEAD.size:texts_at].hex(), micros,
+            user if has_user else None, esp, jurisdiction)
 
 
 def sessions_of(times, gap_micros):
@@ -439,12 +476,12 @@ def sessions_of(times, gap_micros):
 class _BundleSessionsInBucketFn(beam.DoFn):
     """Streaming on the DirectRunner: the bundle rows of Beam's session windows (gap, allowed lateness,
     accumulating; on-time pane at last + gap, a late pane per late sighting), with bundles spread over
-    `BUNDLE_BUCKETS` keys, each holding its sightings pickled in one bag, the spans of its fired panes, and
-    one timer at the earliest end (or expiry: end + lateness) of its sessions.
+    `BUNDLE_BUCKETS` keys, each holding its sightings packed in one bag (`packed_sighting`), the spans of its
+    fired panes, and one timer at the earliest end (or expiry: end + lateness) of its sessions.
 
     Why: the DirectRunner's session windows keep a key per bundle (several KB each with its window, trigger
     state and timer, copied per bundle), and most bundles are a single report held for the gap plus the
-    lateness, so a local run grew by that per report; here a sighting costs its pickled bytes (~150).
+    lateness, so a local run grew by that per report; here a sighting costs its packed bytes (~70-90).
     A late sighting and a timer read the bucket's whole bag: cheap while sessions are few, linear in them.
     Beam's panes, as its trigger driver makes them: a late sighting inside a fired session's span fires the
     next pane; one that moves the span (a merged window) or opens a session already behind the watermark
@@ -466,7 +503,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
     def process(self, keyed, sightings=beam.DoFn.StateParam(SIGHTINGS), panes_state=beam.DoFn.StateParam(PANES),
                 next_due=beam.DoFn.StateParam(NEXT_DUE), due=beam.DoFn.TimerParam(DUE)):
         _, packed = keyed
-        bundle, signature, micros, *_ = pickle.loads(packed)
+        bundle, signature, micros, *_ = unpacked_sighting(packed)
         watermark = input_watermark()
         last_instant = micros + self.gap_micros - 1  # of the sighting's own window
         if watermark is not None and micros + self.gap_micros + self.lateness_micros < watermark:
@@ -479,7 +516,8 @@ class _BundleSessionsInBucketFn(beam.DoFn):
 
     def late_pane(self, key, micros, watermark, sightings, panes_state, next_due, due):
         """[the late pane of the session a late sighting at `micros` belongs to], or [] if it is still open."""
-        own = [self.sighting(record) for record in map(pickle.loads, sightings.read()) if tuple(record[:2]) == key]
+        own = [self.sighting(record) for record in map(unpacked_sighting, sightings.read())
+               if tuple(record[:2]) == key]
         session = next(span for span in self.sessions(own) if span[0] <= micros <= span[1])
         end_instant = session[1] + self.gap_micros - 1
         if end_instant >= watermark:  # merged into a session still open
@@ -527,7 +565,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
         now = passed_by_the_watermark(fired)
         by_key = collections.defaultdict(list)
         for packed in sightings.read():
-            record = pickle.loads(packed)
+            record = unpacked_sighting(packed)
             by_key[tuple(record[:2])].append((packed, self.sighting(record)))
         panes, kept, upcoming = panes_state.read() or {}, [], []
         for key, held in by_key.items():

@@ -33,18 +33,21 @@ def record_offset(packed, digest, record_bytes, digest_at=0):
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
-class PickledIntoBuckets(beam.DoFn):
-    """(bucket of the digest of `key_text(element)`, `record(element)` pickled): an element on its way to a
+class PackedIntoBuckets(beam.DoFn):
+    """(bucket of the digest of `key_text(element)`, `pack(element)` as bytes): an element on its way to a
     local state form whose records are too varied to pack at a fixed size (bundle sightings, spike counts)."""
 
-    def __init__(self, buckets, key_text, record):
+    def __init__(self, buckets, key_text, pack):
         self.buckets = buckets
         self.key_text = key_text
-        self.record = record
+        self.pack = pack
 
     def process(self, element):
-        yield (bucket_of(digest_of(self.key_text(element)), self.buckets),
-               pickle.dumps(self.record(element), pickle.HIGHEST_PROTOCOL))
+        yield bucket_of(digest_of(self.key_text(element)), self.buckets), self.pack(element)
+
+
+def pickled(record):
+    return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
 
 
 def move_timer_earlier(next_at, timer, micros):
