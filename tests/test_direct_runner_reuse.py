@@ -3,12 +3,18 @@ real TestStream pipelines, against Beam's own evaluator (a DoFn set up and torn 
 import collections
 
 import apache_beam as beam
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from apache_beam.coders import StrUtf8Coder
+from apache_beam.runners.direct import bundle_factory, watermark_manager
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.streaming import local_streaming_options
 from transforms.plumbing import direct_runner
@@ -126,3 +132,47 @@ def test_a_reused_stateful_dofn_keeps_each_bundles_state_and_timers(keys):
     with beam.Pipeline(options=local_streaming_options([])) as pipeline:
         counted = pipeline | stream.advance_watermark_to_infinity() | beam.ParDo(_CountPerKeyUntilTimer())
         assert_that(counted, equal_to([(key, BUNDLES // len(keys)) for key in keys]))
+
+
+def watermarks_of_step(pipeline, bundles, upstream_micros, hold_micros):
+    """(a step's `_TransformWatermarks` with `bundles` ([[(micros, stacked copies)]], committed) pending, its
+    upstream step's, at `upstream_micros`, the bundles made), the step with keyed holds at `hold_micros`."""
+    upstream = watermark_manager._TransformWatermarks(None, {}, "upstream")
+    upstream._output_watermark = Timestamp(micros=upstream_micros)
+    step = watermark_manager._TransformWatermarks(None, {}, "step")
+    step.update_input_transform_watermarks([upstream])
+    step._keyed_earliest_holds = {index: Timestamp(micros=micros) for index, micros in enumerate(hold_micros)}
+    factory, made = bundle_factory.BundleFactory(stacked=True), []
+    for elements in bundles:
+        bundle = factory.create_bundle(beam.pvalue.PCollection(pipeline))
+        for micros, copies in elements:
+            for copy in range(copies):
+                bundle.add(WindowedValue(copy, Timestamp(micros=micros), [GlobalWindow()]))
+        bundle.commit(None)
+        step.add_pending(bundle)
+        made.append(bundle)
+    return step, upstream, made
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    bundles=st.lists(st.lists(st.tuples(st.integers(-10**6, 10**6), st.integers(1, 3)), max_size=6), max_size=5),
+    upstream_micros=st.integers(-10**6, 10**6), hold_micros=st.lists(st.integers(-10**6, 10**6), max_size=3),
+    upstream_later=st.integers(0, 10**6), done=st.data())
+def test_refreshing_from_bundle_minimums_sets_the_watermarks_beams_refresh_sets(
+        bundles, upstream_micros, hold_micros, upstream_later, done):
+    """Two refreshes (the second after the upstream step advanced and some pending bundles completed),
+    Beam's stock refresh on one copy of a step, the installed one on another: same watermarks, same answers."""
+    install_local_streaming_support()
+    refresh = watermark_manager._TransformWatermarks.refresh
+    pipeline = beam.Pipeline()
+    stock, stock_upstream, stock_bundles = watermarks_of_step(pipeline, bundles, upstream_micros, hold_micros)
+    ours, our_upstream, our_bundles = watermarks_of_step(pipeline, bundles, upstream_micros, hold_micros)
+    completed = done.draw(st.lists(st.sampled_from(range(len(bundles))), unique=True) if bundles else st.just([]))
+    for _ in range(2):
+        assert refresh.stock(stock) == refresh(ours)
+        assert (stock._input_watermark, stock._output_watermark) == (ours._input_watermark, ours._output_watermark)
+        for watermarks, upstream, made in ((stock, stock_upstream, stock_bundles), (ours, our_upstream, our_bundles)):
+            upstream._output_watermark = Timestamp(micros=upstream_micros + upstream_later)
+            for index in completed:
+                watermarks.remove_pending(made[index])

@@ -17,7 +17,7 @@ from apache_beam import coders, pvalue
 from apache_beam.internal import pickler
 from apache_beam.runners import common
 from apache_beam.runners.common import DoFnRunner, DoFnState
-from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
+from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator, watermark_manager
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, SwitchingDirectRunner
 from apache_beam.runners.direct.direct_userstate import DirectUserStateContext
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry
@@ -46,13 +46,15 @@ def on_the_direct_runner(pipeline):
 
 def install_local_streaming_support():
     """DoFns set up once and reused across bundles, keyed state copied cheaply, the local Pub/Sub pull evaluator, metrics kept for every
-    bundle, user timers holding the watermark, and keyed state forgotten once it is empty."""
+    bundle, user timers holding the watermark, keyed state forgotten once it is empty, and watermarks
+    refreshed from each pending bundle's earliest timestamp, found once."""
     reuse_dofns_across_bundles()
     copy_keyed_state_without_deepcopy()
     register_pull_evaluator()
     count_every_bundle()
     hold_watermark_at_user_timers()
     forget_empty_keyed_state()
+    refresh_watermarks_from_bundle_minimums()
 
 
 def reuse_dofns_across_bundles():
@@ -407,6 +409,49 @@ def forget_empty_keyed_state():
 
     handle_result.forgets_empty_state = True
     context.handle_result = handle_result
+
+
+def earliest_timestamp(bundle):
+    """The earliest timestamp of `bundle`'s elements (None if it has none), remembered on a committed bundle,
+    whose elements no longer change. A stack of values shares its first one's timestamp."""
+    earliest = getattr(bundle, "_tipline_earliest", False)
+    if earliest is False:
+        earliest = min((element.timestamp for element in bundle._elements), default=None)
+        if bundle._committed:
+            bundle._tipline_earliest = earliest
+    return earliest
+
+
+def refresh_watermarks_from_bundle_minimums():
+    """Beam's `_TransformWatermarks.refresh`, with each pending bundle's earliest timestamp found once.
+
+    Why: the stock refresh walks every element of every bundle pending for the step, each time any
+    upstream step completes a bundle (its own TODO says so); with thousands of reports in flight that was a
+    tenth of a local streaming run's CPU (1.6 million timestamp comparisons for 10,000 reports). The
+    watermark it sets is the same: the input watermark is at most the earliest pending element's timestamp
+    less one granule, and the upstream watermarks; the output watermark at most the earliest keyed hold.
+    Restated from the Beam that `REUSE_WRITTEN_FOR_BEAM` names (checked there)."""
+    reuse_dofns_across_bundles()  # first: it checks that the installed Beam is the one this restates
+    watermarks = watermark_manager._TransformWatermarks
+    if getattr(watermarks.refresh, "from_bundle_minimums", False):
+        return
+    infinity = watermark_manager.WatermarkManager.WATERMARK_POS_INF
+
+    def refresh(self):
+        with self._lock:
+            earliest = min((at for at in map(earliest_timestamp, self._pending) if at is not None), default=None)
+            pending_holder = infinity if earliest is None else earliest - TIME_GRANULARITY
+            producer_watermark = min([tw.output_watermark for tw in self._input_transform_watermarks] + [infinity])
+            self._input_watermark = max(self._input_watermark, min(pending_holder, producer_watermark))
+            earliest_hold = min(self._keyed_earliest_holds.values(), default=infinity)
+            new_output_watermark = min(self._input_watermark, earliest_hold)
+            advanced = new_output_watermark > self._output_watermark
+            self._output_watermark = new_output_watermark
+            return advanced
+
+    refresh.from_bundle_minimums = True
+    refresh.stock = watermarks.refresh
+    watermarks.refresh = refresh
 
 
 def expose_input_watermark():
