@@ -7,13 +7,14 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 from apache_beam.coders import StrUtf8Coder
-from apache_beam.runners.direct import bundle_factory, watermark_manager
+from apache_beam.runners.direct import bundle_factory, evaluation_context, watermark_manager
+from apache_beam.runners.direct.clock import TestClock
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.streaming import local_streaming_options
@@ -176,3 +177,54 @@ def test_refreshing_from_bundle_minimums_sets_the_watermarks_beams_refresh_sets(
             upstream._output_watermark = Timestamp(micros=upstream_micros + upstream_later)
             for index in completed:
                 watermarks.remove_pending(made[index])
+
+
+def key_state_with(timers):
+    """A key's committed state holding `timers` [(name, domain, micros)] in the global window."""
+    state = evaluation_context.DirectUnmergedState()
+    for name, domain, micros in timers:
+        state.set_timer(GlobalWindow(), name, domain, Timestamp(micros=micros))
+    return state
+
+
+TIMERS = st.lists(st.tuples(st.sampled_from(["expiry", "flush"]), st.sampled_from([TimeDomain.WATERMARK,
+                                                                                    TimeDomain.REAL_TIME]),
+                            st.integers(0, 100)), max_size=3)
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("commit"), st.sampled_from("abc"), TIMERS),
+    st.tuples(st.just("watermark"), st.integers(0, 30)),
+    st.tuples(st.just("clock"), st.integers(0, 30)),
+    st.tuples(st.just("look"))), max_size=25)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(steps=STEPS)
+def test_looking_for_timers_only_when_due_fires_what_beams_walk_fires(steps):
+    """Keys committing timers, the watermark and the clock advancing, looks for due timers in between: Beam's
+    stock extraction on one copy of a step, the installed one (its DueTimers updated at each commit, as the
+    installed handle_result does) on another fire the same timers in the same order, with the same
+    answer about processing-time timers, look after look, whether or not the fired ones are cleared."""
+    install_local_streaming_support()
+    extract = watermark_manager._TransformWatermarks.extract_transform_timers
+    clock = TestClock(Timestamp(micros=0))
+    stock = watermark_manager._TransformWatermarks(clock, {}, "stock")
+    ours = watermark_manager._TransformWatermarks(clock, {}, "ours")
+    watermark = 0
+
+    def fired(watermarks, look):
+        timers, realtime = look(watermarks)
+        return [(t.encoded_key, t.name, t.time_domain, t.timestamp) for t in timers], realtime
+
+    for step in steps + [("look",)]:
+        if step[0] == "commit":
+            _, key, timers = step
+            stock._keyed_states[key] = key_state_with(timers)
+            ours._keyed_states[key] = key_state_with(timers)
+            direct_runner.count_committed_timers(ours, {key: ours._keyed_states[key]})
+        elif step[0] == "watermark":
+            watermark += step[1]
+            stock._input_watermark = ours._input_watermark = Timestamp(micros=watermark)
+        elif step[0] == "clock":
+            clock.advance_time(Duration(micros=step[1]))
+        else:
+            assert fired(stock, extract.stock) == fired(ours, extract)

@@ -47,7 +47,8 @@ def on_the_direct_runner(pipeline):
 def install_local_streaming_support():
     """DoFns set up once and reused across bundles, keyed state copied cheaply, the local Pub/Sub pull evaluator, metrics kept for every
     bundle, user timers holding the watermark, keyed state forgotten once it is empty, and watermarks
-    refreshed from each pending bundle's earliest timestamp, found once."""
+    refreshed from each pending bundle's earliest timestamp, found once; keys' timers walked only when one
+    can be due."""
     reuse_dofns_across_bundles()
     copy_keyed_state_without_deepcopy()
     register_pull_evaluator()
@@ -55,6 +56,7 @@ def install_local_streaming_support():
     hold_watermark_at_user_timers()
     forget_empty_keyed_state()
     refresh_watermarks_from_bundle_minimums()
+    extract_timers_only_when_due()
 
 
 def reuse_dofns_across_bundles():
@@ -452,6 +454,101 @@ def refresh_watermarks_from_bundle_minimums():
     refresh.from_bundle_minimums = True
     refresh.stock = watermarks.refresh
     watermarks.refresh = refresh
+
+
+class DueTimers:
+    """When a step's keys' timers can fire soonest, and which keys hold processing-time timers.
+
+    No event-time timer is before `earliest`, none on the clock before `earliest_realtime` (None: none of
+    that kind). Both are exact after a walk and only lowered by commits between walks (a cleared timer
+    leaves them low), so a look may walk for nothing but never passes over a due timer. `realtime_keys` is
+    kept exact, as each commit replaces its keys' states: it answers whether the step holds processing-time
+    timers, which the monitor reads to know whether a run may end."""
+
+    def __init__(self, keyed_states):
+        self.earliest = self.earliest_realtime = None
+        self.realtime_keys = set()
+        self.replace(keyed_states)
+
+    def replace(self, keyed_states):
+        """Counts the timers of `keyed_states` ((key, state) pairs), each now that key's whole state."""
+        for key, keyed_state in keyed_states:
+            realtime = False
+            for timers in keyed_state.timers.values():
+                for (_, domain, _), timestamp in timers.items():
+                    if domain == TimeDomain.WATERMARK:
+                        self.earliest = earlier(self.earliest, timestamp)
+                    else:  # compared with the clock by the walk
+                        self.earliest_realtime, realtime = earlier(self.earliest_realtime, timestamp), True
+            if realtime:
+                self.realtime_keys.add(key)
+            else:
+                self.realtime_keys.discard(key)
+
+    def nothing_due(self, watermark, now):
+        return ((self.earliest is None or watermark < self.earliest)
+                and (self.earliest_realtime is None or now < self.earliest_realtime))
+
+
+def earlier(one, other):
+    """The earlier of two optional times."""
+    return other if one is None else one if other is None else min(one, other)
+
+
+def count_committed_timers(step, committed):
+    """Counts in `step`'s DueTimers (a `_TransformWatermarks`) the key states {key: state} a bundle committed."""
+    with step._lock:
+        due = getattr(step, "_tipline_due_timers", None)
+        if due is not None:
+            due.replace(committed.items())
+
+
+def extract_timers_only_when_due():
+    """Beam's `_TransformWatermarks.extract_transform_timers`, answered at once while none can be due.
+
+    Why: the stock extraction walks every key's timers, of every step, each time the executor's monitor
+    looks for due timers, which is after every bundle: in a 60-s local streaming run at 600 reports/s, 9% of
+    the CPU (711,549 looks, 4.9 million key walks), and 411 of the looks found a timer due. Each step now
+    keeps DueTimers, made in every walk and updated by every bundle that commits keyed state; a look with
+    the input watermark before its earliest event-time timer and the clock before its earliest
+    processing-time timer would find nothing in the walk either (a timer fires once the watermark or the
+    clock reaches it), so it returns that without walking (and, as the walk would, whether the step holds
+    processing-time timers). A step not yet walked, or with a timer that may be due, walks as Beam does, so
+    the timers fired and their order are Beam's. Restated from the Beam that `REUSE_WRITTEN_FOR_BEAM` names (checked
+    there)."""
+    reuse_dofns_across_bundles()  # first: it checks that the installed Beam is the one this restates
+    watermarks, context = watermark_manager._TransformWatermarks, evaluation_context.EvaluationContext
+    if getattr(watermarks.extract_transform_timers, "only_when_due", False):
+        return
+    stock_handle_result = context.handle_result
+
+    def extract_transform_timers(self):
+        with self._lock:
+            due = getattr(self, "_tipline_due_timers", None)
+            if due is not None and due.nothing_due(self._input_watermark, self._clock.time()):
+                return [], bool(due.realtime_keys)
+            fired, has_realtime_timer = [], False
+            for encoded_key, state in self._keyed_states.items():
+                timers, had_realtime_timer = state.get_timers(
+                    watermark=self._input_watermark, processing_time=self._clock.time())
+                has_realtime_timer = has_realtime_timer or had_realtime_timer
+                for window, (name, time_domain, timestamp, dynamic_timer_tag) in timers:
+                    fired.append(watermark_manager.TimerFiring(
+                        encoded_key, window, name, time_domain, timestamp, dynamic_timer_tag=dynamic_timer_tag))
+            self._tipline_due_timers = DueTimers(self._keyed_states.items())
+            self._fired_timers.update(fired)
+            return fired, has_realtime_timer
+
+    def handle_result(self, completed_bundle, completed_timers, result):
+        committed = stock_handle_result(self, completed_bundle, completed_timers, result)
+        if result.partial_keyed_state:  # counted after the commit: a walk before it sees the old states
+            count_committed_timers(self._watermark_manager.get_watermarks(result.transform), result.partial_keyed_state)
+        return committed
+
+    extract_transform_timers.only_when_due = True
+    extract_transform_timers.stock = watermarks.extract_transform_timers
+    watermarks.extract_transform_timers = extract_transform_timers
+    context.handle_result = handle_result
 
 
 def expose_input_watermark():
