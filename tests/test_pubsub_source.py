@@ -131,6 +131,21 @@ def test_a_missing_subscription_fails_at_once(make_ledger, short_grace):
         ledger.pull(10)
 
 
+def test_a_large_pull_leases_every_delivery_once_in_few_requests(make_ledger):
+    """The emulator answers 100 messages a pull: 5,000 take 50 responses, and their leases go out per
+    ACK_BATCH ack ids (3 requests), not one request per response."""
+    responses = [[delivery(100 * r + i, f"a{100 * r + i}") for i in range(100)] for r in range(50)]
+    client = ScriptedClient(*responses)
+    ledger = make_ledger(client)
+    messages, _ = ledger.pull(5000)
+    assert len(messages) == 5000
+    leased = [ack_id for ack_ids, seconds in client.leases for ack_id in ack_ids]
+    assert sorted(leased) == sorted(f"a{n}" for n in range(5000))
+    assert all(seconds == pubsub_source.LEASE_SECONDS for _, seconds in client.leases)
+    assert [len(ack_ids) for ack_ids, _ in client.leases] == [2000, 2000, 1000]
+    assert ledger.acknowledge_all() == 5000
+
+
 def test_a_subscription_missing_after_an_outage_is_waited_for(make_ledger, short_grace):
     """An emulator restarted empty answers NotFound until the subscription is re-created."""
     client = ScriptedClient(exceptions.ServiceUnavailable("down"), exceptions.NotFound("Resource not found"),

@@ -170,7 +170,7 @@ class _Ledger:
         """Up to `max_messages` deliveries (several requests: the emulator returns at most 100 each), leased
         for LEASE_SECONDS and recorded for acknowledgement after the run. Returns the messages this run had
         not pulled before, and how many redeliveries (of messages it had) were dropped."""
-        messages, delivered, redelivered = [], 0, 0
+        messages, delivered, redelivered, unleased = [], 0, 0, []
         while delivered < max_messages:
             response = self._call("pull", lambda timeout: self.client.pull(  # return_immediately: never hold
                 subscription=self.subscription, max_messages=max_messages - delivered,  # the run's deadline
@@ -178,11 +178,9 @@ class _Ledger:
             received = response.received_messages
             if not received:
                 break
-            ack_ids = [item.ack_id for item in received]
-            self.add(ack_ids)  # every delivery's ack id, redeliveries' too: all acknowledged after the run
-            self._call("extending leases", lambda timeout: self.client.modify_ack_deadline(
-                subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=LEASE_SECONDS,
-                retry=None, timeout=timeout))
+            unleased.extend(item.ack_id for item in received)
+            if len(unleased) >= ACK_BATCH:
+                unleased = self._lease(unleased)
             delivered += len(received)
             for item in received:
                 identity = _identity(item.message)
@@ -191,14 +189,31 @@ class _Ledger:
                 else:
                     self.seen.add(identity)
                     messages.append(item.message)
+        self._lease(unleased)
         with self.lock:
             self.pulled += delivered
             self.redeliveries += redelivered
             self.watermark = Timestamp.of(time.time())
         return messages, redelivered
 
+    def _lease(self, ack_ids):
+        """Records `ack_ids` (every delivery's, redeliveries' too: all acknowledged after the run) and extends
+        their lease to LEASE_SECONDS in one request; returns a new empty list for the next ones.
+
+        Why one request per ACK_BATCH and not per response: the emulator answers a pull with at most 100
+        messages, and a lease request after each made half of a 5,000-message pull's requests (0.50 s of wall
+        for 5,000 here, 0.33 s leased per 2,000). Until its lease is extended a delivery holds the
+        subscription's own deadline (10 s or more), longer than the few responses in between; one that
+        lapses anyway is redelivered and dropped here as a redelivery."""
+        if ack_ids:
+            self.add(ack_ids)
+            self._call("extending leases", lambda timeout: self.client.modify_ack_deadline(
+                subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=LEASE_SECONDS,
+                retry=None, timeout=timeout))
+        return []
+
     def add(self, ack_ids):
-        """Records one pull's ack ids, leased now, packed with one lease time for them all."""
+        """Records ack ids of one pull (up to ACK_BATCH), leased now, packed with one lease time for them all."""
         if not ack_ids:
             return
         packed = pack_ack_ids(ack_ids)
