@@ -146,6 +146,17 @@ def test_a_large_pull_leases_every_delivery_once_in_few_requests(make_ledger):
     assert ledger.acknowledge_all() == 5000
 
 
+def test_no_lease_request_holds_more_than_a_batch_when_responses_are_large(make_ledger):
+    """Pub/Sub itself answers up to 1,000 messages a pull: responses gathered past ACK_BATCH are still
+    leased ACK_BATCH ack ids a request (the bound that keeps a request under Pub/Sub's size limit)."""
+    responses = [[delivery(1500 * r + i, f"a{1500 * r + i}") for i in range(1500)] for r in range(3)]
+    client = ScriptedClient(*responses)
+    ledger = make_ledger(client)
+    assert len(ledger.pull(4500)[0]) == 4500
+    assert [len(ack_ids) for ack_ids, _ in client.leases] == [2000, 1000, 1500]
+    assert sorted(a for ack_ids, _ in client.leases for a in ack_ids) == sorted(f"a{n}" for n in range(4500))
+
+
 def test_a_subscription_missing_after_an_outage_is_waited_for(make_ledger, short_grace):
     """An emulator restarted empty answers NotFound until the subscription is re-created."""
     client = ScriptedClient(exceptions.ServiceUnavailable("down"), exceptions.NotFound("Resource not found"),

@@ -180,7 +180,8 @@ class _Ledger:
                 break
             unleased.extend(item.ack_id for item in received)
             if len(unleased) >= ACK_BATCH:
-                unleased = self._lease(unleased)
+                self._lease(unleased)
+                unleased = []
             delivered += len(received)
             for item in received:
                 identity = _identity(item.message)
@@ -198,22 +199,25 @@ class _Ledger:
 
     def _lease(self, ack_ids):
         """Records `ack_ids` (every delivery's, redeliveries' too: all acknowledged after the run) and extends
-        their lease to LEASE_SECONDS in one request; returns a new empty list for the next ones.
+        their lease to LEASE_SECONDS, ACK_BATCH ack ids a request.
 
-        Why one request per ACK_BATCH and not per response: the emulator answers a pull with at most 100
+        Why per ACK_BATCH and not per response: the emulator answers a pull with at most 100
         messages, and a lease request after each made half of a 5,000-message pull's requests (0.50 s of wall
         for 5,000 here, 0.33 s leased per 2,000). Until its lease is extended a delivery holds the
         subscription's own deadline (10 s or more), longer than the few responses in between; one that
         lapses anyway is redelivered and dropped here as a redelivery."""
-        if ack_ids:
-            self.add(ack_ids)
-            self._call("extending leases", lambda timeout: self.client.modify_ack_deadline(
-                subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=LEASE_SECONDS,
-                retry=None, timeout=timeout))
-        return []
+        for batch in _batches(ack_ids, ACK_BATCH):
+            self.add(batch)
+            self._extend_leases(batch)
+
+    def _extend_leases(self, ack_ids):
+        """One request extending the leases of at most ACK_BATCH `ack_ids` to LEASE_SECONDS."""
+        self._call("extending leases", lambda timeout: self.client.modify_ack_deadline(
+            subscription=self.subscription, ack_ids=ack_ids, ack_deadline_seconds=LEASE_SECONDS,
+            retry=None, timeout=timeout))
 
     def add(self, ack_ids):
-        """Records ack ids of one pull (up to ACK_BATCH), leased now, packed with one lease time for them all."""
+        """Records up to ACK_BATCH ack ids of one pull, leased now, packed with one lease time for them all."""
         if not ack_ids:
             return
         packed = pack_ack_ids(ack_ids)
@@ -240,9 +244,7 @@ class _Ledger:
             try:
                 for pull, packed in due:
                     for batch in _batches(unpack_ack_ids(packed), ACK_BATCH):
-                        self._call("extending leases", lambda timeout, batch=batch: self.client.modify_ack_deadline(
-                            subscription=self.subscription, ack_ids=batch, ack_deadline_seconds=LEASE_SECONDS,
-                            retry=None, timeout=timeout))
+                        self._extend_leases(batch)
                     self._renewed(pull)
             except Exception as error:  # noqa: BLE001 - the next pull raises the same outage, or retries
                 if not self.stopped.is_set():
