@@ -1,6 +1,7 @@
 """DoFns reused across bundles on the streaming DirectRunner (direct_runner.reuse_dofns_across_bundles), on
 real TestStream pipelines, against Beam's own evaluator (a DoFn set up and torn down for every bundle)."""
 import collections
+import gc
 
 import apache_beam as beam
 import hypothesis
@@ -228,3 +229,26 @@ def test_looking_for_timers_only_when_due_fires_what_beams_walk_fires(steps):
             clock.advance_time(Duration(micros=step[1]))
         else:
             assert fired(stock, extract.stock) == fired(ours, extract)
+
+
+def full_collections_while_keeping(count):
+    """How many full garbage collections ran while `count` small lists were made and kept alive (as a
+    streaming run's keyed state is; lists, because the collector stops tracking a dict of atoms)."""
+    before = gc.get_stats()[2]["collections"]
+    kept = [[index] for index in range(count)]
+    after = gc.get_stats()[2]["collections"]
+    del kept
+    return after - before
+
+
+def test_the_local_streaming_runner_makes_full_collections_rare_as_its_state_grows():
+    stock = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        with_defaults = full_collections_while_keeping(1_000_000)
+        install_local_streaming_support()
+        assert gc.get_threshold() == (700, 10, direct_runner.OLD_GENERATION_THRESHOLD)
+        installed = full_collections_while_keeping(1_000_000)
+    finally:
+        gc.set_threshold(*stock)
+    assert with_defaults >= 3 and installed <= 1, (with_defaults, installed)
