@@ -1,7 +1,9 @@
 """DoFns reused across bundles on the streaming DirectRunner (direct_runner.reuse_dofns_across_bundles), on
 real TestStream pipelines, against Beam's own evaluator (a DoFn set up and torn down for every bundle)."""
 import collections
-import gc
+import pathlib
+import subprocess
+import sys
 
 import apache_beam as beam
 import hypothesis
@@ -23,6 +25,7 @@ from transforms.plumbing import direct_runner
 from transforms.plumbing.direct_runner import install_local_streaming_support
 
 BUNDLES = 12
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class _LifecycleLog(beam.DoFn):
@@ -231,24 +234,28 @@ def test_looking_for_timers_only_when_due_fires_what_beams_walk_fires(steps):
             assert fired(stock, extract.stock) == fired(ours, extract)
 
 
+
+FULL_COLLECTIONS_WHILE_STATE_GROWS = """
+import gc
+from transforms.plumbing.direct_runner import install_local_streaming_support
+
 def full_collections_while_keeping(count):
-    """How many full garbage collections ran while `count` small lists were made and kept alive (as a
-    streaming run's keyed state is; lists, because the collector stops tracking a dict of atoms)."""
     before = gc.get_stats()[2]["collections"]
-    kept = [[index] for index in range(count)]
-    after = gc.get_stats()[2]["collections"]
-    del kept
-    return after - before
+    kept = [[index] for index in range(count)]  # lists: the collector stops tracking a dict of atoms
+    return gc.get_stats()[2]["collections"] - before
+
+gc.set_threshold(700, 10, 10)  # CPython's defaults
+with_defaults = full_collections_while_keeping(1_000_000)
+install_local_streaming_support()
+print(with_defaults, full_collections_while_keeping(1_000_000), *gc.get_threshold())
+"""
 
 
 def test_the_local_streaming_runner_makes_full_collections_rare_as_its_state_grows():
-    stock = gc.get_threshold()
-    try:
-        gc.set_threshold(700, 10, 10)  # CPython's defaults
-        with_defaults = full_collections_while_keeping(1_000_000)
-        install_local_streaming_support()
-        assert gc.get_threshold() == (700, 10, direct_runner.OLD_GENERATION_THRESHOLD)
-        installed = full_collections_while_keeping(1_000_000)
-    finally:
-        gc.set_threshold(*stock)
+    """A million small containers kept alive, as a streaming run's keyed state is, in a fresh interpreter (how
+    often the collector runs a full pass depends on the heap already there, so not in the test process's)."""
+    printed = subprocess.run([sys.executable, "-c", FULL_COLLECTIONS_WHILE_STATE_GROWS], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout.split()
+    with_defaults, installed, *thresholds = map(int, printed)
+    assert thresholds == [700, 10, direct_runner.OLD_GENERATION_THRESHOLD]
     assert with_defaults >= 3 and installed <= 1, (with_defaults, installed)
