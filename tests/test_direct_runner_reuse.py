@@ -234,7 +234,6 @@ def test_looking_for_timers_only_when_due_fires_what_beams_walk_fires(steps):
             assert fired(stock, extract.stock) == fired(ours, extract)
 
 
-
 FULL_COLLECTIONS_WHILE_STATE_GROWS = """
 import gc
 from transforms.plumbing.direct_runner import install_local_streaming_support
