@@ -5,14 +5,14 @@
 
 The records are real routed records: the batch benchmark's synthetic reports (SyntheticConfig.for_benchmark:
 3 files with provided hashes each) through the project's enrichment chain (hashes, GeoIP, jurisdiction) and
-`to_routed_record`, with the demo run's `decidedWith`, then through the canonical JSON lines the file sink
-groups them as (what the sink receives). Not timed: building them.
+`to_routed_record`, with the demo run's `decidedWith`: what the file sink encodes (each record alone, when it
+keys it to its file). Not timed: building them.
 
 - baseline: main's path, reproduced here: the nested-closure validator's check (RouteToSinks; main's
   `compile_validator`, kept as `compile_nested_validator`) then fastavro's `Writer.write` per record into a
   deflate container (AvroSink);
 - new: the straight-line check (`compile_validator`, made once; RouteToSinks' `RoutedRecordCheck` also skips a
-  `decidedWith` value it has checked before, which these JSON-decoded records never share), then the sink's
+  `decidedWith` value it has checked before, as these records share theirs), then the sink's
   compiled encoder and container writer (transforms/plumbing/avro_files.py);
 - the sink's encoding alone, each way, and the ratio (wall time); then the new path's CPU time, the issue's
   "Avro encoding <= 20 µs on one core" figure (on a loaded machine wall time also counts waiting for a core).
@@ -45,7 +45,6 @@ from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa
 from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
-from transforms.plumbing.windowed_files import content_order_of_lines, record_line  # noqa: E402
 from transforms.reports.avro_validation import compile_nested_validator, compile_validator  # noqa: E402
 from transforms.reports.enrichment import with_hashes, with_location, with_routing  # noqa: E402
 from transforms.reports.reference_versions import decided_with  # noqa: E402
@@ -57,7 +56,7 @@ HASH_BATCH = 64  # EnrichHashes' batch size
 
 
 def routed_records(count):
-    """`count` routed records as the Avro sink receives them (decoded from their canonical JSON lines)."""
+    """`count` routed records as the Avro sink receives them."""
     opts = PipelineOptions([]).view_as(TiplineOptions)
     validator = ReportValidator()
     matcher = HashMatcher.from_banks(opts.resolved_hash_banks(), opts.resolved_negative_hash_banks())
@@ -71,7 +70,7 @@ def routed_records(count):
     for start in range(0, len(reports), HASH_BATCH):
         for report in with_hashes(reports[start:start + HASH_BATCH], matcher):
             records.append(to_routed_record(with_routing(with_location(report, locator), rules), now_micros(), decided))
-    return content_order_of_lines([record_line(record) for record in records])[1]
+    return records
 
 
 def baseline_encoding(records, schema):

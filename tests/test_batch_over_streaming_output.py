@@ -29,7 +29,7 @@ from tests import hostile
 from tests.test_pipeline_end_to_end import variant
 from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.metrics import read_counters
-from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, JsonLinesSink, WriteWindowedFiles
 
 HOUR = 3600
 MIDNIGHT = 1795392000  # 2026-11-23T00:00:00Z
@@ -152,7 +152,7 @@ def test_a_stream_flushed_by_processing_time_names_its_files_by_event_time_windo
                       else beam.Create(records))
             _ = p | source | WriteWindowedFiles(
                 str(out), destination=lambda r: f"dest={r['dest']}", sink=JsonLinesSink, suffix=".jsonl",
-                window_seconds=None if streaming else HOUR, label_seconds=HOUR, json_records=True)
+                window_seconds=None if streaming else HOUR, label_seconds=HOUR, grouped_as=GROUPED_AS_LINES)
         return sorted(path.name for path in out.rglob("*.jsonl"))
 
     batch = names(streaming=False)

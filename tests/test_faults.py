@@ -77,13 +77,13 @@ def test_a_replay_after_the_fix_routes_every_report_once(blocked_sink_run):
 KILLED_WRITER = """
 import sys, time
 from transforms.plumbing.packed_records import pack
-from transforms.plumbing.windowed_files import JsonLinesSink, _WriteContentAddressedFn
+from transforms.plumbing.windowed_files import GROUPED_PACKED, JsonLinesSink, _WriteContentAddressedFn
 
 class StalledSink(JsonLinesSink):  # stands in for a slow disk: the process is killed mid-write
     def write(self, record):
         time.sleep(3600)
 
-writer = _WriteContentAddressedFn(sys.argv[1], StalledSink, ".jsonl", as_lines=False)
+writer = _WriteContentAddressedFn(sys.argv[1], StalledSink, ".jsonl", grouped_as=GROUPED_PACKED)
 writer.setup()
 list(writer.process((("jurisdiction=GB", "2026-11-23T10:00:00--2026-11-23T11:00:00"), [pack({"reportId": "r"})])))
 """

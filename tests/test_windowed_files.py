@@ -1,9 +1,12 @@
 """WriteWindowedFiles: a folder per destination, a file per window pane, late panes never overwrite,
 re-runs never duplicate (content-addressed names)."""
+import io
 import json
 import pathlib
+import random
 
 import apache_beam as beam
+import fastavro
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -11,8 +14,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from tests.test_avro_files import varied_records
 from transforms.plumbing.direct_runner import count_every_bundle
-from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import (GROUPED_AS_LINES, GROUPED_ENCODED, GROUPED_PACKED, AvroSink,
+                                               JsonLinesSink, WriteWindowedFiles)
 
 HOUR = 3600
 
@@ -133,8 +138,54 @@ def test_json_records_grouped_as_lines_give_the_same_files_as_grouped_as_dicts(t
                       else beam.Create(timestamped))
             _ = p | source | WriteWindowedFiles(
                 str(tmp_path / str(as_lines)), destination=lambda r: f"dest={r['dest']}", sink=JsonLinesSink,
-                suffix=".jsonl", json_records=as_lines)
+                suffix=".jsonl", grouped_as=GROUPED_AS_LINES if as_lines else GROUPED_PACKED)
     as_dicts, as_lines = ({str(path.relative_to(tmp_path / flag)): path.read_bytes()
                            for path in (tmp_path / flag).rglob("*.jsonl")} for flag in ("False", "True"))
     assert as_dicts == as_lines and len(as_dicts) == 2
     assert read_tree(tmp_path / "True") == {"dest=GB": records[1::2], "dest=US-WA": records[0::2]}
+
+
+def write_routed(tmp_path, name, records, streaming, grouped_as=GROUPED_ENCODED):
+    """Routed records (all in one hour) into `tmp_path / name` by jurisdiction as Avro; the refused ones."""
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = streaming
+    timestamped = [TimestampedValue(record, 60 + index) for index, record in enumerate(records)]
+    with TestPipeline(options=options) as p:
+        source = (TestStream().add_elements(timestamped).advance_watermark_to_infinity() if streaming
+                  else beam.Create(timestamped))
+        _, refused = p | source | WriteWindowedFiles(
+            str(tmp_path / name), destination=lambda r: f"jurisdiction={r['jurisdiction']}",
+            sink=lambda: AvroSink("routed_report"), suffix=".avro", grouped_as=grouped_as, with_refusals=True)
+        _ = refused | beam.Map(lambda refusal: (tmp_path / name / "refused").write_text(
+            refusal[0]["reportId"] + " " + refusal[1][1]))
+    return {str(path.relative_to(tmp_path / name)): path.read_bytes() for path in (tmp_path / name).rglob("*.avro")}
+
+
+def avro_records(files):
+    """{folder: records sorted by reportId} of Avro `files` ({relative path: bytes})."""
+    found = {}
+    for path, data in files.items():
+        found.setdefault(path.split("/")[0], []).extend(fastavro.reader(io.BytesIO(data)))
+    return {folder: sorted(records, key=lambda r: r["reportId"]) for folder, records in found.items()}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_records_grouped_as_avro_datums_give_the_same_files_in_any_arrival_order(tmp_path, streaming):
+    records = varied_records(40)
+    shuffled = random.Random(5).sample(records, len(records))
+    as_datums = write_routed(tmp_path, "arrived", records, streaming)
+    assert write_routed(tmp_path, "shuffled", shuffled, streaming) == as_datums  # names and bytes
+    assert len(as_datums) == 3  # GB, US-CA-LA, UNKNOWN: one file each
+    as_packed = write_routed(tmp_path, "packed", records, streaming, grouped_as=GROUPED_PACKED)
+    assert avro_records(as_datums) == avro_records(as_packed)  # the same records, read back
+    assert sum(len(found) for found in avro_records(as_datums).values()) == len(records)
+
+
+def test_a_record_the_avro_encoder_refuses_is_refused_alone_when_keyed(tmp_path):
+    records = varied_records(6)
+    records[2] = {**records[2], "victimCount": "many"}  # not an int
+    files = write_routed(tmp_path, "out", records, streaming=False)
+    refused_id, error = (tmp_path / "out" / "refused").read_text().split(" ", 1)
+    assert refused_id == records[2]["reportId"] and error
+    written = [record["reportId"] for found in avro_records(files).values() for record in found]
+    assert sorted(written) == sorted(record["reportId"] for index, record in enumerate(records) if index != 2)

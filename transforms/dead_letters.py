@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.transforms import window
 
 from transforms.plumbing.metrics import LabelledCounters, counter
-from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, JsonLinesSink, WriteWindowedFiles
 
 def encode_payload(payload):
     """The payload as text when it is UTF-8, else base64, so a dead letter can be replayed byte for byte."""
@@ -109,7 +109,7 @@ class WriteDeadLetters(beam.PTransform):
             suffix=".jsonl",
             window_seconds=None,
             flush_seconds=self.flush_seconds,
-            json_records=True,  # strings only
+            grouped_as=GROUPED_AS_LINES,  # strings only
             with_refusals=with_refusals,
         )
 

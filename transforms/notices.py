@@ -20,7 +20,7 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.location.geoip import GeoLocator, NetworkLookup
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, TallyCombineFn, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.windowed_files import CsvSink, JsonLinesSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, CsvSink, JsonLinesSink, WriteWindowedFiles
 from transforms.takedown.notices import NoticeTally, notice_record, sightings
 
 STAGE = "notices"
@@ -101,7 +101,7 @@ class WriteTakedownNotices(beam.PTransform):
                 ("Csv", functools.partial(CsvSink, CSV_COLUMNS), ".csv", rows)):
             _, refused = records | f"Write{name}Files" >> WriteWindowedFiles(
                 f"{self.output_dir}/notices", destination=batch_folder, sink=sink, suffix=suffix,
-                window_seconds=DAY, allowed_lateness_seconds=self.allowed_lateness_seconds, json_records=True,
+                window_seconds=DAY, allowed_lateness_seconds=self.allowed_lateness_seconds, grouped_as=GROUPED_AS_LINES,
                 with_refusals=True)
             failures.append(refused)
         _ = tuple(failures) | "WriteFailures" >> WriteSideStageFailures(self.output_dir, STAGE)

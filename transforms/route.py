@@ -23,7 +23,7 @@ from apache_beam.utils.shared import Shared
 from transforms.dead_letters import dead_letter, original_report_json
 from transforms.plumbing.metrics import counter, LabelledCounters
 from transforms.plumbing.reference_files import RefreshedOnChange
-from transforms.plumbing.windowed_files import AvroSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_ENCODED, AvroSink, WriteWindowedFiles
 from transforms.reports.reference_versions import decided_with
 from transforms.reports.routed_record import RoutedRecordCheck, to_routed_record
 
@@ -118,5 +118,5 @@ class RouteToSinks(beam.PTransform):
             window_seconds=self.window_seconds if records.records.is_bounded else None,
             label_seconds=self.window_seconds,  # a stream's flushes are named by event-time window, as in batch
             allowed_lateness_seconds=self.allowed_lateness_seconds,
-            json_records=True)  # routed_report.avsc: JSON types only (no NaN: durations and percentages are finite)
+            grouped_as=GROUPED_ENCODED)  # as Avro datums: checked by _ToRoutedRecordFn, so each encodes
         return records.records, records[DEAD_LETTERS]

@@ -272,6 +272,14 @@ class AvroContainerWriter:
 
     def write(self, record):
         self.encode(self.block, record)
+        self.block_grew()
+
+    def write_datum(self, datum):
+        """Writes a record already encoded (by `encode`, alone)."""
+        self.block += datum
+        self.block_grew()
+
+    def block_grew(self):
         self.count += 1
         if len(self.block) >= self.block_bytes:
             self.write_block()

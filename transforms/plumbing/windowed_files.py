@@ -82,6 +82,16 @@ def digest_of(sorted_lines):
     return hashlib.sha256(b"\n".join(sorted_lines)).hexdigest()[:DIGEST_CHARS]
 
 
+def digest_of_encoded(sorted_encodings):
+    """The digest of records grouped as their sink's encodings (`GROUPED_ENCODED`), each length-prefixed:
+    an encoding may hold any byte."""
+    digest = hashlib.sha256()
+    for encoded in sorted_encodings:
+        digest.update(len(encoded).to_bytes(4, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()[:DIGEST_CHARS]
+
+
 def content_order(records):
     """(digest, records in canonical order): the same records in any arrival order give the same digest."""
     lines = sorted((record_line(record), index) for index, record in enumerate(records))
@@ -108,6 +118,10 @@ def remove_stale_temporaries(output_dir):
 
 
 REFUSED = "refused"
+# How records cross a sink's grouping (WriteWindowedFiles says which to use when)
+GROUPED_PACKED = "packed"
+GROUPED_AS_LINES = "lines"
+GROUPED_ENCODED = "encoded"
 
 
 class _KeyByDestinationAndLabel(beam.DoFn):
@@ -119,30 +133,37 @@ class _KeyByDestinationAndLabel(beam.DoFn):
     from the pane's window, unless `label_seconds` names files flushed by processing time as a batch run
     names them."""
 
-    def __init__(self, destination, as_line, label_seconds, unlabelled):
+    def __init__(self, destination, grouped_as, sink, label_seconds, unlabelled):
         self.destination = destination
-        self.as_line = as_line
+        self.grouped_as = grouped_as
+        self.sink = sink
         self.label_seconds = label_seconds
         self.unlabelled = unlabelled
+
+    def setup(self):
+        if self.grouped_as == GROUPED_ENCODED:
+            self.grouped_form = self.sink().encoded  # one sink (and its encoder) for every record
+        else:
+            self.grouped_form = record_line if self.grouped_as == GROUPED_AS_LINES else pack
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else self.unlabelled
         try:
-            yield (self.destination(element), label), record_line(element) if self.as_line else pack(element)
+            yield (self.destination(element), label), self.grouped_form(element)
         except Exception as error:
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
 
 class _WriteContentAddressedFn(beam.DoFn):
     """((destination, label), records) of one pane -> one file named by its window and its records' digest;
-    records the sink cannot encode -> the `refused` output. The records arrive as their JSON lines
-    (`as_lines`) or packed (packed_records.py)."""
+    records the sink cannot encode -> the `refused` output. The records arrive packed (packed_records.py),
+    as their JSON lines or as the sink's encodings (`grouped_as`)."""
 
-    def __init__(self, path, sink, suffix, as_lines):
+    def __init__(self, path, sink, suffix, grouped_as):
         self.path = path
         self.sink = sink
         self.suffix = suffix
-        self.as_lines = as_lines
+        self.grouped_as = grouped_as
         self.already_written = counter("files_already_written")
         self.refused = counter("records_refused_by_sinks")
 
@@ -155,12 +176,17 @@ class _WriteContentAddressedFn(beam.DoFn):
         records = list(records)
         if not records:
             return
-        if self.as_lines:
+        folder = FileSystems.join(self.path, destination)
+        self.ensure_folder(folder)
+        if self.grouped_as == GROUPED_ENCODED:  # encoded when keyed: a refusal was made there
+            ordered = sorted(records)
+            yield from self.write_unless_written(ordered, digest_of_encoded(ordered), folder,
+                                                 label or window_label(win), write_encoded=True)
+            return
+        if self.grouped_as == GROUPED_AS_LINES:
             digest, ordered = content_order_of_lines(records)
         else:
             digest, ordered = content_order([unpack(packed) for packed in records])
-        folder = FileSystems.join(self.path, destination)
-        self.ensure_folder(folder)
         try:
             yield from self.write_unless_written(ordered, digest, folder, label or window_label(win))
         except IOError:
@@ -174,12 +200,13 @@ class _WriteContentAddressedFn(beam.DoFn):
                 yield from self.write_unless_written(
                     accepted, content_order(accepted)[0], folder, label or window_label(win))
 
-    def write_unless_written(self, ordered, digest, folder, label):
+    def write_unless_written(self, ordered, digest, folder, label, write_encoded=False):
         final = FileSystems.join(folder, f"{label}-{digest}{self.suffix}")
         if FileSystems.exists(final):  # an earlier run (or attempt) wrote these very records
             self.already_written.inc()
             return
-        self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final)
+        self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final,
+                               write_encoded)
         yield final
 
     def refusals(self, records):
@@ -209,15 +236,16 @@ class _WriteContentAddressedFn(beam.DoFn):
                     pass
             self.folders.add(folder)
 
-    def write_then_rename(self, records, temporary, final):
+    def write_then_rename(self, records, temporary, final, write_encoded=False):
         """Raises (the bundle is retried, then the run stops) rather than lose a file: a reader never sees
-        a partial file under a final name."""
+        a partial file under a final name. `write_encoded`: the records are the sink's encodings."""
         try:
             with FileSystems.create(temporary) as handle:
                 sink = self.sink()
                 sink.open(handle)
+                write = sink.write_encoded if write_encoded else sink.write
                 for record in records:
-                    sink.write(record)
+                    write(record)
                 sink.flush()
             FileSystems.rename([temporary], [final])
         except Exception as error:
@@ -237,22 +265,25 @@ class WriteWindowedFiles(beam.PTransform):
     by processing time so that no late record is dropped (routed reports) and a batch backfill name their
     files alike.
 
-    `json_records=True` says the records hold JSON types only (no datetimes, NaN or 64-bit overflow): they
-    are then grouped as their canonical JSON lines, which a grouping moves, and a streaming runner copies,
-    far faster than dicts. Other records cross it packed (transforms/plumbing/packed_records.py): a row with
-    datetimes is pickled once rather than through Beam's dict coder, which pickles each datetime apart.
+    How the records cross the grouping (`grouped_as`), each moved and copied by a runner as bytes, far faster
+    than as dicts: `GROUPED_PACKED` (the default: transforms/plumbing/packed_records.py), so that a row with
+    datetimes is pickled once rather than through Beam's dict coder, which pickles each datetime apart;
+    `GROUPED_AS_LINES` for records of JSON types only (no datetimes, NaN or 64-bit overflow), as their
+    canonical JSON lines; `GROUPED_ENCODED` for a sink that encodes a record alone (`encoded(record)`, then
+    `write_encoded(encoding)`: an Avro datum), encoded once when keyed, so a record the sink refuses is refused
+    there and the files' order and digest are their sorted encodings', with nothing decoded after the grouping.
 
     Returns the paths written; with `with_refusals=True`, `(paths, refused)`, `refused` holding
     (record, (type, repr(error), None)) for each record the sink could not encode (else such a record stops the run).
     """
 
     def __init__(self, path, destination, sink, suffix, window_seconds=3600,
-                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, json_records=False,
+                 allowed_lateness_seconds=DEFAULT_ALLOWED_LATENESS_SECONDS, flush_seconds=60, grouped_as=GROUPED_PACKED,
                  with_refusals=False, label_seconds=None):
         super().__init__()
         self.label_seconds = label_seconds
         self.with_refusals = with_refusals
-        self.json_records = json_records
+        self.grouped_as = grouped_as
         self.path = path
         self.destination = destination
         self.sink = sink
@@ -280,19 +311,19 @@ class WriteWindowedFiles(beam.PTransform):
         if elements.is_bounded:
             keyed = (in_global_window(elements)
                      | "KeyByDestinationAndWindow" >> beam.ParDo(_KeyByDestinationAndLabel(
-                         self.destination, self.json_records, self.window_seconds, unlabelled="unwindowed")
+                         self.destination, self.grouped_as, self.sink, self.window_seconds, unlabelled="unwindowed")
                      ).with_outputs(REFUSED, main="keyed"))
         else:
             keyed = (elements
                      | "Window" >> self.streaming_windowing()
                      | "KeyByDestination" >> beam.ParDo(_KeyByDestinationAndLabel(
-                         self.destination, self.json_records,
+                         self.destination, self.grouped_as, self.sink,
                          self.label_seconds if self.window_seconds is None else None, unlabelled=None)
                      ).with_outputs(REFUSED, main="keyed"))
         written = (keyed.keyed
                    | "GroupPane" >> (group_in_batches() if elements.is_bounded else beam.GroupByKey())
                    | "WriteFiles" >> beam.ParDo(
-                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.json_records)
+                       _WriteContentAddressedFn(self.path, self.sink, self.suffix, self.grouped_as)
                    ).with_outputs(REFUSED, main="paths"))
         refused = ((keyed[REFUSED] | "UnwindowUnkeyable" >> beam.WindowInto(window.GlobalWindows()),
                     written[REFUSED] | "UnwindowUnwritable" >> beam.WindowInto(window.GlobalWindows()))
@@ -367,6 +398,15 @@ class AvroSink(fileio.FileSink):
 
     def write(self, record):
         self._writer.write(record)
+
+    def encoded(self, record):
+        """The record's Avro datum alone (`GROUPED_ENCODED`): the same bytes `write` puts in a block."""
+        datum = bytearray()
+        _schema_and_encoder(self.schema_name, self.repeated)[2](datum, record)
+        return bytes(datum)
+
+    def write_encoded(self, datum):
+        self._writer.write_datum(datum)
 
     def flush(self):
         self._writer.close()
