@@ -4,6 +4,8 @@ Every report published (redeliveries included) is routed or dead-lettered exactl
 reach their jurisdiction's topic, and the subscription is left with nothing unacknowledged.
 """
 import json
+import threading
+import time
 import uuid
 
 import apache_beam as beam
@@ -16,6 +18,7 @@ from pipelines.publish import ensure_subscription, ensure_topic, file_messages, 
 from pipelines.streaming import local_streaming_options, run_for
 from tests.test_pipeline_end_to_end import variant
 from transforms.plumbing.route_topics import PublishRoutedToTopics, route_topic
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, JsonLinesSink, WriteWindowedFiles
 
 pytestmark = pytest.mark.emulator
 PROJECT = "tipline-test"
@@ -108,3 +111,34 @@ def test_every_report_routed_or_dead_lettered_exactly_once(pubsub, tmp_path, cit
         on_topics += [(m.attributes["reportId"], code) for m in messages]
     assert sorted(on_topics) == sorted(routed.items())
     assert pull_all(subscription) == []  # everything was acknowledged after the run
+
+
+def test_a_stream_writes_its_unwindowed_files_every_flush_not_only_when_drained(pubsub, tmp_path):
+    """The routed and dead-letter files of a stream (`window_seconds=None`) are flushed every `flush_seconds`
+    of processing time: records published after a flush land in a file of their own, while the stream runs."""
+    topic, subscription = make_topic()
+    first = [{"id": n, "dest": "GB"} for n in range(5)]
+    then = [{"id": n, "dest": "GB"} for n in range(5, 10)]
+    out = tmp_path / "out"
+
+    def publish_the_rest_once_a_file_is_written():
+        deadline = time.monotonic() + 30
+        while not list(out.rglob("*.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen_while_running.append(len(list(out.rglob("*.jsonl"))))
+        publish(iter(json.dumps(record).encode() for record in then), topic)
+
+    seen_while_running = []
+    assert publish(iter(json.dumps(record).encode() for record in first), topic) == len(first)
+    pipeline = beam.Pipeline(options=local_streaming_options([]))
+    _ = (pipeline | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(json.loads)
+         | WriteWindowedFiles(str(out), destination=lambda record: f"dest={record['dest']}", sink=JsonLinesSink,
+                              suffix=".jsonl", window_seconds=None, flush_seconds=1, grouped_as=GROUPED_AS_LINES))
+    publisher = threading.Thread(target=publish_the_rest_once_a_file_is_written)
+    publisher.start()
+    run_for(pipeline, subscription, duration=15, run_id=uuid.uuid4().hex, progress=False)
+    publisher.join()  # the rest was read only if it was published, once a file was written, while the run read
+    files = sorted({record["id"] for record in map(json.loads, path.read_text().splitlines())}
+                   for path in out.rglob("*.jsonl"))
+    assert seen_while_running == [1]  # the first records' file, written before the stream was drained
+    assert files == [{0, 1, 2, 3, 4}, {5, 6, 7, 8, 9}]
