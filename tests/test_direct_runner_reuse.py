@@ -86,6 +86,21 @@ def test_a_dofn_is_set_up_once_for_many_bundles_and_torn_down_at_the_end(tmp_pat
     assert len({instance for _, instance in happened}) == 1
 
 
+def test_installing_the_support_again_and_the_stages_own_parts_wraps_beams_bundle_set_up_once():
+    """Each stage installs the parts it needs (the input watermark, watermark holds), each of which first
+    installs the DoFn reuse; a second install must not wrap Beam's bundle set-up and worker loop again."""
+    install_local_streaming_support()
+    direct_runner.expose_input_watermark()
+    direct_runner.hold_watermark_at_user_timers()
+    evaluator = direct_runner.transform_evaluator._ParDoEvaluator
+    worker = direct_runner.executor._ExecutorService._ExecutorServiceWorker
+    installed = evaluator.start_bundle, evaluator.finish_bundle, worker.run
+    install_local_streaming_support()
+    direct_runner.expose_input_watermark()
+    direct_runner.hold_watermark_at_user_timers()
+    assert (evaluator.start_bundle, evaluator.finish_bundle, worker.run) == installed
+
+
 def test_beams_own_evaluator_sets_up_and_tears_down_every_bundle(tmp_path, monkeypatch):
     """The reason for the reuse: the same pipeline on the stock evaluator, same outputs."""
     install_local_streaming_support()

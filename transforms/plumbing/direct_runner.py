@@ -98,10 +98,10 @@ def reuse_dofns_across_bundles():
                            f"check reuse_dofns_across_bundles against it and update REUSE_WRITTEN_FOR_BEAM")
     memoize_serial_steps()
     evaluator = transform_evaluator._ParDoEvaluator
-    if getattr(evaluator.start_bundle, "reuses_dofns", False):
+    worker = executor._ExecutorService._ExecutorServiceWorker
+    if getattr(worker.run, "tears_down_dofns", False):  # installed (other supports wrap start_bundle again)
         return
     stock_start_bundle, stock_finish_bundle = evaluator.start_bundle, evaluator.finish_bundle
-    worker = executor._ExecutorService._ExecutorServiceWorker
     stock_run = worker.run
 
     def start_bundle(self):
@@ -132,7 +132,7 @@ def reuse_dofns_across_bundles():
         finally:
             tear_down_thread_dofns()
 
-    start_bundle.reuses_dofns = True
+    run.tears_down_dofns = True
     evaluator.start_bundle, evaluator.finish_bundle, worker.run = start_bundle, finish_bundle, run
 
 
