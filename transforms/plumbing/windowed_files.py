@@ -275,7 +275,8 @@ class WriteWindowedFiles(beam.PTransform):
     `GROUPED_AS_LINES` for records of JSON types only (no datetimes, NaN or 64-bit overflow), as their
     canonical JSON lines; `GROUPED_ENCODED` for a sink that encodes a record alone (`encoded(record)`, then
     `write_encoded(encoding)`: an Avro datum), encoded once when keyed, so a record the sink refuses is refused
-    there and the files' order and digest are their sorted encodings', with nothing decoded after the grouping.
+    there, a file's records are ordered and digested as their encodings, and nothing is decoded after the
+    grouping.
 
     Returns the paths written; with `with_refusals=True`, `(paths, refused)`, `refused` holding
     (record, (type, repr(error), None)) for each record the sink could not encode (else such a record stops the run).
@@ -349,7 +350,8 @@ class _FlushEveryFn(beam.DoFn):
     """Streaming on the DirectRunner, for files outside event-time windows (`window_seconds=None`): the
     panes of `streaming_windowing`'s processing-time trigger and a GroupByKey, ((destination, label), records
     keyed since the last flush), every `flush_seconds` after a flush's first record and when the input ends,
-    from one state value holding the records under their keys.
+    from one state value holding the records under their keys. The flush follows the wall clock, as the
+    local source does: a TestStream's processing time does not move it (its files flush when it ends).
 
     Why: the DirectRunner's grouping behind that trigger keeps every (destination, label) key it has seen
     for the whole run, and per buffered record a WindowedValue and an entry of the trigger's state (a 5-minute
