@@ -185,7 +185,7 @@ class _WriteContentAddressedFn(beam.DoFn):
         if self.grouped_as == GROUPED_ENCODED:  # encoded when keyed: a refusal was made there
             ordered = sorted(records)
             yield from self.write_unless_written(ordered, digest_of_encoded(ordered), folder,
-                                                 label or window_label(win), write_encoded=True)
+                                                 label or window_label(win))
             return
         if self.grouped_as == GROUPED_AS_LINES:
             digest, ordered = content_order_of_lines(records)
@@ -204,13 +204,12 @@ class _WriteContentAddressedFn(beam.DoFn):
                 yield from self.write_unless_written(
                     accepted, content_order(accepted)[0], folder, label or window_label(win))
 
-    def write_unless_written(self, ordered, digest, folder, label, write_encoded=False):
+    def write_unless_written(self, ordered, digest, folder, label):
         final = FileSystems.join(folder, f"{label}-{digest}{self.suffix}")
         if FileSystems.exists(final):  # an earlier run (or attempt) wrote these very records
             self.already_written.inc()
             return
-        self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final,
-                               write_encoded)
+        self.write_then_rename(ordered, FileSystems.join(folder, f".{digest}-{uuid.uuid4().hex}.tmp"), final)
         yield final
 
     def refusals(self, records):
@@ -240,14 +239,14 @@ class _WriteContentAddressedFn(beam.DoFn):
                     pass
             self.folders.add(folder)
 
-    def write_then_rename(self, records, temporary, final, write_encoded=False):
+    def write_then_rename(self, records, temporary, final):
         """Raises (the bundle is retried, then the run stops) rather than lose a file: a reader never sees
-        a partial file under a final name. `write_encoded`: the records are the sink's encodings."""
+        a partial file under a final name. Records grouped as the sink's encodings are written as such."""
         try:
             with FileSystems.create(temporary) as handle:
                 sink = self.sink()
                 sink.open(handle)
-                write = sink.write_encoded if write_encoded else sink.write
+                write = sink.write_encoded if self.grouped_as == GROUPED_ENCODED else sink.write
                 for record in records:
                     write(record)
                 sink.flush()
