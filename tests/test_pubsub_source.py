@@ -3,6 +3,7 @@ source (a malformed message used to be dead-lettered once per delivery) and outa
 
 The same behaviours through the whole pipeline on the emulator are in tests/test_faults.py.
 """
+import random
 import time
 
 import pytest
@@ -95,6 +96,39 @@ def test_redeliveries_count_toward_the_pull_size(make_ledger):
     ledger.pull(10)
     messages, dropped = ledger.pull(10)
     assert messages == [] and dropped == 10
+
+
+def test_a_redelivery_is_dropped_after_its_identity_went_into_the_sorted_array(make_ledger, monkeypatch):
+    monkeypatch.setattr(pubsub_source, "RECENT_AT_MOST", 4)
+    client = ScriptedClient([delivery(i, f"a{i}") for i in range(10)], [],
+                            [delivery(3, "a3-again"), delivery(10, "a10"), delivery(9, "a9-again")], [])
+    ledger = make_ledger(client)
+    assert len(ledger.pull(100)[0]) == 10 and len(ledger.seen._recent) < 4  # merged during the first pull
+    messages, dropped = ledger.pull(100)
+    assert [m.message_id for m in messages] == ["10"] and dropped == 2
+
+
+def test_seen_identities_agree_with_a_set_across_merges(monkeypatch):
+    """Random identities with repeats, in pulls of random sizes: the same first sightings as a Python set,
+    including identities that differ only in NUL bytes (numpy's string type would strip trailing ones)."""
+    monkeypatch.setattr(pubsub_source, "RECENT_AT_MOST", 64)
+    rng = random.Random(7)
+    pool = [rng.randbytes(16) for _ in range(1500)]
+    pool += [b"\x00" * 16, b"\x00" * 15 + b"\x01", b"a" + b"\x00" * 15, b"a\x00b" + b"\x00" * 13, b"a\x00c" + b"\x00" * 13]
+    seen, reference = pubsub_source.SeenIdentities(), set()
+    for _ in range(120):
+        pull = [rng.choice(pool) for _ in range(rng.randint(0, 80))]
+        expected = []
+        for identity in pull:
+            expected.append(identity not in reference)
+            reference.add(identity)
+        assert seen.keep_new(pull) == expected
+    assert len(seen) == len(reference) and len(seen._sorted) > 1000
+
+
+def test_an_identity_of_another_length_is_refused():
+    with pytest.raises(ValueError, match="16 bytes"):
+        pubsub_source.SeenIdentities().keep_new([b"short"])
 
 
 # --- outages ----------------------------------------------------------------------------------------------

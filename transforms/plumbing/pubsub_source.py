@@ -16,9 +16,9 @@ Guarantee this source gives on the DirectRunner (at-least-once, nothing lost):
 - a redelivery within a run (a lease lost: the same message, same `message_id` and publish time) is
   dropped here, at the source: its new ack id is kept in the ledger (acknowledged with the rest after the
   run) but the message is not emitted again, and it is counted (`redeliveries_dropped_at_source`). So a
-  malformed message is dead-lettered once per run, not once per delivery (it used to be once per delivery). The set of
-  message ids seen lives as long as the run (a 16-byte digest each, ~80 bytes), and so do the ack ids,
-  packed per pull with one lease time per pull (a few dozen bytes each). A report published twice (two
+  malformed message is dead-lettered once per run, not once per delivery. The messages seen live as long as
+  the run (a 16-byte digest each, in a sorted array: `SeenIdentities`), and so do the ack ids, packed per
+  pull with one lease time per pull (a few dozen bytes each). A report published twice (two
   messages, two ids) is still dropped by the pipeline's reportId dedup (`duplicates`);
 - Pub/Sub unreachable (an outage, the emulator stopped): each call (pull, lease extension, acknowledge)
   is retried with a bounded backoff for up to `OUTAGE_GRACE_SECONDS` from the first failure of the
@@ -37,13 +37,14 @@ import time
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import coders
 from apache_beam.runners.direct.transform_evaluator import TransformResult, _TransformEvaluator
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import digest_of
+from transforms.plumbing.packed_buckets import DIGEST_BYTES, digest_of
 
 
 DEFAULT_MAX_MESSAGES = 5000  # a bundle per pull: the streaming runner pays per bundle and step, so large ones pay (1,000: ~250/s, 5,000: ~390/s here)
@@ -77,7 +78,7 @@ def _transient(error, during_outage):
 def _identity(message):
     """What stays the same across deliveries of one message: its id and publish time (the time too, since an
     emulator restarted empty numbers its messages from 1 again), as a 16-byte digest: the run remembers one
-    for every message it read (~80 bytes each rather than ~250 for the tuple of id and time)."""
+    for every message it read."""
     pb = type(message).pb(message)
     return digest_of(f"{pb.message_id}@{pb.publish_time.seconds}.{pb.publish_time.nanos}")
 
@@ -105,7 +106,7 @@ class _Ledger:
         self.subscription = subscription
         self.lock = threading.Lock()
         self.pending = PendingAckIds()
-        self.seen = set()  # _identity of every message emitted by this run (read by the pulling thread only)
+        self.seen = SeenIdentities()  # every message emitted by this run (read by the pulling thread only)
         self.pulled = 0  # deliveries, redeliveries included
         self.redeliveries = 0  # deliveries of a message already emitted by this run, not emitted again
         self.watermark = None  # the read's watermark hold: the time of its latest pull
@@ -183,13 +184,9 @@ class _Ledger:
                 self._lease(unleased)
                 unleased = []
             delivered += len(received)
-            for item in received:
-                identity = _identity(item.message)
-                if identity in self.seen:
-                    redelivered += 1
-                else:
-                    self.seen.add(identity)
-                    messages.append(item.message)
+            new = self.seen.keep_new([_identity(item.message) for item in received])
+            messages.extend(item.message for item, fresh in zip(received, new) if fresh)
+            redelivered += len(received) - sum(new)
         self._lease(unleased)
         with self.lock:
             self.pulled += delivered
@@ -319,6 +316,64 @@ class PendingAckIds:
 
     def ack_ids(self):
         return [ack_id for _, packed in self.pulls.values() for ack_id in unpack_ack_ids(packed)]
+
+
+IDENTITY_BYTES = DIGEST_BYTES  # `_identity`'s digest
+RECENT_AT_MOST = 8192  # identities held in a set before they are merged into the sorted array
+
+
+class SeenIdentities:
+    """The 16-byte identities of every message a run emitted, to drop redeliveries: a sorted numpy array, and
+    the newest (at most RECENT_AT_MOST) in a set until they are merged in.
+
+    Why not a set of them all: a run keeps one for every message it read, and a set of 16-byte `bytes` costs
+    ~91 bytes an identity (tracemalloc, 100,000); here ~16. A pull's identities are looked up in the
+    array at once; a merge inserts the recent ones in order (a copy of the array, so O(n) every
+    RECENT_AT_MOST messages)."""
+
+    def __init__(self):
+        self._sorted = np.empty(0, dtype=f"S{IDENTITY_BYTES}")
+        self._recent = set()
+
+    def keep_new(self, identities):
+        """For each of `identities` in order, whether this run sees it for the first time (then it is
+        remembered; a second one in the same list is not new)."""
+        in_sorted = self._in_sorted(as_identity_array(identities))
+        new = []
+        for identity, old in zip(identities, in_sorted):
+            fresh = not old and identity not in self._recent
+            if fresh:
+                self._recent.add(identity)
+            new.append(fresh)
+        if len(self._recent) >= RECENT_AT_MOST:
+            self._merge_recent()
+        return new
+
+    def __len__(self):
+        return len(self._sorted) + len(self._recent)
+
+    def _in_sorted(self, wanted):
+        if not len(self._sorted) or not len(wanted):
+            return [False] * len(wanted)
+        at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
+        return same_bytes(self._sorted[at], wanted).tolist()
+
+    def _merge_recent(self):
+        recent = np.sort(as_identity_array(list(self._recent)))
+        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, recent), recent)
+        self._recent = set()
+
+
+def as_identity_array(identities):
+    """16-byte identities as a numpy array, refusing any other length (the array would pad or cut it)."""
+    if any(len(identity) != IDENTITY_BYTES for identity in identities):
+        raise ValueError(f"a message identity is not {IDENTITY_BYTES} bytes")
+    return np.array(identities, dtype=f"S{IDENTITY_BYTES}")
+
+
+def same_bytes(left, right):
+    """Element-wise equality of two identity arrays, byte for byte (not numpy's string comparison)."""
+    return (left.view("<u8").reshape(-1, 2) == right.view("<u8").reshape(-1, 2)).all(axis=1)
 
 
 def pack_ack_ids(ack_ids):
