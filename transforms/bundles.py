@@ -43,7 +43,7 @@ import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
@@ -55,8 +55,9 @@ from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_
                                               late_firing_windows, pane_columns, utc)
 from transforms.plumbing.distinct import DistinctDigests, pair_digest64
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import (PackedIntoBuckets, bucket_of, digest_of, move_timer_earlier, pickled,
-                                               record_offset, reset_timer)
+from transforms.plumbing.local_windows import HeldAsIs
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, iter_records,
+                                               move_timer_earlier, pickled, record_offset, reset_timer)
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -476,13 +477,15 @@ def sessions_of(times, gap_micros):
 class _BundleSessionsInBucketFn(beam.DoFn):
     """Streaming on the DirectRunner: the bundle rows of Beam's session windows (gap, allowed lateness,
     accumulating; on-time pane at last + gap, a late pane per late sighting), with bundles spread over
-    `BUNDLE_BUCKETS` keys, each holding its sightings packed in one bag (`packed_sighting`), the spans of its
-    fired panes, and one timer at the earliest end (or expiry: end + lateness) of its sessions.
+    `BUNDLE_BUCKETS` keys, each holding its sightings packed (`packed_sighting`) in one bytearray, appended in
+    place (`append_record`), the spans of its fired panes, and one timer at the earliest end (or expiry: end +
+    lateness) of its sessions.
 
     Why: the DirectRunner's session windows keep a key per bundle (several KB each with its window, trigger
     state and timer, copied per bundle), and most bundles are a single report held for the gap plus the
-    lateness, so a local run grew by that per report; here a sighting costs its packed bytes (~70-90).
-    A late sighting and a timer read the bucket's whole bag: cheap while sessions are few, linear in them.
+    lateness, so a local run grew by that per report; here a sighting costs its packed bytes (~70-90) and a
+    two-byte length (as a bag of bytes values, ~40 more). A late sighting and a timer read the bucket's whole
+    bytearray: cheap while sessions are few, linear in them.
     Beam's panes, as its trigger driver makes them: a late sighting inside a fired session's span fires the
     next pane; one that moves the span (a merged window) or opens a session already behind the watermark
     fires pane 0, late; a sighting whose own window has expired is dropped. Not covered (no bundle stamped in
@@ -491,7 +494,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
     """
     holds_watermark_at_timers = True  # HOLDS_WATERMARK: on-time panes emitted by the timer are on time downstream
     reads_input_watermark = True  # READS_WATERMARK: late sightings are told from on-time ones as Beam does
-    SIGHTINGS = BagStateSpec("sightings", coders.BytesCoder())
+    SIGHTINGS = ReadModifyWriteStateSpec("sightings", HeldAsIs())  # a bytearray of `append_record`s
     PANES = ReadModifyWriteStateSpec("panes", coders.PickleCoder())  # {(bundle, signature): {(first, last): index}}
     NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
     DUE = TimerSpec("due", TimeDomain.WATERMARK)
@@ -508,7 +511,9 @@ class _BundleSessionsInBucketFn(beam.DoFn):
         last_instant = micros + self.gap_micros - 1  # of the sighting's own window
         if watermark is not None and micros + self.gap_micros + self.lateness_micros < watermark:
             return []  # its window expired: Beam drops it
-        sightings.add(packed)
+        held = sightings.read() or bytearray()
+        append_record(held, packed)
+        sightings.write(held)
         if watermark is None or last_instant >= watermark:
             move_timer_earlier(next_due, due, last_instant)
             return []
@@ -516,7 +521,7 @@ class _BundleSessionsInBucketFn(beam.DoFn):
 
     def late_pane(self, key, micros, watermark, sightings, panes_state, next_due, due):
         """[the late pane of the session a late sighting at `micros` belongs to], or [] if it is still open."""
-        own = [self.sighting(record) for record in map(unpacked_sighting, sightings.read())
+        own = [self.sighting(record) for record in map(unpacked_sighting, iter_records(sightings.read()))
                if tuple(record[:2]) == key]
         session = next(span for span in self.sessions(own) if span[0] <= micros <= span[1])
         end_instant = session[1] + self.gap_micros - 1
@@ -561,10 +566,10 @@ class _BundleSessionsInBucketFn(beam.DoFn):
                due=beam.DoFn.TimerParam(DUE)):
         """Fires the on-time pane of each session that has ended, forgets each that has expired."""
         # every session the watermark has passed, not only the one the timer was set for (a timer a session
-        # would make a drain fire once per session, each reading the whole bag)
+        # would make a drain fire once per session, each reading the whole bytearray)
         now = passed_by_the_watermark(fired)
         by_key = collections.defaultdict(list)
-        for packed in sightings.read():
+        for packed in iter_records(sightings.read() or b""):
             record = unpacked_sighting(packed)
             by_key[tuple(record[:2])].append((packed, self.sighting(record)))
         panes, kept, upcoming = panes_state.read() or {}, [], []
@@ -597,9 +602,13 @@ class _BundleSessionsInBucketFn(beam.DoFn):
 
     @staticmethod
     def rewrite(sightings, kept):
-        sightings.clear()
+        if not kept:
+            sightings.clear()
+            return
+        held = bytearray()
         for packed in kept:
-            sightings.add(packed)
+            append_record(held, packed)
+        sightings.write(held)
 
 
 def batch_bundle_record(gap_seconds):
