@@ -1,13 +1,15 @@
 """SpikeAlerts: the baseline rule, and alerts from a pipeline over a quiet stretch then a flood."""
 import json
+import sys
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.alerts import SpikeAlerts, SpikeRule, spike_step
+from transforms.alerts import SpikeAlerts, SpikeRule, counted_key, spike_step, watched_key
 
 HOUR = 3600
 RULE = SpikeRule(min_count=10, ratio=5.0, alpha=0.5)
@@ -84,3 +86,28 @@ def test_in_a_stream_windows_are_judged_in_event_time_order_and_late_panes_do_no
                                                                  "jurisdiction": SpikeRule(10_000, 1.0)})
         # baseline 2 x 0.7 (hour 0) then an empty hour 1: 0.98; 12 >= 5 x max(0.98, 1)
         assert_that(alerts | beam.Map(alert_summary), equal_to([("signature", "md5:ab", "02:00", 12)]))
+
+
+@pytest.mark.parametrize("signature", [
+    "md5:" + "3a" * 16,  # digest bytes that are colons
+    "sha256:" + "00" * 32,
+    "md5:abc",  # odd-length hex stays text
+    "md5:ABCD",  # so does upper case (content_signature lowers it; another text must not come back lowered)
+    "bank:demo-known:3a3a",
+    "esp-batch:r-1",
+    "md5:",
+])
+def test_a_signature_comes_back_from_its_compact_count_key_as_it_was(signature):
+    counted = counted_key("signature", signature)
+    assert watched_key(counted) == ("signature", signature)
+    assert counted != counted_key("signature", "md5:" + "3b" * 16)
+
+
+def test_an_exact_hash_is_counted_under_fewer_bytes_than_its_text():
+    signature = "md5:" + "ab" * 16
+    assert isinstance(counted_key("signature", signature), bytes)
+    assert sys.getsizeof(counted_key("signature", signature)) < sys.getsizeof(signature) - 20
+
+
+def test_volume_keys_stay_kind_and_value():
+    assert watched_key(counted_key("esp", "esp-1")) == ("esp", "esp-1")

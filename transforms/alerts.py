@@ -36,7 +36,7 @@ from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import PackedIntoBuckets, move_timer_earlier, pickled, reset_timer
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
-from transforms.reports.signatures import record_signature
+from transforms.reports.signatures import compact_signature, expanded_signature, record_signature
 
 STAGE = "alerts"
 DEFAULT_WINDOW_SECONDS = 3600
@@ -95,7 +95,7 @@ def watched_keys(record):
 
 def watched_keys_counted_once(record):
     """(the record's watched keys, 1): what CombinePerKeyAndWindow counts per key and window, a signature key
-    as its bare text (`counted_key`). The keys are hashed here, so a value no grouping could hold fails with
+    alone, compacted (`counted_key`). The keys are hashed here, so a value no grouping could hold fails with
     its record, not inside the combine."""
     keys = tuple(counted_key(kind, key) for kind, key in watched_keys(record))
     hash(keys)
@@ -103,15 +103,16 @@ def watched_keys_counted_once(record):
 
 
 def counted_key(kind, key):
-    """A signature's window count is held under its text alone, other keys as (kind, key): nearly every
-    report brings a signature of its own, held until its window fires, and the tuple around it took ~70 of
-    the ~190 bytes a distinct signature's count held (tracemalloc, 100,000 keys)."""
-    return key if kind == "signature" else (kind, key)
+    """A signature's window count is held under the signature alone, an exact hash's as bytes
+    (`compact_signature`); other keys as (kind, key). Nearly every report brings a signature of its own, held
+    until its window fires: the tuple around it took ~70 of the ~190 bytes a distinct signature's count held
+    (tracemalloc, 100,000 keys), and an MD5's text 96 where its compact form takes 64."""
+    return compact_signature(key) if kind == "signature" else (kind, key)
 
 
 def watched_key(counted):
     """The (kind, key) of a `counted_key`."""
-    return counted if isinstance(counted, tuple) else ("signature", counted)
+    return counted if isinstance(counted, tuple) else ("signature", expanded_signature(counted))
 
 
 def already_keyed(keys_and_count):

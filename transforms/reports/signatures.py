@@ -8,6 +8,8 @@ One deterministic choice among its files' signals, so that a report belongs to e
 A report the producer already bundled (`batchedReport`, e.g. VIRAL_POTENTIAL_MEME) is a bundle by
 itself: signature `esp-batch:<reportId>`, never merged with other reports.
 """
+import re
+
 from transforms.matching.signals import canonical_hash_type
 
 EXACT_SIGNAL_TYPES = frozenset({"MD5", "SHA1", "SHA224", "SHA256", "SHA384", "SHA512"})
@@ -44,3 +46,22 @@ def record_signature(record):
 def signature_kind(signature):
     prefix = signature.split(":", 1)[0]
     return {"bank": "bank_entry", ESP_BATCH: "esp_batch"}.get(prefix, "exact_hash")
+
+
+_EXACT_HASH = re.compile(r"([a-z0-9]+):((?:[0-9a-f]{2})+)")
+
+
+def compact_signature(signature):
+    """An exact hash's signature `<type>:<hex>` as bytes: `<type>:` then the digest's bytes (an MD5's 64 bytes
+    as an object where its text takes 96); any other signature stays text. `expanded_signature` undoes it.
+    For state holding a signature per report until its window fires (the hourly spike counts)."""
+    exact = _EXACT_HASH.fullmatch(signature)
+    return exact[1].encode("ascii") + b":" + bytes.fromhex(exact[2]) if exact else signature
+
+
+def expanded_signature(compact):
+    """The signature text of a `compact_signature`."""
+    if isinstance(compact, str):
+        return compact
+    kind, _, digest = compact.partition(b":")  # the type has no colon; the digest's bytes may
+    return f"{kind.decode('ascii')}:{digest.hex()}"
