@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import hashlib
 import pickle
+import struct
 
 import apache_beam as beam
 from apache_beam import coders
@@ -34,7 +35,8 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import PackedIntoBuckets, move_timer_earlier, pickled, reset_timer
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, digest_of, move_timer_earlier, pickled,
+                                               record_offset, reset_timer)
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import compact_signature, expanded_signature, record_signature
 
@@ -202,6 +204,8 @@ class _SpikeDetectorFn(_SpikeJudgeFn):
 
 
 DETECTOR_BUCKETS = 1024
+# the watched key's digest, its baseline (first and last window start, mean) and when it is forgotten (micros)
+BASELINE_RECORD = struct.Struct(">16sqqdq")
 
 
 def key_by_detector_bucket(buckets):
@@ -218,17 +222,24 @@ def _pickled_watched_count(keyed):
     return pickled((key, start, count))
 
 
+def watched_key_digest(key):
+    """The 16-byte digest a bucket's baselines are held under (of the text its bucket is chosen by)."""
+    return digest_of(repr(key))
+
+
 class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
     """Streaming on the DirectRunner: the decisions of `_SpikeDetectorFn`, with watched keys spread over
     `DETECTOR_BUCKETS` keys, each holding its keys' pending window counts (pickled, in a bag), their
-    baselines (one pickled dict) and one timer at the earliest of their due times and forget times.
+    baselines (packed records of `BASELINE_RECORD` under the key's digest, 48 bytes each) and one timer at
+    the earliest of their due times and forget times.
 
     Why: the DirectRunner keeps several KB per key with a timer, and most signatures are counted in one
     window and then remembered for `forget_after_windows` (48 h by default): a local run grew by that for
-    every report's signature. Here a remembered key costs its pickled baseline (~100 bytes).
+    every report's signature. A baseline needs no key text (an alert takes it from the count being judged):
+    a remembered key costs 48 bytes, where a pickled {key: (Baseline, forget at)} entry took ~90.
     """
     PENDING = BagStateSpec("pending", coders.BytesCoder())
-    BASELINES = ReadModifyWriteStateSpec("baselines", coders.PickleCoder())  # {key: (Baseline, forget at)}
+    BASELINES = ReadModifyWriteStateSpec("baselines", coders.BytesCoder())  # BASELINE_RECORDs
     NEXT_DUE = ReadModifyWriteStateSpec("next_due", coders.VarIntCoder())
     DUE = TimerSpec("due", TimeDomain.WATERMARK)
 
@@ -257,29 +268,37 @@ class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
                 by_key[key].append((start, count))
             else:
                 waiting.append((key, start, packed))
-        baselines = baselines_state.read() or {}
+        baselines = bytearray(baselines_state.read() or b"")
         for key, ready in by_key.items():
             yield from self.judged(key, sorted(ready), baselines)
-        still_pending = {key for key, _, _ in waiting}
-        for key in [key for key, (_, forget_at) in baselines.items()
-                    if forget_at <= fired.micros and key not in still_pending]:
-            del baselines[key]
+        still_pending = {watched_key_digest(key) for key, _, _ in waiting}
+        kept = [record for record in BASELINE_RECORD.iter_unpack(baselines)  # a key kept past its forget time
+                if record[4] > fired.micros or record[0] in still_pending]  # waits for its count
         pending.clear()
         for _, _, packed in waiting:
             pending.add(packed)
-        if baselines:
-            baselines_state.write(baselines)
+        if kept:
+            baselines_state.write(b"".join(BASELINE_RECORD.pack(*record) for record in kept))
         else:
             baselines_state.clear()
-        upcoming = [self.due_micros(start) for _, start, _ in waiting] + [  # a key kept past its forget time
-            forget_at for _, forget_at in baselines.values() if forget_at > fired.micros]  # waits for its count
+        upcoming = [self.due_micros(start) for _, start, _ in waiting] + [
+            forget_at for *_, forget_at in kept if forget_at > fired.micros]
         reset_timer(next_due, due, upcoming)
 
     def judged(self, key, ready, baselines):
-        """The alerts of one key's due windows (start order); its baseline in `baselines` updated."""
-        baseline, alerts = self.judge(key, baselines[key][0] if key in baselines else None, ready)
+        """The alerts of one key's due windows (start order); its record in `baselines` (a bytearray) updated
+        or added."""
+        digest = watched_key_digest(key)
+        offset = record_offset(baselines, digest, BASELINE_RECORD.size)
+        held = None if offset == -1 else Baseline(*BASELINE_RECORD.unpack_from(baselines, offset)[1:4])
+        baseline, alerts = self.judge(key, held, ready)
         if baseline is not None:
-            baselines[key] = baseline, self.forget_micros(baseline)
+            record = BASELINE_RECORD.pack(digest, baseline.first_start, baseline.last_start, baseline.mean,
+                                          self.forget_micros(baseline))
+            if offset == -1:
+                baselines += record
+            else:
+                baselines[offset:offset + BASELINE_RECORD.size] = record
         return alerts
 
 
