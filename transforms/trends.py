@@ -16,8 +16,9 @@ How it is computed: routed records are first combined per hour and dimension val
 sliding windows, so a report is not copied into 24 windows. Streaming: discarding hourly panes, then
 accumulating panes per table window; late reports within the allowed lateness fire each window again with
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
-right total (on the DirectRunner both steps keep one merged tally per key and window instead of Beam's
-grouping: transforms/plumbing/local_windows.py). Reports later than that are dropped by the runner; they are counted as
+right total (on the DirectRunner both steps keep one merged accumulator per window instead of Beam's
+grouping: transforms/plumbing/local_windows.py). An hour's partials are one `ReportTable`: each record's
+user and bundle digests once, and per dimension value its rows, made into tallies when the hour fires. Reports later than that are dropped by the runner; they are counted as
 `trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
 each dimension value's timeline gives its hourly and sliding rows in one pass.
@@ -27,10 +28,12 @@ column cannot hold) fails alone: each record's keys and tally are made in a guar
 combine, rows are made and written guarded, and the failure is a side-stage dead letter `stage=trends`
 (transforms/dead_letters.py); the report stays routed.
 """
+import array
 import collections
 import functools
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.transforms import window
 
 from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
@@ -107,6 +110,92 @@ def counted(record):
     bundle = record.get("bundleId")
     return (len(record.get("files") or []), pair_digest64(record["espId"], user) if user else None,
             digest64(bundle) if bundle else None)
+
+
+class ReportTable:
+    """One window's records as columns (user and bundle digests, whether each has one), and per dimension key
+    its rows and files: what `Tally`s per key would count, each record held once.
+
+    Why: a record counts under ~6 dimension keys, and a Tally per key holds its user's and bundle's digests
+    in each, ~12 digests (~90-116 bytes) a record for the window and its lateness; here ~44 (16 for the
+    digests, 2 flags, a 4-byte row per key). The Tallies are made when the window's pane fires."""
+    __slots__ = ("users", "bundles", "has_user", "has_bundle", "keys")
+
+    def __init__(self):
+        self.users, self.bundles = array.array("q"), array.array("q")
+        self.has_user, self.has_bundle = bytearray(), bytearray()
+        self.keys = {}  # key -> [rows (array of "I"), files]
+
+    def add(self, keys, counted):
+        files, user, bundle = counted
+        row = len(self.users)
+        self.users.append(user if user is not None else 0)
+        self.bundles.append(bundle if bundle is not None else 0)
+        self.has_user.append(user is not None)
+        self.has_bundle.append(bundle is not None)
+        for key in keys:
+            held = self.keys.get(key)
+            if held is None:
+                held = self.keys[key] = [array.array("I"), 0]
+            held[0].append(row)
+            held[1] += files
+
+    def take_in(self, other):
+        """Appends `other`'s records, its rows moved past this table's."""
+        offset = len(self.users)
+        self.users.extend(other.users)
+        self.bundles.extend(other.bundles)
+        self.has_user.extend(other.has_user)
+        self.has_bundle.extend(other.has_bundle)
+        for key, (rows, files) in other.keys.items():
+            held = self.keys.get(key)
+            if held is None:
+                held = self.keys[key] = [array.array("I"), 0]
+            held[0].frombytes((np.frombuffer(rows, dtype=np.uint32) + np.uint32(offset)).tobytes())
+            held[1] += files
+
+    def tallies(self):
+        """{key: Tally} of the records each key holds."""
+        users, bundles = np.frombuffer(self.users, dtype=np.int64), np.frombuffer(self.bundles, dtype=np.int64)
+        has_user = np.frombuffer(self.has_user, dtype=np.bool_)
+        has_bundle = np.frombuffer(self.has_bundle, dtype=np.bool_)
+        out = {}
+        for key, (rows, files) in self.keys.items():
+            at = np.frombuffer(rows, dtype=np.uint32)
+            out[key] = Tally(len(at), files, DistinctDigests(users[at][has_user[at]]),
+                             DistinctDigests(bundles[at][has_bundle[at]]))
+        return out
+
+    def __reduce__(self):
+        return _report_table, (self.users, self.bundles, self.has_user, self.has_bundle, self.keys)
+
+
+def _report_table(users, bundles, has_user, has_bundle, keys):
+    table = ReportTable()
+    table.users, table.bundles, table.has_user, table.has_bundle, table.keys = (
+        users, bundles, has_user, has_bundle, keys)
+    return table
+
+
+class ReportTableCombineFn(beam.CombineFn):
+    """(dimension keys, counted) records -> {key: Tally}, through one `ReportTable` per window: the same
+    output as `KeyedCombineFn(TallyCombineFn(Tally))` (tests/test_trends.py compares them)."""
+
+    def create_accumulator(self):
+        return ReportTable()
+
+    def add_input(self, table, keys_and_counted):
+        table.add(*keys_and_counted)
+        return table
+
+    def merge_accumulators(self, tables):
+        merged = ReportTable()
+        for table in tables:
+            merged.take_in(table)
+        return merged
+
+    def extract_output(self, table):
+        return table.tallies()
 
 
 class TalliesCombineFn(TallyCombineFn):
@@ -254,7 +343,7 @@ class TrendCounts(beam.PTransform):
             | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
                 already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False,
-                local=self.local)
+                local=self.local, keyed_combine_fn=ReportTableCombineFn())
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows, row_failures = (self.batch_rows(partials) if routed_records.is_bounded
                               else self.streaming_rows(partials))

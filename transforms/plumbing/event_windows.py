@@ -170,7 +170,9 @@ class CombinePerKeyAndWindow(beam.PTransform):
     (trends, bundles, spike alerts) counts, so each states its logic once and gets the right form here.
 
     `keys_and_value(element)` gives the keys an element counts under and the value it adds (no keys: not
-    counted); `combine_fn` combines one key's values. The form follows the input:
+    counted); `combine_fn` combines one key's values. `keyed_combine_fn` (optional, not with `accumulate`)
+    replaces `KeyedCombineFn(combine_fn)` where all keys share one accumulator: a form that holds a window's
+    records more compactly than an accumulator per key, with the same outputs. The form follows the input:
     - bounded: one element per record keyed by its window's start, combined in the global window (no
       trigger driver); one on-time pane per window, each result timestamped inside its window;
     - unbounded: fixed windows firing when the watermark passes and once per late element; discarding
@@ -182,10 +184,13 @@ class CombinePerKeyAndWindow(beam.PTransform):
     """
 
     def __init__(self, keys_and_value, combine_fn, window_seconds, allowed_lateness_seconds, accumulate,
-                 local=None):
+                 local=None, keyed_combine_fn=None):
         super().__init__()
+        if accumulate and keyed_combine_fn is not None:
+            raise ValueError("keyed_combine_fn is for discarding panes: accumulating ones combine per key")
         self.keys_and_value = keys_and_value
         self.combine_fn = combine_fn
+        self.keyed_combine_fn = keyed_combine_fn or KeyedCombineFn(combine_fn)
         self.window_seconds = window_seconds
         self.allowed_lateness_seconds = allowed_lateness_seconds
         self.accumulate = accumulate
@@ -196,7 +201,7 @@ class CombinePerKeyAndWindow(beam.PTransform):
             return (in_global_window(elements)
                     | "KeysAndValueByWindow" >> beam.ParDo(_KeysAndValueByWindowFn(self.keys_and_value,
                                                                                  self.window_seconds))
-                    | "Combine" >> beam.CombinePerKey(KeyedCombineFn(self.combine_fn))
+                    | "Combine" >> beam.CombinePerKey(self.keyed_combine_fn)
                     | "Results" >> beam.FlatMap(_on_time_results, self.window_seconds))
         local = local_forms(elements.pipeline, self.local)
         window_fn = window.FixedWindows(self.window_seconds)
@@ -206,7 +211,7 @@ class CombinePerKeyAndWindow(beam.PTransform):
                                              self.allowed_lateness_seconds, self.accumulate, local)
                     | "Results" >> beam.ParDo(_KeyedResultFn()))
         under_one_key = elements | "KeysAndValue" >> beam.Map(_under_one_key, self.keys_and_value)
-        return (combine_in_event_windows(under_one_key, "", window_fn, KeyedCombineFn(self.combine_fn),
+        return (combine_in_event_windows(under_one_key, "", window_fn, self.keyed_combine_fn,
                                          self.allowed_lateness_seconds, self.accumulate, local)
                 | "Results" >> beam.ParDo(_PaneResultsFn()))
 

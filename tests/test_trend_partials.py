@@ -1,0 +1,49 @@
+"""The hourly partials' table form (`ReportTableCombineFn`) against a Tally per key (`KeyedCombineFn`): the
+same tallies, whatever way the records are split into accumulators and merged, and through a pickle."""
+import pickle
+import random
+
+from transforms.plumbing.event_windows import KeyedCombineFn, TallyCombineFn
+from transforms.trends import ReportTableCombineFn, Tally
+
+KEYS = [("total", None), ("jurisdiction", "GB"), ("jurisdiction", "US"), ("country", None), ("esp", "esp-1"),
+        ("esp", "esp-2"), ("annotation", "SEXTORTION")]
+
+
+def records(rng, count):
+    users = [rng.getrandbits(64) - 2**63 for _ in range(count // 3 + 1)] + [0]  # 0: a digest, not "no user"
+    out = []
+    for _ in range(count):
+        keys = tuple(rng.sample(KEYS, rng.randint(0, len(KEYS))))
+        counted = (rng.randint(0, 4), rng.choice(users) if rng.random() < 0.8 else None,
+                   rng.getrandbits(64) - 2**63 if rng.random() < 0.9 else None)
+        out.append((keys, counted))
+    return out
+
+
+def combined(combine_fn, parts):
+    accumulators = []
+    for part in parts:
+        accumulator = combine_fn.create_accumulator()
+        for record in part:
+            accumulator = combine_fn.add_input(accumulator, record)
+        accumulators.append(pickle.loads(pickle.dumps(accumulator)))
+    return combine_fn.extract_output(combine_fn.merge_accumulators(accumulators))
+
+
+def test_the_table_gives_the_tallies_a_tally_per_key_gives():
+    rng = random.Random(11)
+    for count in (0, 1, 50, 2000):
+        stream = records(rng, count)
+        cuts = sorted(rng.sample(range(count + 1), min(count + 1, 3)))
+        parts = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, count])]
+        expected = combined(KeyedCombineFn(TallyCombineFn(Tally)), [stream])
+        assert combined(ReportTableCombineFn(), parts) == expected
+        assert {key: tally.counts() for key, tally in expected.items()} == {
+            key: tally.counts() for key, tally in combined(ReportTableCombineFn(), [stream]).items()}
+
+
+def test_a_record_without_user_or_bundle_is_counted_but_adds_no_distinct_value():
+    table = ReportTableCombineFn()
+    out = combined(table, [[((("total", None),), (2, None, None)), ((("total", None),), (1, 5, 7))]])
+    assert out[("total", None)].counts() == {"reports": 2, "files": 3, "users": 1, "bundles": 1}
