@@ -1,5 +1,8 @@
 """SpikeAlerts: the baseline rule, and alerts from a pipeline over a quiet stretch then a flood."""
+import functools
 import json
+import pickle
+import random
 import sys
 
 import apache_beam as beam
@@ -9,7 +12,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.alerts import SpikeAlerts, SpikeRule, counted_key, spike_step, watched_key
+from transforms.alerts import SpikeAlerts, SpikeRule, WatchedCountsCombineFn, counted_key, spike_step, watched_key
+from transforms.plumbing.event_windows import KeyedCombineFn
 
 HOUR = 3600
 RULE = SpikeRule(min_count=10, ratio=5.0, alpha=0.5)
@@ -111,3 +115,23 @@ def test_an_exact_hash_is_counted_under_fewer_bytes_than_its_text():
 
 def test_volume_keys_stay_kind_and_value():
     assert watched_key(counted_key("esp", "esp-1")) == ("esp", "esp-1")
+
+
+def test_the_logged_counts_give_what_a_count_per_key_gives():
+    """Signature keys logged (bytes and text, one with a NUL and non-ASCII), volume keys in a dict, across
+    accumulators split, pickled and merged: the counts of KeyedCombineFn(CountCombineFn())."""
+    rng = random.Random(5)
+    signatures = [counted_key("signature", text) for text in (
+        "md5:" + "00" * 16, "md5:" + "3a" * 16, "sha1:" + "ab" * 20, "bank:demo:x\x00y", "esp-batch:r-é", "md5:abc")]
+    volumes = [("esp", "esp-1"), ("esp", "esp-2"), ("jurisdiction", "GB")]
+    records = [(tuple(rng.sample(volumes, 2)) + ((rng.choice(signatures),) if rng.random() < 0.9 else ()), 1)
+               for _ in range(500)]
+    expected = KeyedCombineFn(beam.combiners.CountCombineFn())
+    expected_counts = expected.extract_output(functools.reduce(expected.add_input, records,
+                                                               expected.create_accumulator()))
+    logged = WatchedCountsCombineFn()
+    parts = [functools.reduce(logged.add_input, records[start:start + 170], logged.create_accumulator())
+             for start in range(0, 500, 170)]
+    merged = logged.merge_accumulators([pickle.loads(pickle.dumps(part)) for part in parts])
+    assert logged.extract_output(merged) == expected_counts
+    assert len(expected_counts) == len(signatures) + len(volumes)
