@@ -12,8 +12,8 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.test_trends import at, routed_record, streaming_pipeline
-from transforms.alerts import SpikeAlerts, SpikeRule, WatchedCountsCombineFn, counted_key, spike_step, watched_key
-from transforms.plumbing.event_windows import KeyedCombineFn
+from transforms.alerts import SpikeAlerts, SpikeRule, WatchedCounts, counted_key, spike_step, watched_key
+from transforms.plumbing.event_windows import KeyedCombineFn, KeyedTableCombineFn
 
 HOUR = 3600
 RULE = SpikeRule(min_count=10, ratio=5.0, alpha=0.5)
@@ -129,7 +129,7 @@ def test_the_logged_counts_give_what_a_count_per_key_gives():
     expected = KeyedCombineFn(beam.combiners.CountCombineFn())
     expected_counts = expected.extract_output(functools.reduce(expected.add_input, records,
                                                                expected.create_accumulator()))
-    logged = WatchedCountsCombineFn()
+    logged = KeyedTableCombineFn(WatchedCounts)
     parts = [functools.reduce(logged.add_input, records[start:start + 170], logged.create_accumulator())
              for start in range(0, 500, 170)]
     merged = logged.merge_accumulators([pickle.loads(pickle.dumps(part)) for part in parts])

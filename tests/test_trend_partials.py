@@ -1,10 +1,10 @@
-"""The hourly partials' table form (`ReportTableCombineFn`) against a Tally per key (`KeyedCombineFn`): the
+"""The hourly partials' table form (`ReportTable`) against a Tally per key (`KeyedCombineFn`): the
 same tallies, whatever way the records are split into accumulators and merged, and through a pickle."""
 import pickle
 import random
 
-from transforms.plumbing.event_windows import KeyedCombineFn, TallyCombineFn
-from transforms.trends import ReportTableCombineFn, Tally
+from transforms.plumbing.event_windows import KeyedCombineFn, KeyedTableCombineFn, TallyCombineFn
+from transforms.trends import ReportTable, Tally
 
 KEYS = [("total", None), ("jurisdiction", "GB"), ("jurisdiction", "US"), ("country", None), ("esp", "esp-1"),
         ("esp", "esp-2"), ("annotation", "SEXTORTION")]
@@ -38,12 +38,12 @@ def test_the_table_gives_the_tallies_a_tally_per_key_gives():
         cuts = sorted(rng.sample(range(count + 1), min(count + 1, 3)))
         parts = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, count])]
         expected = combined(KeyedCombineFn(TallyCombineFn(Tally)), [stream])
-        assert combined(ReportTableCombineFn(), parts) == expected
+        assert combined(KeyedTableCombineFn(ReportTable), parts) == expected
         assert {key: tally.counts() for key, tally in expected.items()} == {
-            key: tally.counts() for key, tally in combined(ReportTableCombineFn(), [stream]).items()}
+            key: tally.counts() for key, tally in combined(KeyedTableCombineFn(ReportTable), [stream]).items()}
 
 
 def test_a_record_without_user_or_bundle_is_counted_but_adds_no_distinct_value():
-    table = ReportTableCombineFn()
+    table = KeyedTableCombineFn(ReportTable)
     out = combined(table, [[((("total", None),), (2, None, None)), ((("total", None),), (1, 5, 7))]])
     assert out[("total", None)].counts() == {"reports": 2, "files": 3, "users": 1, "bundles": 1}

@@ -33,7 +33,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
-from transforms.plumbing.event_windows import CombinePerKeyAndWindow, utc
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, KeyedTableCombineFn, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, digest_of, iter_records,
                                                move_timer_earlier, pickled, record_offset, reset_timer)
@@ -136,7 +136,7 @@ class WatchedCounts:
         self.volumes = volumes if volumes is not None else {}
         self.signatures = signatures if signatures is not None else bytearray()
 
-    def add(self, keys):
+    def add(self, keys, _count):
         for key in keys:
             if isinstance(key, tuple):
                 self.volumes[key] = self.volumes.get(key, 0) + 1
@@ -145,13 +145,14 @@ class WatchedCounts:
             else:
                 append_record(self.signatures, _TEXT_KEY + key.encode("utf-8"))
 
-    def take_in(self, other):
+    def merge(self, other):
         for key, count in other.volumes.items():
             self.volumes[key] = self.volumes.get(key, 0) + count
         self.signatures += other.signatures
 
-    def counts(self):
-        """{counted key: count}, as KeyedCombineFn(CountCombineFn()) gives them."""
+    def by_key(self):
+        """{counted key: count}, as KeyedCombineFn(CountCombineFn()) gives them (tests/test_spike_alerts.py
+        compares them)."""
         signatures = collections.Counter(
             logged[1:] if logged[:1] == _BYTES_KEY else logged[1:].decode("utf-8")
             for logged in iter_records(self.signatures))
@@ -159,27 +160,6 @@ class WatchedCounts:
 
     def __reduce__(self):
         return WatchedCounts, (self.volumes, self.signatures)
-
-
-class WatchedCountsCombineFn(beam.CombineFn):
-    """(counted keys, 1) records -> {counted key: records}, through one `WatchedCounts` per window: the same
-    output as `KeyedCombineFn(CountCombineFn())` (tests/test_spike_alerts.py compares them)."""
-
-    def create_accumulator(self):
-        return WatchedCounts()
-
-    def add_input(self, counts, keys_and_count):
-        counts.add(keys_and_count[0])
-        return counts
-
-    def merge_accumulators(self, many):
-        merged = WatchedCounts()
-        for counts in many:
-            merged.take_in(counts)
-        return merged
-
-    def extract_output(self, counts):
-        return counts.counts()
 
 
 class _OnTimeCountFn(beam.DoFn):
@@ -430,7 +410,7 @@ class SpikeAlerts(beam.PTransform):
         return (keyed_records
                 | "CountWindows" >> CombinePerKeyAndWindow(
                     already_keyed, beam.combiners.CountCombineFn(), self.window_seconds,
-                    self.allowed_lateness_seconds, accumulate=False, keyed_combine_fn=WatchedCountsCombineFn())
+                    self.allowed_lateness_seconds, accumulate=False, keyed_combine_fn=KeyedTableCombineFn(WatchedCounts))
                 | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn()))
 
     def batch_alerts(self, counts):

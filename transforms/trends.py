@@ -38,9 +38,9 @@ from apache_beam.transforms import window
 
 from schemas.tables import DIMENSIONS, TABLES, TOTAL, table_name
 from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
-from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, TallyCombineFn,
-                                              combine_in_event_windows, in_window, late_firing_windows,
-                                              local_forms, pane_columns, utc)
+from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, KeyedTableCombineFn,
+                                              TallyCombineFn, combine_in_event_windows, in_window,
+                                              late_firing_windows, local_forms, pane_columns, utc)
 from transforms.plumbing.distinct import DistinctDigests, digest64, pair_digest64
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
@@ -118,7 +118,8 @@ class ReportTable:
 
     Why: a record counts under ~6 dimension keys, and a Tally per key holds its user's and bundle's digests
     in each, ~12 digests (~90-116 bytes) a record for the window and its lateness; here ~44 (16 for the
-    digests, 2 flags, a 4-byte row per key). The Tallies are made when the window's pane fires."""
+    digests, 2 flags, a 4-byte row per key). The Tallies are made when the window's pane fires: the same as
+    `KeyedCombineFn(TallyCombineFn(Tally))` gives (tests/test_trend_partials.py compares them)."""
     __slots__ = ("users", "bundles", "has_user", "has_bundle", "keys")
 
     def __init__(self):
@@ -140,7 +141,7 @@ class ReportTable:
             held[0].append(row)
             held[1] += files
 
-    def take_in(self, other):
+    def merge(self, other):
         """Appends `other`'s records, its rows moved past this table's."""
         offset = len(self.users)
         self.users.extend(other.users)
@@ -154,7 +155,7 @@ class ReportTable:
             held[0].frombytes((np.frombuffer(rows, dtype=np.uint32) + np.uint32(offset)).tobytes())
             held[1] += files
 
-    def tallies(self):
+    def by_key(self):
         """{key: Tally} of the records each key holds."""
         users, bundles = np.frombuffer(self.users, dtype=np.int64), np.frombuffer(self.bundles, dtype=np.int64)
         has_user = np.frombuffer(self.has_user, dtype=np.bool_)
@@ -175,27 +176,6 @@ def _report_table(users, bundles, has_user, has_bundle, keys):
     table.users, table.bundles, table.has_user, table.has_bundle, table.keys = (
         users, bundles, has_user, has_bundle, keys)
     return table
-
-
-class ReportTableCombineFn(beam.CombineFn):
-    """(dimension keys, counted) records -> {key: Tally}, through one `ReportTable` per window: the same
-    output as `KeyedCombineFn(TallyCombineFn(Tally))` (tests/test_trends.py compares them)."""
-
-    def create_accumulator(self):
-        return ReportTable()
-
-    def add_input(self, table, keys_and_counted):
-        table.add(*keys_and_counted)
-        return table
-
-    def merge_accumulators(self, tables):
-        merged = ReportTable()
-        for table in tables:
-            merged.take_in(table)
-        return merged
-
-    def extract_output(self, table):
-        return table.tallies()
 
 
 class TalliesCombineFn(TallyCombineFn):
@@ -343,7 +323,7 @@ class TrendCounts(beam.PTransform):
             | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
                 already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False,
-                local=self.local, keyed_combine_fn=ReportTableCombineFn())
+                local=self.local, keyed_combine_fn=KeyedTableCombineFn(ReportTable))
             | "CountCounted" >> beam.ParDo(_CountCountedFn()))
         rows, row_failures = (self.batch_rows(partials) if routed_records.is_bounded
                               else self.streaming_rows(partials))

@@ -111,6 +111,20 @@ class TallyCombineFn(beam.CombineFn):
         return tally
 
 
+class KeyedTableCombineFn(TallyCombineFn):
+    """(keys, value) records -> {key: output}, through one table of a window's records rather than an
+    accumulator per key: a tally (`new_table()`, `merge`) whose `add(keys, value)` takes a record in and
+    `by_key()` gives the outputs. For `CombinePerKeyAndWindow(keyed_combine_fn=...)`, where each of a
+    record's keys would otherwise hold its values."""
+
+    def add_input(self, table, keys_and_value):
+        table.add(*keys_and_value)
+        return table
+
+    def extract_output(self, table):
+        return table.by_key()
+
+
 class KeyedCombineFn(beam.CombineFn):
     """`combine_fn` per key inside one accumulator ({key: accumulator}), fed one element per record:
     `(keys, value)` adds `value` under each of `keys`. A record counted under many keys (trend dimensions,
