@@ -114,7 +114,8 @@ def test_seen_identities_agree_with_a_set_across_merges(monkeypatch):
     monkeypatch.setattr(pubsub_source, "RECENT_AT_MOST", 64)
     rng = random.Random(7)
     pool = [rng.randbytes(16) for _ in range(1500)]
-    pool += [b"\x00" * 16, b"\x00" * 15 + b"\x01", b"a" + b"\x00" * 15, b"a\x00b" + b"\x00" * 13, b"a\x00c" + b"\x00" * 13]
+    pool += [b"\x00" * 16, b"\x00" * 15 + b"\x01", b"a" + b"\x00" * 15,
+             b"a\x00b" + b"\x00" * 13, b"a\x00c" + b"\x00" * 13]
     seen, reference = pubsub_source.SeenIdentities(), set()
     for _ in range(120):
         pull = [rng.choice(pool) for _ in range(rng.randint(0, 80))]

@@ -410,7 +410,8 @@ class SpikeAlerts(beam.PTransform):
         return (keyed_records
                 | "CountWindows" >> CombinePerKeyAndWindow(
                     already_keyed, beam.combiners.CountCombineFn(), self.window_seconds,
-                    self.allowed_lateness_seconds, accumulate=False, keyed_combine_fn=KeyedTableCombineFn(WatchedCounts))
+                    self.allowed_lateness_seconds, accumulate=False,
+                    keyed_combine_fn=KeyedTableCombineFn(WatchedCounts))
                 | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn()))
 
     def batch_alerts(self, counts):

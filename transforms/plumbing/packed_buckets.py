@@ -4,7 +4,8 @@ The DirectRunner keeps ~1-3 KB per key with a timer and walks every key's timers
 streaming dedup (transforms/dedup.py), incident stamping and bundle sessions (transforms/bundles.py) and the
 spike detector (transforms/alerts.py) spread their keys (a reportId, a signature, a bundle) over a fixed number
 of buckets by a 16-byte digest, keep each bucket's records packed (at a fixed size in one bytes value,
-length-prefixed in one bytearray, or pickled in a bag), and give each bucket one timer at the earliest time any of its records is due.
+length-prefixed in one bytearray, or pickled in a bag), and give each bucket one timer at the earliest time
+any of its records is due.
 """
 import hashlib
 import pickle
