@@ -5,10 +5,12 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.plumbing.distinct import SORT_AT_LEAST, DistinctDigests, digest64, pair_digest64
+from transforms.plumbing.distinct import SORT_AT_LEAST, DistinctDigests, digest64, pair_digest64, sorted_distinct
 
 DIGESTS = st.integers(min_value=-2**63, max_value=2**63 - 1)
 FEW_DIGESTS = st.integers(min_value=0, max_value=300)  # many repeats: exercises the merge of added ones
@@ -50,3 +52,14 @@ def test_digests_are_the_same_in_another_process_with_another_string_hash_seed()
                              env={"PYTHONHASHSEED": "12345", "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}).stdout.split()
     assert [int(value) for value in printed] == [digest64("bnd-0123"), pair_digest64("esp-1", "user-7")]
     assert pair_digest64("esp-1", "user-7") != pair_digest64("esp-1u", "ser-7")
+
+
+@pytest.mark.parametrize("values", [
+    [], [5], [7, 7, 7], [2**63 - 1, -2**63, 0, -1, 2**63 - 1, -2**63],
+    list(np.random.default_rng(3).integers(-2**63, 2**63 - 1, 5000, endpoint=True)),
+    list(np.random.default_rng(4).integers(-50, 50, 5000)),
+])
+def test_sorted_distinct_gives_what_numpy_unique_gives(values):
+    array = np.array(values, dtype=np.int64)
+    assert np.array_equal(sorted_distinct(array), np.unique(array))
+    assert sorted_distinct(array).dtype == np.int64

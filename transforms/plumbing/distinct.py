@@ -20,6 +20,21 @@ EMPTY = np.empty(0, dtype=np.int64)
 SORT_AT_LEAST = 64  # added digests kept unsorted before a merge into the sorted ones
 
 
+def sorted_distinct(digests):
+    """The distinct values of an int64 array, sorted: what `np.unique` gives, by a sort and a mask.
+
+    Why not `np.unique` (and `np.union1d`, which calls it): numpy 2.x finds unique integers by hashing
+    unless asked for sorted output (then it sorts the values again), ~0.55-0.7 s for a million digests
+    here, where a sort and a mask take ~6 ms; the trend tallies' distinct counts run through this."""
+    ordered = np.sort(digests)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def digest64(value):
     """The stable signed 64-bit digest of `value`'s text."""
     return int.from_bytes(hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest(), "little",
@@ -44,7 +59,7 @@ class DistinctDigests:
         self._sorted = EMPTY
         self._added = None
         if digests is not None:
-            self._sorted = np.unique(np.asarray(digests, dtype=np.int64))
+            self._sorted = sorted_distinct(np.asarray(digests, dtype=np.int64))
 
     def add(self, digest):
         added = self._added
@@ -61,7 +76,7 @@ class DistinctDigests:
             self._added.extend(other._added)
         if len(other._sorted):
             self._sorted = (other._sorted if not len(self._sorted)
-                            else np.union1d(self._sorted, other._sorted))
+                            else sorted_distinct(np.concatenate((self._sorted, other._sorted))))
         if self._added is not None:
             self._merge_added_when_due()
 
@@ -73,7 +88,7 @@ class DistinctDigests:
     def _merge_added(self):
         if self._added:
             added = np.frombuffer(self._added, dtype=np.int64)
-            self._sorted = np.union1d(self._sorted, added) if len(self._sorted) else np.unique(added)
+            self._sorted = sorted_distinct(np.concatenate((self._sorted, added)))
         self._added = None
 
     def digests(self):
