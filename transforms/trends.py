@@ -135,11 +135,16 @@ class ReportTable:
         self.has_user.append(user is not None)
         self.has_bundle.append(bundle is not None)
         for key in keys:
-            held = self.keys.get(key)
-            if held is None:
-                held = self.keys[key] = [array.array("I"), 0]
+            held = self._held(key)
             held[0].append(row)
             held[1] += files
+
+    def _held(self, key):
+        """The key's [rows, files], made empty when it has none yet."""
+        held = self.keys.get(key)
+        if held is None:
+            held = self.keys[key] = [array.array("I"), 0]
+        return held
 
     def merge(self, other):
         """Appends `other`'s records, its rows moved past this table's."""
@@ -149,9 +154,7 @@ class ReportTable:
         self.has_user.extend(other.has_user)
         self.has_bundle.extend(other.has_bundle)
         for key, (rows, files) in other.keys.items():
-            held = self.keys.get(key)
-            if held is None:
-                held = self.keys[key] = [array.array("I"), 0]
+            held = self._held(key)
             held[0].frombytes((np.frombuffer(rows, dtype=np.uint32) + np.uint32(offset)).tobytes())
             held[1] += files
 
@@ -166,16 +169,6 @@ class ReportTable:
             out[key] = Tally(len(at), files, DistinctDigests(users[at][has_user[at]]),
                              DistinctDigests(bundles[at][has_bundle[at]]))
         return out
-
-    def __reduce__(self):
-        return _report_table, (self.users, self.bundles, self.has_user, self.has_bundle, self.keys)
-
-
-def _report_table(users, bundles, has_user, has_bundle, keys):
-    table = ReportTable()
-    table.users, table.bundles, table.has_user, table.has_bundle, table.keys = (
-        users, bundles, has_user, has_bundle, keys)
-    return table
 
 
 class TalliesCombineFn(TallyCombineFn):
