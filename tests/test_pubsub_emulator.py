@@ -142,3 +142,31 @@ def test_a_stream_writes_its_unwindowed_files_every_flush_not_only_when_drained(
                    for path in out.rglob("*.jsonl"))
     assert seen_while_running == [1]  # the first records' file, written before the stream was drained
     assert files == [{0, 1, 2, 3, 4}, {5, 6, 7, 8, 9}]
+
+
+def test_a_stream_keeps_no_empty_source_bundle_it_has_run(pubsub, tmp_path, monkeypatch):
+    """The source reschedules itself with an empty bundle after every pull; once run, that bundle is no
+    longer pending, so an idle stream's source holds at most the one it has just scheduled and the one
+    running, not one per pull."""
+    from apache_beam.runners.direct import watermark_manager
+
+    pending_at_reschedule, stock_add_pending = [], watermark_manager._TransformWatermarks.add_pending
+
+    def add_pending(self, bundle):
+        stock_add_pending(self, bundle)
+        if isinstance(bundle.pcollection, beam.pvalue.PBegin):
+            pending_at_reschedule.append(len(self._pending))
+
+    monkeypatch.setattr(watermark_manager._TransformWatermarks, "add_pending", add_pending)
+    topic, subscription = make_topic()
+    publish(iter(json.dumps({"id": n, "dest": "GB"}).encode() for n in range(10)), topic)
+    out = tmp_path / "out"
+    pipeline = beam.Pipeline(options=local_streaming_options([]))
+    _ = (pipeline | beam.io.ReadFromPubSub(subscription=subscription) | beam.Map(json.loads)
+         | WriteWindowedFiles(str(out), destination=lambda record: f"dest={record['dest']}", sink=JsonLinesSink,
+                              suffix=".jsonl", window_seconds=None, flush_seconds=1, grouped_as=GROUPED_AS_LINES))
+    run_for(pipeline, subscription, duration=4, run_id=uuid.uuid4().hex, progress=False)
+    routed = [json.loads(line)["id"] for path in out.rglob("*.jsonl") for line in path.read_text().splitlines()]
+    assert sorted(routed) == list(range(10))
+    assert len(pending_at_reschedule) > 20  # an idle source pulled many times
+    assert max(pending_at_reschedule) <= 2
