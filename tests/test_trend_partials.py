@@ -47,3 +47,14 @@ def test_a_record_without_user_or_bundle_is_counted_but_adds_no_distinct_value()
     table = KeyedTableCombineFn(ReportTable)
     out = combined(table, [[((("total", None),), (2, None, None)), ((("total", None),), (1, 5, 7))]])
     assert out[("total", None)].counts() == {"reports": 2, "files": 3, "users": 1, "bundles": 1}
+
+
+def test_keys_seen_rarely_keep_their_rows_across_merges():
+    """Rows far apart (gaps of several varint bytes) and tables merged past them count the same records."""
+    rare, often = ("esp", "esp-rare"), ("total", None)
+    stream = [((often, rare) if row in (0, 200, 20_000, 20_001) else (often,), (1, row, None))
+              for row in range(30_000)]
+    parts = [stream[:150], stream[150:20_000], stream[20_000:]]
+    expected = combined(KeyedCombineFn(TallyCombineFn(Tally)), [stream])
+    assert combined(KeyedTableCombineFn(ReportTable), parts) == expected
+    assert expected[rare].counts() == {"reports": 4, "files": 4, "users": 4, "bundles": 0}

@@ -43,6 +43,7 @@ from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWin
                                               late_firing_windows, local_forms, pane_columns, utc)
 from transforms.plumbing.distinct import DistinctDigests, digest64, pair_digest64
 from transforms.plumbing.metrics import counter
+from transforms.plumbing.row_log import RowLog
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 
 STAGE = "trends"
@@ -117,15 +118,16 @@ class ReportTable:
     its rows and files: what `Tally`s per key would count, each record held once.
 
     Why: a record counts under ~6 dimension keys, and a Tally per key holds its user's and bundle's digests
-    in each, ~12 digests (~90-116 bytes) a record for the window and its lateness; here ~44 (16 for the
-    digests, 2 flags, a 4-byte row per key). The Tallies are made when the window's pane fires: the same as
+    in each, ~12 digests (~90-116 bytes) a record for the window and its lateness; here ~27 (16 for the
+    digests, 2 flags, a row per key as its gap from the key's last row, mostly one byte:
+    transforms/plumbing/row_log.py). The Tallies are made when the window's pane fires: the same as
     `KeyedCombineFn(TallyCombineFn(Tally))` gives (tests/test_trend_partials.py compares them)."""
     __slots__ = ("users", "bundles", "has_user", "has_bundle", "keys")
 
     def __init__(self):
         self.users, self.bundles = array.array("q"), array.array("q")
         self.has_user, self.has_bundle = bytearray(), bytearray()
-        self.keys = {}  # key -> [rows (array of "I"), files]
+        self.keys = {}  # key -> [rows (a RowLog), files]
 
     def add(self, keys, counted):
         files, user, bundle = counted
@@ -143,7 +145,7 @@ class ReportTable:
         """The key's [rows, files], made empty when it has none yet."""
         held = self.keys.get(key)
         if held is None:
-            held = self.keys[key] = [array.array("I"), 0]
+            held = self.keys[key] = [RowLog(), 0]
         return held
 
     def merge(self, other):
@@ -155,7 +157,7 @@ class ReportTable:
         self.has_bundle.extend(other.has_bundle)
         for key, (rows, files) in other.keys.items():
             held = self._held(key)
-            held[0].frombytes((np.frombuffer(rows, dtype=np.uint32) + np.uint32(offset)).tobytes())
+            held[0].extend_moved(rows, offset)
             held[1] += files
 
     def by_key(self):
@@ -165,7 +167,7 @@ class ReportTable:
         has_bundle = np.frombuffer(self.has_bundle, dtype=np.bool_)
         out = {}
         for key, (rows, files) in self.keys.items():
-            at = np.frombuffer(rows, dtype=np.uint32)
+            at = rows.rows()
             out[key] = Tally(len(at), files, DistinctDigests(users[at][has_user[at]]),
                              DistinctDigests(bundles[at][has_bundle[at]]))
         return out
