@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 from tests.conftest import MAXMIND, example_report
 from transforms.location.geoip import GeoLocator, NetworkLookup
 from transforms.notices import WriteTakedownNotices
-from transforms.takedown.notices import notice_id, sightings
+from transforms.takedown.notices import FACT_FIELDS, FEW, NoticeTally, Sighting, host_facts, notice_id, sightings
 from transforms.takedown.providers import provider_of, registrable_domain
 from transforms.takedown.urls import parse_url
 
@@ -127,3 +127,35 @@ def test_a_url_no_machine_may_check_is_still_a_notice_with_its_reason(tmp_path):
     assert folder == "dt=2026-11-23/provider=unknown"
     assert (notice["checkable"], notice["host"], notice["notCheckableReason"]) == \
         (False, None, "host holds characters a host name cannot")
+
+
+def test_a_notice_tally_holds_what_sets_would_across_adds_and_merges():
+    """Tuples for a few values, a set past FEW: the same distinct files, hashes and jurisdictions as plain
+    sets, whatever the split into tallies; the facts come back as host_facts gave them."""
+    import pickle
+    import random
+
+    rng = random.Random(3)
+    facts = host_facts("https://cdn3.files.example.net/a.jpg")
+    assert tuple(facts) == FACT_FIELDS
+    for count in (1, 3, FEW, FEW + 1, 200):
+        seen = [Sighting(facts, f"r-{rng.randrange(count)}", rng.choice([None, "f-1", "f-2"]),
+                         tuple(sorted({("md5", f"{rng.randrange(count):032x}"), ("pdq", "0" * 64)})),
+                         rng.choice([None, "GB", "US-ICAC-WA", f"J{rng.randrange(count)}"]))
+                for _ in range(count)]
+        cut = rng.randrange(count + 1)
+        parts = []
+        for part in (seen[:cut], seen[cut:]):
+            tally = NoticeTally()
+            for sighting in part:
+                tally.add(sighting)
+            parts.append(pickle.loads(pickle.dumps(tally)))
+        merged = NoticeTally()
+        for part in parts:
+            merged.merge(part)
+        assert set(merged.files) == {(s.report_id, s.file_id or "") for s in seen}
+        assert len(merged.files) == len(set(merged.files))
+        assert set(merged.hashes) == {pair for s in seen for pair in s.hashes}
+        assert set(merged.jurisdictions) == {s.jurisdiction for s in seen if s.jurisdiction}
+        assert merged.facts == facts
+    assert NoticeTally().facts is None
