@@ -132,9 +132,9 @@ class WatchedCounts:
     (the key object and its slot) until the hour fired; logged, an MD5 signature takes 23."""
     __slots__ = ("volumes", "signatures")
 
-    def __init__(self, volumes=None, signatures=None):
-        self.volumes = volumes if volumes is not None else {}
-        self.signatures = signatures if signatures is not None else bytearray()
+    def __init__(self):
+        self.volumes = {}
+        self.signatures = bytearray()
 
     def add(self, keys, _count):
         for key in keys:
@@ -157,9 +157,6 @@ class WatchedCounts:
             logged[1:] if logged[:1] == _BYTES_KEY else logged[1:].decode("utf-8")
             for logged in iter_records(self.signatures))
         return {**self.volumes, **signatures}
-
-    def __reduce__(self):
-        return WatchedCounts, (self.volumes, self.signatures)
 
 
 class _OnTimeCountFn(beam.DoFn):

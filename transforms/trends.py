@@ -18,8 +18,9 @@ accumulating panes per table window; late reports within the allowed lateness fi
 its full total, and every row names its pane, so the latest pane per window and dimension value is the
 right total (on the DirectRunner both steps keep one merged accumulator per window instead of Beam's
 grouping: transforms/plumbing/local_windows.py). An hour's partials are one `ReportTable`: each record's
-user and bundle digests once, and per dimension value its rows, made into tallies when the hour fires. Reports later than that are dropped by the runner; they are counted as
-`trend_input_reports - trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
+user and bundle digests once, and per dimension value its rows, made into tallies when the hour fires.
+Reports later than that are dropped by the runner; they are counted as `trend_input_reports -
+trend_counted_reports` (Beam metrics), exact once the run is drained. Batch: the
 same hourly partials (CombinePerKeyAndWindow, transforms/plumbing/event_windows.py: one on-time pane), then
 each dimension value's timeline gives its hourly and sliding rows in one pass.
 
