@@ -50,10 +50,25 @@ def serving_pid(connection, server_port, pids):
         if fields[1] == f"0100007F:{server_port:04X}" and fields[2] == wanted:
             inode = f"socket:[{fields[9]}]"
             for pid in pids:
-                with os.scandir(f"/proc/{pid}/fd") as entries:
-                    if any(os.readlink(entry.path) == inode for entry in entries):
-                        return pid
+                if inode in open_files(pid):
+                    return pid
     return None
+
+
+def open_files(pid):
+    """What `pid`'s descriptors point at; a descriptor closed (or a process gone) while read is skipped, as
+    the worker opens and closes files of its own meanwhile."""
+    targets = set()
+    try:
+        with os.scandir(f"/proc/{pid}/fd") as entries:
+            for entry in entries:
+                try:
+                    targets.add(os.readlink(entry.path))
+                except FileNotFoundError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return targets
 
 
 def call(connection, method, path, user=None, body=None, content_type=None):
