@@ -36,9 +36,15 @@ class Response:
 
 
 def worker_pids(parent):
-    """The child processes of `parent` (from every one of its threads)."""
-    return [int(pid) for task in pathlib.Path(f"/proc/{parent}/task").iterdir()
-            for pid in (task / "children").read_text().split()]
+    """The child processes of `parent` (from every one of its threads; a thread ending while read is
+    skipped)."""
+    pids = []
+    for task in pathlib.Path(f"/proc/{parent}/task").iterdir():
+        try:
+            pids.extend(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return pids
 
 
 def serving_pid(connection, server_port, pids):
