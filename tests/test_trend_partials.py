@@ -1,10 +1,13 @@
 """The hourly partials' table form (`ReportTable`) against a Tally per key (`KeyedCombineFn`): the
-same tallies, whatever way the records are split into accumulators and merged, and through a pickle."""
+same tallies, whatever way the records are split into accumulators and merged, and through a pickle; and
+the windows over them (`TalliesCombineFn`), which hold the fired tables' partials shared."""
 import pickle
 import random
 
+import pytest
+
 from transforms.plumbing.event_windows import KeyedCombineFn, KeyedTableCombineFn, TallyCombineFn
-from transforms.trends import ReportTable, Tally
+from transforms.trends import MOST_PARTIALS, ReportTable, TalliesCombineFn, Tally
 
 KEYS = [("total", None), ("jurisdiction", "GB"), ("jurisdiction", "US"), ("country", None), ("esp", "esp-1"),
         ("esp", "esp-2"), ("annotation", "SEXTORTION")]
@@ -58,3 +61,50 @@ def test_keys_seen_rarely_keep_their_rows_across_merges():
     expected = combined(KeyedCombineFn(TallyCombineFn(Tally)), [stream])
     assert combined(KeyedTableCombineFn(ReportTable), parts) == expected
     assert expected[rare].counts() == {"reports": 4, "files": 4, "users": 4, "bundles": 0}
+
+
+def fired_partials(parts):
+    """Each part's table fired: {key: KeyRows} per part, as the hourly partials' panes give them."""
+    outputs = []
+    for part in parts:
+        table = ReportTable()
+        for keys, counted in part:
+            table.add(keys, counted)
+        outputs.append(table.by_key())
+    return outputs
+
+
+def test_windows_over_shared_partials_count_what_merged_tallies_count():
+    """An on-time partial, then more late ones than MOST_PARTIALS, into two windows at once (an hourly window
+    and a sliding period hold the same partials): each window's tally is the merged Tallies', through a
+    pickle too, and the shared partials are left as they were."""
+    rng = random.Random(5)
+    stream = records(rng, 3000)
+    parts = [stream[:2000]] + [stream[start:start + 50] for start in range(2000, 3000, 50)]
+    assert len(parts) > MOST_PARTIALS + 1
+    partials = fired_partials(parts)
+    expected = combined(KeyedCombineFn(TallyCombineFn(Tally)), [stream])
+    fn = TalliesCombineFn()
+    for key, tally in expected.items():
+        hourly, period = fn.create_accumulator(), fn.create_accumulator()
+        for by_key in partials:
+            if key in by_key:
+                hourly = fn.add_input(hourly, by_key[key])
+                period = fn.add_input(period, by_key[key])
+        assert len(hourly) <= MOST_PARTIALS
+        assert fn.extract_output(fn.merge_accumulators([hourly])) == tally
+        assert fn.extract_output(pickle.loads(pickle.dumps(period))) == tally
+        assert isinstance(pickle.loads(pickle.dumps(partials[0][key])), Tally)
+    first = partials[0][("total", None)]
+    assert first.counts() == combined(KeyedCombineFn(TallyCombineFn(Tally)), [parts[0]])[("total", None)].counts()
+
+
+def test_a_fired_table_takes_no_more_records():
+    table = ReportTable()
+    table.add((("total", None),), (1, 5, 7))
+    partial = table.by_key()[("total", None)]
+    with pytest.raises(RuntimeError, match="fired"):
+        table.add((("total", None),), (1, 6, 8))
+    with pytest.raises(RuntimeError, match="fired"):
+        table.merge(ReportTable())
+    assert partial.counts() == {"reports": 1, "files": 1, "users": 1, "bundles": 1}

@@ -98,11 +98,15 @@ class Tally:
     def counts(self):
         return {"reports": self.reports, "files": self.files, "users": len(self.users), "bundles": len(self.bundles)}
 
+    def counted_parts(self):
+        """(reports, files, user digests, bundle digests): what `merged_tally` takes from a partial."""
+        return self.reports, self.files, self.users.digests(), self.bundles.digests()
+
     def __reduce__(self):
         return Tally, (self.reports, self.files, self.users, self.bundles)
 
     def __eq__(self, other):
-        return isinstance(other, Tally) and self.__reduce__() == other.__reduce__()
+        return isinstance(other, (Tally, KeyRows)) and self.__reduce__() == other.__reduce__()
 
 
 def counted(record):
@@ -121,16 +125,20 @@ class ReportTable:
     Why: a record counts under ~6 dimension keys, and a Tally per key holds its user's and bundle's digests
     in each, ~12 digests (~90-116 bytes) a record for the window and its lateness; here ~27 (16 for the
     digests, 2 flags, a row per key as its gap from the key's last row, mostly one byte:
-    transforms/plumbing/row_log.py). The Tallies are made when the window's pane fires: the same as
-    `KeyedCombineFn(TallyCombineFn(Tally))` gives (tests/test_trend_partials.py compares them)."""
-    __slots__ = ("users", "bundles", "has_user", "has_bundle", "keys")
+    transforms/plumbing/row_log.py). When the window's pane fires, each key's partial is a `KeyRows` of
+    this table, the same tally as `KeyedCombineFn(TallyCombineFn(Tally))` gives (tests/test_trend_partials.py
+    compares them); from then on the table holds still, and taking a record in is refused."""
+    __slots__ = ("users", "bundles", "has_user", "has_bundle", "keys", "fired")
 
     def __init__(self):
         self.users, self.bundles = array.array("q"), array.array("q")
         self.has_user, self.has_bundle = bytearray(), bytearray()
         self.keys = {}  # key -> [rows (a RowLog), files]
+        self.fired = False
 
     def add(self, keys, counted):
+        if self.fired:
+            raise RuntimeError("a fired window's table is shared by its partials: it takes no more records")
         files, user, bundle = counted
         row = len(self.users)
         self.users.append(user if user is not None else 0)
@@ -151,6 +159,8 @@ class ReportTable:
 
     def merge(self, other):
         """Appends `other`'s records, its rows moved past this table's."""
+        if self.fired:
+            raise RuntimeError("a fired window's table is shared by its partials: it takes no more records")
         offset = len(self.users)
         self.users.extend(other.users)
         self.bundles.extend(other.bundles)
@@ -162,23 +172,89 @@ class ReportTable:
             held[1] += files
 
     def by_key(self):
-        """{key: Tally} of the records each key holds."""
-        users, bundles = np.frombuffer(self.users, dtype=np.int64), np.frombuffer(self.bundles, dtype=np.int64)
-        has_user = np.frombuffer(self.has_user, dtype=np.bool_)
-        has_bundle = np.frombuffer(self.has_bundle, dtype=np.bool_)
-        out = {}
-        for key, (rows, files) in self.keys.items():
-            at = rows.rows()
-            out[key] = Tally(len(at), files, DistinctDigests(users[at][has_user[at]]),
-                             DistinctDigests(bundles[at][has_bundle[at]]))
-        return out
+        """{key: KeyRows} of the records each key holds; the table holds still from here on."""
+        self.fired = True
+        return {key: KeyRows(self, key) for key in self.keys}
+
+    def counted_parts_of(self, key):
+        """(reports, files, user digests, bundle digests) of the key's records (digests repeat)."""
+        rows, files = self.keys[key]
+        at = rows.rows()
+        users = np.frombuffer(self.users, dtype=np.int64)[at]
+        bundles = np.frombuffer(self.bundles, dtype=np.int64)[at]
+        return (len(at), files, users[np.frombuffer(self.has_user, dtype=np.bool_)[at]],
+                bundles[np.frombuffer(self.has_bundle, dtype=np.bool_)[at]])
 
 
-class TalliesCombineFn(TallyCombineFn):
-    """Combines hourly partial tallies into windows: each input is a Tally, merged in."""
+class KeyRows:
+    """One key's partial in a fired window's `ReportTable`: the Tally of its records, made when asked.
 
-    def add_input(self, tally, partial):
-        return tally.merge(partial)
+    Why: streaming, the hourly windows and the sliding windows' periods hold each hour's partials for a day
+    and two days past its end. A Tally per key holds a record's user and bundle digests once per key it
+    counts under (~12 digests, ~96 bytes a record); the KeyRows of an hour share its table (~26 bytes a
+    record). Pickled (a production runner's state, a batch grouping) it is that Tally."""
+    __slots__ = ("table", "key")
+
+    def __init__(self, table, key):
+        self.table, self.key = table, key
+
+    @property
+    def reports(self):
+        return self.counted_parts()[0]
+
+    def counted_parts(self):
+        return self.table.counted_parts_of(self.key)
+
+    def tally(self):
+        return merged_tally([self])
+
+    def counts(self):
+        return self.tally().counts()
+
+    def __reduce__(self):
+        return self.tally().__reduce__()
+
+    def __eq__(self, other):
+        return self.tally() == other
+
+
+def merged_tally(partials):
+    """A new Tally of every partial (KeyRows or Tally) taken together; none of them is changed."""
+    reports = files = 0
+    users, bundles = [], []
+    for partial in partials:
+        more_reports, more_files, more_users, more_bundles = partial.counted_parts()
+        reports, files = reports + more_reports, files + more_files
+        users.append(more_users)
+        bundles.append(more_bundles)
+    return Tally(reports, files, DistinctDigests(np.concatenate(users) if users else None),
+                 DistinctDigests(np.concatenate(bundles) if bundles else None))
+
+
+MOST_PARTIALS = 8
+
+
+class TalliesCombineFn(beam.CombineFn):
+    """Combines hourly partials into windows, keeping the partials as they come: an hour's KeyRows share its
+    table, so its hourly window and the period the sliding windows read (transforms/plumbing/local_windows.py)
+    each add a reference, not a copy of its digests. A pane's Tally is made when it fires. A late pane of
+    the hourly partials comes per late bundle; past MOST_PARTIALS, all but the first (the on-time one, as a
+    rule) are merged into one Tally, so a trickle of late reports does not grow a list."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, partials, partial):
+        partials.append(partial)
+        if len(partials) > MOST_PARTIALS:
+            partials[1:] = [merged_tally(partials[1:])]
+        return partials
+
+    def merge_accumulators(self, accumulators):
+        return [partial for partials in accumulators for partial in partials]
+
+    def extract_output(self, partials):
+        return merged_tally(partials)
 
 
 def dimension_keys(record):
@@ -355,7 +431,7 @@ class TrendCounts(beam.PTransform):
         for kind, window_fn in WINDOW_KINDS.items():
             # on the DirectRunner one merged tally per key and window (local_windows.py): Beam's grouping there
             # would hold every hourly partial, for every window, for the whole run
-            made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TalliesCombineFn(Tally),
+            made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TalliesCombineFn(),
                                              self.allowed_lateness_seconds, accumulate=True, local=local)
                     | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
             rows.append(made.rows | f"{kind.capitalize()}FileWindows" >> late_firing_windows(
