@@ -35,7 +35,7 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, KeyedTableCombineFn, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, digest_of, iter_records,
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, digest_of, held_half, iter_records,
                                                move_timer_earlier, pickled, record_offset, reset_timer)
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import compact_signature, expanded_signature, record_signature
@@ -262,10 +262,8 @@ def _pickled_watched_count(keyed):
 
 
 def watched_key_digest(key):
-    """The 8-byte digest a bucket's baselines are held under: the half of the text's digest the bucket is not
-    chosen by, so keys in one bucket differ in all 64 bits (two of a day's ~35 million keys at 200 reports/s
-    sharing one, and so a baseline, has a chance of ~3·10⁻⁸)."""
-    return digest_of(repr(key))[8:16]
+    """The 8-byte digest a bucket's baselines are held under (`held_half` of the text's digest)."""
+    return held_half(digest_of(repr(key)))
 
 
 class _SpikeDetectorInBucketFn(_SpikeJudgeFn):

@@ -56,8 +56,8 @@ from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_
 from transforms.plumbing.distinct import DistinctDigests, pair_digest64
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.local_windows import HeldAsIs
-from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, iter_records,
-                                               move_timer_earlier, pickled, record_offset, reset_timer)
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, held_half,
+                                               iter_records, move_timer_earlier, pickled, record_offset, reset_timer)
 from transforms.plumbing.packed_records import pack, unpack
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, report_signature, signature_kind
@@ -192,12 +192,12 @@ class _StampIncidentsFn(beam.DoFn):
 
 
 SIGNATURE_BUCKETS = 1024
-INCIDENT_RECORD = struct.Struct(">16sqq")  # signature digest, the incident's first and last event micros
+INCIDENT_RECORD = struct.Struct(">8sqq")  # signature's held digest, the incident's first and last event micros
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
 class _KeyBySignatureBucketFn(beam.DoFn):
-    """(bucket of the signature's digest, (digest, event micros, report))."""
+    """(bucket of the signature's digest, (the digest's held half, event micros, report))."""
 
     def __init__(self, buckets=SIGNATURE_BUCKETS):
         self.buckets = buckets
@@ -205,7 +205,7 @@ class _KeyBySignatureBucketFn(beam.DoFn):
     def process(self, keyed):
         signature, (micros, report) = keyed
         digest = digest_of(signature)
-        yield bucket_of(digest, self.buckets), (digest, micros, report)
+        yield bucket_of(digest, self.buckets), (held_half(digest), micros, report)
 
 
 def incident_offset(packed, digest):
@@ -222,7 +222,7 @@ def passed_by_the_watermark(fired):
 class _StampIncidentsInBucketFn(beam.DoFn):
     """Streaming on the DirectRunner: the decisions of `_StampIncidentsFn`, with signatures spread over
     `SIGNATURE_BUCKETS` keys, each holding its open incidents as packed (digest, first, last) records
-    (32 bytes a signature) and one forget timer at the earliest of their ends (last + gap + lateness).
+    (24 bytes a signature) and one forget timer at the earliest of their ends (last + gap + lateness).
 
     Why: the DirectRunner keeps ~3 KB per key with a timer (measured in a streaming run), and most
     signatures are seen once, so one key per signature grew a local run by ~3 KB a report for two days.
