@@ -8,9 +8,10 @@ periods (transforms/plumbing/local_windows.py) for two days. This builds one hou
 like the routed records', users and bundles mostly distinct), fires them as the hourly partials do (an
 on-time table, then `--late-bundles` small late ones), adds every key's partials to an hourly window's and
 a period's accumulator, and prints the traced bytes a record those accumulators hold (with what they keep
-alive), and the CPU of making the partials, adding them and making each window's pane. Baseline, in the
-same run: the partials as one Tally per key, merged into Tally accumulators (the form before KeyRows).
-Prints figures, never asserts.
+alive), the peak above that while every key's pane of both fires (held at once, as a timer's output
+bundle holds them), and the CPU of making the partials, adding them and making each pane's counts.
+Baseline, in the same run: the partials as one Tally per key, merged into Tally accumulators (the form
+before KeyRows). Prints figures, never asserts.
 """
 import argparse
 import gc
@@ -69,7 +70,7 @@ class TallyAccumulators:
         return tally.merge(partial)
 
     def extract_output(self, tally):
-        return Tally().merge(tally)
+        return Tally().merge(tally)  # a pane: a copy of the accumulator (the row took its counts)
 
 
 def windows_over(form, records, late_bundles):
@@ -86,9 +87,25 @@ def windows_over(form, records, late_bundles):
 
 
 def fire_panes(form, windows):
-    for accumulators in windows.values():
-        for accumulator in accumulators.values():
-            form.extract_output(accumulator)
+    """Every key's pane of both windows, held at once as a timer's output bundle holds them."""
+    return [form.extract_output(accumulator) for accumulators in windows.values()
+            for accumulator in accumulators.values()]
+
+
+def counts_of(panes):
+    return [pane if isinstance(pane, dict) else pane.counts() for pane in panes]
+
+
+def firing_peak_bytes(form, records, late_bundles):
+    """Traced bytes at the peak of firing every key's pane of both windows, above what they held before."""
+    windows = windows_over(form, records, late_bundles)
+    gc.collect()
+    tracemalloc.start()
+    panes = fire_panes(form, windows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del panes
+    return peak
 
 
 def held_bytes(form, records, late_bundles):
@@ -106,7 +123,7 @@ def held_bytes(form, records, late_bundles):
 def cpu_seconds(form, records, late_bundles):
     """CPU seconds (untraced) of firing the partials, holding them and making each window's pane."""
     began = time.process_time()
-    fire_panes(form, windows_over(form, records, late_bundles))
+    counts_of(fire_panes(form, windows_over(form, records, late_bundles)))
     return time.process_time() - began
 
 
@@ -121,10 +138,12 @@ def main():
     figures = {}
     for name, form in (("Tally per key (baseline)", TallyAccumulators()), ("KeyRows", TalliesCombineFn())):
         size = held_bytes(form, records, args.late_bundles)
+        peak = firing_peak_bytes(form, records, args.late_bundles)
         seconds = min(cpu_seconds(form, records, args.late_bundles) for _ in range(3))
         figures[name] = size
-        print(f"  {name:26s} {size / args.records:6.1f} bytes a record held ({size / 1e6:.1f} MB); "
-              f"partials, windows and panes {seconds * 1e3:.0f} ms CPU (least of 3)")
+        print(f"  {name:26s} {size / args.records:6.1f} bytes a record held ({size / 1e6:.1f} MB), "
+              f"{peak / args.records:6.1f} more at the panes' firing; partials, windows and panes "
+              f"{seconds * 1e3:.0f} ms CPU (least of 3)")
     baseline, now = figures.values()
     print(f"  ratio held, KeyRows / baseline: {now / baseline:.2f}")
 

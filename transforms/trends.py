@@ -42,7 +42,7 @@ from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWindow, KeyedTableCombineFn,
                                               TallyCombineFn, combine_in_event_windows, in_window,
                                               late_firing_windows, local_forms, pane_columns, utc)
-from transforms.plumbing.distinct import DistinctDigests, digest64, pair_digest64
+from transforms.plumbing.distinct import EMPTY, DistinctDigests, digest64, pair_digest64, sorted_distinct
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.row_log import RowLog
 from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
@@ -220,6 +220,20 @@ class KeyRows:
 
 def merged_tally(partials):
     """A new Tally of every partial (KeyRows or Tally) taken together; none of them is changed."""
+    reports, files, users, bundles = gathered(partials)
+    return Tally(reports, files, DistinctDigests(users), DistinctDigests(bundles))
+
+
+def merged_counts(partials):
+    """The counts of every partial taken together, as `merged_tally(partials).counts()` gives them, with no
+    Tally kept: a window's pane is a row's counts, made one key at a time."""
+    reports, files, users, bundles = gathered(partials)
+    return {"reports": reports, "files": files, "users": len(sorted_distinct(users)),
+            "bundles": len(sorted_distinct(bundles))}
+
+
+def gathered(partials):
+    """(reports, files, user digests, bundle digests) of the partials together; digests repeat."""
     reports = files = 0
     users, bundles = [], []
     for partial in partials:
@@ -227,8 +241,8 @@ def merged_tally(partials):
         reports, files = reports + more_reports, files + more_files
         users.append(more_users)
         bundles.append(more_bundles)
-    return Tally(reports, files, DistinctDigests(np.concatenate(users) if users else None),
-                 DistinctDigests(np.concatenate(bundles) if bundles else None))
+    return (reports, files, np.concatenate(users) if users else EMPTY,
+            np.concatenate(bundles) if bundles else EMPTY)
 
 
 MOST_PARTIALS = 8
@@ -237,7 +251,8 @@ MOST_PARTIALS = 8
 class TalliesCombineFn(beam.CombineFn):
     """Combines hourly partials into windows, keeping the partials as they come: an hour's KeyRows share its
     table, so its hourly window and the period the sliding windows read (transforms/plumbing/local_windows.py)
-    each add a reference, not a copy of its digests. A pane's Tally is made when it fires. A late pane of
+    each add a reference, not a copy of its digests. A pane is its counts, made when it fires (a Tally per
+    key, all of an hour's made at once as its panes fire, would be a peak of ~200 bytes a record). A late pane of
     the hourly partials comes per late bundle; past MOST_PARTIALS, all but the first (the on-time one, as a
     rule) are merged into one Tally, so a trickle of late reports does not grow a list."""
 
@@ -254,7 +269,7 @@ class TalliesCombineFn(beam.CombineFn):
         return [partial for partials in accumulators for partial in partials]
 
     def extract_output(self, partials):
-        return merged_tally(partials)
+        return merged_counts(partials)
 
 
 def dimension_keys(record):
@@ -360,8 +375,8 @@ class _TrendRowFn(beam.DoFn):
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         try:
-            (dimension, value), tally = keyed
-            row = trend_row(self.kind, dimension, value, tally.counts(), win.start, win.end, pane_columns(pane))
+            (dimension, value), counts = keyed
+            row = trend_row(self.kind, dimension, value, counts, win.start, win.end, pane_columns(pane))
         except Exception as error:  # one window's row: its failure is a dead letter, the others are written
             yield failed(keyed, error)
             return
