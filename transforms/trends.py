@@ -102,6 +102,10 @@ class Tally:
         """(reports, files, user digests, bundle digests): what `merged_tally` takes from a partial."""
         return self.reports, self.files, self.users.digests(), self.bundles.digests()
 
+    def as_tally(self):
+        """A partial as a Tally (a `KeyRows` makes one): this one."""
+        return self
+
     def __reduce__(self):
         return Tally, (self.reports, self.files, self.users, self.bundles)
 
@@ -205,17 +209,17 @@ class KeyRows:
     def counted_parts(self):
         return self.table.counted_parts_of(self.key)
 
-    def tally(self):
+    def as_tally(self):
         return merged_tally([self])
 
     def counts(self):
-        return self.tally().counts()
+        return self.as_tally().counts()
 
     def __reduce__(self):
-        return self.tally().__reduce__()
+        return self.as_tally().__reduce__()
 
     def __eq__(self, other):
-        return self.tally() == other
+        return self.as_tally() == other
 
 
 def merged_tally(partials):
@@ -332,7 +336,8 @@ class _TimelineRowsFn(beam.DoFn):
 
     def process(self, timeline):
         (dimension, value), hour_tallies = timeline
-        hourly = dict(hour_tallies)  # one tally per hour: TalliesPerHour combined each hour into one
+        # one partial per hour (a bounded run's panes are on time), a KeyRows where no grouping pickled it
+        hourly = {hour: partial.as_tally() for hour, partial in hour_tallies}
         for hour, tally in hourly.items():
             yield in_window(trend_row("hourly", dimension, value, tally.counts(), hour, hour + HOUR, ON_TIME_PANE),
                             hour, HOUR)
