@@ -1,12 +1,17 @@
 """The streaming spike detector in its two forms (one key per watched key; watched keys in buckets, for the
 DirectRunner) judges the same windows the same way: out of order, late, silent and forgotten keys included."""
+import pickle
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
-from transforms.alerts import DEFAULT_RULES, SpikeRule, key_by_detector_bucket, _SpikeDetectorFn, _SpikeDetectorInBucketFn
+from transforms.alerts import (DEFAULT_RULES, SpikeRule, key_by_detector_bucket, watched_key, _OnTimeCountsInBucketsFn,
+                               _SpikeDetectorFn, _SpikeDetectorInBucketFn)
+from transforms.plumbing.event_windows import WindowResult
+from transforms.reports.signatures import compact_signature
 
 HOUR = 3600
 RULES = {**DEFAULT_RULES, "esp": SpikeRule(min_count=5, ratio=2.0, warmup_windows=1)}
@@ -59,3 +64,26 @@ def test_the_bucketed_detector_alerts_as_the_per_key_one(buckets):
     assert [alert[:4] for alert in per_key if alert[0] == "esp"] == [
         ("esp", "esp-1", "1970-01-01T02:00:00Z", 20),
         ("esp", "esp-2", "1970-01-01T05:00:00Z", 40)]  # past its warm-up: its baseline was kept for this count
+
+
+def test_a_windows_pane_is_spread_over_the_buckets_as_single_counts_are():
+    """The bucketed path's on-time pane ({counted key: count}) becomes one pickled list per bucket: every key
+    in the bucket `key_by_detector_bucket` picks for it, with its window and count; a late pane, nothing."""
+    counted = {compact_signature(f"md5:{n:032x}"): n % 3 + 1 for n in range(500)}
+    counted.update({("esp", "esp-1"): 40, ("jurisdiction", "GB"): 7, "text-signature:x": 2})
+    on_time = WindowResult(None, 7 * HOUR, 8 * HOUR, counted, {"pane_timing": "ON_TIME"})
+    spread = list(_OnTimeCountsInBucketsFn(64).process(on_time))
+    assert len({bucket for bucket, _ in spread}) == len(spread) > 1
+    single = key_by_detector_bucket(64)
+    one_by_one = [bucketed for key, count in counted.items()
+                  for bucketed in single.process((watched_key(key), (7 * HOUR, count)))]
+    assert as_watched_counts(spread) == as_watched_counts(one_by_one)
+    assert ("signature", "md5:" + "0" * 30 + "0a") in {key for _, key, _, _ in as_watched_counts(spread)}
+
+
+def as_watched_counts(bucketed):
+    """{(bucket, watched key, window start, count)} of (bucket, pickled (start, [(key, count)])) elements."""
+    return {(bucket, watched_key(key), start, count) for bucket, packed in bucketed
+            for start, counts in [pickle.loads(packed)] for key, count in counts}
+    late = WindowResult(None, 7 * HOUR, 8 * HOUR, counted, {"pane_timing": "LATE"})
+    assert list(_OnTimeCountsInBucketsFn(64).process(late)) == []

@@ -35,8 +35,9 @@ from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import CombinePerKeyAndWindow, KeyedTableCombineFn, utc
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, digest_of, held_half, iter_records,
-                                               move_timer_earlier, pickled, record_offset, reset_timer)
+from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, held_half,
+                                               iter_records, move_timer_earlier, pickled, record_offset,
+                                               reset_timer)
 from transforms.plumbing.windowed_files import JsonLinesSink, WriteWindowedFiles
 from transforms.reports.signatures import compact_signature, expanded_signature, record_signature
 
@@ -258,7 +259,32 @@ def _watched_key_text(keyed):
 
 def _pickled_watched_count(keyed):
     key, (start, count) = keyed
-    return pickled((key, start, count))
+    return pickled((start, [(key, count)]))
+
+
+def detector_bucket(key, buckets):
+    """The bucket a watched key is judged in: by the digest of its text, as `key_by_detector_bucket` picks."""
+    return bucket_of(digest_of(repr(key)), buckets)
+
+
+class _OnTimeCountsInBucketsFn(beam.DoFn):
+    """A window's pane of counts ({counted key: count}) -> (bucket, (window start, [(counted key, count)])
+    pickled) per detector bucket, the keys as `counted_key` made them (a signature's bytes, not its text);
+    a late pane's reports are counted and left out, as `_OnTimeCountFn` does."""
+
+    def __init__(self, buckets):
+        self.buckets = buckets
+        self.late_ignored = counter("spike_late_reports_ignored")
+
+    def process(self, result):
+        if result.pane["pane_timing"] == "LATE":
+            self.late_ignored.inc(sum(result.value.values()))
+            return
+        by_bucket = collections.defaultdict(list)
+        for counted, count in result.value.items():
+            by_bucket[detector_bucket(watched_key(counted), self.buckets)].append((counted, count))
+        for bucket, counts in by_bucket.items():
+            yield bucket, pickled((result.start, counts))
 
 
 def watched_key_digest(key):
@@ -268,7 +294,7 @@ def watched_key_digest(key):
 
 class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
     """Streaming on the DirectRunner: the decisions of `_SpikeDetectorFn`, with watched keys spread over
-    `DETECTOR_BUCKETS` keys, each holding its keys' pending window counts (pickled, in a bag), their
+    `DETECTOR_BUCKETS` keys, each holding its keys' pending window counts (pickled lists, in a bag), their
     baselines (packed records of `BASELINE_RECORD` under the key's digest, 24 bytes each) and one timer at
     the earliest of their due times and forget times.
 
@@ -292,7 +318,7 @@ class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
                 due=beam.DoFn.TimerParam(DUE)):
         _, packed = keyed
         pending.add(packed)
-        _, start, _ = pickle.loads(packed)
+        start, _ = pickle.loads(packed)
         move_timer_earlier(next_due, due, self.due_micros(start))
 
     @on_timer(DUE)
@@ -302,19 +328,20 @@ class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
         """Judges each key's windows that are due, in order; forgets the keys silent for long enough."""
         by_key, waiting = collections.defaultdict(list), []
         for packed in pending.read():
-            key, start, count = pickle.loads(packed)
+            start, counts = pickle.loads(packed)
             if self.due_micros(start) + 1 - 1000 <= fired.micros:  # timers may keep only milliseconds
-                by_key[key].append((start, count))
+                for counted, count in counts:
+                    by_key[watched_key(counted)].append((start, count))
             else:
-                waiting.append((key, start, packed))
+                waiting.append((packed, start, counts))
         baselines = bytearray(baselines_state.read() or b"")
         for key, ready in by_key.items():
             yield from self.judged(key, sorted(ready), baselines)
-        still_pending = {watched_key_digest(key) for key, _, _ in waiting}
+        still_pending = {watched_key_digest(watched_key(counted)) for _, _, counts in waiting for counted, _ in counts}
         kept = [record for record in BASELINE_RECORD.iter_unpack(baselines)  # a key kept past its forget time
                 if self.forget_micros(record[2]) > fired.micros or record[0] in still_pending]  # waits for its count
         pending.clear()
-        for _, _, packed in waiting:
+        for packed, _, _ in waiting:
             pending.add(packed)
         if kept:
             baselines_state.write(b"".join(BASELINE_RECORD.pack(*record) for record in kept))
@@ -389,9 +416,12 @@ class SpikeAlerts(beam.PTransform):
     def expand(self, routed_records):
         keyed, key_failures = routed_records | "WatchedKeys" >> beam.Map(
             watched_keys_counted_once).with_exception_handling()
-        counts = self.window_counts(keyed)
-        alerts, judge_failures = (self.batch_alerts(counts) if routed_records.is_bounded
-                                  else self.streaming_alerts(counts))
+        if routed_records.is_bounded:
+            alerts, judge_failures = self.batch_alerts(self.window_counts(keyed))
+        elif on_the_direct_runner(routed_records.pipeline):
+            alerts, judge_failures = self.streaming_alerts_in_buckets(keyed)
+        else:
+            alerts, judge_failures = self.streaming_alerts(self.window_counts(keyed))
         _, refused = alerts | "WriteAlertFiles" >> WriteWindowedFiles(
             f"{self.output_dir}/alerts",
             destination=alert_partition,
@@ -405,12 +435,12 @@ class SpikeAlerts(beam.PTransform):
 
     def window_counts(self, keyed_records):
         """(key, (window start, count)) of each watched key's on-time windows."""
-        return (keyed_records
-                | "CountWindows" >> CombinePerKeyAndWindow(
-                    already_keyed, beam.combiners.CountCombineFn(), self.window_seconds,
-                    self.allowed_lateness_seconds, accumulate=False,
-                    keyed_combine_fn=KeyedTableCombineFn(WatchedCounts))
-                | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn()))
+        return self.count_windows(keyed_records) | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
+
+    def count_windows(self, keyed_records, pane_as_one=False):
+        return keyed_records | "CountWindows" >> CombinePerKeyAndWindow(
+            already_keyed, beam.combiners.CountCombineFn(), self.window_seconds, self.allowed_lateness_seconds,
+            accumulate=False, keyed_combine_fn=KeyedTableCombineFn(WatchedCounts), pane_as_one=pane_as_one)
 
     def batch_alerts(self, counts):
         """Each key's whole timeline judged at once; (alerts, [failures])."""
@@ -421,15 +451,20 @@ class SpikeAlerts(beam.PTransform):
                             ).with_exception_handling())
         return alerts, [failures]
 
-    def streaming_alerts(self, counts, buckets=DETECTOR_BUCKETS):
-        """A stateful detector judges each key's window once the watermark has passed it (on the DirectRunner,
-        keys in `buckets`); (alerts, [])."""
-        timelines = counts | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
-        if on_the_direct_runner(counts.pipeline):
-            return (timelines
-                    | "KeyByDetectorBucket" >> beam.ParDo(key_by_detector_bucket(buckets))
-                    | "DetectSpikesInBuckets" >> beam.ParDo(
-                        _SpikeDetectorInBucketFn(self.rules, self.window_seconds, self.forget_after_windows))), []
-        return (timelines
+    def streaming_alerts(self, counts):
+        """A stateful detector per watched key judges each of its windows once the watermark has passed it;
+        (alerts, [])."""
+        return (counts
+                | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
                 | "DetectSpikes" >> beam.ParDo(
                     _SpikeDetectorFn(self.rules, self.window_seconds, self.forget_after_windows))), []
+
+    def streaming_alerts_in_buckets(self, keyed_records, buckets=DETECTOR_BUCKETS):
+        """On the DirectRunner: the same decisions, the watched keys in `buckets`, and a window's on-time
+        counts going to them as one packed list per bucket, not an element per key (a window fires about
+        one signature a report at once; ~400 bytes each as elements while their bundles last); (alerts, [])."""
+        return (self.count_windows(keyed_records, pane_as_one=True)
+                | "OnTimeCountsInBuckets" >> beam.ParDo(_OnTimeCountsInBucketsFn(buckets))
+                | "KeyTimeline" >> beam.WindowInto(window.GlobalWindows())
+                | "DetectSpikesInBuckets" >> beam.ParDo(
+                    _SpikeDetectorInBucketFn(self.rules, self.window_seconds, self.forget_after_windows))), []

@@ -186,7 +186,10 @@ class CombinePerKeyAndWindow(beam.PTransform):
     `keys_and_value(element)` gives the keys an element counts under and the value it adds (no keys: not
     counted); `combine_fn` combines one key's values. `keyed_combine_fn` (optional, not with `accumulate`)
     replaces `KeyedCombineFn(combine_fn)` where all keys share one accumulator: a form that holds a window's
-    records more compactly than an accumulator per key, with the same outputs. The form follows the input:
+    records more compactly than an accumulator per key, with the same outputs; with it, unbounded,
+    `pane_as_one` gives each pane as one WindowResult ({key: value}, key None), for a stage that spreads a
+    pane of many keys itself (an element per key costs ~400 bytes while its bundle lasts). The form follows
+    the input:
     - bounded: one element per record keyed by its window's start, combined in the global window (no
       trigger driver); one on-time pane per window, each result timestamped inside its window;
     - unbounded: fixed windows firing when the watermark passes and once per late element; discarding
@@ -198,10 +201,11 @@ class CombinePerKeyAndWindow(beam.PTransform):
     """
 
     def __init__(self, keys_and_value, combine_fn, window_seconds, allowed_lateness_seconds, accumulate,
-                 local=None, keyed_combine_fn=None):
+                 local=None, keyed_combine_fn=None, pane_as_one=False):
         super().__init__()
         if accumulate and keyed_combine_fn is not None:
             raise ValueError("keyed_combine_fn is for discarding panes: accumulating ones combine per key")
+        self.pane_as_one = pane_as_one
         self.keys_and_value = keys_and_value
         self.combine_fn = combine_fn
         self.keyed_combine_fn = keyed_combine_fn or KeyedCombineFn(combine_fn)
@@ -227,7 +231,7 @@ class CombinePerKeyAndWindow(beam.PTransform):
         under_one_key = elements | "KeysAndValue" >> beam.Map(_under_one_key, self.keys_and_value)
         return (combine_in_event_windows(under_one_key, "", window_fn, self.keyed_combine_fn,
                                          self.allowed_lateness_seconds, self.accumulate, local)
-                | "Results" >> beam.ParDo(_PaneResultsFn()))
+                | "Results" >> beam.ParDo(_PaneResultFn() if self.pane_as_one else _PaneResultsFn()))
 
 def local_forms(pipeline, local):
     """Whether a stage uses its local state forms: as `local` says, or (None) on the DirectRunner."""
@@ -290,3 +294,11 @@ class _PaneResultsFn(beam.DoFn):
         columns = pane_columns(pane)
         for key, value in combined.items():
             yield WindowResult(key, _seconds(win.start), _seconds(win.end), value, columns)
+
+
+class _PaneResultFn(beam.DoFn):
+    """`pane_as_one`: a window's pane as one WindowResult, its value {key: value}, its key None."""
+
+    def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        _, combined = keyed
+        yield WindowResult(None, _seconds(win.start), _seconds(win.end), combined, pane_columns(pane))
