@@ -267,6 +267,7 @@ def detector_bucket(key, buckets):
     return bucket_of(digest_of(repr(key)), buckets)
 
 
+@beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
 class _OnTimeCountsInBucketsFn(beam.DoFn):
     """A window's pane of counts ({counted key: count}) -> (bucket, (window start, [(counted key, count)])
     pickled) per detector bucket, the keys as `counted_key` made them (a signature's bytes, not its text);
