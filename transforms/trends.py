@@ -449,8 +449,9 @@ class TrendCounts(beam.PTransform):
             keyed = keyed | "Unwindow" >> beam.WindowInto(window.GlobalWindows())
         rows, failures = [], []
         for kind, window_fn in WINDOW_KINDS.items():
-            # on the DirectRunner one merged tally per key and window (local_windows.py): Beam's grouping there
-            # would hold every hourly partial, for every window, for the whole run
+            # on the DirectRunner one accumulator per key and window, or per key and period for the sliding
+            # windows (local_windows.py): Beam's grouping there would hold every hourly partial, for every
+            # window, for the whole run
             made = (combine_in_event_windows(keyed, kind.capitalize(), window_fn, TalliesCombineFn(),
                                              self.allowed_lateness_seconds, accumulate=True, local=local)
                     | f"{kind.capitalize()}Rows" >> beam.ParDo(_TrendRowFn(kind)).with_outputs(FAILURES, main="rows"))
