@@ -253,8 +253,14 @@ def key_by_detector_bucket(buckets):
     return PackedIntoBuckets(buckets, _watched_key_text, _pickled_watched_count)
 
 
+def watched_key_text(key):
+    """The text a watched key's digest is made of: its detector bucket is chosen by that digest and its
+    baseline held under the digest's held half."""
+    return repr(key)
+
+
 def _watched_key_text(keyed):
-    return repr(keyed[0])
+    return watched_key_text(keyed[0])
 
 
 def _pickled_watched_count(keyed):
@@ -264,7 +270,7 @@ def _pickled_watched_count(keyed):
 
 def detector_bucket(key, buckets):
     """The bucket a watched key is judged in: by the digest of its text, as `key_by_detector_bucket` picks."""
-    return bucket_of(digest_of(repr(key)), buckets)
+    return bucket_of(digest_of(watched_key_text(key)), buckets)
 
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
@@ -290,7 +296,7 @@ class _OnTimeCountsInBucketsFn(beam.DoFn):
 
 def watched_key_digest(key):
     """The 8-byte digest a bucket's baselines are held under (`held_half` of the text's digest)."""
-    return held_half(digest_of(repr(key)))
+    return held_half(digest_of(watched_key_text(key)))
 
 
 class _SpikeDetectorInBucketFn(_SpikeJudgeFn):
