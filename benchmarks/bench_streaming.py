@@ -216,6 +216,9 @@ def whole_pipeline(seconds, rate, out, extra_args=(), name="whole", copy_every=0
             rss["deadline_census"], rss["deadline_objects"] = keyed_state_census(result_box[0]), object_census()
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # what of the growth is freed memory the heap kept
             rss["deadline_trimmed"] = rss_mb()
+            rss["garbage"] = gc.collect()  # cyclic garbage the collector had not reached yet
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            rss["deadline_collected"] = rss_mb()
             if census == "trace":
                 rss["traced"] = tracemalloc.take_snapshot()
                 tracemalloc.stop()
@@ -338,7 +341,8 @@ def soak(args, state):
           f"twice: dedup {'exact' if exact else 'NOT EXACT'}; "
           f"{sustained:.0f} reports/s routed by the deadline", flush=True)
     if "deadline_census" in rss:
-        print(f"  RSS at the deadline after malloc_trim(0): {rss['deadline_trimmed']:.0f} MB")
+        print(f"  RSS at the deadline after malloc_trim(0): {rss['deadline_trimmed']:.0f} MB; after a full collection "
+              f"({rss['garbage']:,} unreachable objects) and malloc_trim(0): {rss['deadline_collected']:.0f} MB")
         print_memory_by_kind(rss.get("start_kinds", {}), rss["deadline_kinds"])
         print_census(rss.get("start_census", {}), rss["deadline_census"], "after warm-up -> deadline")
         objects = rss["deadline_objects"]
