@@ -8,8 +8,8 @@ from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
-from transforms.alerts import (DEFAULT_RULES, SpikeRule, key_by_detector_bucket, watched_key, _OnTimeCountsInBucketsFn,
-                               _SpikeDetectorFn, _SpikeDetectorInBucketFn)
+from transforms.alerts import (DEFAULT_RULES, SpikeRule, WatchedCounts, key_by_detector_bucket, watched_key,
+                               _OnTimeCountsInBucketsFn, _SpikeDetectorFn, _SpikeDetectorInBucketFn)
 from transforms.plumbing.event_windows import WindowResult
 from transforms.reports.signatures import compact_signature
 
@@ -67,11 +67,18 @@ def test_the_bucketed_detector_alerts_as_the_per_key_one(buckets):
 
 
 def test_a_windows_pane_is_spread_over_the_buckets_as_single_counts_are():
-    """The bucketed path's on-time pane ({counted key: count}) becomes one pickled list per bucket: every key
-    in the bucket `key_by_detector_bucket` picks for it, with its window and count; a late pane, nothing."""
-    counted = {compact_signature(f"md5:{n:032x}"): n % 3 + 1 for n in range(500)}
-    counted.update({("esp", "esp-1"): 40, ("jurisdiction", "GB"): 7, "text-signature:x": 2})
-    on_time = WindowResult(None, 7 * HOUR, 8 * HOUR, counted, {"pane_timing": "ON_TIME"})
+    """The bucketed path's on-time pane (a window's `WatchedCounts`) becomes one pickled list per bucket:
+    every key in the bucket `key_by_detector_bucket` picks for it, with its window and count, each count as
+    `by_key()` gives it; a late pane, nothing (its reports counted as ignored)."""
+    table = WatchedCounts()
+    for n in range(500):
+        for _ in range(n % 3 + 1):
+            table.add((compact_signature(f"md5:{n:032x}"), ("esp", "esp-1")), 1)
+    table.add(("text-signature:x", ("jurisdiction", "GB")), 1)
+    table.add(("text-signature:x",), 1)
+    counted = table.by_key()
+    assert counted[("esp", "esp-1")] == 999 and counted["text-signature:x"] == 2
+    on_time = WindowResult(None, 7 * HOUR, 8 * HOUR, table, {"pane_timing": "ON_TIME"})
     spread = list(_OnTimeCountsInBucketsFn(64).process(on_time))
     assert len({bucket for bucket, _ in spread}) == len(spread) > 1
     single = key_by_detector_bucket(64)
@@ -79,11 +86,13 @@ def test_a_windows_pane_is_spread_over_the_buckets_as_single_counts_are():
                   for bucketed in single.process((watched_key(key), (7 * HOUR, count)))]
     assert as_watched_counts(spread) == as_watched_counts(one_by_one)
     assert ("signature", "md5:" + "0" * 30 + "0a") in {key for _, key, _, _ in as_watched_counts(spread)}
+    late_fn = _OnTimeCountsInBucketsFn(64)
+    late = WindowResult(None, 7 * HOUR, 8 * HOUR, table, {"pane_timing": "LATE"})
+    assert list(late_fn.process(late)) == []
+    assert table.total() == sum(counted.values())
 
 
 def as_watched_counts(bucketed):
     """{(bucket, watched key, window start, count)} of (bucket, pickled (start, [(key, count)])) elements."""
     return {(bucket, watched_key(key), start, count) for bucket, packed in bucketed
             for start, counts in [pickle.loads(packed)] for key, count in counts}
-    late = WindowResult(None, 7 * HOUR, 8 * HOUR, counted, {"pane_timing": "LATE"})
-    assert list(_OnTimeCountsInBucketsFn(64).process(late)) == []

@@ -33,7 +33,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.dead_letters import WriteSideStageFailures
 from transforms.plumbing.direct_runner import on_the_direct_runner
-from transforms.plumbing.event_windows import CombinePerKeyAndWindow, KeyedTableCombineFn, utc
+from transforms.plumbing.event_windows import CombinePerKeyAndWindow, KeyedTableCombineFn, TablePaneCombineFn, utc
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, held_half,
                                                iter_records, move_timer_earlier, pickled, record_offset,
@@ -154,10 +154,33 @@ class WatchedCounts:
     def by_key(self):
         """{counted key: count}, as KeyedCombineFn(CountCombineFn()) gives them (tests/test_spike_alerts.py
         compares them)."""
-        signatures = collections.Counter(
-            logged[1:] if logged[:1] == _BYTES_KEY else logged[1:].decode("utf-8")
-            for logged in iter_records(self.signatures))
+        signatures = collections.Counter(map(logged_signature, iter_records(self.signatures)))
         return {**self.volumes, **signatures}
+
+    def counts_in_buckets(self, bucket_of):
+        """{bucket: [(counted key, count)]} of `by_key()`, each key in `bucket_of(counted key)`. Why not
+        `by_key()` then spread: an hour's pane holds about a signature a report, and a dict of them all took
+        ~100 bytes a key at the firing; here the log is split into a log a bucket first (~20 bytes a key),
+        and each bucket's keys are counted alone."""
+        logs = collections.defaultdict(bytearray)
+        for logged in iter_records(self.signatures):
+            append_record(logs[bucket_of(logged_signature(logged))], logged)
+        counts = collections.defaultdict(list)
+        for key, count in self.volumes.items():
+            counts[bucket_of(key)].append((key, count))
+        for bucket in logs.keys() | counts.keys():
+            log = logs.pop(bucket, b"")
+            yield bucket, counts.pop(bucket, []) + list(collections.Counter(
+                map(logged_signature, iter_records(log))).items())
+
+    def total(self):
+        """The sum of `by_key()`'s counts."""
+        return sum(self.volumes.values()) + sum(1 for _ in iter_records(self.signatures))
+
+
+def logged_signature(logged):
+    """The counted key of a signature `WatchedCounts` logged."""
+    return logged[1:] if logged[:1] == _BYTES_KEY else logged[1:].decode("utf-8")
 
 
 class _OnTimeCountFn(beam.DoFn):
@@ -275,7 +298,7 @@ def detector_bucket(key, buckets):
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, bytes])
 class _OnTimeCountsInBucketsFn(beam.DoFn):
-    """A window's pane of counts ({counted key: count}) -> (bucket, (window start, [(counted key, count)])
+    """A window's pane of counts (its `WatchedCounts`) -> (bucket, (window start, [(counted key, count)])
     pickled) per detector bucket, the keys as `counted_key` made them (a signature's bytes, not its text);
     a late pane's reports are counted and left out, as `_OnTimeCountFn` does."""
 
@@ -285,13 +308,13 @@ class _OnTimeCountsInBucketsFn(beam.DoFn):
 
     def process(self, result):
         if result.pane["pane_timing"] == "LATE":
-            self.late_ignored.inc(sum(result.value.values()))
+            self.late_ignored.inc(result.value.total())
             return
-        by_bucket = collections.defaultdict(list)
-        for counted, count in result.value.items():
-            by_bucket[detector_bucket(watched_key(counted), self.buckets)].append((counted, count))
-        for bucket, counts in by_bucket.items():
+        for bucket, counts in result.value.counts_in_buckets(self.counted_key_bucket):
             yield bucket, pickled((result.start, counts))
+
+    def counted_key_bucket(self, counted):
+        return detector_bucket(watched_key(counted), self.buckets)
 
 
 def watched_key_digest(key):
@@ -445,9 +468,11 @@ class SpikeAlerts(beam.PTransform):
         return self.count_windows(keyed_records) | "OnTimeCounts" >> beam.ParDo(_OnTimeCountFn())
 
     def count_windows(self, keyed_records, pane_as_one=False):
+        """Each watched key's count per window; with `pane_as_one`, a pane as its `WatchedCounts`."""
+        table_fn = TablePaneCombineFn(WatchedCounts) if pane_as_one else KeyedTableCombineFn(WatchedCounts)
         return keyed_records | "CountWindows" >> CombinePerKeyAndWindow(
             already_keyed, beam.combiners.CountCombineFn(), self.window_seconds, self.allowed_lateness_seconds,
-            accumulate=False, keyed_combine_fn=KeyedTableCombineFn(WatchedCounts), pane_as_one=pane_as_one)
+            accumulate=False, keyed_combine_fn=table_fn, pane_as_one=pane_as_one)
 
     def batch_alerts(self, counts):
         """Each key's whole timeline judged at once; (alerts, [failures])."""

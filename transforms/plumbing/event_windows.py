@@ -125,6 +125,14 @@ class KeyedTableCombineFn(TallyCombineFn):
         return table.by_key()
 
 
+class TablePaneCombineFn(KeyedTableCombineFn):
+    """`KeyedTableCombineFn` whose output is the window's table itself: for a `pane_as_one` stage that reads
+    a pane of many keys its own way, without the {key: output} dict of them all."""
+
+    def extract_output(self, table):
+        return table
+
+
 class KeyedCombineFn(beam.CombineFn):
     """`combine_fn` per key inside one accumulator ({key: accumulator}), fed one element per record:
     `(keys, value)` adds `value` under each of `keys`. A record counted under many keys (trend dimensions,
@@ -187,8 +195,9 @@ class CombinePerKeyAndWindow(beam.PTransform):
     counted); `combine_fn` combines one key's values. `keyed_combine_fn` (optional, not with `accumulate`)
     replaces `KeyedCombineFn(combine_fn)` where all keys share one accumulator: a form that holds a window's
     records more compactly than an accumulator per key, with the same outputs; with it, unbounded,
-    `pane_as_one` gives each pane as one WindowResult ({key: value}, key None), for a stage that spreads a
-    pane of many keys itself (an element per key costs ~400 bytes while its bundle lasts). The form follows
+    `pane_as_one` gives each pane as one WindowResult (key None, value {key: value}, or the table itself with
+    `TablePaneCombineFn`), for a stage that spreads a pane of many keys itself (an element per key costs ~400
+    bytes while its bundle lasts). The form follows
     the input:
     - bounded: one element per record keyed by its window's start, combined in the global window (no
       trigger driver); one on-time pane per window, each result timestamped inside its window;
@@ -297,7 +306,7 @@ class _PaneResultsFn(beam.DoFn):
 
 
 class _PaneResultFn(beam.DoFn):
-    """`pane_as_one`: a window's pane as one WindowResult, its value {key: value}, its key None."""
+    """`pane_as_one`: a window's pane as one WindowResult, its value the combine's output, its key None."""
 
     def process(self, keyed, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         _, combined = keyed
