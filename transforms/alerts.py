@@ -158,7 +158,7 @@ class WatchedCounts:
         return {**self.volumes, **signatures}
 
     def counts_in_buckets(self, bucket_of):
-        """{bucket: [(counted key, count)]} of `by_key()`, each key in `bucket_of(counted key)`. Why not
+        """(bucket, [(counted key, count)]) pairs of `by_key()`, each key in `bucket_of(counted key)`. Why not
         `by_key()` then spread: an hour's pane holds about a signature a report, and a dict of them all took
         ~100 bytes a key at the firing; here the log is split into a log a bucket first (~20 bytes a key),
         and each bucket's keys are counted alone."""
