@@ -21,6 +21,7 @@ def test_rows_come_back_across_every_varint_width():
     rows = np.cumsum(GAPS_AT_EVERY_WIDTH) - 1
     log = logged(rows.tolist())
     assert log.rows().tolist() == rows.tolist()
+    assert len(log) == len(rows) and len(RowLog()) == 0
     assert len(log.gaps) == sum(max(1, -(-gap.bit_length() // 7)) for gap in GAPS_AT_EVERY_WIDTH)
 
 
@@ -46,6 +47,7 @@ def test_a_merge_moves_the_other_rows_past_its_own():
         log = logged(own)
         log.extend_moved(logged(other), offset)
         assert log.rows().tolist() == own + [row + offset for row in other]
+        assert len(log) == len(own) + len(other)
         log.append(log.last + 1)  # the merged log goes on from the other's last row, moved
         assert log.rows().tolist()[-1] == (other[-1] + offset if other else own[-1] if own else -1) + 1
 

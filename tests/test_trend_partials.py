@@ -96,6 +96,8 @@ def test_windows_over_shared_partials_count_what_merged_tallies_count():
         assert fn.extract_output(pickle.loads(pickle.dumps(period))) == tally.counts()
         assert merged_tally(hourly) == tally
         assert isinstance(pickle.loads(pickle.dumps(partials[0][key])), Tally)
+    for by_key in partials:  # the count `_CountCountedFn` reads, from the rows alone
+        assert all(partial.reports == partial.as_tally().reports for partial in by_key.values())
     first = partials[0][("total", None)]
     assert first.counts() == combined(KeyedCombineFn(TallyCombineFn(Tally)), [parts[0]])[("total", None)].counts()
 

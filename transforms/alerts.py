@@ -157,17 +157,17 @@ class WatchedCounts:
         signatures = collections.Counter(map(logged_signature, iter_records(self.signatures)))
         return {**self.volumes, **signatures}
 
-    def counts_in_buckets(self, bucket_of):
-        """(bucket, [(counted key, count)]) pairs of `by_key()`, each key in `bucket_of(counted key)`. Why not
+    def counts_in_buckets(self, bucket_of_key):
+        """(bucket, [(counted key, count)]) pairs of `by_key()`, each key in `bucket_of_key(counted key)`. Why not
         `by_key()` then spread: an hour's pane holds about a signature a report, and a dict of them all took
         ~100 bytes a key at the firing; here the log is split into a log a bucket first (~20 bytes a key),
         and each bucket's keys are counted alone."""
         logs = collections.defaultdict(bytearray)
         for logged in iter_records(self.signatures):
-            append_record(logs[bucket_of(logged_signature(logged))], logged)
+            append_record(logs[bucket_of_key(logged_signature(logged))], logged)
         counts = collections.defaultdict(list)
         for key, count in self.volumes.items():
-            counts[bucket_of(key)].append((key, count))
+            counts[bucket_of_key(key)].append((key, count))
         for bucket in logs.keys() | counts.keys():
             log = logs.pop(bucket, b"")
             yield bucket, counts.pop(bucket, []) + list(collections.Counter(

@@ -45,6 +45,10 @@ class RowLog:
     def rows(self):
         return np.cumsum(varint_values(self.gaps)) - 1
 
+    def __len__(self):
+        """How many rows: a varint's last byte is the one without the continuation bit."""
+        return int(np.count_nonzero(np.frombuffer(self.gaps, dtype=np.uint8) < _MORE))
+
 
 def varint_values(packed):
     """The LEB128 varints in `packed`, decoded at once: each byte's seven low bits moved to their place
