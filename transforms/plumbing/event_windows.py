@@ -197,8 +197,7 @@ class CombinePerKeyAndWindow(beam.PTransform):
     records more compactly than an accumulator per key, with the same outputs; with it, unbounded,
     `pane_as_one` gives each pane as one WindowResult (key None, value {key: value}, or the table itself with
     `TablePaneCombineFn`), for a stage that spreads a pane of many keys itself (an element per key costs ~400
-    bytes while its bundle lasts). The form follows
-    the input:
+    bytes while its bundle lasts). The form follows the input:
     - bounded: one element per record keyed by its window's start, combined in the global window (no
       trigger driver); one on-time pane per window, each result timestamped inside its window;
     - unbounded: fixed windows firing when the watermark passes and once per late element; discarding
