@@ -8,8 +8,9 @@ from apache_beam.testing.test_stream import TestStream
 
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
-from transforms.alerts import (DEFAULT_RULES, SpikeRule, WatchedCounts, key_by_detector_bucket, watched_key,
-                               _OnTimeCountsInBucketsFn, _SpikeDetectorFn, _SpikeDetectorInBucketFn)
+from transforms.alerts import (BASELINE_RECORD, DEFAULT_RULES, SpikeRule, WatchedCounts, baseline_offsets,
+                               key_by_detector_bucket, watched_key, _OnTimeCountsInBucketsFn, _SpikeDetectorFn,
+                               _SpikeDetectorInBucketFn)
 from transforms.plumbing.event_windows import WindowResult
 from transforms.reports.signatures import compact_signature
 
@@ -64,6 +65,17 @@ def test_the_bucketed_detector_alerts_as_the_per_key_one(buckets):
     assert [alert[:4] for alert in per_key if alert[0] == "esp"] == [
         ("esp", "esp-1", "1970-01-01T02:00:00Z", 20),
         ("esp", "esp-2", "1970-01-01T05:00:00Z", 40)]  # past its warm-up: its baseline was kept for this count
+
+
+def test_baselines_are_found_by_whole_records_only():
+    """A digest's bytes that appear across two records (here: the end of one record and the start of the
+    next) are not a record of it; each record is found where it starts."""
+    first = BASELINE_RECORD.pack(b"AAAAAAAA", 1, 2, 0.0)
+    second = BASELINE_RECORD.pack(b"BBBBBBBB", 3, 4, 1.5)
+    straddling = first[-4:] + second[:4]
+    offsets = baseline_offsets(first + second)
+    assert offsets == {b"AAAAAAAA": 0, b"BBBBBBBB": BASELINE_RECORD.size}
+    assert straddling not in offsets
 
 
 def test_a_windows_pane_is_spread_over_the_buckets_as_single_counts_are():
