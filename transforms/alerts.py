@@ -264,7 +264,9 @@ class _SpikeDetectorFn(_SpikeJudgeFn):
             baseline_state.clear()
 
 
-DETECTOR_BUCKETS = 1024
+# fewer buckets than the per-report stages' 1,024: a bucket is touched only when a window fires (no per-report
+# rewrite grows with its size), and the DirectRunner holds ~6 KB for each key with a timer
+DETECTOR_BUCKETS = 256
 # the watched key's 8-byte digest and its baseline: first and last window start (epoch seconds: event times
 # are from 1970 on, so these fit until 2106) and mean; when it is forgotten follows from its last window
 BASELINE_RECORD = struct.Struct(">8sIId")
