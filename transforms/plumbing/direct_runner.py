@@ -317,8 +317,8 @@ def count_every_bundle():
     Its worker threads keep one state sampler, which caches one scoped state per step, created with the
     first bundle's metrics container; later bundles count into that stale container and commit their own
     empty one, so a streaming run's counters stop after one bundle per step (seen with the stock
-    ReadFromPubSub too). Each bundle now runs with a state sampler of its own, so its scoped states carry
-    its own container. (Clearing the cache instead leaked: the sampler also lists every scoped state it
+    ReadFromPubSub too). Each bundle now runs with a tracker of its own (`BundleTracker`), so its states
+    carry its own container. (Clearing the cache instead leaked: the sampler also lists every scoped state it
     ever made, each holding its bundle's metrics container, ~200 a second in a local streaming run.)
     """
     if getattr(executor.TransformExecutor.call, "counts_every_bundle", False):
@@ -326,15 +326,57 @@ def count_every_bundle():
     stock_call = executor.TransformExecutor.call
 
     def call(self, state_sampler):
-        own_sampler = statesampler.StateSampler("", counters.CounterFactory())
-        statesampler.set_current_tracker(own_sampler)
+        own_tracker = BundleTracker()
+        statesampler.set_current_tracker(own_tracker)
         try:
-            return stock_call(self, own_sampler)
+            return stock_call(self, own_tracker)
         finally:
             statesampler.set_current_tracker(state_sampler)
 
     call.counts_every_bundle = True
     executor.TransformExecutor.call = call
+
+
+class BundleTracker:
+    """One bundle's state tracker: what the DirectRunner's executor, Beam's metrics and its loggers ask of a
+    state sampler (scoped states to enter, the current one's metrics container and step, a metric update),
+    without sampling time. Why not a state sampler per bundle: its scoped states and the sampler refer to
+    each other, so each bundle left a cycle, with its metrics container, that only a full collection frees
+    (~26,000 objects between two in a 10-minute soak); these refer to nothing that refers back."""
+    stage_name = ""
+
+    def __init__(self):
+        self._entered = [TrackedState(None, None, None)]
+
+    def scoped_state(self, name_context, state_name, io_target=None, metrics_container=None):
+        if not isinstance(name_context, common.NameContext):
+            name_context = common.NameContext(name_context)
+        return TrackedState(self._entered, name_context, metrics_container)
+
+    def current_state(self):
+        return self._entered[-1]
+
+    def update_metric(self, typed_metric_name, value):
+        container = self._entered[-1].metrics_container
+        if container is not None:
+            container.get_metric_cell(typed_metric_name).update(value)
+
+
+class TrackedState:
+    """A `BundleTracker`'s state: current while entered."""
+    __slots__ = ("_entered", "name_context", "metrics_container")
+
+    def __init__(self, entered, name_context, metrics_container):
+        self._entered = entered
+        self.name_context = name_context
+        self.metrics_container = metrics_container
+
+    def __enter__(self):
+        self._entered.append(self)
+        return self
+
+    def __exit__(self, *unused_exception):
+        self._entered.pop()
 
 
 def earliest_hold(keyed_state):
