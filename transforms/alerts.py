@@ -153,8 +153,7 @@ class WatchedCounts:
     def by_key(self):
         """{counted key: count}, as KeyedCombineFn(CountCombineFn()) gives them (tests/test_spike_alerts.py
         compares them)."""
-        signatures = collections.Counter(map(logged_signature, iter_records(self.signatures)))
-        return {**self.volumes, **signatures}
+        return {**self.volumes, **dict(counted_signatures(self.signatures))}
 
     def counts_in_buckets(self, bucket_of_key):
         """(bucket, [(counted key, count)]) pairs of `by_key()`, each key in `bucket_of_key(counted key)`. Why not
@@ -168,13 +167,16 @@ class WatchedCounts:
         for key, count in self.volumes.items():
             counts[bucket_of_key(key)].append((key, count))
         for bucket in logs.keys() | counts.keys():
-            log = logs.pop(bucket, b"")
-            yield bucket, counts.pop(bucket, []) + list(collections.Counter(
-                map(logged_signature, iter_records(log))).items())
+            yield bucket, counts.pop(bucket, []) + counted_signatures(logs.pop(bucket, b""))
 
     def total(self):
         """The sum of `by_key()`'s counts."""
         return sum(self.volumes.values()) + sum(1 for _ in iter_records(self.signatures))
+
+
+def counted_signatures(log):
+    """[(counted key, count)] of the signatures in a log of them, each distinct one decoded once."""
+    return [(logged_signature(logged), count) for logged, count in collections.Counter(iter_records(log)).items()]
 
 
 def logged_signature(logged):
