@@ -205,8 +205,8 @@ def print_chain(micros):
     print(f"  {'total':15s} {min(totals):7.1f} / {statistics.median(totals):7.1f}  (target <= 50)")
 
 
-LADDER_STEPS = ("read+parse", "dedup", "hashes", "geo+jurisdiction", "bundle ids", "route", "trends",
-                "bundles+alerts")
+LADDER_STEPS = ("read+parse", "dedup", "hashes", "geo+jurisdiction", "routed records", "bundle ids",
+                "routed files", "trends", "bundles+alerts")
 
 
 def ladder_pipeline(path, out, steps):
@@ -221,7 +221,7 @@ def ladder_pipeline(path, out, steps):
     from transforms.jurisdiction import AssignJurisdiction
     from transforms.parse import ParseReports
     from transforms.read import ReadReports
-    from transforms.route import RouteToSinks
+    from transforms.route import BuildRoutedRecords, RouteToSinks
     from transforms.trends import TrendCounts
     from pipelines.tipline_pipeline import ALERT_WINDOW_SECONDS, reference_sources
 
@@ -238,9 +238,9 @@ def ladder_pipeline(path, out, steps):
                                                 opts.bank_refresh_seconds))[0],
         lambda reports: (((reports | EnrichGeo(opts.resolved_city_db(), None, None, opts.bank_refresh_seconds))[0]
                           | AssignJurisdiction())[0]),
-        lambda reports: reports | StampBundleIds(gap, lateness, opts.output_dir),
-        lambda reports: (reports | RouteToSinks(opts.output_dir, opts.window_minutes * 60, lateness,
-                                                reference_sources(opts), opts.bank_refresh_seconds))[0],
+        lambda reports: (reports | BuildRoutedRecords(reference_sources(opts), opts.bank_refresh_seconds))[0],
+        lambda records: records | StampBundleIds(gap, lateness, opts.output_dir),
+        lambda records: records | RouteToSinks(opts.output_dir, opts.window_minutes * 60, lateness),
         lambda routed: (routed, routed | TrendCounts(opts.output_dir, lateness))[0],
         lambda routed: (routed, routed | BundleRepeats(opts.output_dir, gap, lateness),
                         routed | SpikeAlerts(opts.output_dir, ALERT_WINDOW_SECONDS, lateness))[0],

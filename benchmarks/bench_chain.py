@@ -2,7 +2,7 @@
 
 The steps are what the stages run, in their order and batching (EnrichHashes' batches of 64): decode the
 message, validate it (ParseReports), hashes and bank matches (EnrichHashes), GeoIP (EnrichGeo),
-jurisdiction (AssignJurisdiction), the routed record and its schema check (RouteToSinks), and the routed
+jurisdiction (AssignJurisdiction), the routed record and its schema check (BuildRoutedRecords), and the routed
 record's Avro encoding (the sink's compiled encoder, AvroSink). Readers, banks and caches are made once, as a
 worker makes them, and one unmeasured pass warms them. The issue's goals: the chain (decode to
 routed record) <= 50 µs a report on one core, Avro encoding <= 20 µs.
@@ -60,7 +60,7 @@ class Chain:
         self.locator = GeoLocator(opts.resolved_city_db())
         self.rules = JurisdictionRules.load()
         self.decided = decided_with(reference_sources(opts))
-        self.check_routed = RoutedRecordCheck()  # RouteToSinks' check
+        self.check_routed = RoutedRecordCheck()  # BuildRoutedRecords' check
         self.encode = compile_encoder(avro_schema("routed_report"), repeated=("decidedWith",))  # ROUTED_SINK's
         self.routed_at = now_micros()
 

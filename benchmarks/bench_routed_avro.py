@@ -11,7 +11,7 @@ keys it to its file). Not timed: building them.
 - baseline: main's path, reproduced here: the nested-closure validator's check (RouteToSinks; main's
   `compile_validator`, kept as `compile_nested_validator`) then fastavro's `Writer.write` per record into a
   deflate container (AvroSink);
-- new: the straight-line check (`compile_validator`, made once; RouteToSinks' `RoutedRecordCheck` also skips a
+- new: the straight-line check (`compile_validator`, made once; BuildRoutedRecords' `RoutedRecordCheck` also skips a
   `decidedWith` value it has checked before, as these records share theirs), then the sink's
   compiled encoder and container writer (transforms/plumbing/avro_files.py);
 - the sink's encoding alone, each way, and the ratio (wall time); then the new path's CPU time, the issue's

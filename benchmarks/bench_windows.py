@@ -31,7 +31,7 @@ MATCH = ["known", "new", "no_media"]
 
 
 def shard_reports(shard, per_shard, seed=2026):
-    """A shard's routed-like records (also carrying `_hashes` for the bundle stamp), 2% redelivered."""
+    """A shard's routed records (with the fields the stages read), 2% redelivered."""
     rng = random.Random(seed * 1000 + shard)
     for n in range(per_shard):
         event_time = rng.uniform(0, HOURS * 3600)
@@ -42,8 +42,8 @@ def shard_reports(shard, per_shard, seed=2026):
         record = {"reportId": f"r-{shard}-{n}", "espId": rng.choice(ESPS), "incidentType": "Online Enticement",
                   "matchSummary": rng.choice(MATCH), "jurisdiction": rng.choice(JURISDICTIONS),
                   "location": {"countryCode": rng.choice(["US", "GB", "DE", "IN", None])},
-                  "reportedUser": {"espIdentifier": f"u-{rng.randrange(20_000)}"}, "batchedReport": None,
-                  "batchedReason": None, "files": files, "_hashes": {"files": files}}
+                  "reportedUser": {"espIdentifier": f"u-{rng.randrange(20_000)}"}, "batchedReason": None,
+                  "bundleId": None, "files": files}
         for _ in range(copies):
             yield TimestampedValue(record, event_time)
 
@@ -53,17 +53,13 @@ def replay(p, reports, shards):
             | "Generate" >> beam.FlatMap(shard_reports, per_shard=reports // shards))
 
 
-def carry_bundle_id(report):
-    return {**report, "bundleId": report.get("_bundleId")}
-
-
 def bare(p, reports, shards, _output):
     _ = replay(p, reports, shards) | "Count" >> beam.combiners.Count.Globally()
 
 
 def windowed(p, reports, shards, output, with_alerts=False):
     unique = (replay(p, reports, shards) | "Dedup" >> DedupRedeliveries(horizon_hours=24)
-              | "Stamp" >> StampBundleIds() | "CarryBundleId" >> beam.Map(carry_bundle_id))
+              | "Stamp" >> StampBundleIds())
     _ = unique | "Trends" >> TrendCounts(output)
     _ = unique | "Bundles" >> BundleRepeats(output)
     if with_alerts:

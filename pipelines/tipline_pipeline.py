@@ -48,7 +48,7 @@ from transforms.plumbing.windowed_files import OWNER_ONLY, remove_stale_temporar
 from transforms.read import ReadReports
 from transforms.reports.reference_versions import ReferenceSources
 from transforms.reports.routed_record import json_ready
-from transforms.route import RouteToSinks, routed_report_ids
+from transforms.route import BuildRoutedRecords, RouteToSinks, routed_report_ids
 from transforms.trends import TrendCounts
 
 
@@ -91,10 +91,11 @@ def build_pipeline(p, opts, messages=None):
     located, geo_failures = hashed | "EnrichGeo" >> EnrichGeo(
         opts.resolved_city_db(), opts.geoip_asn_db, opts.geoip_anonymous_db, opts.bank_refresh_seconds)
     assigned, assign_failures = located | "AssignJurisdiction" >> AssignJurisdiction()
+    records, route_failures = assigned | "BuildRoutedRecords" >> BuildRoutedRecords(
+        reference_sources(opts), opts.bank_refresh_seconds)
     bundle_gap = opts.bundle_gap_hours * 3600
-    stamped = assigned | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness, opts.output_dir)
-    routed, route_failures = stamped | "RouteToSinks" >> RouteToSinks(
-        opts.output_dir, opts.window_minutes * 60, lateness, reference_sources(opts), opts.bank_refresh_seconds)
+    stamped = records | "StampBundleIds" >> StampBundleIds(bundle_gap, lateness, opts.output_dir)
+    routed = stamped | "RouteToSinks" >> RouteToSinks(opts.output_dir, opts.window_minutes * 60, lateness)
     if opts.route_topic_template:
         _ = (routed
              | "InstantsAsText" >> beam.Map(json_ready)

@@ -4,7 +4,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream
 
-from tests.test_bundle_repeats import HOUR, enriched
+from tests.test_bundle_repeats import HOUR, record
 from tests.test_dedup_state_forms import collected, pipeline_of
 from tests.test_trends import at
 from transforms.bundles import (INCIDENT_RECORD, _KeyBySignatureBucketFn, _SplitBySignatureFn, _StampIncidentsFn,
@@ -12,7 +12,7 @@ from transforms.bundles import (INCIDENT_RECORD, _KeyBySignatureBucketFn, _Split
 
 
 def report(report_id, seconds, content):
-    return at(seconds, enriched(report_id, "esp-1", None, "GB", hashes=[("MD5", content)]))
+    return at(seconds, record(report_id, "esp-1", None, "GB", hashes=[("MD5", content)]))
 
 
 def incident_stream():
@@ -39,7 +39,7 @@ def stamped_ids(form, buckets):
         else:
             out = (signed | beam.ParDo(_KeyBySignatureBucketFn(buckets))
                    | beam.ParDo(_StampIncidentsInBucketFn(HOUR, HOUR)))
-        return out | beam.Map(lambda r: (r["reportId"], r["_bundleId"]))
+        return out | beam.Map(lambda r: (r["reportId"], r["bundleId"]))
     return collected(build)
 
 

@@ -1,4 +1,4 @@
-"""Incident bundles: one deterministic signature per report, ids stamped before routing that stay the same
+"""Incident bundles: one deterministic signature per report, ids stamped on routed records that stay the same
 for a whole incident, bundle records; the same in batch and streaming."""
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -54,15 +54,10 @@ def test_a_report_within_the_gap_of_the_last_one_continues_its_incident():
     assert bundle_id("md5:aa", 0) == bundle_id("md5:aa", 0) != bundle_id("md5:aa", 1) != bundle_id("md5:bb", 1)
 
 
-def enriched(report_id, esp, user, jurisdiction, hashes=(), matches=(), batched=None):
-    """An enriched report as StampBundleIds sees it, plus what the routed record needs."""
-    return {"reportId": report_id, "batchedReport": {"reason": batched} if batched else None,
-            "_hashes": {"files": [results(hashes, matches)]},
-            "_test": dict(esp=esp, user=user, jurisdiction=jurisdiction, hashes=hashes, matches=matches, batched=batched)}
-
-
-def as_routed(report):
-    return routed_record(report["reportId"], bundle=report.get("_bundleId"), **report["_test"])
+def record(report_id, esp, user, jurisdiction, hashes=(), matches=(), batched=None):
+    """A routed record as StampBundleIds sees it: built by BuildRoutedRecords, no bundle id yet."""
+    return routed_record(report_id, esp=esp, user=user, jurisdiction=jurisdiction, hashes=hashes, matches=matches,
+                         batched=batched)
 
 
 def bundle_summary(bundle):
@@ -72,24 +67,24 @@ def bundle_summary(bundle):
 
 def test_reports_sharing_a_signature_in_a_window_form_one_bundle_whose_id_they_carry(tmp_path):
     reports = [
-        at(60, enriched("r1", "esp-1", "user-secret-1", "GB", matches=[("ncmec", "e-1")])),
-        at(300, enriched("r2", "esp-1", "user-secret-1", "US-WA", hashes=[("PDQ", "0f")], matches=[("ncmec", "e-1")])),
-        at(600, enriched("r3", "esp-2", "user-secret-1", "GB", matches=[("ncmec", "e-1")])),
-        at(900, enriched("r4", "esp-2", None, "DE", hashes=[("MD5", "aa")])),
-        at(1200, enriched("r5", "esp-3", "user-secret-5", "DE", matches=[("ncmec", "e-1")], batched="VIRAL_POTENTIAL_MEME")),
-        at(1500, enriched("r6", "esp-3", "user-secret-6", "DE", hashes=[("PDQ", "0f")])),  # no signature
-        at(2 * HOUR + 60, enriched("r7", "esp-1", "user-secret-7", "GB", matches=[("ncmec", "e-1")])),  # gap > 1 h
+        at(60, record("r1", "esp-1", "user-secret-1", "GB", matches=[("ncmec", "e-1")])),
+        at(300, record("r2", "esp-1", "user-secret-1", "US-WA", hashes=[("PDQ", "0f")], matches=[("ncmec", "e-1")])),
+        at(600, record("r3", "esp-2", "user-secret-1", "GB", matches=[("ncmec", "e-1")])),
+        at(900, record("r4", "esp-2", None, "DE", hashes=[("MD5", "aa")])),
+        at(1200, record("r5", "esp-3", "user-secret-5", "DE", matches=[("ncmec", "e-1")], batched="VIRAL_POTENTIAL_MEME")),
+        at(1500, record("r6", "esp-3", "user-secret-6", "DE", hashes=[("PDQ", "0f")])),  # no signature
+        at(2 * HOUR + 60, record("r7", "esp-1", "user-secret-7", "GB", matches=[("ncmec", "e-1")])),  # gap > 1 h
     ]
     with TestPipeline() as p:
         stamped = p | beam.Create(reports) | StampBundleIds(HOUR)
-        bundles = stamped | beam.Map(as_routed) | BundleRepeats(str(tmp_path), HOUR)
+        bundles = stamped | BundleRepeats(str(tmp_path), HOUR)
         assert_that(bundles | beam.Map(bundle_summary), equal_to([
             ("bank:ncmec:e-1", "bank_entry", 3, 2, 2, ("GB", "US-WA"), 1, 10),
             ("md5:aa", "exact_hash", 1, 0, 1, ("DE",), 15, 15),
             ("esp-batch:r5", "esp_batch", 1, 1, 1, ("DE",), 20, 20),
             ("bank:ncmec:e-1", "bank_entry", 1, 1, 1, ("GB",), 1, 1),
         ]), label="bundles")
-        stamped_ids = stamped | "StampedIds" >> beam.Map(lambda r: (r["reportId"], r.get("_bundleId")))
+        stamped_ids = stamped | "StampedIds" >> beam.Map(lambda r: (r["reportId"], r.get("bundleId")))
         entry = "bank:ncmec:e-1"
         expected_ids = [("r1", bundle_id(entry, 60 * MICROS)), ("r2", bundle_id(entry, 60 * MICROS)),
                         ("r3", bundle_id(entry, 60 * MICROS)), ("r4", bundle_id("md5:aa", 900 * MICROS)),
@@ -106,17 +101,17 @@ def test_reports_sharing_a_signature_in_a_window_form_one_bundle_whose_id_they_c
 
 def viral_reports():
     """md5:aa every 50 minutes for 30 hours (one incident); md5:bb at hour 0 and again 25 hours later (two)."""
-    reports = [at(minute * 60, enriched(f"v{minute}", f"esp-{index % 3}", f"user-{index % 7}", ["GB", "IN"][index % 2],
+    reports = [at(minute * 60, record(f"v{minute}", f"esp-{index % 3}", f"user-{index % 7}", ["GB", "IN"][index % 2],
                                        hashes=[("MD5", "aa")])) for index, minute in enumerate(range(0, 30 * 60, 50))]
-    reports += [at(600, enriched("b1", "esp-1", None, "GB", hashes=[("MD5", "bb")])),
-                at(25 * HOUR + 600, enriched("b2", "esp-1", None, "GB", hashes=[("MD5", "bb")]))]
+    reports += [at(600, record("b1", "esp-1", None, "GB", hashes=[("MD5", "bb")])),
+                at(25 * HOUR + 600, record("b2", "esp-1", None, "GB", hashes=[("MD5", "bb")]))]
     return reports
 
 
 def stamp_and_bundle(p, reports, tmp_path):
     stamped = reports | StampBundleIds(24 * HOUR)
-    bundles = stamped | beam.Map(as_routed) | BundleRepeats(str(tmp_path), 24 * HOUR)
-    return (stamped | "Ids" >> beam.Map(lambda r: (r["reportId"], r.get("_bundleId"))),
+    bundles = stamped | BundleRepeats(str(tmp_path), 24 * HOUR)
+    return (stamped | "Ids" >> beam.Map(lambda r: (r["reportId"], r.get("bundleId"))),
             bundles | "Summaries" >> beam.Map(lambda b: (b["bundle_id"], b["signature"], b["reports"], b["users"],
                                                          b["esps"], tuple(b["jurisdictions"]), b["first_seen"],
                                                          b["last_seen"], b["window_start"], b["window_end"])))

@@ -35,7 +35,8 @@ SOURCES = {
     "files": ["--source", "files", "--input", f"{BUCKET}/reports/*.jsonl"],
 }
 STAGES = ("ReadReports", "ParseReports", "DedupRedeliveries", "EnrichHashes", "EnrichGeo", "AssignJurisdiction",
-          "RouteToSinks", "TrendCounts", "TakedownNotices", "CollectDeadLetters", "WriteDeadLetters")
+          "BuildRoutedRecords", "StampBundleIds", "RouteToSinks", "TrendCounts", "TakedownNotices", "CollectDeadLetters",
+          "WriteDeadLetters")
 DATA_FILE = re.compile(rb"[\w:/.\-]+\.(?:mmdb|csv|parquet)\b")
 PATH_LIKE = re.compile(rb"[\w:/.\-]+")
 

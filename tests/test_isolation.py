@@ -16,7 +16,7 @@ from schemas import reference_table
 from tests import hostile
 from tests.conftest import example_report
 from transforms.location.jurisdiction_rules import UNKNOWN, JurisdictionRules
-from transforms.route import RouteToSinks
+from transforms.route import BuildRoutedRecords, RouteToSinks
 from transforms.plumbing.route_topics import route_topic
 
 SAFE_CODE = re.compile(r"^(UNKNOWN|[A-Z]{2}(-[A-Z0-9]+)*)$")
@@ -117,7 +117,7 @@ def test_trend_rows_by_jurisdiction_match_the_routed_folders(whole_run):
 # --- late data: a late report goes to its own folder; a too-late one must not vanish -----------------
 
 def assigned(report_id, ip):
-    """An enriched, assigned report as RouteToSinks receives it (through the real stage functions)."""
+    """An enriched, assigned report as BuildRoutedRecords receives it (through the real stage functions)."""
     report = example_report()
     report["reportId"] = report_id
     report["files"][0]["ipCaptureEvent"]["ipAddress"] = ip
@@ -142,7 +142,8 @@ def route_stream(tmp_path, too_late):
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        _ = p | stream | RouteToSinks(str(tmp_path), window_seconds=HOUR, allowed_lateness_seconds=2 * HOUR)
+        records, _ = p | stream | BuildRoutedRecords()
+        _ = records | RouteToSinks(str(tmp_path), window_seconds=HOUR, allowed_lateness_seconds=2 * HOUR)
     found = {}
     for path in tmp_path.rglob("*.avro"):
         found.setdefault(path.parent.name, set()).update(r["reportId"] for r in fastavro.reader(path.open("rb")))

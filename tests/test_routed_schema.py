@@ -122,7 +122,7 @@ def test_a_demo_run_names_the_reference_data_that_decided_each_record(demo_run):
 
 
 def routed_example(decided):
-    """A routed record of the example report, as RouteToSinks builds it, with `decided` as its decidedWith."""
+    """A routed record of the example report, as BuildRoutedRecords builds it, with `decided` as its decidedWith."""
     from tests.conftest import example_report
 
     validator, matcher, locator, rules, _ = hostile._stages()

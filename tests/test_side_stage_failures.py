@@ -110,17 +110,18 @@ def test_a_bundle_record_that_fails_is_a_dead_letter_and_the_other_bundles_are_w
     assert counter(result, "side_stage_failures") == 2
 
 
-def enriched_report(report_id, matches):
-    return {"reportId": report_id, "_hashes": {"files": [{"matches": matches, "hashes": []}]}}
+def unstamped_record(report_id, matches):
+    """A routed record before StampBundleIds, with only what its signature reads."""
+    return {"reportId": report_id, "bundleId": None, "files": [{"matches": matches, "hashes": []}]}
 
 
-def test_a_report_whose_signature_fails_is_stamped_without_a_bundle_and_dead_lettered(tmp_path):
-    no_bank = enriched_report("no-bank", [{"externalId": "e1"}])
-    good = enriched_report("good", [{"bank": "b", "externalId": "e1"}])
+def test_a_record_whose_signature_fails_is_stamped_without_a_bundle_and_dead_lettered(tmp_path):
+    no_bank = unstamped_record("no-bank", [{"externalId": "e1"}])
+    good = unstamped_record("good", [{"bank": "b", "externalId": "e1"}])
     with TestPipeline() as p:
         stamped = (p | beam.Create([at(10, good), at(20, no_bank)])
                    | StampBundleIds(HOUR, output_dir=str(tmp_path))
-                   | beam.Map(lambda report: (report["reportId"], "_bundleId" in report)))
+                   | beam.Map(lambda record: (record["reportId"], record["bundleId"] is not None)))
         beam.testing.util.assert_that(stamped, beam.testing.util.equal_to([("good", True), ("no-bank", False)]))
     [letter] = letters(tmp_path, "bundles")
     assert (letter["reportId"], letter["reason"]) == ("no-bank", "bundles failed: KeyError: KeyError('bank')")
@@ -129,7 +130,7 @@ def test_a_report_whose_signature_fails_is_stamped_without_a_bundle_and_dead_let
 def test_without_an_output_for_its_dead_letters_a_failed_signature_stops_the_run():
     with pytest.raises(Exception, match="bundle signature failed: KeyError"):  # noqa: PT011
         with TestPipeline() as p:
-            _ = p | beam.Create([at(20, enriched_report("no-bank", [{"externalId": "e1"}]))]) | StampBundleIds(HOUR)
+            _ = p | beam.Create([at(20, unstamped_record("no-bank", [{"externalId": "e1"}]))]) | StampBundleIds(HOUR)
 
 
 def test_an_alert_record_that_fails_or_an_alert_the_sink_refuses_is_a_dead_letter(tmp_path):

@@ -1,6 +1,6 @@
 """End-to-end event-time semantics of dedup -> bundle stamp -> trends and bundles, pinned with TestStream.
 
-Each stream feeds routed-like records through `DedupRedeliveries`, `StampBundleIds`, then `TrendCounts`
+Each stream feeds routed records through `DedupRedeliveries`, `StampBundleIds`, then `TrendCounts`
 and `BundleRepeats` (allowed lateness 2 h), and asserts what an analyst would read: the latest pane.
 """
 import apache_beam as beam
@@ -19,20 +19,12 @@ LATENESS = 2 * HOUR
 
 
 def report(report_id, hashes=(("MD5", "ab"),), **fields):
-    """A routed-like record that is also a report for the stamp step (`_hashes` mirrors its files)."""
-    record = routed_record(report_id, hashes=hashes, **fields)
-    record["batchedReport"] = None
-    record["_hashes"] = {"files": record["files"]}
-    return record
-
-
-def with_bundle(record):
-    return {**record, "bundleId": record.get("_bundleId")}
+    """A routed record, as the stamp step receives it (dedup reads its reportId as it reads a report's)."""
+    return routed_record(report_id, hashes=hashes, **fields)
 
 
 def stages(p, stream, tmp_path):
-    records = (p | stream | DedupRedeliveries(horizon_hours=6) | StampBundleIds(HOUR, LATENESS)
-               | "CarryBundleId" >> beam.Map(with_bundle))
+    records = p | stream | DedupRedeliveries(horizon_hours=6) | StampBundleIds(HOUR, LATENESS)
     rows = records | TrendCounts(str(tmp_path), allowed_lateness_seconds=LATENESS)
     bundles = records | BundleRepeats(str(tmp_path), HOUR, allowed_lateness_seconds=LATENESS)
     return rows, bundles

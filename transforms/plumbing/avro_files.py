@@ -2,7 +2,7 @@
 
 Why not fastavro's Writer: it costs ~80-115 µs a routed record, most of it choosing a branch for each union
 value by validating the value against every branch (a whole nested record for `["null", Record]`), and
-the routed records were checked once already (RouteToSinks, so a bad one is a dead letter). Here the
+the routed records were checked once already (BuildRoutedRecords, so a bad one is a dead letter). Here the
 schema is compiled once into straight-line Python that encodes a record with no checks beyond what
 encoding needs (a wrong type still raises, it is never written as something else), and the container
 (header, deflate blocks, sync markers: the Avro 1.11 object container format) is written directly.

@@ -451,7 +451,7 @@ def _schema_and_encoder(schema_name, repeated):
 
 class AvroSink(fileio.FileSink):
     """Avro container files with a schema from `schemas/` (deflate-compressed), for records already checked
-    against it (RouteToSinks checks each, so a bad one is a dead letter): encoded by the schema's compiled
+    against it (BuildRoutedRecords checks each, so a bad one is a dead letter): encoded by the schema's compiled
     encoder (transforms/plumbing/avro_files.py), about 5x faster than fastavro's Writer, and byte-identical
     for the same records."""
 

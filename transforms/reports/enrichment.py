@@ -1,7 +1,7 @@
 """The pure enrichment chain: report -> hashes -> location -> routing -> routed record.
 
 Each stage of the pipeline runs one step (EnrichHashes `with_hashes` over a batch, EnrichGeo
-`with_location`, AssignJurisdiction `with_routing`, RouteToSinks `routed_record`); `tipline explain`, the
+`with_location`, AssignJurisdiction `with_routing`, BuildRoutedRecords `routed_record`); `tipline explain`, the
 batch benchmark's plain-Python loop and the hostile-input tests run the same steps (`enrich_and_route`),
 so none of them keeps a copy that could drift from what the pipeline does.
 """

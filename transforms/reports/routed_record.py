@@ -95,7 +95,7 @@ def to_routed_record(report, routed_at=None, decided_with=None):
         "priority": routing["priority"],
         "referralClass": routing["referralClass"],
         "matchSummary": report["_hashes"]["matchSummary"],
-        "bundleId": report.get("_bundleId"),
+        "bundleId": None,  # StampBundleIds stamps it
         "decidedWith": decided_with,
         "files": [routed_file(file, hashes) for file, hashes in zip(files, report["_hashes"]["files"])],
     }
