@@ -1,5 +1,7 @@
 """WriteWindowedFiles: a folder per destination, a file per window pane, late panes never overwrite,
 re-runs never duplicate (content-addressed names)."""
+import datetime
+import functools
 import io
 import json
 import pathlib
@@ -7,6 +9,7 @@ import random
 
 import apache_beam as beam
 import fastavro
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -14,10 +17,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from schemas.tables import BUNDLE_SCHEMA
 from tests.test_avro_files import varied_records
 from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.windowed_files import (GROUPED_AS_LINES, GROUPED_ENCODED, GROUPED_PACKED, AvroSink,
-                                               JsonLinesSink, WriteWindowedFiles)
+                                               JsonLinesSink, ParquetSink, WriteWindowedFiles)
 
 HOUR = 3600
 
@@ -189,3 +193,71 @@ def test_a_record_the_avro_encoder_refuses_is_refused_alone_when_keyed(tmp_path)
     assert refused_id == records[2]["reportId"] and error
     written = [record["reportId"] for found in avro_records(files).values() for record in found]
     assert sorted(written) == sorted(record["reportId"] for index, record in enumerate(records) if index != 2)
+
+
+def bundle_rows(count):
+    """Bundle rows (schemas/tables.py) with the values a JSON line could change: microseconds, instants before
+    1970, nulls, empty and non-ASCII lists, a key outside the schema."""
+    utc = datetime.timezone.utc
+    rows = []
+    for n in range(count):
+        first = datetime.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=utc) + datetime.timedelta(hours=n, microseconds=n)
+        rows.append({"bundle_id": f"bnd-{n:024x}", "signature": f"md5:{n:032x}" if n % 3 else f"bank:ncmec:é-{n}",
+                     "signature_kind": "exact_hash", "window_start": first, "window_end": first + datetime.timedelta(days=1),
+                     "first_seen": first, "last_seen": first + datetime.timedelta(seconds=n),
+                     "reports": n + 1, "users": None if n % 4 == 0 else n, "esps": 1,
+                     "jurisdictions": [] if n % 5 == 0 else ["GB", "US-CA-LA", "Ünknown"][: 1 + n % 3],
+                     "pane_index": 0, "pane_timing": "ON_TIME", "dest": "a" if n % 2 else "b", "not_in_schema": {"x": n}})
+    return rows
+
+
+def write_bundle_rows(root, rows, grouped_as):
+    """The rows as Parquet bundle files by `dest`; {relative path: bytes} and the refused rows."""
+    refused_path = root / "refused.jsonl"
+    with TestPipeline() as p:
+        _, refused = (p | beam.Create([TimestampedValue(row, 60) for row in rows])
+                      | WriteWindowedFiles(str(root), destination=lambda r: f"dest={r['dest']}",
+                                           sink=functools.partial(ParquetSink, BUNDLE_SCHEMA), suffix=".parquet",
+                                           window_seconds=24 * HOUR, grouped_as=grouped_as, with_refusals=True))
+        _ = refused | beam.Map(lambda refusal: open(refused_path, "a").write(refusal[0]["bundle_id"] + "\n"))
+    files = {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*.parquet")}
+    return files, sorted(refused_path.read_text().split()) if refused_path.exists() else []
+
+
+def test_parquet_rows_grouped_as_lines_give_the_same_files_as_rows_grouped_packed(tmp_path):
+    rows = bundle_rows(60)
+    as_lines, refused = write_bundle_rows(tmp_path / "lines", rows, GROUPED_AS_LINES)
+    assert (as_lines, refused) == write_bundle_rows(tmp_path / "packed", rows, GROUPED_PACKED)  # names and bytes
+    assert len(as_lines) == 2 and refused == []
+    read_back = sorted((row for data in as_lines.values() for row in pq.read_table(io.BytesIO(data)).to_pylist()),
+                       key=lambda row: row["bundle_id"])
+    expected = [{name: row[name] for name in BUNDLE_SCHEMA.names} for row in rows]
+    assert [{**row, "jurisdictions": row["jurisdictions"] or []} for row in read_back] == expected
+
+
+def test_parquet_lines_arrow_will_not_parse_are_written_from_rows_and_a_row_parquet_refuses_is_refused_alone(tmp_path):
+    rows = bundle_rows(8)
+    rows[1]["reports"] = 2 ** 70  # past 64 bits: its line is the json module's, Arrow refuses the whole file
+    rows[3]["esps"] = "many"  # not an int64: refused by Arrow's reader and by the rows' path alike
+    rows[5]["window_end"] = "2026-11-23T10:00:00.5+00:00"  # text already: read as the instant it names
+    lines_files, lines_refused = write_bundle_rows(tmp_path / "lines", rows, GROUPED_AS_LINES)
+    packed_files, packed_refused = write_bundle_rows(tmp_path / "packed", [dict(row, window_end=None) if n == 5 else row
+                                                                          for n, row in enumerate(rows)], GROUPED_PACKED)
+    assert lines_refused == packed_refused == [rows[1]["bundle_id"], rows[3]["bundle_id"]]
+    written = {row["bundle_id"]: row for data in lines_files.values() for row in pq.read_table(io.BytesIO(data)).to_pylist()}
+    assert sorted(written) == sorted(row["bundle_id"] for n, row in enumerate(rows) if n not in (1, 3))
+    assert written[rows[5]["bundle_id"]]["window_end"] == datetime.datetime(2026, 11, 23, 10, 0, 0, 500_000,
+                                                                             tzinfo=datetime.timezone.utc)
+
+
+def test_parquet_lines_are_parsed_by_arrow_not_decoded_row_by_row(monkeypatch):
+    import transforms.plumbing.windowed_files as windowed_files
+
+    rows = bundle_rows(30)
+    lines = sorted(windowed_files.record_line(row) for row in rows)
+    expected = ParquetSink(BUNDLE_SCHEMA).table_of_rows([windowed_files.line_record(line) | {
+        name: value for name, value in row.items() if isinstance(value, datetime.datetime)}
+        for line, row in zip(lines, sorted(rows, key=windowed_files.record_line))])
+    monkeypatch.setattr(windowed_files, "with_timestamps", lambda row, schema: pytest.fail("decoded row by row"))
+    table = ParquetSink(BUNDLE_SCHEMA).table_of_lines(lines)
+    assert table.equals(expected) and table.schema.equals(BUNDLE_SCHEMA, check_metadata=True)

@@ -60,7 +60,7 @@ from transforms.plumbing.local_windows import HeldAsIs
 from transforms.plumbing.packed_buckets import (PackedIntoBuckets, append_record, bucket_of, digest_of, held_half,
                                                iter_records, move_timer_earlier, pickled, record_offset, reset_timer)
 from transforms.plumbing.packed_records import pack, unpack
-from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, ParquetSink, WriteWindowedFiles
 from transforms.reports.signatures import record_signature, signature_kind
 
 STAGE = "bundles"
@@ -673,7 +673,8 @@ class BundleRepeats(beam.PTransform):
             suffix=".parquet",
             window_seconds=24 * 3600,  # files per day the incidents end in
             allowed_lateness_seconds=self.allowed_lateness_seconds,
-            with_refusals=True)
+            with_refusals=True,
+            grouped_as=GROUPED_AS_LINES)  # parsed by Arrow against the table's schema (ParquetSink)
         _ = (keyed[FAILURES], record_failures, refused) | "WriteFailures" >> WriteSideStageFailures(
             self.output_dir, STAGE)
         return bundles

@@ -45,7 +45,7 @@ from transforms.plumbing.event_windows import (ON_TIME_PANE, CombinePerKeyAndWin
 from transforms.plumbing.distinct import EMPTY, DistinctDigests, digest64, pair_digest64, sorted_distinct
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.row_log import RowLog
-from transforms.plumbing.windowed_files import ParquetSink, WriteWindowedFiles
+from transforms.plumbing.windowed_files import GROUPED_AS_LINES, ParquetSink, WriteWindowedFiles
 
 STAGE = "trends"
 HOUR = 3600
@@ -428,7 +428,8 @@ class TrendCounts(beam.PTransform):
             suffix=".parquet",
             window_seconds=DAY,  # one file per table, day and firing: hourly files would be tiny and many
             allowed_lateness_seconds=self.allowed_lateness_seconds,
-            with_refusals=True)
+            with_refusals=True,
+            grouped_as=GROUPED_AS_LINES)  # parsed by Arrow against the table's schema (ParquetSink)
         _ = (tally_failures, refused, *row_failures) | "WriteFailures" >> WriteSideStageFailures(
             self.output_dir, STAGE)
         return all_rows
