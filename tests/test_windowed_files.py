@@ -261,3 +261,19 @@ def test_parquet_lines_are_parsed_by_arrow_not_decoded_row_by_row(monkeypatch):
     monkeypatch.setattr(windowed_files, "with_timestamps", lambda row, schema: pytest.fail("decoded row by row"))
     table = ParquetSink(BUNDLE_SCHEMA).table_of_lines(lines)
     assert table.equals(expected) and table.schema.equals(BUNDLE_SCHEMA, check_metadata=True)
+
+
+def test_a_keying_step_labels_each_record_as_its_fixed_window_names_it_with_labels_made_once(monkeypatch):
+    import transforms.plumbing.windowed_files as windowed_files
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.plumbing.event_windows import fixed_window
+
+    monkeypatch.setattr(windowed_files, "MAX_LABELS_HELD", 5)
+    keying = windowed_files._KeyByDestinationAndLabel(lambda r: "d", GROUPED_AS_LINES, JsonLinesSink, HOUR, None)
+    keying.setup()
+    instants = [Timestamp(micros=micros) for micros in range(-3 * HOUR * 10**6, 9 * HOUR * 10**6, 7 * 60 * 10**6)]
+    for timestamp in instants + instants[::-1]:
+        assert keying.label_of(timestamp) == windowed_files.window_label(fixed_window(timestamp, HOUR))
+        assert len(keying.labels) <= 5
+    assert keying.label_of(Timestamp(micros=-1)) == "19691231T230000Z--19700101T000000Z"

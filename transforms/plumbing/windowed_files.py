@@ -38,7 +38,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from schemas import avro_schema
 from transforms.plumbing.avro_files import AvroContainerWriter, compile_encoder, schema_json_bytes
 from transforms.plumbing.direct_runner import on_the_direct_runner
-from transforms.plumbing.event_windows import fixed_window, group_in_batches, in_global_window
+from transforms.plumbing.event_windows import fixed_window, group_in_batches, in_global_window, window_start_seconds
 from transforms.plumbing.local_windows import HeldAsIs, keyed_for_local_windows
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_records import pack, unpack
@@ -125,6 +125,7 @@ def remove_stale_temporaries(output_dir):
 
 REFUSED = "refused"
 # How records cross a sink's grouping (WriteWindowedFiles says which to use when)
+MAX_LABELS_HELD = 10_000  # window labels a keying step keeps (a year of hourly windows)
 GROUPED_PACKED = "packed"
 GROUPED_AS_LINES = "lines"
 GROUPED_ENCODED = "encoded"
@@ -151,9 +152,21 @@ class _KeyByDestinationAndLabel(beam.DoFn):
             self.grouped_form = self.sink().encoded  # one sink (and its encoder) for every record
         else:
             self.grouped_form = record_line if self.grouped_as == GROUPED_AS_LINES else pack
+        self.labels = {}
+
+    def label_of(self, timestamp):
+        """The label of the fixed window holding `timestamp`, made once per window: a worker's records fall in
+        few windows, and a label costs an IntervalWindow, two datetimes and two strftime calls (~6 µs)."""
+        start = window_start_seconds(timestamp, self.label_seconds)
+        label = self.labels.get(start)
+        if label is None:
+            if len(self.labels) >= MAX_LABELS_HELD:
+                self.labels.clear()
+            label = self.labels[start] = window_label(fixed_window(timestamp, self.label_seconds))
+        return label
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        label = window_label(fixed_window(timestamp, self.label_seconds)) if self.label_seconds else self.unlabelled
+        label = self.label_of(timestamp) if self.label_seconds else self.unlabelled
         try:
             yield (self.destination(element), label), self.grouped_form(element)
         except Exception as error:
