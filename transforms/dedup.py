@@ -40,7 +40,7 @@ from transforms.plumbing.direct_runner import hold_watermark_at_user_timers, on_
 from transforms.plumbing.event_windows import in_global_window, in_global_window_at
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.packed_buckets import DIGEST_BYTES, bucket_of, digest_of, record_offset, reset_timer
-from transforms.plumbing.packed_records import pack, unpack
+from transforms.plumbing.packed_records import pack, pack_deflated, unpack
 from transforms.plumbing.windowed_files import record_line
 
 DEFAULT_HORIZON_HOURS = 24
@@ -247,12 +247,13 @@ class _FirstReportPerBucketFn(beam.DoFn):
 
 @beam.typehints.with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Tuple[int, bytes]])
 class _KeyPackedByReportIdFn(beam.DoFn):
-    """The batch form's input: (reportId, (event micros, packed report)), so the grouping moves bytes and an
-    int, not a report dict and a pickled Timestamp (transforms/plumbing/packed_records.py says why). The key
+    """The batch form's input: (reportId, (event micros, packed report, deflated)), so the grouping moves few
+    bytes and an int, not a report dict and a pickled Timestamp (transforms/plumbing/packed_records.py says
+    why). The key
     is hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
-        yield report["reportId"], (timestamp.micros, pack(report))
+        yield report["reportId"], (timestamp.micros, pack_deflated(report))
 
 
 class _FirstOfGroupFn(beam.DoFn):

