@@ -5,7 +5,7 @@ import math
 import numpy
 import pytest
 
-from transforms.plumbing.packed_records import pack, pack_deflated, unpack
+from transforms.plumbing.packed_records import DeflatedBytesListCoder, pack, pack_deflated, unpack
 
 class Kind(str):
     pass
@@ -62,3 +62,15 @@ def test_a_record_nested_deeper_than_pickle_goes_packs_through_beams_coder():
     while node:
         depth, node = depth + 1, node["child"]
     assert (back["reportId"], depth) == ("r-deep", 5000)
+
+
+@pytest.mark.parametrize("values", [[], [b""], [b"z", b"", b"\x00" * 70_000], [bytes([n % 256]) * n for n in range(300)]],
+                         ids=["none", "one empty", "mixed", "many"])
+def test_a_deflated_list_of_bytes_decodes_to_the_same_list(values):
+    coder = DeflatedBytesListCoder()
+    assert coder.decode(coder.encode(values)) == values
+
+
+def test_a_list_of_similar_records_deflates_to_a_fraction_of_its_bytes():
+    values = [pack({**REPORT, "reportId": f"r-{n}"}) for n in range(200)]
+    assert len(DeflatedBytesListCoder().encode(values)) < sum(map(len, values)) / 4

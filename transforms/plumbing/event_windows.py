@@ -167,7 +167,15 @@ class KeyedCombineFn(beam.CombineFn):
 
 class ConcatListsCombineFn(ToListCombineFn):
     """Beam's `ToListCombineFn` with a merge linear in the values: its own sums the lists, which copies the
-    merged list once per accumulator (quadratic when a key has many)."""
+    merged list once per accumulator (quadratic when a key has many). `accumulator_coder` (optional) is how
+    its lists cross the grouping."""
+
+    def __init__(self, accumulator_coder=None):
+        super().__init__()
+        self.accumulator_coder = accumulator_coder
+
+    def get_accumulator_coder(self):
+        return self.accumulator_coder or super().get_accumulator_coder()
 
     def merge_accumulators(self, accumulators):
         merged = []
@@ -176,15 +184,15 @@ class ConcatListsCombineFn(ToListCombineFn):
         return merged
 
 
-def group_in_batches():
+def group_in_batches(accumulator_coder=None):
     """A GroupByKey for bounded input in the global window that moves a list per key and bundle, not an
     element per value: `CombinePerKey` with a list accumulator, which the runner lifts into a pre-combine
     in each bundle (the FnApiRunner does, in one process and in several), so each value is appended to its
     key's list where it was made and the shuffle carries one list per key and bundle (a value crossing a
     grouping on its own is encoded, buffered, decoded and re-encoded there, one element at a time). Gives
     (key, [values]) as GroupByKey gives (key, values), in no particular order; few keys, many values each
-    (a bundle holds its lists until it ends)."""
-    return beam.CombinePerKey(ConcatListsCombineFn())
+    (a bundle holds its lists until it ends). `accumulator_coder`: how the lists cross the grouping."""
+    return beam.CombinePerKey(ConcatListsCombineFn(accumulator_coder))
 
 
 class CombinePerKeyAndWindow(beam.PTransform):

@@ -41,7 +41,7 @@ from transforms.plumbing.direct_runner import on_the_direct_runner
 from transforms.plumbing.event_windows import fixed_window, group_in_batches, in_global_window, window_start_seconds
 from transforms.plumbing.local_windows import HeldAsIs, keyed_for_local_windows
 from transforms.plumbing.metrics import counter
-from transforms.plumbing.packed_records import pack, unpack
+from transforms.plumbing.packed_records import DeflatedBytesListCoder, pack, unpack
 
 DEFAULT_ALLOWED_LATENESS_SECONDS = 24 * 3600
 OWNER_ONLY = 0o077  # files 0600, folders 0700 on local disks
@@ -357,7 +357,7 @@ class WriteWindowedFiles(beam.PTransform):
                          self.label_seconds if self.window_seconds is None else None, unlabelled=None)
                      ).with_outputs(REFUSED, main="keyed"))
         if elements.is_bounded:
-            grouping = group_in_batches()
+            grouping = group_in_batches(DeflatedBytesListCoder())  # every grouped form is bytes
         else:
             grouping = _FlushedEvery(self.flush_seconds) if flushed_locally else beam.GroupByKey()
         written = (keyed.keyed
