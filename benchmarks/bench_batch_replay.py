@@ -27,6 +27,9 @@ process 797 and 1,000 CPU-s per million against 901 and 963, 2 processes 1,394 a
 1,311 (noise); the whole run alone, alternating at load 6.0-7.2, 780 and 889 CPU-s per million against
 967 and 1,038; outside the stages' bundles (`--stages`) 184 and 186 us a report against 271 and 268; fixed
 cost at 1,000 reports 10.5-11.0 CPU-s in two processes against 12.6-12.8 (one dead-letter sink, not six).
+On 2026-12-04 (stop 40, idle machine, 100,000 reports): 4,807 and 5,051 reports/s in 2 processes (338 and
+349 CPU-s per million, the runner process 54 and 56), 3,638-3,797/s in one (258-268 CPU-s per million),
+after the groupings' records were made smaller and deflated; the stop began at 3,560 and 3,649/s in 2.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
