@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.test_trends import at, routed_record, streaming_pipeline
 from transforms.bundles import BundleRepeats, StampBundleIds, bundle_id, next_incident
-from transforms.reports.signatures import content_signature, record_signature, report_signature
+from transforms.reports.signatures import content_signature, record_signature
 
 HOUR = 3600
 MICROS = 1_000_000
@@ -38,9 +38,8 @@ def test_an_esp_batched_report_is_a_bundle_of_its_own():
     assert content_signature(files, "VIRAL_POTENTIAL_MEME", "r-7") == "esp-batch:r-7"
 
 
-def test_an_enriched_report_and_its_routed_record_get_the_same_signature():
-    report = {"reportId": "r1", "batchedReport": None, "_hashes": {"files": [results(hashes=[("SHA1", "d1")])]}}
-    assert report_signature(report) == record_signature(routed_record("r1", hashes=[("SHA1", "d1")])) == "sha1:d1"
+def test_a_routed_record_gets_the_signature_of_its_files():
+    assert record_signature(routed_record("r1", hashes=[("SHA1", "d1")])) == "sha1:d1"
 
 
 def test_a_report_within_the_gap_of_the_last_one_continues_its_incident():

@@ -124,8 +124,8 @@ def remove_stale_temporaries(output_dir):
 
 
 REFUSED = "refused"
-# How records cross a sink's grouping (WriteWindowedFiles says which to use when)
 MAX_LABELS_HELD = 10_000  # window labels a keying step keeps (a year of hourly windows)
+# How records cross a sink's grouping (WriteWindowedFiles says which to use when)
 GROUPED_PACKED = "packed"
 GROUPED_AS_LINES = "lines"
 GROUPED_ENCODED = "encoded"
@@ -554,9 +554,9 @@ class ParquetSink(fileio.FileSink):
     def table_of_lines(self, lines):
         schema = self.schema_of(line_record(lines[0]))
         options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        blocks = pa_json.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, lines))))  # a line within one block
         try:
-            parsed = pa_json.read_json(io.BytesIO(b"\n".join(lines)), parse_options=options,
-                                       read_options=pa_json.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, lines)))))
+            parsed = pa_json.read_json(io.BytesIO(b"\n".join(lines)), parse_options=options, read_options=blocks)
             return pa.Table.from_arrays(parsed.select(schema.names).combine_chunks().columns, schema=schema)
         except (pa.ArrowException, KeyError):  # KeyError: a schema column Arrow did not give back
             return pa.Table.from_pylist([with_timestamps(line_record(line), schema) for line in lines], schema=schema)

@@ -32,14 +32,9 @@ def content_signature(file_results, batched_reason, report_id):
     return exact_hashes[0] if exact_hashes else None
 
 
-def report_signature(report):
-    """Signature of an enriched report (before routing: `_hashes` from EnrichHashes)."""
-    return content_signature(report.get("_hashes", {}).get("files") or [],
-                             (report.get("batchedReport") or {}).get("reason"), report["reportId"])
-
-
 def record_signature(record):
-    """Signature of a routed record (schemas/routed_report.avsc); agrees with `report_signature`."""
+    """Signature of a routed record (schemas/routed_report.avsc): its files' hashes and matches, its batch
+    reason. Bundles are stamped on routed records, so no stage takes a signature of an enriched report."""
     return content_signature(record.get("files") or [], record.get("batchedReason"), record["reportId"])
 
 
