@@ -1,6 +1,7 @@
 """The compiled validator (`compile_validator`) says yes exactly where fastavro does, on reports with one
 field changed or missing and on a schema with every kind of type."""
 import copy
+import math
 
 import fastavro
 import pytest
@@ -12,7 +13,7 @@ from schemas import avro_schema
 from tests.conftest import example_report
 from tests.hostile import json_paths
 from tests.test_avro_validation import replaced
-from transforms.reports.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import InvalidRecord, compile_nested_validator, compile_validator
 
 REPORT = avro_schema("report")
 # Every kind of type the contract schemas use, and some they do not yet: multi-branch unions, numbers,
@@ -31,9 +32,12 @@ VARIETY = {
             "type": "record", "name": "test.Tag", "fields": [{"name": "label", "type": "string"}]}}, "default": []},
     ]}
 
+# Finite floats: where fastavro takes NaN or an infinity for a number, the compiled check refuses it
+# (test_refuses_non_finite_numbers_where_fastavro_takes_them).
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
 ODD_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False), st.text(max_size=5),
-    st.lists(st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=2)), max_size=2),
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), FINITE, st.text(max_size=5),
+    st.lists(st.one_of(st.integers(), FINITE, st.text(max_size=2)), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     st.sampled_from(["A1", "Upload", "sextortion", "VIRAL_POTENTIAL_MEME", "RED", "esp", "public"]))
 
@@ -97,3 +101,16 @@ def test_accepts_valid_records_and_refuses_non_records():
     for value in (None, [], "report", 3):
         with pytest.raises(InvalidRecord):
             compile_validator(REPORT)(value)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("path, expected_path", [(("ratio",), "$.ratio"), (("either", 1), "$.either"),
+                                                 (("child", "ratio"), "$.child.ratio")])
+def test_refuses_non_finite_numbers_where_fastavro_takes_them(number, path, expected_path):
+    """Every record checked is written as JSON too, which has no NaN or infinity: both forms of the check
+    refuse one where the schema wants a float or double, naming the field; fastavro takes it."""
+    record = replaced(VARIETY_EXAMPLE, path, number)
+    assert accepted_by_fastavro(record, VARIETY)
+    for check in (compile_validator(VARIETY), compile_nested_validator(VARIETY)):
+        with pytest.raises(InvalidRecord, match=expected_path.replace("$", r"\$")):
+            check(record)

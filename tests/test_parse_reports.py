@@ -39,6 +39,10 @@ BAD_MESSAGES = {
     mutated(submittedAt="2026-11-23T10:00:05"): "$.submittedAt: '2026-11-23T10:00:05' has no UTC offset",
     mutated(reporter={"espName": "x"}): "$.reporter.espId: required field is missing",
     mutated(files="none"): "$.files: expected a list, got str",
+    # JSON has no NaN or infinity (json.dumps writes them; json.loads would read them back)
+    mutated(score=float("nan")): "message is not JSON: NaN is not a JSON number",
+    mutated(score=float("-inf")): "message is not JSON: -Infinity is not a JSON number",
+    payload(example_report())[:-1] + b', "score": 1e999}': "a number past a double's range: 1e999",
 }
 
 

@@ -2,6 +2,7 @@
 type, the schema version, when each report was routed and the reference data that decided it."""
 import copy
 import datetime
+import math
 
 import fastavro
 import pytest
@@ -170,3 +171,14 @@ def test_the_route_check_checks_a_new_decided_with_in_full():
     broken["hashBanks"][0]["entries"] = "504"
     assert outcome(check, routed_example(broken)) == "$.decidedWith.hashBanks[0].entries: expected an long, got str"
     assert outcome(check, routed_example(DECIDED)) == "valid"
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf])
+def test_the_route_check_refuses_a_number_json_cannot_hold(number):
+    """A routed record is JSON too (route topics, the agency service, a batch grouping's packed copy): a
+    video's duration of NaN or infinity is refused, naming the field, not published as NaN or null."""
+    record = routed_example(DECIDED)
+    record["files"][0]["video"] = {"signalType": "VPDQ", "frames": 12, "durationSeconds": number}
+    assert outcome(RoutedRecordCheck(), record) == f"$.files[0].video.durationSeconds: {number} is not a finite number"
+    record["files"][0]["video"]["durationSeconds"] = 12.04
+    assert outcome(RoutedRecordCheck(), record) == "valid"

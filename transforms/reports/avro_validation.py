@@ -5,10 +5,14 @@ the same parsed schema once into straight-line Python (one function, no call per
 `InvalidRecord` with the path of the first offending field, built only when there is one. Unions of
 several types and recursive types go through nested checks (`compile_nested_validator`), which give the
 same answers and messages. tests/test_avro_validation.py checks both agree with fastavro and each other.
+
+Unlike fastavro, a float or double must be finite: every record checked here is written as JSON too (route
+topics, the agency service, records packed to cross a grouping), and JSON has no NaN or infinity.
 """
 import fastavro
 
 INT_RANGE = (-(2**31), 2**31 - 1)
+INFINITIES = (float("inf"), float("-inf"))
 LONG_RANGE = (-(2**63), 2**63 - 1)
 
 
@@ -44,7 +48,8 @@ class _CheckSource:
 
     def __init__(self, named):
         self.named = named
-        self.constants = {"InvalidRecord": InvalidRecord, "MISSING": _MISSING, "short": _short, "position": _position}
+        self.constants = {"InvalidRecord": InvalidRecord, "MISSING": _MISSING, "short": _short, "position": _position,
+                          "INFINITIES": INFINITIES}
         self.inlining = []
         self.variables = 0
 
@@ -117,7 +122,9 @@ class _CheckSource:
                       self.fail(pad + "    ", path, f": {{{name}}} is out of range for an Avro {kind}")]
         elif kind in ("float", "double"):
             lines += [f"{pad}if isinstance({name}, bool) or not isinstance({name}, (int, float)):",
-                      self.fail(pad + "    ", path, f": expected a number, {got}")]
+                      self.fail(pad + "    ", path, f": expected a number, {got}"),
+                      f"{pad}if {name} != {name} or {name} in INFINITIES:",
+                      self.fail(pad + "    ", path, f": {{{name}}} is not a finite number")]
         elif kind in self.named and kind not in self.inlining:
             self.inlining.append(kind)
             self.value(self.named[kind], name, path, lines, depth)
@@ -215,6 +222,8 @@ def _integer_check(kind, bounds):
 def _check_number(value, path):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRecord(f"{path}: expected a number, got {type(value).__name__}")
+    if value != value or value in INFINITIES:
+        raise InvalidRecord(f"{path}: {value} is not a finite number")
 
 
 _PRIMITIVES = {

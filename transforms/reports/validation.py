@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from schemas import avro_schema, reference_table
-from transforms.reports.avro_validation import InvalidRecord, compile_validator
+from transforms.reports.avro_validation import INFINITIES, InvalidRecord, compile_validator
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Pub/Sub's own message limit
 DEFAULT_MAX_FILES_PER_REPORT = 1000  # each file may be media to fetch and hash
@@ -127,12 +127,14 @@ def utc_of(timestamp):
 
 
 def decode_message(payload, max_bytes):
-    """The JSON object in a message; raises `InvalidRecord` naming what is wrong with it."""
+    """The JSON object in a message; raises `InvalidRecord` naming what is wrong with it.
+
+    Only what JSON holds: NaN, infinities and numbers past a double's range are refused, as orjson refuses
+    them, so a decoded report dumps to JSON that loads back equal (transforms/plumbing/packed_records.py)."""
     if len(payload) > max_bytes:
         raise InvalidRecord(f"message of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
-    # The fast path, ~4x json.loads: orjson refuses all that json.loads refuses below and more (NaN, lone
-    # surrogates), which the slow path then accepts or explains; integers past 64 bits come back as floats,
-    # which the schema refuses wherever it wants an integer.
+    # The fast path, ~4x json.loads: orjson refuses all that json.loads refuses below and more (lone
+    # surrogates, integers past 64 bits), which the slow path then accepts or explains.
     try:
         report = orjson.loads(payload)
         if isinstance(report, dict):
@@ -144,9 +146,11 @@ def decode_message(payload, max_bytes):
     except UnicodeDecodeError as error:
         raise InvalidRecord(f"message is not UTF-8: {error.reason} at byte {error.start}") from None
     try:
-        report = json.loads(text)
+        report = json.loads(text, parse_constant=_refuse_non_json_number, parse_float=_finite_float)
     except json.JSONDecodeError as error:
         raise InvalidRecord(f"message is not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except InvalidRecord:
+        raise
     except RecursionError:
         raise InvalidRecord("message is nested too deeply") from None
     except ValueError as error:  # an integer literal over Python's 4,300-digit limit
@@ -156,6 +160,18 @@ def decode_message(payload, max_bytes):
     if SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(report)
     return report
+
+
+def _refuse_non_json_number(name):
+    """json.loads reads NaN and Infinity, which JSON does not have (nor the Avro-checked JSON outputs)."""
+    raise InvalidRecord(f"message is not JSON: {name} is not a JSON number")
+
+
+def _finite_float(text):
+    number = float(text)
+    if number in INFINITIES:
+        raise InvalidRecord(f"message holds a number past a double's range: {text[:40]}")
+    return number
 
 
 def _refuse_lone_surrogates(report):
