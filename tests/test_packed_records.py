@@ -1,9 +1,16 @@
 """Packed records come back equal, including what orjson alone would change or refuse."""
 import datetime
+import json
 import math
 
 import numpy
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.hostile import crossed_a_grouping, json_values_of, unicode_text
+from transforms.reports.avro_validation import InvalidRecord
+from transforms.reports.validation import decode_message
 
 from transforms.plumbing.packed_records import DeflatedBytesListCoder, pack, pack_deflated, unpack
 
@@ -74,3 +81,45 @@ def test_a_deflated_list_of_bytes_decodes_to_the_same_list(values):
 def test_a_list_of_similar_records_deflates_to_a_fraction_of_its_bytes():
     values = [pack({**REPORT, "reportId": f"r-{n}"}) for n in range(200)]
     assert len(DeflatedBytesListCoder().encode(values)) < sum(map(len, values)) / 4
+
+
+JSON_EXACT_RECORDS = ["json", "float", "big int", "lone surrogate", "int key", "datetime", "str subclass", "numpy float"]
+
+
+@pytest.mark.parametrize("record", [REPORT, {**REPORT, "extra": 1.5e-300}, {**REPORT, "big": 2 ** 70},
+                                    {**REPORT, "lone": "\ud800"}, {**REPORT, 7: "int key"},
+                                    {**REPORT, "when": datetime.datetime(2026, 12, 2, tzinfo=datetime.timezone.utc)},
+                                    {**REPORT, "kind": Kind("exact_hash")}, {**REPORT, "percent": numpy.float64(97.5)}],
+                         ids=JSON_EXACT_RECORDS)
+def test_json_exact_skips_only_the_load_back_check_what_orjson_refuses_is_still_pickled(record):
+    back = unpack(pack_deflated(record, json_exact=True))
+    assert back == record
+    assert [type(value) for value in back.values()] == [type(value) for value in record.values()]
+
+
+def test_json_exact_is_the_callers_promise():
+    """What the load-back check catches, a caller that promised `json_exact` gets changed: so only decoded
+    messages and schema-checked routed records are packed that way."""
+    assert unpack(pack({"pair": (1, 2)}, json_exact=True)) == {"pair": [1, 2]}
+    assert unpack(pack({"pair": (1, 2)})) == {"pair": (1, 2)}
+
+
+ANY_FLOAT_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), unicode_text(max_size=8)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(unicode_text(max_size=6), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(unicode_text(max_size=6), ANY_FLOAT_JSON, max_size=4), st.booleans())
+def test_every_message_decode_message_accepts_packs_json_exact(value, as_literal_overflow):
+    """NaN, infinities (json.dumps writes them) and number literals past a double are refused at decoding,
+    so every report that reaches a batch grouping comes back from it equal."""
+    payload = json.dumps(value).encode()
+    if as_literal_overflow:
+        payload = payload[:-1] + (b', ' if value else b'') + b'"n": 1e999}'
+    try:
+        report = decode_message(payload, 1 << 20)
+    except InvalidRecord:
+        return
+    crossed_a_grouping(report)

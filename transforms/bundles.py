@@ -138,13 +138,14 @@ class _KeyPackedBySignatureFn(beam.DoFn):
     Why one grouping for both: a Flatten of the stamped and the unsigned records would make the local runner
     write every stamped record out and read it back (Beam's dict coder, twice); and packed records
     (transforms/plumbing/packed_records.py) cross the grouping as bytes, not through that coder. The key is
-    hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
+    hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python.
+    A routed record passed the schema check (`BuildRoutedRecords`), so it packs `json_exact`."""
 
     def process(self, record, timestamp=beam.DoFn.TimestampParam):
         signature, failure = signature_or_failure(record)
         if failure is not None:
             yield failure
-        timed = timestamp.micros, pack_deflated(record)
+        timed = timestamp.micros, pack_deflated(record, json_exact=True)
         yield ((signature, True), timed) if signature is not None else ((record.get("reportId"), False), timed)
 
 

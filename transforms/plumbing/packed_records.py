@@ -34,11 +34,15 @@ _REFUSE_WHAT_JSON_WOULD_CHANGE = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_P
                                   | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
-def pack(record):
-    """`record` as bytes that `unpack` turns back into an equal record of the same types."""
+def pack(record, json_exact=False):
+    """`record` as bytes that `unpack` turns back into an equal record of the same types.
+
+    `json_exact`: the caller knows the record holds no NaN, infinity or tuple (a decoded message, a routed
+    record the schema check passed), so the check that the dump loads back equal, ~7 µs of a 2 KB record's
+    9, is skipped. What orjson refuses still goes to pickle."""
     try:
         packed = orjson.dumps(record, option=_REFUSE_WHAT_JSON_WOULD_CHANGE)
-        if orjson.loads(packed) == record:
+        if json_exact or orjson.loads(packed) == record:
             return _JSON + packed
     except TypeError:  # orjson.JSONEncodeError: a type passed through, an integer past 64 bits, a lone surrogate
         pass
@@ -48,9 +52,9 @@ def pack(record):
         return _BEAM + _BEAM_CODER.encode(record)
 
 
-def pack_deflated(record):
-    """`pack`, deflated: fewer bytes for a grouping to move, at ~7 µs a 2.7 KB record to deflate and inflate."""
-    return _DEFLATED + isal_zlib.compress(pack(record), 0)
+def pack_deflated(record, json_exact=False):
+    """`pack`, deflated: fewer bytes for a grouping to move, at ~5 µs a 2 KB record to deflate and inflate."""
+    return _DEFLATED + isal_zlib.compress(pack(record, json_exact), 0)
 
 
 def unpack(packed):
