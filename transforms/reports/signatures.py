@@ -20,16 +20,14 @@ def content_signature(file_results, batched_reason, report_id):
     """The one signature a report is bundled under, or None when its files carry no usable signal."""
     if batched_reason:
         return f"{ESP_BATCH}:{report_id}"
-    bank_entries = sorted(
-        f"bank:{match['bank']}:{match['externalId']}"
-        for file in file_results for match in file.get("matches") or [] if match.get("externalId"))
+    bank_entries = [f"bank:{match['bank']}:{match['externalId']}"
+                    for file in file_results for match in file.get("matches") or () if match.get("externalId")]
     if bank_entries:
-        return bank_entries[0]
-    exact_hashes = sorted(
-        f"{canonical_hash_type(digest['signalType']).lower()}:{digest['value'].lower()}"
-        for file in file_results for digest in file.get("hashes") or []
-        if canonical_hash_type(digest["signalType"]) in EXACT_SIGNAL_TYPES)
-    return exact_hashes[0] if exact_hashes else None
+        return min(bank_entries)
+    exact_hashes = [f"{kind.lower()}:{digest['value'].lower()}"
+                    for file in file_results for digest in file.get("hashes") or ()
+                    if (kind := canonical_hash_type(digest["signalType"])) in EXACT_SIGNAL_TYPES]
+    return min(exact_hashes) if exact_hashes else None
 
 
 def record_signature(record):
