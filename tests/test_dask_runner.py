@@ -1,5 +1,6 @@
 """`tipline run --runner dask`: the batch pipeline on a Dask LocalCluster of 2 worker processes gives the same
 routed records, trend rows, bundles, dead letters and summary counts as the DirectRunner on the same input."""
+import gc
 import json
 import pathlib
 
@@ -9,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.transforms import userstate
 
-from pipelines.dask_engine import DaskCannotRun, TiplineDaskRunner
+from pipelines.dask_engine import DaskCannotRun, TiplineDaskRunner, dask_scheduler
 from pipelines.tipline_pipeline import run
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
+from transforms.plumbing.direct_runner import OLD_GENERATION_THRESHOLD
 
 REPORTS = 300
 COUNTS = ("read", "routed", "duplicates", "dead_lettered", "routed_by_jurisdiction", "dead_lettered_by_stage",
@@ -103,3 +105,14 @@ def test_a_stateful_dofn_is_refused_by_name():
 def test_a_streaming_source_is_refused():
     with pytest.raises(ValueError, match="--runner dask runs batch pipelines"):
         run(["--runner", "dask", "--source", "pubsub", "--subscription", "projects/p/subscriptions/s", "--demo-data"])
+
+
+def test_the_local_clusters_workers_collect_the_old_generation_rarely():
+    """Each worker of the run's LocalCluster starts with full collections every OLD_GENERATION_THRESHOLD
+    middle-generation ones (CPython's default, 10, had them walk every held partition: a third of the CPU)."""
+    from dask.distributed import Client
+
+    with dask_scheduler(None, 2) as address, Client(address) as client:
+        thresholds = client.run(gc.get_threshold)
+    assert len(thresholds) == 2
+    assert {threshold[2] for threshold in thresholds.values()} == {OLD_GENERATION_THRESHOLD}
