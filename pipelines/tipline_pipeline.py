@@ -41,6 +41,7 @@ from transforms.hashes import EnrichHashes
 from transforms.jurisdiction import AssignJurisdiction
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
+from transforms.plumbing.direct_runner import collect_the_old_generation_rarely
 from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
@@ -181,6 +182,7 @@ def run(argv=None):
         in_process = options.view_as(DirectOptions).direct_running_mode != "multi_processing"
         if in_process:
             add_taps(outputs, run_id)
+        collect_the_old_generation_rarely()  # this process holds every grouping's buffers as Python objects
         result = run_with_progress(pipeline, run_id, in_process)
     return report_summary(summarize(read_counters(result)), opts.output_dir, run_id, reference)
 

@@ -1,6 +1,7 @@
 """DoFns reused across bundles on the streaming DirectRunner (direct_runner.reuse_dofns_across_bundles), on
 real TestStream pipelines, against Beam's own evaluator (a DoFn set up and torn down for every bundle)."""
 import collections
+import gc
 import pathlib
 import subprocess
 import sys
@@ -273,3 +274,18 @@ def test_the_local_streaming_runner_makes_full_collections_rare_as_its_state_gro
     with_defaults, installed, *thresholds = map(int, printed)
     assert thresholds == [700, 10, direct_runner.OLD_GENERATION_THRESHOLD]
     assert with_defaults >= 3 and installed <= 1, (with_defaults, installed)
+
+
+def test_a_local_batch_run_makes_full_collections_rare_in_the_process_holding_the_groupings(tmp_path):
+    """The launcher of a local batch run holds every grouping's buffers (in one process, every step's work
+    too) as Python objects: it collects its old generation every OLD_GENERATION_THRESHOLD middle-generation
+    collections, as the local streaming runner does."""
+    from pipelines.tipline_pipeline import run
+
+    kept = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults
+    try:
+        summary = run(["--synthetic-count", "20", "--output", str(tmp_path)])
+        assert (summary["routed"], gc.get_threshold()[2]) == (20, direct_runner.OLD_GENERATION_THRESHOLD)
+    finally:
+        gc.set_threshold(*kept)
