@@ -1,5 +1,6 @@
 """`tipline run --runner dask`: the batch pipeline on a Dask LocalCluster of 2 worker processes gives the same
 routed records, trend rows, bundles, dead letters and summary counts as the DirectRunner on the same input."""
+import argparse
 import gc
 import json
 import pathlib
@@ -10,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.transforms import userstate
 
-from pipelines.dask_engine import DaskCannotRun, TiplineDaskRunner, dask_scheduler
+from pipelines.dask_engine import (PARTITION_INPUT_BYTES, SYNTHETIC_REPORT_BYTES, DaskCannotRun, TiplineDaskRunner,
+                                   dask_scheduler, input_bytes, partition_count)
 from pipelines.tipline_pipeline import run
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.plumbing.direct_runner import OLD_GENERATION_THRESHOLD
@@ -112,7 +114,23 @@ def test_the_local_clusters_workers_collect_the_old_generation_rarely():
     middle-generation ones (CPython's default, 10, had them walk every held partition: a third of the CPU)."""
     from dask.distributed import Client
 
-    with dask_scheduler(None, 2) as address, Client(address) as client:
+    with dask_scheduler(None, 2) as (address, _), Client(address) as client:
         thresholds = client.run(gc.get_threshold)
     assert len(thresholds) == 2
     assert {threshold[2] for threshold in thresholds.values()} == {OLD_GENERATION_THRESHOLD}
+
+
+def test_partitions_one_per_worker_and_more_as_the_input_grows(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"x" * 1000)
+    (tmp_path / "b.jsonl").write_bytes(b"y" * 500)
+    files = argparse.Namespace(source="files", input_pattern=str(tmp_path / "*.jsonl"))
+    assert input_bytes(files) == 1500
+    assert input_bytes(argparse.Namespace(source="synthetic", synthetic_count=10)) == 10 * SYNTHETIC_REPORT_BYTES
+    assert [partition_count(size, 2) for size in (0, 1500, 2 * PARTITION_INPUT_BYTES, 3 * PARTITION_INPUT_BYTES + 1)] \
+        == [2, 2, 2, 4]
+    assert partition_count(100 * PARTITION_INPUT_BYTES, 10) == 100
+
+
+def test_a_given_scheduler_is_asked_how_many_workers_it_has():
+    with dask_scheduler(None, 1) as (address, _), dask_scheduler(address, 99) as (given, workers):
+        assert (given, workers) == (address, 1)
