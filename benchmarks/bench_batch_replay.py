@@ -30,6 +30,10 @@ cost at 1,000 reports 10.5-11.0 CPU-s in two processes against 12.6-12.8 (one de
 On 2026-12-04 (stop 40, idle machine, 100,000 reports): 4,807 and 5,051 reports/s in 2 processes (338 and
 349 CPU-s per million, the runner process 54 and 56), 3,638-3,797/s in one (258-268 CPU-s per million),
 after the groupings' records were made smaller and deflated; the stop began at 3,560 and 3,649/s in 2.
+On 2026-12-05 (stop 41, load average 1.3-1.6): 5,345 and 5,269 reports/s in 2 processes (309 and 312 CPU-s
+per million, the runner 50 and 48), 4,198 and 4,202 in one (230 and 232), against 5,073 and 3,846 (324 and
+254) at the stop's start: records packed for a grouping without the load-back check (`json_exact`), and
+the launcher collecting its old generation rarely.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
