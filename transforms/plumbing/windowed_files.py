@@ -131,6 +131,87 @@ GROUPED_AS_LINES = "lines"
 GROUPED_ENCODED = "encoded"
 
 
+class _GroupedForm:
+    """How a sink's records cross its grouping: what a record is keyed as (`of`), a pane's digest and write
+    order (`ordered`), how a sink writes one (`writer`); and, for the forms whose records a sink may refuse
+    as they are written, the digest of those a refusal left (`digest`) and what a refused one is (`refused`)."""
+
+    refused_when_written = True
+
+    def writer(self, sink):
+        return sink.write
+
+    def digest(self, records):
+        return content_order(records)[0]
+
+    def refused(self, record):
+        return record
+
+
+class _Packed(_GroupedForm):
+    """Records packed (packed_records.py): any types."""
+
+    def of(self, record):
+        return pack(record)
+
+    def ordered(self, grouped):
+        return content_order([unpack(packed) for packed in grouped])
+
+
+class _Lines(_GroupedForm):
+    """Records as their canonical lines (JSON types only), decoded to be written."""
+
+    def of(self, record):
+        return record_line(record)
+
+    def ordered(self, grouped):
+        return content_order_of_lines(grouped)
+
+
+class _LinesTheSinkReads(_Lines):
+    """Lines a sink parses itself (`reads_lines`): nothing is decoded here; a line the sink refuses is
+    refused as its record."""
+
+    def ordered(self, grouped):
+        ordered = sorted(grouped)
+        return digest_of(ordered), ordered
+
+    def writer(self, sink):
+        return sink.write_line
+
+    def digest(self, lines):
+        return digest_of(lines)
+
+    def refused(self, line):
+        return line_record(line)
+
+
+class _Encoded(_GroupedForm):
+    """Each record as its sink's encoding (`encoded`), made as it is keyed, where a refusal is made: one sink
+    (and its encoder) for every record."""
+
+    refused_when_written = False
+
+    def __init__(self, sink):
+        self.of = sink().encoded
+
+    def ordered(self, grouped):
+        ordered = sorted(grouped)
+        return digest_of_encoded(ordered), ordered
+
+    def writer(self, sink):
+        return sink.write_encoded
+
+
+def grouped_form(grouped_as, sink):
+    """The form `grouped_as` names, for the records of `sink` (a factory of sinks)."""
+    if grouped_as == GROUPED_ENCODED:
+        return _Encoded(sink)
+    if grouped_as == GROUPED_AS_LINES:
+        return _LinesTheSinkReads() if getattr(sink(), "reads_lines", False) else _Lines()
+    return _Packed()
+
+
 class _KeyByDestinationAndLabel(beam.DoFn):
     """Keys each element by (destination, label of its fixed event-time window of `label_seconds`, or
     `unlabelled`); an element no folder can be named for is refused alone.
@@ -148,10 +229,7 @@ class _KeyByDestinationAndLabel(beam.DoFn):
         self.unlabelled = unlabelled
 
     def setup(self):
-        if self.grouped_as == GROUPED_ENCODED:
-            self.grouped_form = self.sink().encoded  # one sink (and its encoder) for every record
-        else:
-            self.grouped_form = record_line if self.grouped_as == GROUPED_AS_LINES else pack
+        self.form = grouped_form(self.grouped_as, self.sink)
         self.labels = {}
 
     def label_of(self, timestamp):
@@ -168,7 +246,7 @@ class _KeyByDestinationAndLabel(beam.DoFn):
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         label = self.label_of(timestamp) if self.label_seconds else self.unlabelled
         try:
-            yield (self.destination(element), label), self.grouped_form(element)
+            yield (self.destination(element), label), self.form.of(element)
         except Exception as error:
             yield beam.pvalue.TaggedOutput(REFUSED, (element, (type(error), repr(error), None)))
 
@@ -189,13 +267,7 @@ class _WriteContentAddressedFn(beam.DoFn):
     def setup(self):
         os.umask(OWNER_ONLY)  # workers may be other processes than the one that ran `tipline run`
         self.folders = set()
-        self.sink_reads_lines = self.grouped_as == GROUPED_AS_LINES and getattr(self.sink(), "reads_lines", False)
-
-    def writer_of(self, sink):
-        """How `sink` takes a record as it crossed the grouping."""
-        if self.grouped_as == GROUPED_ENCODED:
-            return sink.write_encoded
-        return sink.write_line if self.sink_reads_lines else sink.write
+        self.form = grouped_form(self.grouped_as, self.sink)
 
     def process(self, keyed, win=beam.DoFn.WindowParam):
         (destination, label), records = keyed
@@ -204,21 +276,13 @@ class _WriteContentAddressedFn(beam.DoFn):
             return
         folder = FileSystems.join(self.path, destination)
         self.ensure_folder(folder)
-        if self.grouped_as == GROUPED_ENCODED:  # encoded when keyed: a refusal was made there
-            ordered = sorted(records)
-            yield from self.write_unless_written(ordered, digest_of_encoded(ordered), folder,
-                                                 label or window_label(win))
-            return
-        if self.sink_reads_lines:  # the sink parses the lines itself: nothing is decoded here
-            ordered = sorted(records)
-            digest = digest_of(ordered)
-        elif self.grouped_as == GROUPED_AS_LINES:
-            digest, ordered = content_order_of_lines(records)
-        else:
-            digest, ordered = content_order([unpack(packed) for packed in records])
+        label = label or window_label(win)
+        digest, ordered = self.form.ordered(records)
         try:
-            yield from self.write_unless_written(ordered, digest, folder, label or window_label(win))
+            yield from self.write_unless_written(ordered, digest, folder, label)
         except IOError:
+            if not self.form.refused_when_written:
+                raise
             accepted, refusals = self.refusals(ordered)
             if not refusals:
                 raise  # every record encodes: the filesystem failed
@@ -226,8 +290,7 @@ class _WriteContentAddressedFn(beam.DoFn):
                 self.refused.inc()
                 yield beam.pvalue.TaggedOutput(REFUSED, refusal)
             if accepted:
-                digest = digest_of(accepted) if self.sink_reads_lines else content_order(accepted)[0]
-                yield from self.write_unless_written(accepted, digest, folder, label or window_label(win))
+                yield from self.write_unless_written(accepted, self.form.digest(accepted), folder, label)
 
     def write_unless_written(self, ordered, digest, folder, label):
         final = FileSystems.join(folder, f"{label}-{digest}{self.suffix}")
@@ -245,13 +308,12 @@ class _WriteContentAddressedFn(beam.DoFn):
             try:
                 sink = self.sink()
                 sink.open(io.BytesIO())
-                self.writer_of(sink)(record)
+                self.form.writer(sink)(record)
                 sink.flush()
             except OSError:  # storage failing, not this record: the write's own error stops the run
                 accepted.append(record)
             except Exception as error:  # whatever else the sink raises on this record alone is the record's
-                refused = line_record(record) if self.sink_reads_lines else record
-                refusals.append((refused, (type(error), repr(error), None)))
+                refusals.append((self.form.refused(record), (type(error), repr(error), None)))
             else:
                 accepted.append(record)
         return accepted, refusals
@@ -273,7 +335,7 @@ class _WriteContentAddressedFn(beam.DoFn):
             with FileSystems.create(temporary) as handle:
                 sink = self.sink()
                 sink.open(handle)
-                write = self.writer_of(sink)
+                write = self.form.writer(sink)
                 for record in records:
                     write(record)
                 sink.flush()
