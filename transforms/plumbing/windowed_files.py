@@ -168,36 +168,36 @@ class _Lines(_GroupedForm):
         return content_order_of_lines(grouped)
 
 
-class _LinesTheSinkReads(_Lines):
-    """Lines a sink parses itself (`reads_lines`): nothing is decoded here; a line the sink refuses is
-    refused as its record."""
+class _WrittenAsGrouped:
+    """A form whose grouped bytes are written as they are: sorted, and digested by `digest`."""
 
     def ordered(self, grouped):
         ordered = sorted(grouped)
-        return digest_of(ordered), ordered
+        return self.digest(ordered), ordered
+
+
+class _LinesTheSinkReads(_WrittenAsGrouped, _Lines):
+    """Lines a sink parses itself (`reads_lines`): nothing is decoded here; a line the sink refuses is
+    refused as its record."""
+
+    digest = staticmethod(digest_of)
 
     def writer(self, sink):
         return sink.write_line
-
-    def digest(self, lines):
-        return digest_of(lines)
 
     def refused(self, line):
         return line_record(line)
 
 
-class _Encoded(_GroupedForm):
+class _Encoded(_WrittenAsGrouped, _GroupedForm):
     """Each record as its sink's encoding (`encoded`), made as it is keyed, where a refusal is made: one sink
     (and its encoder) for every record."""
 
     refused_when_written = False
+    digest = staticmethod(digest_of_encoded)
 
     def __init__(self, sink):
         self.of = sink().encoded
-
-    def ordered(self, grouped):
-        ordered = sorted(grouped)
-        return digest_of_encoded(ordered), ordered
 
     def writer(self, sink):
         return sink.write_encoded
