@@ -39,6 +39,7 @@ the launcher collecting its old generation rarely.
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
     .venv/bin/python benchmarks/bench_batch_replay.py --count 10000 --ladder   # CPU us each step adds
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --stages   # CPU us of each fused stage
+    .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --dask 2   # also on a Dask LocalCluster
 
 The input is generated first (SyntheticConfig.for_benchmark: 3 files per report with provided hashes,
 all valid, no repeats), not timed, and kept in --workdir for the next run.
@@ -114,12 +115,18 @@ def timed(function, *args):
     return time.perf_counter() - started, Cpu(own_after - own, children_after - children), result
 
 
-def whole_pipeline(path, out, workers=1):
+def whole_pipeline(path, out, workers=1, dask_workers=0):
     """`run()` (the `tipline run` entry point) over the file, in one process or in `workers` worker
-    processes (`--direct_running_mode multi_processing`); returns (seconds, CPU seconds, summary)."""
+    processes (`--direct_running_mode multi_processing`), or on a Dask LocalCluster of `dask_workers`
+    processes (`--runner dask`); returns (seconds, CPU seconds, summary)."""
     shutil.rmtree(out, ignore_errors=True)
-    parallel = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)] if workers > 1 else []
-    return timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + parallel)
+    if dask_workers:
+        engine = ["--runner", "dask", "--dask-workers", str(dask_workers)]
+    elif workers > 1:
+        engine = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]
+    else:
+        engine = []
+    return timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + engine)
 
 
 def trivial_pipeline(path):
@@ -354,6 +361,8 @@ def main():
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("/tmp/tipline-bench-batch"))
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="also run the whole pipeline in this many worker processes (1: skip)")
+    parser.add_argument("--dask", type=int, default=0, metavar="WORKERS",
+                        help="also run the whole pipeline on a Dask LocalCluster of this many worker processes")
     parser.add_argument("--profile", action="store_true", help="also profile the whole pipeline by stage")
     parser.add_argument("--top", type=int, default=25, help="functions listed by --profile")
     parser.add_argument("--chain-count", type=int, default=5000, help="reports in each pass of the chain's split")
@@ -376,6 +385,7 @@ def main():
     whole, whole_cpu, summary = whole_pipeline(path, out)
     parallel, parallel_cpu, parallel_summary = (whole_pipeline(path, out, args.workers) if args.workers > 1
                                                 else (None, None, None))
+    on_dask = whole_pipeline(path, out, dask_workers=args.dask) if args.dask else None
     trivial, trivial_cpu = trivial_pipeline(path)
     loop = plain_python_loop(path)
     chain = chain_step_micros(path, min(args.count, args.chain_count), args.passes)
@@ -393,6 +403,11 @@ def main():
               f"reconciled {parallel_summary['reconciled']}")
         print(f"                          of which the runner process {per_million(parallel_cpu.own):8.0f}, "
               f"the worker processes {per_million(parallel_cpu.workers):8.0f} CPU-s per million reports")
+    if on_dask:
+        seconds, cpu, dask_summary = on_dask
+        print(f"  on Dask, {args.dask} workers {seconds:7.1f} s  {rate(seconds):8.0f} reports/s  {per_million(cpu):8.0f} "
+              f"CPU-s per million reports  (--runner dask, a LocalCluster)  routed {dask_summary['routed']}, "
+              f"reconciled {dask_summary['reconciled']}")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  {per_million(trivial_cpu):8.0f} "
           "CPU-s per million reports  (read -> parse -> count)")
     print(f"plain-Python loop       {loop:7.1f} s  {rate(loop):8.0f} reports/s  (parse+hashes+geo+assign+record, wall)")
