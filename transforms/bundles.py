@@ -79,8 +79,9 @@ def next_incident(incident, micros, gap_micros):
     return incident[0], max(incident[1], micros)
 
 
-def stamped(record, incident):
-    return {**record, "bundleId": bundle_id(record_signature(record), incident[0])}
+def stamped(record, signature, incident):
+    """A copy of `record` with the bundle id of `signature`'s `incident` (the signature it was keyed by)."""
+    return {**record, "bundleId": bundle_id(signature, incident[0])}
 
 
 def stamp_in_time_order(signature, timed_records, gap_micros):
@@ -179,12 +180,12 @@ class _StampIncidentsFn(beam.DoFn):
         self.stamped = counter("bundle_stamped")
 
     def process(self, keyed, incident_state=beam.DoFn.StateParam(INCIDENT), forget=beam.DoFn.TimerParam(FORGET)):
-        _, (micros, routed) = keyed
+        signature, (micros, routed) = keyed
         incident = next_incident(incident_state.read(), micros, self.gap_micros)
         incident_state.write(incident)
         forget.set(Timestamp(micros=incident[1] + self.keep_micros))
         self.stamped.inc()
-        yield stamped(routed, incident)
+        yield stamped(routed, signature, incident)
 
     @on_timer(FORGET)
     def on_forget(self, fired=beam.DoFn.TimestampParam, incident_state=beam.DoFn.StateParam(INCIDENT)):
@@ -199,7 +200,7 @@ INCIDENT_RECORD = struct.Struct(">8sqq")  # signature's held digest, the inciden
 
 @beam.typehints.with_output_types(beam.typehints.KV[int, beam.typehints.Any])
 class _KeyBySignatureBucketFn(beam.DoFn):
-    """(bucket of the signature's digest, (the digest's held half, event micros, routed record))."""
+    """(bucket of the signature's digest, (the digest's held half, event micros, routed record, signature))."""
 
     def __init__(self, buckets=SIGNATURE_BUCKETS):
         self.buckets = buckets
@@ -207,7 +208,7 @@ class _KeyBySignatureBucketFn(beam.DoFn):
     def process(self, keyed):
         signature, (micros, routed) = keyed
         digest = digest_of(signature)
-        yield bucket_of(digest, self.buckets), (held_half(digest), micros, routed)
+        yield bucket_of(digest, self.buckets), (held_half(digest), micros, routed, signature)
 
 
 def incident_offset(packed, digest):
@@ -243,7 +244,7 @@ class _StampIncidentsInBucketFn(beam.DoFn):
 
     def process(self, keyed, incidents=beam.DoFn.StateParam(INCIDENTS),
                 next_forget=beam.DoFn.StateParam(NEXT_FORGET), forget=beam.DoFn.TimerParam(FORGET)):
-        _, (digest, micros, routed) = keyed
+        _, (digest, micros, routed, signature) = keyed
         packed = incidents.read() or b""
         offset = incident_offset(packed, digest)
         held = None if offset == -1 else INCIDENT_RECORD.unpack_from(packed, offset)[1:]
@@ -256,7 +257,7 @@ class _StampIncidentsInBucketFn(beam.DoFn):
         incidents.write(packed)
         move_timer_earlier(next_forget, forget, incident[1] + self.keep_micros)
         self.stamped.inc()
-        yield stamped(routed, incident)
+        yield stamped(routed, signature, incident)
 
     @on_timer(FORGET)
     def forget_ended(self, fired=beam.DoFn.TimestampParam, incidents=beam.DoFn.StateParam(INCIDENTS),
