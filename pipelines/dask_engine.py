@@ -37,6 +37,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.plumbing.direct_runner import collect_the_old_generation_rarely
 from transforms.plumbing.metrics import NAMESPACE
+from transforms.plumbing.reference_files import local_path
 
 DASK_RUNNER_NAMES = ("dask", "DaskRunner")
 MIN_SOURCE_BUNDLE_BYTES = 256 << 10
@@ -300,7 +301,7 @@ def input_bytes(opts):
     """The size of what the run reads: its input files, or the synthetic reports it makes."""
     if opts.source == "synthetic":
         return opts.synthetic_count * SYNTHETIC_REPORT_BYTES
-    return sum(found.size_in_bytes for matched in FileSystems.match([opts.input_pattern])
+    return sum(found.size_in_bytes for matched in FileSystems.match([local_path(opts.input_pattern)])
                for found in matched.metadata_list)
 
 

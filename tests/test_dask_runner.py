@@ -125,6 +125,8 @@ def test_partitions_one_per_worker_and_more_as_the_input_grows(tmp_path):
     (tmp_path / "b.jsonl").write_bytes(b"y" * 500)
     files = argparse.Namespace(source="files", input_pattern=str(tmp_path / "*.jsonl"))
     assert input_bytes(files) == 1500
+    uri = argparse.Namespace(source="files", input_pattern=(tmp_path / "a.jsonl").as_uri())
+    assert input_bytes(uri) == 1000
     assert input_bytes(argparse.Namespace(source="synthetic", synthetic_count=10)) == 10 * SYNTHETIC_REPORT_BYTES
     assert [partition_count(size, 2) for size in (0, 1500, 2 * PARTITION_INPUT_BYTES, 3 * PARTITION_INPUT_BYTES + 1)] \
         == [2, 2, 2, 4]

@@ -240,6 +240,15 @@ def test_an_input_matching_no_file_stops_the_start(tmp_path, capsys):
         "files that exist"]
 
 
+def test_an_input_named_as_a_file_uri_is_read_as_the_path_it_names(reports_file, capsys):
+    """Preflight checks `--input file:///...` as the local path it names; the run reads that path too (Beam's
+    own filesystems know no `file://` scheme), rather than stopping after preflight passed."""
+    argv = ["run", "--source", "files", "--input", reports_file.as_uri(), "--output",
+            str(reports_file.parent / "out"), "--demo-data"]
+    assert main(argv) == 0
+    assert "read 3  routed 3" in capsys.readouterr().out
+
+
 def closed_port_host():
     """host:port where nothing listens: a stopped emulator."""
     with socket.socket() as probe:

@@ -14,6 +14,7 @@ from apache_beam.io import ReadFromAvro, ReadFromPubSub
 
 from transforms.reports.validation import DEFAULT_MAX_MESSAGE_BYTES
 from transforms.plumbing.bounded_lines import ReadBoundedLines
+from transforms.plumbing.reference_files import local_path
 
 SOURCES = ("synthetic", "files", "pubsub")
 SYNTHETIC_SHARDS = 8
@@ -33,7 +34,7 @@ class ReadReports(beam.PTransform):
         if source == "pubsub" and not subscription:
             raise ValueError("--source pubsub needs --subscription projects/P/subscriptions/S")
         self.source = source
-        self.input_pattern = input_pattern
+        self.input_pattern = local_path(input_pattern)  # file:///f/x.jsonl reads /f/x.jsonl, as preflight checks it
         self.subscription = subscription
         self.synthetic_config = synthetic_config
 
