@@ -77,6 +77,7 @@ def test_re_encodings_match_with_both_percentages(matcher, kind):
     assert (match["bank"], match["label"], match["externalId"]) == ("videos", "series-1", "v1")
     assert match["queryMatchPercent"] >= 80 and match["bankMatchPercent"] >= 80
     assert file["video"]["frames"] >= 6 and file["mediaStatus"] == "hashed"
+    assert {type(match[field]) for field in ("queryMatchPercent", "bankMatchPercent")} == {float}  # not numpy's
 
 
 @pytest.mark.parametrize("seed", range(4))

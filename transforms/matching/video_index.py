@@ -79,7 +79,7 @@ class VideoIndex:
             hit = order[start:end]
             query_frames = np.unique(rows[hit]) - first_frame[query]
             match = VideoMatch(100.0 * len(query_frames) / len(kept[query]),
-                               100.0 * len(np.unique(ids[hit])) / self.frame_counts[video],
+                               100.0 * len(np.unique(ids[hit])) / int(self.frame_counts[video]),
                                int(distances[hit].min()),
                                matched_segments([kept[query][frame].timestamp for frame in query_frames.tolist()]))
             if match.query_match_percent >= query_match_percent and match.bank_match_percent >= bank_match_percent:
