@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "schemas", "services", "services.*"]),
     package_data={
-        "schemas": ["*.avsc", "*.csv"],
+        "schemas": ["*.avsc", "*.csv", "*.example.json"],
         "transforms.demo": ["data/*"],
         "services.intake": ["*.xsd"],
     },

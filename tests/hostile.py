@@ -333,10 +333,11 @@ def _failure(stage, report, error):
     return dead_letter_from_failure(stage)((report, (type(error), error, None)))
 
 
-def crossed_a_grouping(record):
-    """A batch grouping's copy of a report or routed record (packed `json_exact`, deflated); a copy that
-    differs (a NaN written as null, a tuple come back a list) would be a silently wrong record."""
-    back = unpack(pack_deflated(record, json_exact=True))
+def crossed_a_grouping(record, like):
+    """A batch grouping's copy of a report or routed record (packed `json_exact`, deflated against the
+    example record of the schema `like`); a copy that differs (a NaN written as null, a tuple come back a
+    list) would be a silently wrong record."""
+    back = unpack(pack_deflated(record, like, json_exact=True))
     if back != record:
         raise AssertionError(f"a packed record came back different: {record!r:.200}")
     return back
@@ -351,7 +352,7 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
     except InvalidRecord as error:
         return _sink_dead_letter(dead_letter("parse", str(error), payload, report_id_of(payload)))
     CODER.encode(report)  # DedupRedeliveries' shuffle (streaming, one key per reportId)
-    crossed_a_grouping(report)  # DedupRedeliveries' shuffle (batch)
+    crossed_a_grouping(report, "report")  # DedupRedeliveries' shuffle (batch)
     steps = (("enrich_hashes", lambda r: with_hashes([r], matcher)[0]),  # each stage's exception handling
              ("enrich_geo", lambda r: with_location(r, locator)),
              ("assign_jurisdiction", lambda r: with_routing(r, rules)))
@@ -366,7 +367,7 @@ def run_stages(payload, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
         return _sink_dead_letter(dead_letter("route", f"routed record could not be built: {error}"[:500],
                                              original_report_json(report), report.get("reportId")))
     CODER.encode(record)
-    crossed_a_grouping(record)  # StampBundleIds' shuffle (batch)
+    crossed_a_grouping(record, "routed_report")  # StampBundleIds' shuffle (batch)
     fastavro.writer(io.BytesIO(), avro_schema("routed_report"), [record])  # the Avro sink
     return "routed", record
 

@@ -12,11 +12,16 @@ str, int, dict and list (numpy scalars, enums), datetimes, dataclasses; what it 
 (marshal is not used: it writes any object with a buffer, a numpy float among them, as bytes.) A record
 nested deeper than pickle goes (a hostile report) is packed by Beam's own coder, as it was before.
 
-`pack_deflated` deflates the packed bytes too (ISA-L, level 0), for the large records a batch run groups
-(reports by reportId, routed records by signature): the local runner in worker processes copies, splits
-and re-encodes every grouped byte in its one Python process, so a 2.7 KB routed record deflated to 1.4 KB
-(3.5 µs, inflated in 4) costs it less than the bytes it no longer moves. `DeflatedBytesListCoder` does the
-same for a list of such bytes (a bounded file sink's records per key and bundle), deflated as one run.
+`pack_deflated` deflates the packed bytes too, for the large records a batch run groups (reports by
+reportId, routed records by signature): the local runner in worker processes copies, splits and re-encodes
+every grouped byte in its one Python process, and a worker decodes each. A small record deflated alone
+finds little to refer back to, so it is deflated against its schema's example record
+(`schemas/<name>.example.json`) as a preset dictionary: its field names and common values are then back
+references. ISA-L level 0 with fixed Huffman codes: a 2.7 KB routed record takes 479 bytes (1,456 deflated
+alone), a 2.1 KB report 466 (1,027), in ~2.7 µs to deflate and ~2.3 µs to inflate, faster than deflating it
+alone (~4 and ~4.5). The tag byte names the example, so a packed record unpacks anywhere in the same
+release; nothing packed is kept past the run. `DeflatedBytesListCoder` deflates a list of bytes (a bounded
+file sink's records per key and bundle) as one run, which finds its own repeats.
 """
 import itertools
 import pickle
@@ -25,10 +30,13 @@ import orjson
 from apache_beam import coders
 from isal import isal_zlib
 
+from schemas import example_record
+
 _JSON = b"j"
 _PICKLE = b"p"
 _BEAM = b"b"
-_DEFLATED = b"z"
+_DEFLATED_LIKE = {b"r": "report", b"o": "routed_report"}  # tag byte -> the schema whose example is the dictionary
+_TAG_OF = {schema: tag for tag, schema in _DEFLATED_LIKE.items()}
 _BEAM_CODER = coders.FastPrimitivesCoder()
 _REFUSE_WHAT_JSON_WOULD_CHANGE = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                                   | orjson.OPT_PASSTHROUGH_DATACLASS)
@@ -52,15 +60,21 @@ def pack(record, json_exact=False):
         return _BEAM + _BEAM_CODER.encode(record)
 
 
-def pack_deflated(record, json_exact=False):
-    """`pack`, deflated: fewer bytes for a grouping to move, at ~5 µs a 2 KB record to deflate and inflate."""
-    return _DEFLATED + isal_zlib.compress(pack(record, json_exact), 0)
+def pack_deflated(record, like, json_exact=False):
+    """`pack`, deflated against the example record of the schema `like` ("report", "routed_report"): a
+    fifth to a third of the bytes for a grouping to move. A record of another shape still comes back equal;
+    it only deflates less."""
+    compressor = isal_zlib.compressobj(0, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS, 9, isal_zlib.Z_FIXED,
+                                       example_record(like))
+    return _TAG_OF[like] + compressor.compress(pack(record, json_exact)) + compressor.flush()
 
 
 def unpack(packed):
     """The record `pack` or `pack_deflated` packed."""
-    if packed[:1] == _DEFLATED:
-        packed = isal_zlib.decompress(memoryview(packed)[1:])
+    like = _DEFLATED_LIKE.get(packed[:1])
+    if like is not None:
+        inflater = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS, example_record(like))
+        packed = inflater.decompress(memoryview(packed)[1:]) + inflater.flush()
     kind, body = packed[:1], memoryview(packed)[1:]
     if kind == _JSON:
         return orjson.loads(body)
