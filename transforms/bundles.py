@@ -639,8 +639,8 @@ def batch_bundle_record(gap_seconds):
 
 
 def date_partition(row):
-    """`dt=<date the incident began>`, UTC."""
-    return f"dt={row['first_seen']:%Y-%m-%d}"
+    """`dt=<date the incident began>`, UTC (`first_seen` is a UTC datetime; `isoformat` is ~9x strftime)."""
+    return "dt=" + row["first_seen"].date().isoformat()
 
 
 class BundleRepeats(beam.PTransform):

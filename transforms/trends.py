@@ -396,7 +396,7 @@ def schema_of_row(row):
 
 def partition_folder(row):
     """`<table>/dt=YYYY-MM-DD`: Hive-style partitions by the window's UTC start date."""
-    return f"{row['table']}/dt={row['window_start']:%Y-%m-%d}"
+    return f"{row['table']}/dt={row['window_start'].date().isoformat()}"
 
 
 class TrendCounts(beam.PTransform):
