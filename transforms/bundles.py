@@ -53,7 +53,7 @@ from transforms.dead_letters import FAILURES, WriteSideStageFailures, failed
 from transforms.plumbing.direct_runner import (expose_input_watermark, hold_watermark_at_user_timers, input_watermark,
                                                on_the_direct_runner)
 from transforms.plumbing.event_windows import (ON_TIME_PANE, TallyCombineFn, in_global_window, in_global_window_at,
-                                              late_firing_windows, pane_columns, utc)
+                                              late_firing_windows, pane_columns, utc_of_micros)
 from transforms.plumbing.distinct import DistinctDigests, pair_digest64
 from transforms.plumbing.metrics import counter
 from transforms.plumbing.local_windows import HeldAsIs
@@ -381,8 +381,6 @@ class BundleTally:
         self.jurisdictions |= other.jurisdictions
 
 
-def utc_micros(micros):
-    return utc(Timestamp(micros=micros))
 
 
 def bundle_record(bundle, signature, start_micros, end_micros, tally, pane):
@@ -391,10 +389,10 @@ def bundle_record(bundle, signature, start_micros, end_micros, tally, pane):
         "bundle_id": bundle,
         "signature": signature,
         "signature_kind": signature_kind(signature),
-        "window_start": utc_micros(start_micros),
-        "window_end": utc_micros(end_micros),
-        "first_seen": utc_micros(tally.first),
-        "last_seen": utc_micros(tally.last),
+        "window_start": utc_of_micros(start_micros),
+        "window_end": utc_of_micros(end_micros),
+        "first_seen": utc_of_micros(tally.first),
+        "last_seen": utc_of_micros(tally.last),
         "reports": tally.reports,
         "users": len(tally.users),
         "esps": len(tally.esps),

@@ -97,6 +97,8 @@ class DistinctDigests:
         return self._sorted
 
     def __len__(self):
+        if not len(self._sorted):  # a few added digests (fewer than SORT_AT_LEAST): a set, not numpy
+            return len(set(self._added)) if self._added else 0
         return len(self.digests())
 
     def __bool__(self):
