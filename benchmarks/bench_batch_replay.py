@@ -34,6 +34,10 @@ On 2026-12-05 (stop 41, load average 1.3-1.6): 5,345 and 5,269 reports/s in 2 pr
 per million, the runner 50 and 48), 4,198 and 4,202 in one (230 and 232), against 5,073 and 3,846 (324 and
 254) at the stop's start: records packed for a grouping without the load-back check (`json_exact`), and
 the launcher collecting its old generation rarely.
+On 2026-12-05 (stop 42, load average 0.6-2.0): 5,894 reports/s in 2 processes (287 CPU-s per million, the
+runner 38), 4,664 in one (210), against 5,177 median of 5 in 2 at the stop's start: each record packed for
+a grouping deflated against its schema's example record (a report 1,027 -> 466 bytes), bundle rows and
+event-time stamping without Beam Timestamps in between.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
