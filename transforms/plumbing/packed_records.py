@@ -61,9 +61,9 @@ def pack(record, json_exact=False):
 
 
 def pack_deflated(record, like, json_exact=False):
-    """`pack`, deflated against the example record of the schema `like` ("report", "routed_report"): a
-    fifth to a third of the bytes for a grouping to move. A record of another shape still comes back equal;
-    it only deflates less."""
+    """`pack`, deflated against the example record of the schema `like` ("report", "routed_report"): about
+    a fifth of the packed bytes for a grouping to move (the benchmark's records). A record of another shape
+    still comes back equal; it only deflates less."""
     compressor = isal_zlib.compressobj(0, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS, 9, isal_zlib.Z_FIXED,
                                        example_record(like))
     return _TAG_OF[like] + compressor.compress(pack(record, json_exact)) + compressor.flush()
