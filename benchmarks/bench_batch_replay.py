@@ -280,13 +280,9 @@ def ladder_micros(path, out, count, passes):
     return {name: (cpu[index + 1] - cpu[index]) / count * 1e6 for index, name in enumerate(LADDER_STEPS)}, cpu
 
 
-STAGE_OF_MODULE = {
-    "parse_reports": "parse", "avro_validation": "parse/route: schema checks", "dedup": "dedup",
-    "enrich_hashes": "hashes", "hash_matching": "hashes", "hash_banks": "hashes", "hamming_index": "hashes",
-    "signals": "hashes", "media_hashing": "hashes", "enrich_geo": "geo", "geo": "geo",
-    "assign_jurisdiction": "jurisdiction", "jurisdiction": "jurisdiction", "route": "route",
-    "windowed_files": "file sinks", "trends": "trends", "takedown_notices": "takedown notices",
-    "dead_letters": "dead letters", "bundle_repeats": "bundles",
+STAGE_OF_MODULE = {  # a module's stage is its own name (transforms/<stage>.py) unless named here
+    "windowed_files": "file sinks", "event_windows": "windowed counts", "local_windows": "windowed counts",
+    "notices": "takedown notices", "dead_letters": "dead letters",
 }
 
 
@@ -309,12 +305,14 @@ def stage_times(stats):
     """Inclusive seconds of the process/finish_bundle/teardown methods defined in transforms/, by stage.
 
     Only outermost entries count (a method called from another counted method is skipped)."""
+    ours = f"{REPO / 'transforms'}/"  # not Beam's apache_beam/transforms/
+
     counted = {}
     for (filename, _, function), (_, _, _, cumulative, callers) in stats.stats.items():
         module = pathlib.Path(filename).stem
-        if "/transforms/" not in filename or function not in ("process", "finish_bundle", "teardown"):
+        if not filename.startswith(ours) or function not in ("process", "finish_bundle", "teardown"):
             continue
-        nested = any("/transforms/" in caller[0] and caller[2] in ("process", "finish_bundle") for caller in callers)
+        nested = any(caller[0].startswith(ours) and caller[2] in ("process", "finish_bundle") for caller in callers)
         if not nested:
             stage = STAGE_OF_MODULE.get(module, module)
             counted[stage] = counted.get(stage, 0) + cumulative
