@@ -8,11 +8,10 @@ import numpy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from isal import isal_zlib
 
 from schemas import avro_schema, example_record
-from tests.hostile import crossed_a_grouping, json_values_of, run_stages, unicode_text
+from tests.hostile import crossed_a_grouping, run_stages, unicode_text
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.reports.validation import ReportValidator, decode_message
@@ -86,8 +85,8 @@ def test_each_example_record_is_a_record_of_todays_schema():
 def test_a_record_deflated_against_its_schemas_example_takes_a_fraction_of_deflating_it_alone(like):
     """The demo's records, not the example itself: the dictionary must pay on records it has not seen."""
     records = demo_records(like)
-    ratios = [len(pack_deflated(record, like, json_exact=True)) / len(isal_zlib.compress(pack(record, json_exact=True), 0))
-              for record in records]
+    ratios = [len(pack_deflated(record, like, json_exact=True))
+              / len(isal_zlib.compress(pack(record, json_exact=True), 0)) for record in records]
     assert statistics.median(ratios) < 0.6
     assert [unpack(pack_deflated(record, like, json_exact=True)) for record in records] == records
 

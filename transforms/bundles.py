@@ -381,8 +381,6 @@ class BundleTally:
         self.jurisdictions |= other.jurisdictions
 
 
-
-
 def bundle_record(bundle, signature, start_micros, end_micros, tally, pane):
     """The bundle row: the incident's span (first report to last report plus the gap), counts, pane columns."""
     return {

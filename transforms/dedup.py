@@ -247,10 +247,11 @@ class _FirstReportPerBucketFn(beam.DoFn):
 
 @beam.typehints.with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Tuple[int, bytes]])
 class _KeyPackedByReportIdFn(beam.DoFn):
-    """The batch form's input: (reportId, (event micros, packed report deflated against the example report)), so the grouping moves few
-    bytes and an int, not a report dict and a pickled Timestamp (transforms/plumbing/packed_records.py says
-    why). A report is a decoded message (`decode_message`), so it packs `json_exact`. The key is hinted
-    `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python."""
+    """The batch form's input: (reportId, (event micros, packed report deflated against the example report)),
+    so the grouping moves few bytes and an int, not a report dict and a pickled Timestamp
+    (transforms/plumbing/packed_records.py says why). A report is a decoded message (`decode_message`), so it
+    packs `json_exact`. The key is hinted `Any` so its coder is Beam's compiled one: a `str` hint picks
+    StrUtf8Coder, which runs in Python."""
 
     def process(self, report, timestamp=beam.DoFn.TimestampParam):
         yield report["reportId"], (timestamp.micros, pack_deflated(report, "report", json_exact=True))
