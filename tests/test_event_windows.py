@@ -1,11 +1,12 @@
 """The small helpers every windowed stage stamps its elements and rows with."""
 import datetime
+import random
 
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.plumbing.event_windows import in_global_window_at, utc, utc_of_micros
+from transforms.plumbing.event_windows import in_global_window_at, micros_of_utc, utc, utc_of_micros
 
 UTC = datetime.timezone.utc
 
@@ -26,3 +27,13 @@ def test_micros_become_a_datetime_exactly_even_where_float_seconds_would_round()
 def test_epoch_seconds_and_timestamps_give_the_same_utc_datetime():
     assert utc(1_795_392_000) == utc(Timestamp(1_795_392_000)) == datetime.datetime(2026, 11, 23, tzinfo=UTC)
     assert utc(1_795_392_000.5) == datetime.datetime(2026, 11, 23, 0, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_a_datetime_becomes_the_micros_beams_own_conversion_gives():
+    rng = random.Random(7)
+    for _ in range(20_000):
+        micros = rng.randrange(-10**15, 4 * 10**15)
+        moment = utc_of_micros(micros)
+        assert micros_of_utc(moment) == Timestamp.from_utc_datetime(moment).micros == micros
+    in_kolkata = datetime.datetime(2026, 11, 23, 5, 30, 0, 7, tzinfo=datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    assert micros_of_utc(in_kolkata) == Timestamp.from_utc_datetime(in_kolkata.astimezone(UTC)).micros

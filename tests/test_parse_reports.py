@@ -5,6 +5,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import example_report
@@ -72,6 +73,18 @@ def test_pipeline_stamps_event_time_and_dead_letters_the_rest():
         assert_that(dead | beam.Map(lambda letter: (letter["stage"], letter["payloadEncoding"])),
                     equal_to([("parse", "base64")] + [("parse", "utf-8")] * (len(BAD_MESSAGES) - 1)),
                     label="dead letters")
+
+
+def test_windowed_messages_are_stamped_into_the_window_of_their_event_time():
+    def with_window(report, win=beam.DoFn.WindowParam, ts=beam.DoFn.TimestampParam):
+        return report["reportId"], ts, win
+
+    with TestPipeline() as p:
+        messages = (p | beam.Create([payload(example_report())])
+                    | beam.WindowInto(window.FixedWindows(60)))  # a windowed input is windowed again at its event time
+        reports, _ = messages | ParseReports(max_message_bytes=100_000)
+        assert_that(reports | beam.Map(with_window), equal_to([
+            ("ESP17-2026-000123", Timestamp.of(1795428005), window.IntervalWindow(1795428000, 1795428060))]))
 
 
 def test_dead_letters_keep_the_payload_and_report_id():

@@ -37,6 +37,13 @@ def utc_of_micros(micros):
     return EPOCH + datetime.timedelta(microseconds=micros)
 
 
+def micros_of_utc(moment):
+    """An aware datetime as microseconds since the epoch, exactly as `Timestamp.from_utc_datetime` gives them
+    (~0.15 µs, not ~2)."""
+    elapsed = moment - EPOCH
+    return (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+
+
 def pane_columns(pane):
     """Which firing a row comes from: the latest pane_index per window is the total to use."""
     return {"pane_index": pane.index, "pane_timing": PaneInfoTiming.to_string(pane.timing)}
