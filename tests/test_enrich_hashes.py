@@ -10,6 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.streaming import local_streaming_options
 from tests.conftest import example_report
@@ -148,7 +149,8 @@ def test_banks_refresh_without_restart(tmp_path):
 def one_bundle(fn, *reports):
     """What `fn` emits for a bundle of these reports (each at time 0 in the global window)."""
     fn.start_bundle()
-    emitted = [out for report in reports for out in fn.process(report, Timestamp(0), GlobalWindow())]
+    emitted = [out for report in reports
+               for out in fn.process(report, WindowedValue(report, Timestamp(0), (GlobalWindow(),)))]
     return emitted + list(fn.finish_bundle())
 
 

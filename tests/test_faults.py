@@ -132,7 +132,7 @@ def write_bank(path, rows):
 
 def matches(fn, report):
     fn.start_bundle()
-    [enriched] = list(fn.process(report, Timestamp(0), GlobalWindow())) + list(fn.finish_bundle())
+    [enriched] = list(fn.process(report, WindowedValue(report, Timestamp(0), (GlobalWindow(),)))) + list(fn.finish_bundle())
     assert isinstance(enriched, WindowedValue) and enriched.timestamp == Timestamp(0)
     return [m["label"] for file in enriched.value["_hashes"]["files"] for m in file["matches"]]
 

@@ -265,15 +265,15 @@ def test_parquet_lines_are_parsed_by_arrow_not_decoded_row_by_row(monkeypatch):
 
 def test_a_keying_step_labels_each_record_as_its_fixed_window_names_it_with_labels_made_once(monkeypatch):
     import transforms.plumbing.windowed_files as windowed_files
+    from apache_beam.transforms import window
     from apache_beam.utils.timestamp import Timestamp
-
-    from transforms.plumbing.event_windows import fixed_window
 
     monkeypatch.setattr(windowed_files, "MAX_LABELS_HELD", 5)
     keying = windowed_files._KeyByDestinationAndLabel(lambda r: "d", GROUPED_AS_LINES, JsonLinesSink, HOUR, None)
     keying.setup()
-    instants = [Timestamp(micros=micros) for micros in range(-3 * HOUR * 10**6, 9 * HOUR * 10**6, 7 * 60 * 10**6)]
-    for timestamp in instants + instants[::-1]:
-        assert keying.label_of(timestamp) == windowed_files.window_label(fixed_window(timestamp, HOUR))
+    instants = range(-3 * HOUR * 10**6, 9 * HOUR * 10**6, 7 * 60 * 10**6)
+    for micros in [*instants, *instants[::-1]]:
+        assert keying.label_of(micros) == windowed_files.window_label(
+            window.FixedWindows(HOUR).assign(window.WindowFn.AssignContext(Timestamp(micros=micros)))[0])
         assert len(keying.labels) <= 5
-    assert keying.label_of(Timestamp(micros=-1)) == "19691231T230000Z--19700101T000000Z"
+    assert keying.label_of(-1) == "19691231T230000Z--19700101T000000Z"

@@ -142,11 +142,11 @@ class _KeyPackedBySignatureFn(beam.DoFn):
     hinted `Any` so its coder is Beam's compiled one: a `str` hint picks StrUtf8Coder, which runs in Python.
     A routed record passed the schema check (`BuildRoutedRecords`), so it packs `json_exact`."""
 
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
+    def process(self, record, stamped=beam.DoFn.WindowedValueParam):
         signature, failure = signature_or_failure(record)
         if failure is not None:
             yield failure
-        timed = timestamp.micros, pack_deflated(record, "routed_report", json_exact=True)
+        timed = stamped.timestamp_micros, pack_deflated(record, "routed_report", json_exact=True)
         yield ((signature, True), timed) if signature is not None else ((record.get("reportId"), False), timed)
 
 
@@ -330,23 +330,23 @@ def _stop_on_failure(failure):
     raise RuntimeError(f"bundle signature failed: {error_type.__name__}: {error}")
 
 
-def sighting(record, timestamp):
+def sighting(record, micros):
     """(event micros, user digest, esp, jurisdiction) of a routed record: the user only as the 64-bit
     digest of its (ESP, id) pair (transforms/plumbing/distinct.py), so no user id reaches the bundle state."""
     user = (record.get("reportedUser") or {}).get("espIdentifier")
     esp = record["espId"]
-    return timestamp.micros, pair_digest64(esp, user) if user else None, esp, record["jurisdiction"]
+    return micros, pair_digest64(esp, user) if user else None, esp, record["jurisdiction"]
 
 
 class _KeyByBundleFn(beam.DoFn):
     """((bundle id, signature), sighting) of each routed record that carries a bundle id."""
 
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
+    def process(self, record, stamped=beam.DoFn.WindowedValueParam):
         try:
             bundle = record.get("bundleId")
             signature = record_signature(record)
             if bundle and signature is not None:
-                keyed = (bundle, signature), sighting(record, timestamp)
+                keyed = (bundle, signature), sighting(record, stamped.timestamp_micros)
                 hash(keyed)  # a value no key or set could hold fails here, with its record, not in the combine
                 yield keyed
         except Exception as error:  # one record's failure: a dead letter, the others are bundled

@@ -253,8 +253,8 @@ class _KeyPackedByReportIdFn(beam.DoFn):
     packs `json_exact`. The key is hinted `Any` so its coder is Beam's compiled one: a `str` hint picks
     StrUtf8Coder, which runs in Python."""
 
-    def process(self, report, timestamp=beam.DoFn.TimestampParam):
-        yield report["reportId"], (timestamp.micros, pack_deflated(report, "report", json_exact=True))
+    def process(self, report, stamped=beam.DoFn.WindowedValueParam):
+        yield report["reportId"], (stamped.timestamp_micros, pack_deflated(report, "report", json_exact=True))
 
 
 class _FirstOfGroupFn(beam.DoFn):

@@ -12,7 +12,6 @@ A report that fails is dead-lettered alone, never with the rest of its batch.
 import collections
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.shared import Shared
 
 from transforms.dead_letters import dead_letter_from_failure
@@ -77,8 +76,8 @@ class MatchHashBatches(beam.DoFn):
     def start_bundle(self):
         self._pending = []
 
-    def process(self, report, ts=beam.DoFn.TimestampParam, win=beam.DoFn.WindowParam):
-        self._pending.append(WindowedValue(report, ts, (win,)))
+    def process(self, report, stamped=beam.DoFn.WindowedValueParam):
+        self._pending.append(stamped)
         if len(self._pending) >= self.max_batch_size:
             yield from self._match_pending()
 

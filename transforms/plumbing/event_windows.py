@@ -49,15 +49,15 @@ def pane_columns(pane):
     return {"pane_index": pane.index, "pane_timing": PaneInfoTiming.to_string(pane.timing)}
 
 
-def window_start_seconds(timestamp, window_seconds):
-    """Start (epoch seconds) of the fixed event-time window holding `timestamp`, as FixedWindows assigns it."""
-    micros = timestamp.micros
+def window_start_seconds(micros, window_seconds):
+    """Start (epoch seconds) of the fixed event-time window holding the instant `micros` (µs since the
+    epoch), as FixedWindows assigns it."""
     return (micros - micros % (window_seconds * 1_000_000)) // 1_000_000
 
 
-def fixed_window(timestamp, window_seconds):
-    """The IntervalWindow FixedWindows(window_seconds) puts `timestamp` in."""
-    start = window_start_seconds(timestamp, window_seconds)
+def fixed_window(micros, window_seconds):
+    """The IntervalWindow FixedWindows(window_seconds) puts the instant `micros` in."""
+    start = window_start_seconds(micros, window_seconds)
     return window.IntervalWindow(start, start + window_seconds)
 
 
@@ -292,8 +292,8 @@ class _KeysAndValueByWindowFn(beam.DoFn):
         self.keys_and_value = keys_and_value
         self.window_seconds = window_seconds
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        yield window_start_seconds(timestamp, self.window_seconds), self.keys_and_value(element)
+    def process(self, element, stamped=beam.DoFn.WindowedValueParam):
+        yield window_start_seconds(stamped.timestamp_micros, self.window_seconds), self.keys_and_value(element)
 
 
 def _on_time_results(keyed, window_seconds):

@@ -232,19 +232,19 @@ class _KeyByDestinationAndLabel(beam.DoFn):
         self.form = grouped_form(self.grouped_as, self.sink)
         self.labels = {}
 
-    def label_of(self, timestamp):
-        """The label of the fixed window holding `timestamp`, made once per window: a worker's records fall in
+    def label_of(self, micros):
+        """The label of the fixed window holding the instant `micros`, made once per window: a worker's records fall in
         few windows, and a label costs an IntervalWindow, two datetimes and two strftime calls (~6 µs)."""
-        start = window_start_seconds(timestamp, self.label_seconds)
+        start = window_start_seconds(micros, self.label_seconds)
         label = self.labels.get(start)
         if label is None:
             if len(self.labels) >= MAX_LABELS_HELD:
                 self.labels.clear()
-            label = self.labels[start] = window_label(fixed_window(timestamp, self.label_seconds))
+            label = self.labels[start] = window_label(fixed_window(micros, self.label_seconds))
         return label
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        label = self.label_of(timestamp) if self.label_seconds else self.unlabelled
+    def process(self, element, stamped=beam.DoFn.WindowedValueParam):
+        label = self.label_of(stamped.timestamp_micros) if self.label_seconds else self.unlabelled
         try:
             yield (self.destination(element), label), self.form.of(element)
         except Exception as error:
