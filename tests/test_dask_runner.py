@@ -12,7 +12,7 @@ import pytest
 from apache_beam.transforms import userstate
 
 from pipelines.dask_engine import (PARTITION_INPUT_BYTES, SYNTHETIC_REPORT_BYTES, DaskCannotRun, TiplineDaskRunner,
-                                   dask_scheduler, input_bytes, partition_count)
+                                   _BagsPerPCollection, dask_scheduler, input_bytes, partition_count)
 from pipelines.tipline_pipeline import run
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.plumbing.direct_runner import OLD_GENERATION_THRESHOLD
@@ -136,3 +136,51 @@ def test_partitions_one_per_worker_and_more_as_the_input_grows(tmp_path):
 def test_a_given_scheduler_is_asked_how_many_workers_it_has():
     with dask_scheduler(None, 1) as (address, _), dask_scheduler(address, 99) as (given, workers):
         assert (given, workers) == (address, 1)
+
+
+def translated(build, partitions=2):
+    """(the translation of the pipeline `build` makes, its named PCollections), as TiplineDaskRunner makes
+    it, computed here with Dask's synchronous scheduler."""
+    from apache_beam.runners.dask.overrides import dask_overrides
+
+    pipeline = beam.Pipeline(runner=TiplineDaskRunner("127.0.0.1:1", partitions=partitions))
+    named = build(pipeline)
+    pipeline.replace_all(dask_overrides())
+    return _BagsPerPCollection(pipeline, partitions, list(named.values())), named
+
+
+def values_of(bags, pcoll):
+    return sorted(windowed.value for windowed in bags.bag(pcoll).compute(scheduler="sync"))
+
+
+def chain_tasks(bag):
+    return sorted(key[1] for key in dict(bag.__dask_graph__()) if key[0].startswith("run_chain_on_partition"))
+
+
+def test_pardos_between_groupings_run_as_one_task_per_partition_with_each_output_apart():
+    def build(pipeline):
+        split = (pipeline | beam.Create(list(range(10)))
+                 | "Split" >> beam.FlatMap(lambda n: [n] if n % 3 else [beam.pvalue.TaggedOutput("odd_ones", n)])
+                 .with_outputs("odd_ones", main="kept"))
+        doubled = split.kept | "Double" >> beam.Map(lambda n: (n % 2, 2 * n))
+        grouped = doubled | beam.GroupByKey() | "Sum" >> beam.MapTuple(lambda key, values: (key, sum(values)))
+        return {"odd_ones": split.odd_ones | "Negate" >> beam.Map(lambda n: -n), "grouped": grouped}
+
+    bags, named = translated(build)
+    assert values_of(bags, named["odd_ones"]) == [-9, -6, -3, 0]
+    assert values_of(bags, named["grouped"]) == [(0, 2 * (2 + 4 + 8)), (1, 2 * (1 + 5 + 7))]
+    # Split, Double and Negate are one chain, Sum another: a task for each chain and partition
+    assert chain_tasks(bags.bag(named["grouped"])) == [0, 0, 1, 1]
+    assert chain_tasks(bags.bag(named["odd_ones"])) == [0, 1]
+
+
+def test_a_flatten_of_many_bags_keeps_as_many_partitions_as_one_bag():
+    def build(pipeline):
+        parts = [pipeline | f"Make{n}" >> beam.Create([n, 10 + n]) | f"Keep{n}" >> beam.Map(lambda v: v)
+                 for n in range(6)]
+        return {"flat": parts | beam.Flatten() | "After" >> beam.Map(lambda v: v + 100)}
+
+    bags, named = translated(build)
+    flat = bags.bag(named["flat"])
+    assert flat.npartitions == 2
+    assert values_of(bags, named["flat"]) == sorted(v + 100 for n in range(6) for v in (n, 10 + n))
