@@ -17,7 +17,9 @@ this pipeline, so `TiplineDaskRunner` keeps its options, overrides and result an
 - each ParDo was Dask tasks of its own per partition (and per output tag), each setting its DoFn up and
   fetching its input, often from another worker; here the ParDos between two groupings run as one task per
   partition (`_FusedChain`), as the FnApiRunner fuses a stage, and a flatten keeps as many partitions as
-  one bag has.
+  one bag has;
+- a combine shuffled every value; here it is Beam's `LiftedCombinePerKey`, combined per partition before
+  its shuffle, as the FnApiRunner lifts it.
 
 Stateful DoFns, timers and side inputs are refused with a one-line error (the batch pipeline uses none).
 DaskRunner collects no metrics, so the summary is counted from the pipeline's own PCollections in the same
@@ -32,10 +34,11 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.pipeline import PipelineVisitor
+from apache_beam.pipeline import PipelineVisitor, PTransformOverride
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask.dask_runner import DaskRunner
 from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -313,6 +316,27 @@ class _BagsPerPCollection:
                 + [bag for pcoll, bag in self.bags.items() if pcoll not in self.consumed and pcoll not in self.chain_of])
 
 
+class _LiftedCombineOverride(PTransformOverride):
+    """A CombinePerKey as Beam's `LiftedCombinePerKey`: each partition's values combined per key and window
+    before the shuffle (as the FnApiRunner lifts a combine), so the grouping moves a partial per key and
+    partition, not every value. Without it the trends, alerts, notices and file-sink combines each shuffled
+    every routed record between the workers."""
+
+    def matches(self, applied_ptransform):
+        return applied_ptransform.transform.__class__ == beam.CombinePerKey
+
+    def get_replacement_transform_for_applied_ptransform(self, applied_ptransform):
+        combine = applied_ptransform.transform
+        return LiftedCombinePerKey(combine.fn, combine.args, combine.kwargs)
+
+
+def overrides():
+    """Beam's DaskRunner overrides, after lifting each combine (whose own GroupByKey theirs then replaces)."""
+    from apache_beam.runners.dask.overrides import dask_overrides
+
+    return [_LiftedCombineOverride(), *dask_overrides()]
+
+
 class TiplineDaskRunner(DaskRunner):
     """Beam's DaskRunner with the translation above; `collect` names PCollections whose elements the
     launcher gets back (the summary's counts)."""
@@ -325,9 +349,8 @@ class TiplineDaskRunner(DaskRunner):
 
     def run_pipeline(self, pipeline, options):
         import dask.distributed
-        from apache_beam.runners.dask.overrides import dask_overrides
 
-        pipeline.replace_all(dask_overrides())
+        pipeline.replace_all(overrides())
         bags = _BagsPerPCollection(pipeline, self.partitions, self.collect)
         client = dask.distributed.Client(self.address)
         leaves = [bag.count() for bag in bags.leaves()]
@@ -378,7 +401,9 @@ class CountForSummary(beam.PTransform):
         return (labelled
                 | "FlattenLabels" >> beam.Flatten()
                 | "OneWindow" >> beam.WindowInto(GlobalWindows())
-                | "CountLabels" >> beam.combiners.Count.PerElement())
+                | "CountLabels" >> beam.combiners.Count.PerElement()
+                # the launcher collects a ParDo's output: the runner replaces each combine, outputs and all
+                | "Counted" >> beam.Map(tuple))
 
 
 def totals_from_counts(counts):

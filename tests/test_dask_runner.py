@@ -12,7 +12,7 @@ import pytest
 from apache_beam.transforms import userstate
 
 from pipelines.dask_engine import (PARTITION_INPUT_BYTES, SYNTHETIC_REPORT_BYTES, DaskCannotRun, TiplineDaskRunner,
-                                   _BagsPerPCollection, dask_scheduler, input_bytes, partition_count)
+                                   _BagsPerPCollection, dask_scheduler, input_bytes, overrides, partition_count)
 from pipelines.tipline_pipeline import run
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.plumbing.direct_runner import OLD_GENERATION_THRESHOLD
@@ -141,11 +141,9 @@ def test_a_given_scheduler_is_asked_how_many_workers_it_has():
 def translated(build, partitions=2):
     """(the translation of the pipeline `build` makes, its named PCollections), as TiplineDaskRunner makes
     it, computed here with Dask's synchronous scheduler."""
-    from apache_beam.runners.dask.overrides import dask_overrides
-
     pipeline = beam.Pipeline(runner=TiplineDaskRunner("127.0.0.1:1", partitions=partitions))
     named = build(pipeline)
-    pipeline.replace_all(dask_overrides())
+    pipeline.replace_all(overrides())
     return _BagsPerPCollection(pipeline, partitions, list(named.values())), named
 
 
@@ -184,3 +182,18 @@ def test_a_flatten_of_many_bags_keeps_as_many_partitions_as_one_bag():
     flat = bags.bag(named["flat"])
     assert flat.npartitions == 2
     assert values_of(bags, named["flat"]) == sorted(v + 100 for n in range(6) for v in (n, 10 + n))
+
+
+def test_a_combine_is_lifted_so_its_shuffle_moves_a_partial_per_key_and_partition():
+    from apache_beam.runners.dask.overrides import _GroupByKeyOnly
+
+    def build(pipeline):
+        sums = (pipeline | beam.Create(list(range(100))) | beam.Map(lambda n: (n % 2, n))
+                | beam.CombinePerKey(sum))
+        return {"sums": sums | "Collected" >> beam.Map(tuple)}  # a combine's own output is replaced with it
+
+    bags, named = translated(build)
+    assert values_of(bags, named["sums"]) == [(0, 2450), (1, 2500)]
+    [shuffled] = [node.main_inputs[next(iter(node.main_inputs))] for node in bags.nodes
+                  if isinstance(node.transform, _GroupByKeyOnly)]
+    assert len(bags.bag(shuffled).compute(scheduler="sync")) <= 2 * 2  # not the 100 values
