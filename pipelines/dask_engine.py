@@ -19,7 +19,11 @@ this pipeline, so `TiplineDaskRunner` keeps its options, overrides and result an
   partition (`_FusedChain`), as the FnApiRunner fuses a stage, and a flatten keeps as many partitions as
   one bag has;
 - a combine shuffled every value; here it is Beam's `LiftedCombinePerKey`, combined per partition before
-  its shuffle, as the FnApiRunner lifts it.
+  its shuffle, as the FnApiRunner lifts it;
+- a GroupByKey wrapped each value in a WindowedValue of its own to shuffle it and ran each group through
+  the general trigger driver; here a grouping in the global window with the default trigger (every
+  grouping of the batch pipeline) groups the values as they are and stamps each group as the DirectRunner
+  does (`GroupInGlobalWindow`).
 
 Stateful DoFns, timers and side inputs are refused with a one-line error (the batch pipeline uses none).
 DaskRunner collects no metrics, so the summary is counted from the pipeline's own PCollections in the same
@@ -37,17 +41,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor, PTransformOverride
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask.dask_runner import DaskRunner
+from apache_beam.runners.dask.overrides import (_Create, _Flatten, _GroupByKeyOnly, _Read, _Reshuffle,
+                                                dask_overrides)
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms.plumbing.direct_runner import collect_the_old_generation_rarely
 from transforms.plumbing.metrics import NAMESPACE
 from transforms.plumbing.reference_files import local_path
 
 DASK_RUNNER_NAMES = ("dask", "DaskRunner")
+GLOBAL_WINDOW_END = Timestamp(micros=GlobalWindow().max_timestamp().micros // 1000 * 1000)  # in ms, as Beam's coders carry it
+ONE_ON_TIME_PANE = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
+                            nonspeculative_index=0)
 MIN_SOURCE_BUNDLE_BYTES = 256 << 10
 PARTITION_INPUT_BYTES = 64 << 20  # of the input a partition takes; decoded, its reports hold several times that
 SYNTHETIC_REPORT_BYTES = 2 << 10
@@ -259,8 +268,6 @@ class _BagsPerPCollection:
         return self.bags[pcoll]
 
     def _translate(self, node):
-        from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Read, _Reshuffle
-
         transform = node.transform
         if isinstance(transform, beam.ParDo):
             return  # run by its chain
@@ -275,6 +282,8 @@ class _BagsPerPCollection:
             self._set_main(node, self._flattened(inputs))
         elif isinstance(transform, _Reshuffle):
             self._set_main(node, inputs[0].repartition(npartitions=self.partitions))
+        elif isinstance(transform, GroupInGlobalWindow):
+            self._set_main(node, self._group_in_global_window(inputs[0]))
         elif isinstance(transform, _GroupByKeyOnly):
             self._set_main(node, self._group(inputs[0]))
         else:
@@ -310,6 +319,13 @@ class _BagsPerPCollection:
         return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
                 .map(lambda group: in_global_window((group[0], [windowed.value[1] for windowed in group[1]]))))
 
+    def _group_in_global_window(self, bag):
+        """Each key's values as one list, stamped as the DirectRunner's grouping stamps a group in the global
+        window: at its end, in its one on-time pane."""
+        return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
+                .map(lambda group: WindowedValue((group[0], [windowed.value[1] for windowed in group[1]]),
+                                                 GLOBAL_WINDOW_END, (GlobalWindow(),), ONE_ON_TIME_PANE)))
+
     def leaves(self):
         """What the run computes: every chain (its leaves are sinks' results) and every other unread bag."""
         return ([chain.bag(self.bags[chain.root]) for chain in self.chain_rooted_at.values()]
@@ -330,11 +346,26 @@ class _LiftedCombineOverride(PTransformOverride):
         return LiftedCombinePerKey(combine.fn, combine.args, combine.kwargs)
 
 
-def overrides():
-    """Beam's DaskRunner overrides, after lifting each combine (whose own GroupByKey theirs then replaces)."""
-    from apache_beam.runners.dask.overrides import dask_overrides
+class GroupInGlobalWindow(_GroupByKeyOnly):
+    """A GroupByKey of input in the global window with the default trigger (every grouping here): one
+    grouping, its groups stamped as the DirectRunner stamps them. Why not Beam's DaskRunner GroupByKey: it
+    wraps each value in a WindowedValue of its own before the shuffle (ReifyWindows: a Timestamp and a
+    window pickled per value) and runs each group through the general trigger driver after it."""
 
-    return [_LiftedCombineOverride(), *dask_overrides()]
+
+class _GroupInGlobalWindowOverride(PTransformOverride):
+    def matches(self, applied_ptransform):
+        return (applied_ptransform.transform.__class__ == beam.GroupByKey
+                and _main_inputs(applied_ptransform)[0].windowing.is_default())
+
+    def get_replacement_transform_for_applied_ptransform(self, applied_ptransform):
+        return GroupInGlobalWindow()
+
+
+def overrides():
+    """Beam's DaskRunner overrides, after lifting each combine and grouping in the global window (their
+    GroupByKey override takes the groupings these leave)."""
+    return [_LiftedCombineOverride(), _GroupInGlobalWindowOverride(), *dask_overrides()]
 
 
 class TiplineDaskRunner(DaskRunner):

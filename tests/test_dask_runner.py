@@ -197,3 +197,27 @@ def test_a_combine_is_lifted_so_its_shuffle_moves_a_partial_per_key_and_partitio
     [shuffled] = [node.main_inputs[next(iter(node.main_inputs))] for node in bags.nodes
                   if isinstance(node.transform, _GroupByKeyOnly)]
     assert len(bags.bag(shuffled).compute(scheduler="sync")) <= 2 * 2  # not the 100 values
+
+
+def grouped_with_stamps(pipeline, windowed):
+    """(key, values, timestamp in ms, window, pane timing) of a GroupByKey's groups: the DirectRunner's coders
+    carry a timestamp in milliseconds."""
+    def stamps(kv, ts=beam.DoFn.TimestampParam, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        return kv[0], sorted(kv[1]), ts.micros // 1000, win, pane.timing
+
+    values = pipeline | beam.Create([("a", 1), ("b", 2), ("a", 13), ("a", 3)])
+    if windowed:
+        values = (values | beam.Map(lambda kv: beam.window.TimestampedValue(kv, kv[1]))
+                  | beam.WindowInto(beam.window.FixedWindows(10)))
+    return values | beam.GroupByKey() | "Stamps" >> beam.Map(stamps)
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["global window", "fixed windows"])
+def test_groups_are_stamped_as_the_direct_runner_stamps_them(windowed):
+    from apache_beam.testing.util import assert_that, equal_to
+
+    bags, named = translated(lambda pipeline: {"groups": grouped_with_stamps(pipeline, windowed)})
+    on_dask = values_of(bags, named["groups"])
+    assert len(on_dask) == (3 if windowed else 2)
+    with beam.Pipeline() as pipeline:
+        assert_that(grouped_with_stamps(pipeline, windowed), equal_to(on_dask))
