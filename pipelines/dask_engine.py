@@ -54,6 +54,7 @@ from transforms.plumbing.metrics import NAMESPACE
 from transforms.plumbing.reference_files import local_path
 
 DASK_RUNNER_NAMES = ("dask", "DaskRunner")
+IN_THE_GLOBAL_WINDOW = (GlobalWindow(),)  # made once: a GlobalWindow makes its end Timestamp each time
 GLOBAL_WINDOW_END = Timestamp(micros=GlobalWindow().max_timestamp().micros // 1000 * 1000)  # in ms, as Beam's coders carry it
 ONE_ON_TIME_PANE = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
                             nonspeculative_index=0)
@@ -76,7 +77,7 @@ class DaskCannotRun(NotImplementedError):
 
 
 def in_global_window(value):
-    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+    return WindowedValue(value, MIN_TIMESTAMP, IN_THE_GLOBAL_WINDOW)
 
 
 class _CollectingReceiver(Receiver):
@@ -324,7 +325,7 @@ class _BagsPerPCollection:
         window: at its end, in its one on-time pane."""
         return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
                 .map(lambda group: WindowedValue((group[0], [windowed.value[1] for windowed in group[1]]),
-                                                 GLOBAL_WINDOW_END, (GlobalWindow(),), ONE_ON_TIME_PANE)))
+                                                 GLOBAL_WINDOW_END, IN_THE_GLOBAL_WINDOW, ONE_ON_TIME_PANE)))
 
     def leaves(self):
         """What the run computes: every chain (its leaves are sinks' results) and every other unread bag."""
