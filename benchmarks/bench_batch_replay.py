@@ -38,6 +38,11 @@ On 2026-12-05 (stop 42, load average 0.6-2.0): 5,894 reports/s in 2 processes (2
 runner 38), 4,664 in one (210), against 5,177 median of 5 in 2 at the stop's start: each record packed for
 a grouping deflated against its schema's example record (a report 1,027 -> 466 bytes), bundle rows and
 event-time stamping without Beam Timestamps in between.
+On 2026-12-05 (stop 43, load average 0.7-1.9): 5,628 reports/s in 2 processes (290 CPU-s per million, the
+runner 43), 4,713 in one (206), on Dask 2,862 (575; 1,101 at stop 42); alternating with the stop's start in
+2 processes, 5,691-6,069 -> 6,159-6,490 reports/s: reports stamped as WindowedValues at their event micros,
+keying steps reading the micros from the WindowedValue, and on Dask the ParDos between groupings fused, the
+combines lifted and the global-window groupings without a WindowedValue per value.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
