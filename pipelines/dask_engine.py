@@ -55,7 +55,8 @@ from transforms.plumbing.reference_files import local_path
 
 DASK_RUNNER_NAMES = ("dask", "DaskRunner")
 IN_THE_GLOBAL_WINDOW = (GlobalWindow(),)  # made once: a GlobalWindow makes its end Timestamp each time
-GLOBAL_WINDOW_END = Timestamp(micros=GlobalWindow().max_timestamp().micros // 1000 * 1000)  # in ms, as Beam's coders carry it
+# the end of the global window in milliseconds, as the DirectRunner's coders carry it
+GLOBAL_WINDOW_END = Timestamp(micros=GlobalWindow().max_timestamp().micros // 1000 * 1000)
 ONE_ON_TIME_PANE = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
                             nonspeculative_index=0)
 MIN_SOURCE_BUNDLE_BYTES = 256 << 10
@@ -330,7 +331,8 @@ class _BagsPerPCollection:
     def leaves(self):
         """What the run computes: every chain (its leaves are sinks' results) and every other unread bag."""
         return ([chain.bag(self.bags[chain.root]) for chain in self.chain_rooted_at.values()]
-                + [bag for pcoll, bag in self.bags.items() if pcoll not in self.consumed and pcoll not in self.chain_of])
+                + [bag for pcoll, bag in self.bags.items()
+                   if pcoll not in self.consumed and pcoll not in self.chain_of])
 
 
 class _LiftedCombineOverride(PTransformOverride):

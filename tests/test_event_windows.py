@@ -35,5 +35,6 @@ def test_a_datetime_becomes_the_micros_beams_own_conversion_gives():
         micros = rng.randrange(-10**15, 4 * 10**15)
         moment = utc_of_micros(micros)
         assert micros_of_utc(moment) == Timestamp.from_utc_datetime(moment).micros == micros
-    in_kolkata = datetime.datetime(2026, 11, 23, 5, 30, 0, 7, tzinfo=datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    kolkata = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    in_kolkata = datetime.datetime(2026, 11, 23, 5, 30, 0, 7, tzinfo=kolkata)
     assert micros_of_utc(in_kolkata) == Timestamp.from_utc_datetime(in_kolkata.astimezone(UTC)).micros
