@@ -81,6 +81,12 @@ def in_global_window(value):
     return WindowedValue(value, MIN_TIMESTAMP, IN_THE_GLOBAL_WINDOW)
 
 
+def at_global_window_end(group):
+    """A group stamped as the DirectRunner's grouping stamps one in the global window: at its end, in its one
+    on-time pane."""
+    return WindowedValue(group, GLOBAL_WINDOW_END, IN_THE_GLOBAL_WINDOW, ONE_ON_TIME_PANE)
+
+
 class _CollectingReceiver(Receiver):
     """Keeps (tag, WindowedValue) pairs, so each output PCollection can take its own tag."""
 
@@ -285,7 +291,7 @@ class _BagsPerPCollection:
         elif isinstance(transform, _Reshuffle):
             self._set_main(node, inputs[0].repartition(npartitions=self.partitions))
         elif isinstance(transform, GroupInGlobalWindow):
-            self._set_main(node, self._group_in_global_window(inputs[0]))
+            self._set_main(node, self._group(inputs[0], at_global_window_end))
         elif isinstance(transform, _GroupByKeyOnly):
             self._set_main(node, self._group(inputs[0]))
         else:
@@ -316,17 +322,11 @@ class _BagsPerPCollection:
         bundles = list(source.split(desired_bundle_size=max(MIN_SOURCE_BUNDLE_BYTES, share)))
         return self._from_sequence(bundles).map_partitions(read_source_bundle)
 
-    def _group(self, bag):
-        """All values of a key together (Dask hashes keys with its deterministic tokenize)."""
+    def _group(self, bag, stamped=in_global_window):
+        """All values of a key together as (key, values), `stamped` (Dask hashes keys with its deterministic
+        tokenize)."""
         return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
-                .map(lambda group: in_global_window((group[0], [windowed.value[1] for windowed in group[1]]))))
-
-    def _group_in_global_window(self, bag):
-        """Each key's values as one list, stamped as the DirectRunner's grouping stamps a group in the global
-        window: at its end, in its one on-time pane."""
-        return (bag.groupby(lambda windowed: windowed.value[0], shuffle="tasks", npartitions=self.partitions)
-                .map(lambda group: WindowedValue((group[0], [windowed.value[1] for windowed in group[1]]),
-                                                 GLOBAL_WINDOW_END, IN_THE_GLOBAL_WINDOW, ONE_ON_TIME_PANE)))
+                .map(lambda group: stamped((group[0], [windowed.value[1] for windowed in group[1]]))))
 
     def leaves(self):
         """What the run computes: every chain (its leaves are sinks' results) and every other unread bag."""
