@@ -45,10 +45,11 @@ class _ParseReportFn(beam.DoFn):
             yield parsed
             return
         report, event_time = parsed
+        micros = micros_of_utc(event_time)
         if self.in_global_window:
-            yield in_global_window_at(report, micros_of_utc(event_time))
+            yield in_global_window_at(report, micros)
         else:
-            yield TimestampedValue(report, Timestamp.from_utc_datetime(event_time))
+            yield TimestampedValue(report, Timestamp(micros=micros))
 
     def parsed(self, payload, source_time=None):
         """(report, event time), or the payload's dead letter as a tagged output. `source_time`: the
