@@ -1,12 +1,14 @@
 """Batch replay: contract reports from JSON Lines through the whole pipeline (`tipline run --source files`).
 
-Prints reports/s for the whole pipeline (in one process, then in `--workers` processes), for a trivial
-Beam pipeline over the same file (read -> parse -> count: the floor Beam itself sets) and for the plain-Python enrichment loop over the same reports (the
-work with no Beam at all), their ratios, and os.cpu_count(); the CPU seconds (user + sys of this process
-and its worker processes) per million reports of each run, the figure a Dataflow bill follows, and for the
-run in worker processes the runner process's share apart from the workers' (the runner holds every
-grouping's buffers and the data plane: if it were the bottleneck, its share would show it); and the
-plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
+Prints reports/s for the whole pipeline (in one process, then in `--workers` processes), for a trivial Beam
+pipeline over the same file (read -> parse -> count: the floor Beam itself sets), for the grouping floor (read
+-> decode -> pack -> the three groupings the whole pipeline makes of every report, no work between: the most
+the whole pipeline can reach on this runner however cheap its own work) and for the plain-Python enrichment
+loop over the same reports (the work with no Beam at all), their ratios, and os.cpu_count(); the CPU seconds
+(user + sys of this process and its worker processes) per million reports of each run, the figure a Dataflow
+bill follows, and for the run in worker processes the runner process's share apart from the workers' (the
+runner holds every grouping's buffers and the data plane: if it were the bottleneck, its share would show it);
+and the plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
 jurisdiction, routed record; the least and the median of `--passes` passes). `--profile` re-runs the whole
 pipeline under cProfile and prints the time of each stage and the top functions; `--stages` runs it once and
 prints the CPU of each fused stage's bundles and what is spent outside them (cProfile inflates Python-heavy
@@ -43,6 +45,9 @@ runner 43), 4,713 in one (206), on Dask 2,862 (575; 1,101 at stop 42); alternati
 2 processes, 5,691-6,069 -> 6,159-6,490 reports/s: reports stamped as WindowedValues at their event micros,
 keying steps reading the micros from the WindowedValue, and on Dask the ParDos between groupings fused, the
 combines lifted and the global-window groupings without a WindowedValue per value.
+On 2026-12-05 (stop 44, a slower machine: trivial 46,831/s where stop 43 had 66,653, load average 1.3),
+100,000 reports: 4,725 reports/s in 2 processes (371 CPU-s per million), 3,455 in one (282); the grouping floor
+21,585/s in 2 processes (71 CPU-s per million), 0.46 of trivial: the whole pipeline is 0.22 of its floor.
 
     .venv/bin/python benchmarks/bench_batch_replay.py                 # 200,000 reports (~2 KB each)
     .venv/bin/python benchmarks/bench_batch_replay.py --count 20000 --profile
@@ -78,6 +83,7 @@ from transforms.location.geoip import GeoLocator  # noqa: E402
 from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.reports.validation import ReportValidator, decode_message  # noqa: E402
+from transforms.plumbing.packed_records import pack_deflated  # noqa: E402
 from transforms.reports.enrichment import (enrich_and_route, routed_record, with_hashes,  # noqa: E402
                                            with_location, with_routing)
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
@@ -147,6 +153,47 @@ def trivial_pipeline(path):
                  | beam.Map(json.loads)
                  | beam.combiners.Count.Globally())
     seconds, cpu, _ = timed(read_parse_count)
+    return seconds, cpu
+
+
+def _packed_by_report_id(line):
+    report = decode_message(line, 1 << 20)
+    return report["reportId"], pack_deflated(report, "report", json_exact=True)
+
+
+def _packed_again(grouped):
+    key, packed = grouped
+    for value in packed:
+        yield key, value
+
+
+def _as_sighting(grouped):
+    key, packed = grouped
+    for _ in packed:
+        yield key, (0, 1 << 62, "esp", "US-CA")
+
+
+def grouping_floor_pipeline(path, workers):
+    """(seconds, CPU seconds) of the groupings the whole pipeline makes of every report, with none of its
+    work between them, in `workers` processes: read -> decode -> pack -> by reportId (the report, packed as
+    dedup packs it) -> by signature (a packed record of the same size, as bundle stamping groups the routed
+    record) -> by bundle (a sighting). Each report has keys of its own, as in this input (no repeats). The
+    file sinks' grouping (lists of records per destination) and the combines are left out, so this is an
+    upper bound on what the whole pipeline can reach on this runner however cheap its own work becomes."""
+    engine = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)] if workers > 1 else []
+
+    def read_and_group():
+        with beam.Pipeline(options=PipelineOptions(engine)) as pipeline:
+            _ = (pipeline
+                 | beam.io.ReadFromText(str(path), coder=coders.BytesCoder())
+                 | "ByReportId" >> beam.Map(_packed_by_report_id)
+                 | "GroupByReportId" >> beam.GroupByKey()
+                 | "BySignature" >> beam.FlatMap(_packed_again)
+                 | "GroupBySignature" >> beam.GroupByKey()
+                 | "ByBundle" >> beam.FlatMap(_as_sighting)
+                 | "GroupByBundle" >> beam.GroupByKey()
+                 | beam.combiners.Count.Globally())
+    seconds, cpu, _ = timed(read_and_group)
     return seconds, cpu
 
 
@@ -394,6 +441,7 @@ def main():
                                                 else (None, None, None))
     on_dask = whole_pipeline(path, out, dask_workers=args.dask) if args.dask else None
     trivial, trivial_cpu = trivial_pipeline(path)
+    floor, floor_cpu = grouping_floor_pipeline(path, args.workers)
     loop = plain_python_loop(path)
     chain = chain_step_micros(path, min(args.count, args.chain_count), args.passes)
     rate = lambda seconds: args.count / seconds
@@ -417,9 +465,14 @@ def main():
               f"reconciled {dask_summary['reconciled']}")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  {per_million(trivial_cpu):8.0f} "
           "CPU-s per million reports  (read -> parse -> count)")
+    print(f"grouping floor          {floor:7.1f} s  {rate(floor):8.0f} reports/s  {per_million(floor_cpu):8.0f} "
+          f"CPU-s per million reports  (read -> decode -> pack -> the 3 groupings of every report, no work between; "
+          f"{args.workers} process(es))")
     print(f"plain-Python loop       {loop:7.1f} s  {rate(loop):8.0f} reports/s  (parse+hashes+geo+assign+record, wall)")
     best = min(whole, parallel or whole)
     print(f"whole / trivial Beam    {trivial / best:7.2f}  (target >= 0.2, 0.05 when it was set; the faster whole-pipeline run)")
+    print(f"floor / trivial Beam    {trivial / floor:7.2f}  (the most the whole pipeline could reach on this runner)")
+    print(f"whole / grouping floor  {floor / best:7.2f}")
     print(f"whole / plain Python    {loop / best:7.2f}")
     print_chain(chain)
     if args.profile:
