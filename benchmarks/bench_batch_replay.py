@@ -130,17 +130,17 @@ def timed(function, *args):
     return time.perf_counter() - started, Cpu(own_after - own, children_after - children), result
 
 
+def direct_runner_args(workers):
+    """The DirectRunner's arguments for `workers` worker processes (none: in this process)."""
+    return ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)] if workers > 1 else []
+
+
 def whole_pipeline(path, out, workers=1, dask_workers=0):
     """`run()` (the `tipline run` entry point) over the file, in one process or in `workers` worker
     processes (`--direct_running_mode multi_processing`), or on a Dask LocalCluster of `dask_workers`
     processes (`--runner dask`); returns (seconds, CPU seconds, summary)."""
     shutil.rmtree(out, ignore_errors=True)
-    if dask_workers:
-        engine = ["--runner", "dask", "--dask-workers", str(dask_workers)]
-    elif workers > 1:
-        engine = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]
-    else:
-        engine = []
+    engine = ["--runner", "dask", "--dask-workers", str(dask_workers)] if dask_workers else direct_runner_args(workers)
     return timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + engine)
 
 
@@ -180,10 +180,8 @@ def grouping_floor_pipeline(path, workers):
     record) -> by bundle (a sighting). Each report has keys of its own, as in this input (no repeats). The
     file sinks' grouping (lists of records per destination) and the combines are left out, so this is an
     upper bound on what the whole pipeline can reach on this runner however cheap its own work becomes."""
-    engine = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)] if workers > 1 else []
-
     def read_and_group():
-        with beam.Pipeline(options=PipelineOptions(engine)) as pipeline:
+        with beam.Pipeline(options=PipelineOptions(direct_runner_args(workers))) as pipeline:
             _ = (pipeline
                  | beam.io.ReadFromText(str(path), coder=coders.BytesCoder())
                  | "ByReportId" >> beam.Map(_packed_by_report_id)
