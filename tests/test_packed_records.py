@@ -16,6 +16,7 @@ from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.reports.avro_validation import InvalidRecord, compile_validator
 from transforms.reports.validation import ReportValidator, decode_message
 
+from transforms.plumbing import packed_records
 from transforms.plumbing.packed_records import DeflatedBytesListCoder, pack, pack_deflated, unpack
 
 
@@ -119,6 +120,16 @@ def test_a_record_nested_deeper_than_pickle_goes_packs_through_beams_coder():
 def test_a_deflated_list_of_bytes_decodes_to_the_same_list(values):
     coder = DeflatedBytesListCoder()
     assert coder.decode(coder.encode(values)) == values
+
+
+def test_a_deflated_lists_size_estimate_is_its_run_before_deflation_and_deflates_nothing(monkeypatch):
+    values = [pack({**REPORT, "reportId": f"r-{n}"}) for n in range(50)]
+    run_bytes = len(isal_zlib.decompress(DeflatedBytesListCoder().encode(values)))
+
+    def no_deflating(*_):
+        raise AssertionError("estimate_size deflated the list")
+    monkeypatch.setattr(packed_records.isal_zlib, "compress", no_deflating)
+    assert DeflatedBytesListCoder().estimate_size(values) == run_bytes
 
 
 def test_a_list_of_similar_records_deflates_to_a_fraction_of_its_bytes():
