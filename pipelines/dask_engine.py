@@ -37,7 +37,6 @@ import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor, PTransformOverride
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask.dask_runner import DaskRunner
@@ -49,11 +48,11 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
+from pipelines.options import DaskEngineOptions
 from transforms.plumbing.direct_runner import collect_the_old_generation_rarely
 from transforms.plumbing.metrics import NAMESPACE
 from transforms.plumbing.reference_files import local_path
 
-DASK_RUNNER_NAMES = ("dask", "DaskRunner")
 IN_THE_GLOBAL_WINDOW = (GlobalWindow(),)  # made once: a GlobalWindow makes its end Timestamp each time
 # the end of the global window in milliseconds, as the DirectRunner's coders carry it
 GLOBAL_WINDOW_END = Timestamp(micros=GlobalWindow().max_timestamp().micros // 1000 * 1000)
@@ -62,15 +61,6 @@ ONE_ON_TIME_PANE = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.O
 MIN_SOURCE_BUNDLE_BYTES = 256 << 10
 PARTITION_INPUT_BYTES = 64 << 20  # of the input a partition takes; decoded, its reports hold several times that
 SYNTHETIC_REPORT_BYTES = 2 << 10
-
-
-class DaskEngineOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--dask-address", dest="dask_address", default=None,
-                            help="--runner dask: a Dask scheduler HOST:PORT (default: a LocalCluster for the run)")
-        parser.add_argument("--dask-workers", dest="dask_workers", type=int, default=2,
-                            help="--runner dask without --dask-address: worker processes of the LocalCluster")
 
 
 class DaskCannotRun(NotImplementedError):

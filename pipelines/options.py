@@ -89,6 +89,21 @@ def positive_hours(text):
     return hours
 
 
+DASK_RUNNER_NAMES = ("dask", "DaskRunner")
+
+
+class DaskEngineOptions(PipelineOptions):
+    """`--runner dask`'s options, here and not in pipelines/dask_engine.py: importing Dask and distributed
+    costs every run ~0.2 s, so only a Dask run imports the engine."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--dask-address", dest="dask_address", default=None,
+                            help="--runner dask: a Dask scheduler HOST:PORT (default: a LocalCluster for the run)")
+        parser.add_argument("--dask-workers", dest="dask_workers", type=int, default=2,
+                            help="--runner dask without --dask-address: worker processes of the LocalCluster")
+
+
 class TiplineOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):

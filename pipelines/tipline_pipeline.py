@@ -23,9 +23,8 @@ from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOpti
                                                   SparkRunnerOptions, StandardOptions, WorkerOptions)
 
 from pipelines.batch_progress import add_taps, run_with_progress
-from pipelines.dask_engine import DASK_RUNNER_NAMES, DaskEngineOptions, run_on_dask
 from pipelines.errors import UsageError, first_line, run_command
-from pipelines.options import TiplineOptions, check_arguments
+from pipelines.options import DASK_RUNNER_NAMES, DaskEngineOptions, TiplineOptions, check_arguments
 from pipelines.preflight import format_reference, preflight
 from pipelines.streaming import local_streaming_options, run_for
 from pipelines.submission import submission_lines
@@ -164,6 +163,7 @@ def run(argv=None):
         if removed:
             logging.warning("removed %d temporary files a killed run left under %s", removed, opts.output_dir)
     if runner in DASK_RUNNER_NAMES:  # batch on Dask distributed: counted from the outputs (no metrics there)
+        from pipelines.dask_engine import run_on_dask  # Dask and distributed: imported by a Dask run only
         return report_summary(run_on_dask(options, opts), opts.output_dir, run_id, reference)
     pipeline = beam.Pipeline(options=options)
     try:
