@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from transforms.matching.banks import BankEntry
-from transforms.matching.hamming_index import codes_from_hex
+from transforms.matching.code_search import codes_from_hex
 from transforms.matching.signals import VPdqFeature, VPdqSignal
 from transforms.matching.video_index import VideoIndex
 

@@ -4,8 +4,6 @@ import argparse
 import gc
 import json
 import pathlib
-import subprocess
-import sys
 
 import apache_beam as beam
 import fastavro
@@ -16,7 +14,6 @@ from apache_beam.transforms import userstate
 from pipelines.dask_engine import (PARTITION_INPUT_BYTES, SYNTHETIC_REPORT_BYTES, DaskCannotRun, TiplineDaskRunner,
                                    _BagsPerPCollection, dask_scheduler, input_bytes, overrides, partition_count)
 from pipelines.tipline_pipeline import run
-from tests.conftest import REPO
 from transforms.demo.synthetic import SyntheticConfig, generate_messages
 from transforms.plumbing.direct_runner import OLD_GENERATION_THRESHOLD
 
@@ -224,12 +221,3 @@ def test_groups_are_stamped_as_the_direct_runner_stamps_them(windowed):
     assert len(on_dask) == (3 if windowed else 2)
     with beam.Pipeline() as pipeline:
         assert_that(grouped_with_stamps(pipeline, windowed), equal_to(on_dask))
-
-
-def test_a_run_on_another_runner_never_imports_dask(tmp_path):
-    """Dask and distributed cost every process ~0.2 s to import: only a Dask run pays it."""
-    ran = subprocess.run([sys.executable, "-c", "import sys; from pipelines.tipline_pipeline import run; "
-                          "run(sys.argv[1:]); print(sorted({name.split('.')[0] for name in sys.modules} "
-                          "& {'dask', 'distributed'}))", "--synthetic-count", "20", "--output", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, check=True)
-    assert ran.stdout.splitlines()[-1] == "[]"

@@ -4,6 +4,7 @@ import random
 import pytest
 
 from transforms.matching import banks as banks_module
+from transforms.matching import code_search
 from transforms.matching.banks import BankEntry, BankFileError, BankIndexes, bank_fingerprint, read_bank, write_bank
 from transforms.matching.signals import Md5Signal, PdqSignal, PHashSignal
 
@@ -76,9 +77,9 @@ def test_small_bank_scan_finds_what_the_hamming_index_finds_in_the_same_order(mo
     entries = [BankEntry(signal, f"{code:0{bits // 4}x}", f"bank-{n % 3}", None, str(n)) for n, code in enumerate(codes)]
     hexes = [f"{query:0{bits // 4}x}" for query in queries]
     scanned = banks_module.SignalIndex(signal, entries).search(hexes)
-    monkeypatch.setattr(banks_module, "SCAN_ENTRIES", 0)
+    monkeypatch.setattr(code_search, "SCAN_ENTRIES", 0)
     indexed = banks_module.SignalIndex(signal, entries)
-    assert indexed._hamming is not None
+    assert not isinstance(indexed._near, code_search.ScannedCodes)
     assert indexed.search(hexes) == scanned
     assert sum(map(len, scanned)) > 100  # most planted neighbours are within the threshold
     assert any(len({distance for _, distance in hits}) < len(hits) for hits in scanned)  # ties to order

@@ -10,6 +10,7 @@ import pytest
 
 from transforms.demo.synthetic_images import encode_png
 from transforms.demo.synthetic_videos import SCENE_SECONDS, VideoSpec, encode_video, frame_at, variant_spec
+from transforms.matching import code_search
 from transforms.matching.banks import BankEntry, BankFileError, BankIndexes, entry_from_row
 from transforms.matching.matcher import HashMatcher, VideoMatching
 from transforms.matching.media import UnhashableMedia
@@ -186,12 +187,16 @@ def brute_force(query, banked, query_percent, bank_percent):
     return found
 
 
+@pytest.mark.parametrize("searched", ["scanned", "through the multi-index"])
 @pytest.mark.parametrize("thresholds", [(80.0, 0.0), (50.0, 30.0), (0.0, 0.0)])
-def test_the_index_finds_what_brute_force_finds(thresholds):
+def test_the_index_finds_what_brute_force_finds(thresholds, searched, monkeypatch):
+    if searched != "scanned":
+        monkeypatch.setattr(code_search, "SCAN_ENTRIES", 0)
     rng = random.Random(7)
     banked = [random_video(rng, rng.randint(1, 40)) for _ in range(60)]
     entries = [BankEntry(VPdqSignal, VPdqSignal.to_text(video), "b", None, str(n)) for n, video in enumerate(banked)]
     index = VideoIndex(entries)
+    assert isinstance(index._index, code_search.ScannedCodes) == (searched == "scanned")
     queries = [banked[n][rng.randint(0, 5):][:rng.randint(1, 30)] for n in range(0, 60, 3)]
     queries = [[f._replace(pdq_hex=f"{int(f.pdq_hex, 16) ^ (1 << rng.randrange(256)):064x}") for f in q] for q in queries]
     queries += [random_video(rng, 10) for _ in range(5)]

@@ -2,7 +2,7 @@
 
 A bank file has exactly the columns `hash_type,hash_value,bank,label,external_id` (external_id may be
 empty or absent); a `VPDQ` row holds one whole video, its frames as `VPdqSignal` text. Several files load into one `BankIndexes`; exact types are looked up in a dict,
-perceptual types in a `HammingIndex` at the signal's default threshold, vPDQ videos in a `VideoIndex`. A bad row stops the load with
+perceptual types in a Hamming range search at the signal's default threshold (`code_search.py`), vPDQ videos in a `VideoIndex`. A bad row stops the load with
 an error naming the file and line, so a broken bank is never half-loaded.
 """
 import csv
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.matching.hamming_index import HammingIndex, codes_from_hex
+from transforms.matching.code_search import codes_from_hex, range_search
 from transforms.matching.signals import VPdqSignal, signal_for
 from transforms.matching.video_index import VideoIndex
 from transforms.plumbing.reference_files import fingerprint, stage
@@ -116,13 +116,6 @@ def bank_fingerprint(paths):
     return fingerprint(paths)
 
 
-# Below this many entries a perceptual signal's codes are compared with every query (numpy, ~1 ns a code):
-# the Hamming index's hundreds of probes into its multi-megabyte tables cost ~15 µs a query whatever the bank's
-# size, which made small banks (the demo's, a local deployment's) the costliest part of matching a batch.
-SCAN_ENTRIES = 4096
-SCAN_CELLS = 1 << 20  # codes x queries x words compared at once: bounds a scan's scratch memory (~8 MB)
-
-
 class SignalIndex:
     """The entries of one signal type, searchable a batch of hashes at a time. Each query's hits come in
     bank entry order, whichever way they were found, so ties between matches sort the same way in every run."""
@@ -131,9 +124,8 @@ class SignalIndex:
         self.signal = signal
         self.entries = list(entries)
         if signal.perceptual:
-            codes = codes_from_hex([e.value for e in self.entries], signal.bits)
-            self._codes = codes if len(codes) <= SCAN_ENTRIES else None
-            self._hamming = None if self._codes is not None else HammingIndex(codes, signal.default_threshold)
+            self._near = range_search(codes_from_hex([e.value for e in self.entries], signal.bits),
+                                       signal.default_threshold)
         else:
             self._exact = {}  # value -> [(entry, 0)], built once: most lookups find nothing, a hit copies its list
             for entry in self.entries:
@@ -154,19 +146,9 @@ class SignalIndex:
 
     def _within_threshold(self, queries):
         """(query row, entry number, distance) arrays of every pair within the threshold, by row then entry."""
-        if self._codes is None:
-            rows, ids, distances = self._hamming.search(queries)
-            order = np.lexsort((ids, rows))
-            return rows[order], ids[order], distances[order]
-        codes, threshold = self._codes, self.signal.default_threshold
-        step = max(1, SCAN_CELLS // codes.size)
-        parts = []
-        for start in range(0, len(queries), step):
-            chunk = queries[start:start + step]
-            distances = np.bitwise_count(chunk[:, None, :] ^ codes[None, :, :]).sum(axis=2, dtype=np.int64)
-            rows, ids = np.nonzero(distances <= threshold)
-            parts.append((rows + start, ids, distances[rows, ids]))
-        return tuple(np.concatenate(column) for column in zip(*parts))
+        rows, ids, distances = self._near.search(queries)
+        order = np.lexsort((ids, rows))
+        return rows[order], ids[order], distances[order]
 
 
 class BankIndexes:

@@ -29,17 +29,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from transforms.matching.code_search import codes_from_hex
+
 BLOCK_BITS = 16
 WIDE_BLOCK_BITS = (22, 21, 21)  # 64-bit codes: three blocks, so buckets hold ~2-5 of 10M codes
 KEYS = 1 << BLOCK_BITS
 _BLOCKS_PER_WORD = 64 // BLOCK_BITS
-
-
-def codes_from_hex(hex_values, bits):
-    """An (n, bits/64) uint64 array from hex strings: word 0 holds the first 16 hex characters."""
-    words = bits // 64
-    raw = bytes.fromhex("".join(hex_values))
-    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(hex_values), words)
 
 
 def _masks_by_weight():

@@ -4,7 +4,6 @@ Modelled on python-threatexchange's `SignalType`: one small class per kind of ha
 validator, hasher, distance and default match threshold, and a registry from the free-text `hashType`
 producers send (MD5, SHA-1, sha256, PDQ, ...) to the class. Every value travels as lowercase hex.
 """
-import ctypes
 import functools
 import hashlib
 import json
@@ -12,9 +11,7 @@ import re
 from typing import NamedTuple
 
 import imagehash
-import numba
 import numpy as np
-import pdqhash
 from PIL import Image
 
 
@@ -150,52 +147,8 @@ class PdqSignal(PerceptualSignal):
     @classmethod
     def hash_pixels(cls, pixels):
         """(hex, quality) of an RGB uint8 array, whatever the quality (vPDQ keeps it per frame)."""
-        if _pdq_from_luma is None:
-            bits, quality = pdqhash.compute(pixels)
-            return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
-        return _pdq_hash(pixels)
-
-
-@numba.njit(cache=True, nogil=True)
-def _pdq_luma(pixels):
-    """pdqhash.compute's own grey, bit for bit (float64 sum in its order, then float32), in one pass:
-    its numpy expression took ~40% of the hash's time on an 800 px image."""
-    rows, cols = pixels.shape[0], pixels.shape[1]
-    luma = np.empty((rows, cols), dtype=np.float32)
-    for row in range(rows):
-        for col in range(cols):
-            luma[row, col] = np.float32(np.float64(pixels[row, col, 0]) * 0.299
-                                        + np.float64(pixels[row, col, 1]) * 0.587
-                                        + np.float64(pixels[row, col, 2]) * 0.114)
-    return luma
-
-
-def _pdq_entry_point():
-    """pdqhash's C++ pdqHash256FromFloatLuma, exported by its extension module; None if it is not there."""
-    try:
-        function = getattr(ctypes.CDLL(pdqhash.bindings.__file__),
-                           "_ZN8facebook3pdq7hashing23pdqHash256FromFloatLumaEPfS2_iiPA64_fS4_PA16_fRNS1_7Hash256ERi")
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 5
-    function.restype = None
-    return function
-
-
-_pdq_from_luma = _pdq_entry_point()
-
-
-def _pdq_hash(pixels):
-    """(hex, quality) as pdqhash.compute gives them; hex has the hash's first bit most significant."""
-    luma = _pdq_luma(np.ascontiguousarray(pixels, dtype=np.uint8))
-    scratch = np.zeros_like(luma)
-    buffers = np.zeros(64 * 64 + 16 * 64 + 16 * 16, dtype=np.float32)
-    words = np.zeros(16, dtype=np.uint16)
-    quality = ctypes.c_int(0)
-    pointer = buffers.ctypes.data
-    _pdq_from_luma(luma.ctypes.data, scratch.ctypes.data, luma.shape[0], luma.shape[1], pointer,
-                   pointer + 64 * 64 * 4, pointer + (64 * 64 + 16 * 64) * 4, words.ctypes.data, ctypes.byref(quality))
-    return words[::-1].astype(">u2").tobytes().hex(), quality.value
+        from transforms.matching.pdq_pixels import pdq_hash  # numba (~0.15 s): imported by the first image hashed
+        return pdq_hash(pixels)
 
 
 class VPdqFeature(NamedTuple):

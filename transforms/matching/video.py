@@ -9,6 +9,9 @@ before the next sample instead of decoding every frame in between, so cost follo
 Limits keep a hostile file from hurting the worker: bytes, duration, frame size, sampled frames and
 decode time. A file past one, truncated to nothing, without a video stream or not decodable raises
 `UnhashableMedia` with a short reason (never the bytes or where they came from).
+
+PyAV is imported by the first container decoded (~40 ms with its FFmpeg libraries, which a run over reports
+without video, and every command line tool, need not pay).
 """
 import bisect
 import dataclasses
@@ -17,13 +20,13 @@ import math
 import time
 import warnings
 
-import av
 import numpy as np
 from PIL import Image, ImageSequence
 
 from transforms.matching.media import MAX_PIXELS, UnhashableMedia
 from transforms.matching.signals import PdqSignal, VPdqFeature
 
+AV_TIME_BASE = 1_000_000  # FFmpeg's unit of a container's duration (PyAV's av.time_base)
 HASH_SIDE = 512  # frames are scaled to fit 512 px before PDQ, as JPEGs are drafted to 512 px for images
 _ISO_IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"jxl "}
 
@@ -116,6 +119,8 @@ def collapse_repeats(features):
 
 
 def _container_frames(data, interval, limits, deadline):
+    import av
+
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except Exception as error:  # av.FFmpegError mostly; any failure to open is the file's, not the worker's
@@ -141,7 +146,7 @@ def _duration(container, stream):
     if stream.duration is not None and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
-        return container.duration / av.time_base
+        return container.duration / AV_TIME_BASE
     return 0.0
 
 

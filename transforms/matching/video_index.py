@@ -1,7 +1,7 @@
 """Matching query videos against banked vPDQ videos through one PDQ multi-index.
 
 Every matchable frame of every banked video (quality >= 50, each distinct hash once per video) goes into
-one `HammingIndex` with a frame -> video table, so a query costs one lookup per query frame whatever the
+one Hamming range search (`code_search.py`) with a frame -> video table, so a query costs one lookup per query frame whatever the
 bank's size. From the hits, per (query, banked video): the share of the query's frames within the frame
 threshold of some frame of that video, and the share of that video's frames some query frame is within
 the threshold of (python-threatexchange's `query_match_percent` and `compared_match_percent`). A pair
@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from transforms.matching.hamming_index import HammingIndex, codes_from_hex
+from transforms.matching.code_search import codes_from_hex, range_search
 from transforms.matching.signals import VPdqSignal
 
 
@@ -50,7 +50,7 @@ class VideoIndex:
         self.frame_counts = np.array([len(video) for video in frames], dtype=np.int64)
         self.frame_video = np.repeat(np.arange(len(frames), dtype=np.int64), self.frame_counts)
         hexes = [feature.pdq_hex for video in frames for feature in video]
-        self._index = HammingIndex(codes_from_hex(hexes, 256), frame_threshold) if hexes else None
+        self._index = range_search(codes_from_hex(hexes, 256), frame_threshold) if hexes else None
 
     def __len__(self):
         return len(self.entries)
