@@ -1,6 +1,6 @@
-"""What a run imports follows what it does: Dask and distributed (~0.2 s to import) only for `--runner dask`,
-numba and PyAV (~0.2 s) only once media is hashed, so a run, its workers and the command line tools over
-reports without media start that much sooner."""
+"""What a run's start costs: Dask and distributed (~0.2 s to import) only for `--runner dask`, numba and
+PyAV (~0.2 s) only once media is hashed, so a run, its workers and the command line tools over reports
+without media start that much sooner; and Beam asked once per DoFn for its state and timer specs."""
 import subprocess
 import sys
 
@@ -18,12 +18,37 @@ def libraries_imported_by_a_run(*args):
     return set(filter(None, ran.stdout.splitlines()[-1].split(",")))
 
 
-def test_a_direct_run_over_reports_without_media_imports_neither_dask_numba_nor_pyav(tmp_path):
+def benchmark_reports(tmp_path, count=40):
     reports = tmp_path / "reports.jsonl"
-    reports.write_bytes(b"\n".join(generate_messages(SyntheticConfig.for_benchmark(40))) + b"\n")
+    reports.write_bytes(b"\n".join(generate_messages(SyntheticConfig.for_benchmark(count))) + b"\n")
+    return reports
+
+
+def test_a_direct_run_over_reports_without_media_imports_neither_dask_numba_nor_pyav(tmp_path):
+    reports = benchmark_reports(tmp_path)
     assert libraries_imported_by_a_run("--source", "files", "--input", str(reports), "--demo-data",
                                        "--output", str(tmp_path / "out")) == set()
 
 
 def test_a_run_that_hashes_media_imports_numba_and_pyav_but_not_dask(tmp_path):
     assert libraries_imported_by_a_run("--synthetic-count", "20", "--output", str(tmp_path / "out")) == {"numba", "av"}
+
+
+def test_a_run_asks_beams_own_dofn_specs_once_per_dofn(tmp_path):
+    counting = "\n".join([  # each DoFn asked about is held, so no other can take its id
+        "import sys, collections",
+        "from apache_beam.transforms import userstate",
+        "stock, asked = userstate.get_dofn_specs, []",
+        "def counted(dofn):",
+        "    asked.append(dofn)",
+        "    return stock(dofn)",
+        "userstate.get_dofn_specs = counted",
+        "from pipelines.tipline_pipeline import run",
+        "run(sys.argv[1:])",
+        "asks = collections.Counter(map(id, asked))",
+        "print(len(asks), max(asks.values()), userstate.get_dofn_specs is not counted)"])
+    ran = subprocess.run([sys.executable, "-c", counting, "--source", "files", "--input",
+                          str(benchmark_reports(tmp_path)), "--demo-data", "--output", str(tmp_path / "out")],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    dofns, most_asks, replaced = ran.stdout.splitlines()[-1].split()
+    assert int(dofns) > 100 and (most_asks, replaced) == ("1", "True")
