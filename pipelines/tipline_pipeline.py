@@ -41,7 +41,7 @@ from transforms.jurisdiction import AssignJurisdiction
 from transforms.notices import WriteTakedownNotices
 from transforms.parse import ParseReports
 from transforms.plumbing.direct_runner import collect_the_old_generation_rarely
-from transforms.plumbing.dofn_specs import memoize_dofn_specs
+from transforms.plumbing.construction import memoize_construction_lookups
 from transforms.plumbing.logs import keep_elements_out_of_logs
 from transforms.plumbing.metrics import read_counters
 from transforms.plumbing.route_topics import PublishRoutedToTopics
@@ -141,6 +141,7 @@ def run(argv=None):
         print_help()
         return None
     check_arguments(argv)
+    memoize_construction_lookups()  # before the first view of the options: every runner's pipeline is built here
     os.umask(OWNER_ONLY)
     keep_elements_out_of_logs()
     opts = PipelineOptions(argv).view_as(TiplineOptions)
@@ -159,7 +160,6 @@ def run(argv=None):
     if opts.source == "pubsub":
         options.view_as(StandardOptions).streaming = True
     runner = options.view_as(StandardOptions).runner
-    memoize_dofn_specs()  # every runner's pipeline is built here
     if runner in LOCAL_RUNNERS + DASK_RUNNER_NAMES:  # what a killed local run left is cleared first
         removed = remove_stale_temporaries(opts.output_dir)
         if removed:

@@ -34,21 +34,28 @@ def test_a_run_that_hashes_media_imports_numba_and_pyav_but_not_dask(tmp_path):
     assert libraries_imported_by_a_run("--synthetic-count", "20", "--output", str(tmp_path / "out")) == {"numba", "av"}
 
 
-def test_a_run_asks_beams_own_dofn_specs_once_per_dofn(tmp_path):
-    counting = "\n".join([  # each DoFn asked about is held, so no other can take its id
+def test_a_run_asks_beam_once_per_dofn_for_its_specs_and_once_per_options_and_class_for_a_view(tmp_path):
+    counting = "\n".join([  # what each ask was about is held, so nothing else can take its id
         "import sys, collections",
+        "from apache_beam.options.pipeline_options import PipelineOptions",
         "from apache_beam.transforms import userstate",
-        "stock, asked = userstate.get_dofn_specs, []",
-        "def counted(dofn):",
-        "    asked.append(dofn)",
-        "    return stock(dofn)",
-        "userstate.get_dofn_specs = counted",
+        "stock_specs, stock_view_as, dofns, views = userstate.get_dofn_specs, PipelineOptions.view_as, [], []",
+        "def counted_specs(dofn):",
+        "    dofns.append(dofn)",
+        "    return stock_specs(dofn)",
+        "def counted_view_as(options, cls):",
+        "    views.append((options, cls))",
+        "    return stock_view_as(options, cls)",
+        "userstate.get_dofn_specs, PipelineOptions.view_as = counted_specs, counted_view_as",
         "from pipelines.tipline_pipeline import run",
         "run(sys.argv[1:])",
-        "asks = collections.Counter(map(id, asked))",
-        "print(len(asks), max(asks.values()), userstate.get_dofn_specs is not counted)"])
+        "specs = collections.Counter(map(id, dofns))",
+        "viewed = collections.Counter((id(options), cls) for options, cls in views)",
+        "print(len(specs), max(specs.values()), max(viewed.values()), len(views),",
+        "      userstate.get_dofn_specs.stock is counted_specs, PipelineOptions.view_as.stock is counted_view_as)"])
     ran = subprocess.run([sys.executable, "-c", counting, "--source", "files", "--input",
                           str(benchmark_reports(tmp_path)), "--demo-data", "--output", str(tmp_path / "out")],
                          cwd=REPO, capture_output=True, text=True, check=True)
-    dofns, most_asks, replaced = ran.stdout.splitlines()[-1].split()
-    assert int(dofns) > 100 and (most_asks, replaced) == ("1", "True")
+    dofns, most_spec_asks, most_views, views, *installed = ran.stdout.splitlines()[-1].split()
+    assert int(dofns) > 100 and (most_spec_asks, installed) == ("1", ["True", "True"])
+    assert most_views == "1" and int(views) < 100  # ~930 views made before

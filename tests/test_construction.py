@@ -1,7 +1,9 @@
-"""`memoize_dofn_specs`: Beam's `userstate.get_dofn_specs` asked once per DoFn instance, with the same answers
-as Beam's own for every DoFn of the pipeline, stateful ones included."""
+"""`memoize_construction_lookups`: Beam's `userstate.get_dofn_specs` asked once per DoFn instance, with the same
+answers as Beam's own for every DoFn of the pipeline, stateful ones included; `PipelineOptions.view_as` made
+once per options object and class, its views sharing their values as Beam's own do."""
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
+                                                  TypeOptions)
 from apache_beam.transforms import userstate
 from apache_beam.utils.timestamp import Duration
 
@@ -9,9 +11,10 @@ from pipelines.options import TiplineOptions
 from pipelines.tipline_pipeline import build_pipeline
 from transforms.bundles import _StampIncidentsFn
 from transforms.dedup import _FirstReportPerIdFn
-from transforms.plumbing.dofn_specs import kept_dofn_specs
+from transforms.plumbing.construction import kept_dofn_specs, kept_views
 
-STOCK = userstate.get_dofn_specs
+STOCK = getattr(userstate.get_dofn_specs, "stock", userstate.get_dofn_specs)  # Beam's own, installed or not
+STOCK_VIEW_AS = getattr(PipelineOptions.view_as, "stock", PipelineOptions.view_as)
 
 
 def counted(stock):
@@ -67,3 +70,25 @@ def test_a_caller_changing_the_sets_it_got_changes_nothing_kept():
     state_specs.clear()
     timer_specs.clear()
     assert memoized(dofn) == STOCK(dofn) != (set(), set())
+
+
+def test_a_kept_view_reads_and_writes_the_options_as_beams_own_views_do():
+    calls = []
+
+    def stock(options, cls):
+        calls.append(cls)
+        return STOCK_VIEW_AS(options, cls)
+    view_as = kept_views(stock)
+    options = PipelineOptions(["--runner", "DirectRunner", "--direct_num_workers", "3", "--project", "p"])
+    for cls in (StandardOptions, DirectOptions, GoogleCloudOptions, TypeOptions, TiplineOptions):
+        kept, beams = view_as(options, cls), STOCK_VIEW_AS(options, cls)
+        assert kept.get_all_options() == beams.get_all_options()
+        assert view_as(options, cls) is kept
+    assert len(calls) == 5  # one per class
+    view_as(options, DirectOptions).direct_num_workers = 7
+    assert STOCK_VIEW_AS(options, DirectOptions).direct_num_workers == 7
+    STOCK_VIEW_AS(options, StandardOptions).runner = "SwitchingDirectRunner"
+    assert view_as(options, StandardOptions).runner == "SwitchingDirectRunner"
+    other = PipelineOptions(["--runner", "DirectRunner"])
+    assert view_as(other, DirectOptions).direct_num_workers == 1 and view_as(other, DirectOptions) is not \
+        view_as(options, DirectOptions)
