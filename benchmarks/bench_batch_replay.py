@@ -1,18 +1,19 @@
 """Batch replay: contract reports from JSON Lines through the whole pipeline (`tipline run --source files`).
 
 Prints reports/s for the whole pipeline (in one process, then in `--workers` processes), for a trivial Beam
-pipeline over the same file (read -> parse -> count: the floor Beam itself sets), for the grouping floor (read
--> decode -> pack -> the three groupings the whole pipeline makes of every report, no work between: the most
-the whole pipeline can reach on this runner however cheap its own work) and for the plain-Python enrichment
-loop over the same reports (the work with no Beam at all), their ratios, and os.cpu_count(); the CPU seconds
-(user + sys of this process and its worker processes) per million reports of each run, the figure a Dataflow
-bill follows, and for the run in worker processes the runner process's share apart from the workers' (the
-runner holds every grouping's buffers and the data plane: if it were the bottleneck, its share would show it);
-and the plain-Python chain's CPU microseconds per report, step by step (decode, validate, hashes, GeoIP,
-jurisdiction, routed record; the least and the median of `--passes` passes). `--profile` re-runs the whole
-pipeline under cProfile and prints the time of each stage and the top functions; `--stages` runs it once and
-prints the CPU of each fused stage's bundles and what is spent outside them (cProfile inflates Python-heavy
-steps several times; this does not).
+pipeline over the same file (read -> parse -> count: the floor Beam itself sets), the start-up cost (the whole
+pipeline over the file's first 200 reports, in one process and in `--workers`) and the rate past it, for the
+grouping floor (read -> decode -> pack -> the three groupings the whole pipeline makes of every report, no work
+between: the most the whole pipeline can reach on this runner however cheap its own work) and for the
+plain-Python enrichment loop over the same reports (the work with no Beam at all), their ratios, and
+os.cpu_count(); the CPU seconds (user + sys of this process and its worker processes) per million reports of
+each run, the figure a Dataflow bill follows, and for the run in worker processes the runner process's share
+apart from the workers' (the runner holds every grouping's buffers and the data plane: if it were the
+bottleneck, its share would show it); and the plain-Python chain's CPU microseconds per report, step by step
+(decode, validate, hashes, GeoIP, jurisdiction, routed record; the least and the median of `--passes` passes).
+`--profile` re-runs the whole pipeline under cProfile and prints the time of each stage and the top functions;
+`--stages` runs it once and prints the CPU of each fused stage's bundles and what is spent outside them
+(cProfile inflates Python-heavy steps several times; this does not).
 
 Measured on 2026-12-02 on main 1231fd7 (2 cores shared with other work, load average 5-10), 20,000 reports:
 whole pipeline 577 reports/s in one process, 471/s in two; trivial Beam pipeline 15,948/s (ratio 0.04);
@@ -60,6 +61,7 @@ all valid, no repeats), not timed, and kept in --workdir for the next run.
 """
 import argparse
 import cProfile
+import itertools
 import json
 import os
 import pathlib
@@ -142,6 +144,19 @@ def whole_pipeline(path, out, workers=1, dask_workers=0):
     shutil.rmtree(out, ignore_errors=True)
     engine = ["--runner", "dask", "--dask-workers", str(dask_workers)] if dask_workers else direct_runner_args(workers)
     return timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + engine)
+
+
+def start_up_costs(path, workdir, workers, head=200):
+    """(seconds, CPU seconds) of the whole pipeline over the file's first `head` reports, in one process and
+    in `workers` (None for 1): what a run costs before its reports do (building and translating the
+    pipeline, starting worker processes, each stage's first bundle; this process's imports are already
+    paid), measured apart so a long run's rate can be read without it."""
+    small = workdir / f"reports-head-{head}.jsonl"
+    with path.open("rb") as lines, small.open("wb") as handle:
+        handle.writelines(itertools.islice(lines, head))
+    out = workdir / "start-up-out"
+    alone = whole_pipeline(small, out)[:2]
+    return alone, (whole_pipeline(small, out, workers)[:2] if workers > 1 else None)
 
 
 def trivial_pipeline(path):
@@ -439,6 +454,7 @@ def main():
                                                 else (None, None, None))
     on_dask = whole_pipeline(path, out, dask_workers=args.dask) if args.dask else None
     trivial, trivial_cpu = trivial_pipeline(path)
+    start_up, parallel_start_up = start_up_costs(path, args.workdir, args.workers)
     floor, floor_cpu = grouping_floor_pipeline(path, args.workers)
     loop = plain_python_loop(path)
     chain = chain_step_micros(path, min(args.count, args.chain_count), args.passes)
@@ -461,6 +477,11 @@ def main():
         print(f"  on Dask, {args.dask} workers {seconds:7.1f} s  {rate(seconds):8.0f} reports/s  {per_million(cpu):8.0f} "
               f"CPU-s per million reports  (--runner dask, a LocalCluster)  routed {dask_summary['routed']}, "
               f"reconciled {dask_summary['reconciled']}")
+    print(f"start-up, 200 reports   {start_up[0]:7.1f} s wall {start_up[1]:5.1f} CPU-s in one process"
+          + (f", {parallel_start_up[0]:.1f} s wall {parallel_start_up[1]:.1f} CPU-s in {args.workers}; the rate "
+             f"past it, in {args.workers}: {(args.count - 200) / (parallel - parallel_start_up[0]):.0f} reports/s"
+             if parallel else "")
+          + "  (building and translating, worker processes, each stage's first bundle; this process imported once)")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  {per_million(trivial_cpu):8.0f} "
           "CPU-s per million reports  (read -> parse -> count)")
     print(f"grouping floor          {floor:7.1f} s  {rate(floor):8.0f} reports/s  {per_million(floor_cpu):8.0f} "
