@@ -65,7 +65,7 @@ def test_fingerprint_changes_when_a_bank_is_rewritten(tmp_path):
 
 @pytest.mark.parametrize("signal", [PHashSignal, PdqSignal])
 def test_small_bank_scan_finds_what_the_hamming_index_finds_in_the_same_order(monkeypatch, signal):
-    """Banks up to SCAN_ENTRIES are scanned, larger ones go through the Hamming index; both give each query's
+    """Banks up to their SCAN_CODES are scanned, larger ones go through the Hamming index; both give each query's
     hits in bank order, so a bank growing past the limit changes no record (ties included: duplicates)."""
     rng = random.Random(7)
     bits = signal.bits
@@ -76,8 +76,11 @@ def test_small_bank_scan_finds_what_the_hamming_index_finds_in_the_same_order(mo
     rng.shuffle(codes)
     entries = [BankEntry(signal, f"{code:0{bits // 4}x}", f"bank-{n % 3}", None, str(n)) for n, code in enumerate(codes)]
     hexes = [f"{query:0{bits // 4}x}" for query in queries]
-    scanned = banks_module.SignalIndex(signal, entries).search(hexes)
-    monkeypatch.setattr(code_search, "SCAN_ENTRIES", 0)
+    monkeypatch.setattr(code_search, "SCAN_CODES", {64: len(codes), 256: len(codes)})
+    scanning = banks_module.SignalIndex(signal, entries)
+    assert isinstance(scanning._near, code_search.ScannedCodes)
+    scanned = scanning.search(hexes)
+    monkeypatch.setattr(code_search, "SCAN_CODES", {64: len(codes) - 1, 256: len(codes) - 1})
     indexed = banks_module.SignalIndex(signal, entries)
     assert not isinstance(indexed._near, code_search.ScannedCodes)
     assert indexed.search(hexes) == scanned

@@ -190,8 +190,7 @@ def brute_force(query, banked, query_percent, bank_percent):
 @pytest.mark.parametrize("searched", ["scanned", "through the multi-index"])
 @pytest.mark.parametrize("thresholds", [(80.0, 0.0), (50.0, 30.0), (0.0, 0.0)])
 def test_the_index_finds_what_brute_force_finds(thresholds, searched, monkeypatch):
-    if searched != "scanned":
-        monkeypatch.setattr(code_search, "SCAN_ENTRIES", 0)
+    monkeypatch.setattr(code_search, "SCAN_CODES", {64: 0, 256: 1 << 20 if searched == "scanned" else 0})
     rng = random.Random(7)
     banked = [random_video(rng, rng.randint(1, 40)) for _ in range(60)]
     entries = [BankEntry(VPdqSignal, VPdqSignal.to_text(video), "b", None, str(n)) for n, video in enumerate(banked)]
