@@ -89,3 +89,13 @@ def test_small_bank_scan_finds_what_the_hamming_index_finds_in_the_same_order(mo
     expected = [[(entry, (query ^ int(entry.value, 16)).bit_count()) for entry in entries
                  if (query ^ int(entry.value, 16)).bit_count() <= signal.default_threshold] for query in queries]
     assert scanned == expected
+
+
+@pytest.mark.parametrize("bits", [64, 256])
+def test_codes_are_scanned_up_to_their_widths_limit_and_indexed_past_it(bits):
+    rng = random.Random(3)
+    limit = code_search.SCAN_CODES[bits]
+    codes = code_search.codes_from_hex([f"{rng.getrandbits(bits):0{bits // 4}x}" for _ in range(limit + 1)], bits)
+    assert isinstance(code_search.range_search(codes[:limit], 8), code_search.ScannedCodes)
+    assert not isinstance(code_search.range_search(codes, 8), code_search.ScannedCodes)
+    assert code_search.SCAN_CODES[256] < code_search.SCAN_CODES[64]  # a 256-bit scan costs ~7x a 64-bit one
