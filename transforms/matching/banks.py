@@ -1,9 +1,10 @@
 """Hash banks: named lists of known hashes, read from CSV or Parquet and indexed per signal type.
 
 A bank file has exactly the columns `hash_type,hash_value,bank,label,external_id` (external_id may be
-empty or absent); a `VPDQ` row holds one whole video, its frames as `VPdqSignal` text. Several files load into one `BankIndexes`; exact types are looked up in a dict,
-perceptual types in a Hamming range search at the signal's default threshold (`code_search.py`), vPDQ videos in a `VideoIndex`. A bad row stops the load with
-an error naming the file and line, so a broken bank is never half-loaded.
+empty or absent); a `VPDQ` row holds one whole video, its frames as `VPdqSignal` text. Several files load
+into one `BankIndexes`; exact types are looked up in a dict, perceptual types in a Hamming range search at
+the signal's default threshold (`code_search.py`), vPDQ videos in a `VideoIndex`. A bad row stops the load
+with an error naming the file and line, so a broken bank is never half-loaded.
 """
 import csv
 import dataclasses
