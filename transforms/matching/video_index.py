@@ -1,11 +1,11 @@
-"""Matching query videos against banked vPDQ videos through one PDQ multi-index.
+"""Matching query videos against banked vPDQ videos through one PDQ range search.
 
 Every matchable frame of every banked video (quality >= 50, each distinct hash once per video) goes into
-one Hamming range search (`code_search.py`) with a frame -> video table, so a query costs one lookup per query frame whatever the
-bank's size. From the hits, per (query, banked video): the share of the query's frames within the frame
-threshold of some frame of that video, and the share of that video's frames some query frame is within
-the threshold of (python-threatexchange's `query_match_percent` and `compared_match_percent`). A pair
-matches when both reach their thresholds.
+one Hamming range search (`code_search.py`: the multi-index past a few dozen frames) with a frame -> video
+table, so a query costs one lookup per query frame. From the hits, per (query, banked video): the share of
+the query's frames within the frame threshold of some frame of that video, and the share of that video's
+frames some query frame is within the threshold of (python-threatexchange's `query_match_percent` and
+`compared_match_percent`). A pair matches when both reach their thresholds.
 """
 import dataclasses
 
