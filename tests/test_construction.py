@@ -59,7 +59,7 @@ def test_every_dofn_of_the_pipeline_gets_beams_own_specs_asked_once(tmp_path):
         assert [memoized(dofn) for dofn in dofns] == [STOCK(dofn) for dofn in dofns]
     assert len(dofns) > 100 and any(isinstance(dofn, beam.transforms.core._ExceptionHandlingWrapperDoFn)
                                     for dofn in dofns)  # wrappers of caught errors, whose methods are the fn's
-    assert len(asked) == len(dofns) + 2 * 1  # each once; the unhashable one each time
+    assert len(asked) == len(dofns) + 2  # each once, the unhashable one all three times
     assert {spec.name for spec in memoized(dofns[-3])[0]} == {"incident"}  # stateful ones found stateful
 
 

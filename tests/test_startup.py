@@ -1,6 +1,7 @@
 """What a run's start costs: Dask and distributed (~0.2 s to import) only for `--runner dask`, numba and
 PyAV (~0.2 s) only once media is hashed, so a run, its workers and the command line tools over reports
-without media start that much sooner; and Beam asked once per DoFn for its state and timer specs."""
+without media start that much sooner; and Beam asked once per DoFn for its state and timer specs, once per
+options object and class for a view."""
 import subprocess
 import sys
 
