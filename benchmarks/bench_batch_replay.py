@@ -146,7 +146,10 @@ def whole_pipeline(path, out, workers=1, dask_workers=0):
     return timed(run, ["--source", "files", "--input", str(path), "--output", str(out), "--demo-data"] + engine)
 
 
-def start_up_costs(path, workdir, workers, head=200):
+START_UP_REPORTS = 200
+
+
+def start_up_costs(path, workdir, workers, head=START_UP_REPORTS):
     """(seconds, CPU seconds) of the whole pipeline over the file's first `head` reports, in one process and
     in `workers` (None for 1): what a run costs before its reports do (building and translating the
     pipeline, starting worker processes, each stage's first bundle; this process's imports are already
@@ -477,9 +480,10 @@ def main():
         print(f"  on Dask, {args.dask} workers {seconds:7.1f} s  {rate(seconds):8.0f} reports/s  {per_million(cpu):8.0f} "
               f"CPU-s per million reports  (--runner dask, a LocalCluster)  routed {dask_summary['routed']}, "
               f"reconciled {dask_summary['reconciled']}")
-    print(f"start-up, 200 reports   {start_up[0]:7.1f} s wall {start_up[1]:5.1f} CPU-s in one process"
-          + (f", {parallel_start_up[0]:.1f} s wall {parallel_start_up[1]:.1f} CPU-s in {args.workers}; the rate "
-             f"past it, in {args.workers}: {(args.count - 200) / (parallel - parallel_start_up[0]):.0f} reports/s"
+    print(f"start-up, {START_UP_REPORTS} reports   {start_up[0]:7.1f} s wall {start_up[1]:5.1f} CPU-s in one process"
+          + (f", {parallel_start_up[0]:.1f} s wall {parallel_start_up[1]:.1f} CPU-s in {args.workers}; the rate past "
+             f"it, in {args.workers}: {(args.count - START_UP_REPORTS) / (parallel - parallel_start_up[0]):.0f} "
+             "reports/s"
              if parallel else "")
           + "  (building and translating, worker processes, each stage's first bundle; this process imported once)")
     print(f"trivial Beam pipeline   {trivial:7.1f} s  {rate(trivial):8.0f} reports/s  {per_million(trivial_cpu):8.0f} "
