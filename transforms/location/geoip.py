@@ -302,7 +302,13 @@ class NetworkLookup:
     def __init__(self, asn_db=None, isp_db=None, cache_size=DEFAULT_CACHE_SIZE):
         self.asn_reader = open_reader(asn_db, "asn") if asn_db else None
         self.isp_reader = open_reader(isp_db, "isp") if isp_db else None
-        self.network_of = functools.lru_cache(maxsize=cache_size)(self._network_of)
+        self.network_of = (functools.lru_cache(maxsize=cache_size)(self._network_of)
+                           if self.asn_reader or self.isp_reader else self._no_network)
+
+    @staticmethod
+    def _no_network(ip):
+        """Without an ASN or ISP database every field is unknown: no lookup, and no cache entry per address."""
+        return {"asn": None, "asOrganization": None, "isp": None}
 
     def _network_of(self, ip):
         """`{"asn", "asOrganization", "isp"}` for a normalised IP (None where a database is absent or silent)."""
@@ -324,7 +330,8 @@ class GeoLocator:
         self.anonymous_reader = open_reader(anonymous_db, "anonymous") if anonymous_db else None
         self.network = NetworkLookup(asn_db, isp_db, cache_size)
         self.city_of = functools.lru_cache(maxsize=cache_size)(self._city_of)
-        self.anonymity_of = functools.lru_cache(maxsize=cache_size)(self._anonymity_of)
+        self.anonymity_of = (functools.lru_cache(maxsize=cache_size)(self._anonymity_of)
+                             if self.anonymous_reader else self._anonymity_unknown)
 
     def network_of(self, ip):
         return self.network.network_of(ip)
@@ -341,10 +348,13 @@ class GeoLocator:
         return (fields, hiding) if fields["countryCode"] else None
 
     def _anonymity_of(self, ip):
-        """Anonymous-IP reasons, or None when no Anonymous-IP database was given (unknown, not 'clean')."""
-        if self.anonymous_reader is None:
-            return None
+        """Anonymous-IP reasons (empty for a clean address)."""
         return anonymity_reasons(self.anonymous_reader.get(ip))
+
+    @staticmethod
+    def _anonymity_unknown(ip):
+        """Without an Anonymous-IP database: None, unknown (not 'clean'), with no cache entry per address."""
+        return None
 
     def lookup(self, text):
         """City fields for one IP string (None when unusable or not placed): the benchmark's unit of work."""
