@@ -284,13 +284,18 @@ def dimension_keys(record):
     return ((TOTAL, None),) + tuple(zip(SINGLE_VALUED, dimension_values(record))) + annotations
 
 
+_INPUT = counter("trend_input_reports")
+
+
 def keys_and_tally(record):
     """(the record's dimension keys, what it adds to a tally): one element per record, not one per
     dimension. The keys are hashed here, so a value no grouping could hold fails with its record, not
-    inside a combine."""
+    inside a combine. A record keyed is counted here too (`trend_input_reports`), not by a step of its own."""
     keys = dimension_keys(record)
     hash(keys)
-    return keys, counted(record)
+    keyed = keys, counted(record)
+    _INPUT.inc()
+    return keyed
 
 
 def already_keyed(keys_and_value):
@@ -413,7 +418,6 @@ class TrendCounts(beam.PTransform):
             keys_and_tally).with_exception_handling()
         partials = (
             tallied
-            | "CountInput" >> beam.Map(_count_input)
             | "HourlyPartials" >> CombinePerKeyAndWindow(
                 already_keyed, TallyCombineFn(Tally), HOUR, self.allowed_lateness_seconds, accumulate=False,
                 local=self.local, keyed_combine_fn=KeyedTableCombineFn(ReportTable))
@@ -462,9 +466,3 @@ class TrendCounts(beam.PTransform):
             failures.append(made[FAILURES])
         return rows, failures
 
-_INPUT = counter("trend_input_reports")
-
-
-def _count_input(record):
-    _INPUT.inc()
-    return record
