@@ -9,8 +9,9 @@ plain-Python enrichment loop over the same reports (the work with no Beam at all
 os.cpu_count(); the CPU seconds (user + sys of this process and its worker processes) per million reports of
 each run, the figure a Dataflow bill follows, and for the run in worker processes the runner process's share
 apart from the workers' (the runner holds every grouping's buffers and the data plane: if it were the
-bottleneck, its share would show it); and the plain-Python chain's CPU microseconds per report, step by step
-(decode, validate, hashes, GeoIP, jurisdiction, routed record; the least and the median of `--passes` passes).
+bottleneck, its share would show it); and the plain-Python chain's CPU microseconds per report, step by step,
+as bench_chain.py splits it (decode, validate, hashes, GeoIP, jurisdiction, routed record, its check, Avro
+encoding; the least and the median of `--passes` passes, the set-up frozen out of the collector as a worker's is).
 `--profile` re-runs the whole pipeline under cProfile and prints the time of each stage and the top functions;
 `--stages` runs it once and prints the CPU of each fused stage's bundles and what is spent outside them
 (cProfile inflates Python-heavy steps several times; this does not).
@@ -61,6 +62,7 @@ all valid, no repeats), not timed, and kept in --workdir for the next run.
 """
 import argparse
 import cProfile
+import gc
 import itertools
 import json
 import os
@@ -68,7 +70,6 @@ import pathlib
 import pstats
 import resource
 import shutil
-import statistics
 import sys
 import time
 
@@ -86,11 +87,10 @@ from transforms.matching.matcher import HashMatcher  # noqa: E402
 from transforms.location.jurisdiction_rules import JurisdictionRules  # noqa: E402
 from transforms.reports.validation import ReportValidator, decode_message  # noqa: E402
 from transforms.plumbing.packed_records import pack_deflated  # noqa: E402
-from transforms.reports.enrichment import (enrich_and_route, routed_record, with_hashes,  # noqa: E402
-                                           with_location, with_routing)
+from transforms.reports.enrichment import enrich_and_route  # noqa: E402
 from transforms.demo.synthetic import SyntheticConfig, generate_messages  # noqa: E402
+from bench_chain import HASH_BATCH, Chain, micros_per_report, print_figures as print_chain  # noqa: E402
 
-HASH_BATCH = 64  # EnrichHashes' batch size
 
 
 def input_file(workdir, count):
@@ -234,45 +234,21 @@ def plain_python_loop(path):
     return time.perf_counter() - started
 
 
-CHAIN_STEPS = ("decode", "validate", "hashes", "geoip", "jurisdiction", "routed record")
-
-
 def chain_step_micros(path, count, passes):
-    """CPU microseconds per report of each step of the plain-Python chain over the first `count` reports,
-    batch by batch as EnrichHashes batches them: {step: [us of each pass]}. Readers, banks and caches are
-    made once, as a worker makes them, so the passes after the first run with warm caches."""
-    opts = PipelineOptions([]).view_as(TiplineOptions)
-    validator = ReportValidator()
-    matcher = HashMatcher.from_banks(opts.resolved_hash_banks(), opts.resolved_negative_hash_banks())
-    locator = GeoLocator(opts.resolved_city_db())
-    rules = JurisdictionRules.load()
+    """bench_chain.py's split of the plain-Python chain ({step: [CPU us a report of each pass]}) over the
+    file's first `count` reports, with the set-up frozen out of the garbage collector as a worker's first
+    reference load freezes it (`reference_files.out_of_the_collector`). Measured before the pipelines run:
+    after them each step costs ~7% more here (the same code over a heap they left behind), and full
+    collections would walk what they left, which no worker holds."""
     with path.open("rb") as handle:
         lines = [line.rstrip(b"\n") for _, line in zip(range(count), handle)]
-
-    def validated(reports):
-        for report in reports:
-            validator.validate(report)
-        return reports
-
-    steps = (
-        lambda batch: [decode_message(line, 1 << 20) for line in batch],
-        validated,
-        lambda reports: with_hashes(reports, matcher),
-        lambda reports: [with_location(report, locator) for report in reports],
-        lambda reports: [with_routing(report, rules) for report in reports],
-        lambda reports: [routed_record(report) for report in reports])
-    micros = {name: [] for name in CHAIN_STEPS}
-    for _ in range(passes):
-        spent = dict.fromkeys(CHAIN_STEPS, 0.0)
-        for start in range(0, len(lines), HASH_BATCH):
-            value = lines[start:start + HASH_BATCH]
-            for name, step in zip(CHAIN_STEPS, steps):
-                began = time.process_time()
-                value = step(value)
-                spent[name] += time.process_time() - began
-        for name in CHAIN_STEPS:
-            micros[name].append(spent[name] / len(lines) * 1e6)
-    return micros
+    chain = Chain()
+    gc.collect()
+    gc.freeze()
+    try:
+        return micros_per_report(lines, passes, chain)
+    finally:
+        gc.unfreeze()
 
 
 def print_ladder(micros, cpu, count):
@@ -281,14 +257,6 @@ def print_ladder(micros, cpu, count):
     for name, value in micros.items():
         print(f"  {name:24s} {value:8.1f}")
     print(f"  {'total':24s} {sum(micros.values()):8.1f}")
-
-
-def print_chain(micros):
-    totals = [sum(micros[name][index] for name in CHAIN_STEPS) for index in range(len(micros[CHAIN_STEPS[0]]))]
-    print("plain-Python chain, CPU us a report (least / median of the passes):")
-    for name in CHAIN_STEPS:
-        print(f"  {name:15s} {min(micros[name]):7.1f} / {statistics.median(micros[name]):7.1f}")
-    print(f"  {'total':15s} {min(totals):7.1f} / {statistics.median(totals):7.1f}  (target <= 50; 200-260 when it was set)")
 
 
 LADDER_STEPS = ("read+parse", "dedup", "hashes", "geo+jurisdiction", "routed records", "bundle ids",
@@ -452,6 +420,7 @@ def main():
     if args.stages:
         print_fused_stages(*fused_stage_seconds(path, out), args.count)
         return
+    chain = chain_step_micros(path, min(args.count, args.chain_count), args.passes)  # before any run: see there
     whole, whole_cpu, summary = whole_pipeline(path, out)
     parallel, parallel_cpu, parallel_summary = (whole_pipeline(path, out, args.workers) if args.workers > 1
                                                 else (None, None, None))
@@ -460,7 +429,6 @@ def main():
     start_up, parallel_start_up = start_up_costs(path, args.workdir, args.workers)
     floor, floor_cpu = grouping_floor_pipeline(path, args.workers)
     loop = plain_python_loop(path)
-    chain = chain_step_micros(path, min(args.count, args.chain_count), args.passes)
     rate = lambda seconds: args.count / seconds
     per_million = lambda cpu: cpu / args.count * 1e6
     print(f"\n{args.count} reports, {path.stat().st_size / 1e6:.0f} MB, os.cpu_count() = {os.cpu_count()}, "
@@ -497,7 +465,8 @@ def main():
     print(f"floor / trivial Beam    {trivial / floor:7.2f}  (the most the whole pipeline could reach on this runner)")
     print(f"whole / grouping floor  {floor / best:7.2f}")
     print(f"whole / plain Python    {loop / best:7.2f}")
-    print_chain(chain)
+    print()
+    print_chain(chain, min(args.count, args.chain_count))
     if args.profile:
         profile(path, out, args.top)
 
