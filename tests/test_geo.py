@@ -1,4 +1,7 @@
 """IP choice policy, GeoIP lookups on MaxMind's official test databases, and the EnrichGeo composite."""
+import ipaddress
+import random
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -9,7 +12,8 @@ from netaddr import IPSet
 from schemas import avro_schema
 from tests.conftest import MAXMIND, example_report
 from transforms.geo import EnrichGeo
-from transforms.location.geoip import LOCATION_FIELDS, GeoIPDatabaseError, GeoLocator, check_databases, classify_ip
+from transforms.location.geoip import (LOCATION_FIELDS, GeoIPDatabaseError, GeoLocator, _ipv4_int, check_databases,
+                                       classify_ip)
 from transforms.location.jurisdiction_rules import JurisdictionRules
 
 CITY = str(MAXMIND / "GeoIP2-City-Test.mmdb")
@@ -65,6 +69,27 @@ def event(ip, name="Login", when=None, proxy=False):
 ])
 def test_classify_ip_skips_every_kind_of_unusable_address(text, expected):
     assert classify_ip(text) == expected
+
+
+def _strict_ipv4(text):
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        return None
+
+
+def test_ipv4_text_is_read_as_the_standard_library_reads_it():
+    """The fast IPv4 reader (inet_pton) accepts exactly what `ipaddress` accepts: four decimal octets, none
+    over 255 and none with a leading zero, nothing around them."""
+    rng = random.Random(20)
+    tricky = ["1.2.3.4", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3.04", "000.1.2.3", "1.2.3",
+              "1.2.3.4.5", "1..3.4", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4\x00", "0x1.2.3.4", "+1.2.3.4", "1.2.3.-4",
+              "\u0661.2.3.4", "1.2.3.4/32", "::ffff:1.2.3.4", "2001:db8::1", "", "1.2.3.1000", "1.2.3.4%eth0"]
+    octet = lambda: rng.choice([str(rng.randrange(256)), str(rng.randrange(256, 1000)), "0" + str(rng.randrange(100)),
+                                "", "00", "-1", "1a"])
+    generated = [".".join(octet() for _ in range(rng.choice([3, 4, 4, 4, 5]))) for _ in range(5000)]
+    for text in tricky + generated:
+        assert _ipv4_int(text) == _strict_ipv4(text), text
 
 
 def test_file_upload_events_come_first_then_other_file_events_then_user_events_newest_first(locator):
