@@ -469,9 +469,10 @@ def main():
     print(f"grouping floor          {floor:7.1f} s  {rate(floor):8.0f} reports/s  {per_million(floor_cpu):8.0f} "
           f"CPU-s per million reports  (read -> decode -> pack -> the 3 groupings of every report, no work between; "
           f"{args.workers} process(es))")
-    bound, bound_cpu = floor_plus_own_work(floor, per_million(floor_cpu), own_work_micros(chain))
+    own = own_work_micros(chain)
+    bound, bound_cpu = floor_plus_own_work(floor, per_million(floor_cpu), own)
     print(f"floor + own work        {bound:7.1f} s  {rate(bound):8.0f} reports/s  {bound_cpu:8.0f} CPU-s per million "
-          f"reports  (the floor plus the chain's {own_work_micros(chain):.0f} us a report past decoding, incl. its "
+          f"reports  (the floor plus the chain's {own:.0f} us a report past decoding, incl. its "
           "check and Avro encoding, at the floor's use of the cores: if nothing else cost anything)")
     print(f"plain-Python loop       {loop:7.1f} s  {rate(loop):8.0f} reports/s  (parse+hashes+geo+assign+record, wall)")
     best = min(whole, parallel or whole)
