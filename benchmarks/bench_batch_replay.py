@@ -93,7 +93,6 @@ from bench_chain import (AVRO_STEP, CHAIN_STEPS, HASH_BATCH, MAX_MESSAGE_BYTES, 
                          micros_per_report, print_figures as print_chain)
 
 
-
 def input_file(workdir, count):
     """The JSONL of `count` benchmark reports, generated once per count."""
     path = workdir / f"reports-{count}.jsonl"

@@ -6,6 +6,7 @@ import io
 import json
 import pathlib
 import random
+import tracemalloc
 
 import apache_beam as beam
 import fastavro
@@ -21,7 +22,7 @@ from schemas.tables import BUNDLE_SCHEMA
 from tests.test_avro_files import varied_records
 from transforms.plumbing.direct_runner import count_every_bundle
 from transforms.plumbing.windowed_files import (GROUPED_AS_LINES, GROUPED_ENCODED, GROUPED_PACKED, AvroSink,
-                                               JsonLinesSink, ParquetSink, WriteWindowedFiles)
+                                               JsonLinesSink, ParquetSink, WriteWindowedFiles, record_line)
 
 HOUR = 3600
 
@@ -282,15 +283,11 @@ def test_a_keying_step_labels_each_record_as_its_fixed_window_names_it_with_labe
 def test_a_held_line_takes_about_its_own_size_not_the_buffer_it_was_written_in():
     """Lines wait in a sink's grouping until their pane fires (a streaming drain fires every bundle row at
     once); orjson's output would keep its 4 KB writing buffer per line."""
-    import tracemalloc
-
-    import transforms.plumbing.windowed_files as windowed_files
-
     rows = bundle_rows(500)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        lines = [windowed_files.record_line(row) for row in rows]
+        lines = [record_line(row) for row in rows]
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
